@@ -1,0 +1,1 @@
+//! Content-addressed blob store and OCI image layout read/write (index.json guarded by a lock).

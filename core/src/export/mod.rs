@@ -1,0 +1,1 @@
+//! Result exporters: local directory, tar file, OCI image layout.

@@ -1,0 +1,23 @@
+//! # kiln
+//!
+//! An embeddable, BuildKit-style container build engine. A caller describes a build as a graph of
+//! LLB operations ([`graph`]), the [`solver`] resolves it with content-addressed caching, runs
+//! steps in containers through a [`worker`], and [`export`]s the results.
+#![warn(missing_docs)]
+
+pub mod cache;
+pub mod content;
+pub mod digest;
+pub mod error;
+pub mod export;
+pub mod fileops;
+pub mod graph;
+pub mod options;
+pub mod remotecache;
+pub mod snapshot;
+pub mod solver;
+pub mod source;
+pub mod worker;
+
+pub use digest::Digest;
+pub use error::{Error, ErrorKind, Result};

@@ -1,0 +1,1 @@
+//! Cache and export option parsing: the CSV syntax, legacy forms and validation.

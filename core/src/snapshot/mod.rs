@@ -1,0 +1,1 @@
+//! Snapshotters (overlayfs, native copy) and layer diff/apply as tar with OCI whiteouts.

@@ -1,0 +1,1 @@
+//! The solver: vertices, cache keys, scheduling, dedup of identical work, progress events.

@@ -1,0 +1,1 @@
+//! Sources: oci-layout, local directories, http, git, registry images.

@@ -1,0 +1,1 @@
+//! Workers: an executor (runc via an OCI runtime bundle) plus a snapshotter plus labels.

@@ -1,4 +1,211 @@
-//! `kiln`: the command-line face of the kiln build engine (buildctl-compatible `build`).
-fn main() {
-    println!("kiln {}", env!("CARGO_PKG_VERSION"));
+//! `kiln`: the command-line face of the kiln build engine. `kiln build` is buildctl-compatible:
+//! it reads a marshalled LLB definition from stdin or `--definition`, takes `--local`, `--output`,
+//! `--secret` and `--progress` as buildctl does, and solves in-process (no daemon).
+
+mod size;
+
+use clap::{Parser, Subcommand};
+use kiln::engine::{Engine, EngineOptions, SolveOptions};
+use kiln::graph::Definition;
+use kiln::options::{OutputSpec, SecretSource, SecretSpec};
+use kiln::solver::display::{DisplayMode, Printer};
+use kiln::solver::ProgressSink;
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+
+#[derive(Parser, Debug)]
+#[command(name = "kiln", version, about = "kiln: an embeddable BuildKit-style build engine")]
+struct Cli {
+    /// Engine root directory (default: $XDG_DATA_HOME/kiln, or /var/lib/kiln as root).
+    #[arg(long, global = true, env = "KILN_ROOT")]
+    root: Option<PathBuf>,
+    /// Log level for kiln's own logs (error, warn, info, debug, trace).
+    #[arg(long, global = true, default_value = "warn", env = "KILN_LOG")]
+    log_level: String,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Build a marshalled LLB definition (stdin or --definition).
+    Build(BuildArgs),
+    /// Show disk usage of the build cache.
+    Du {
+        /// One line per record.
+        #[arg(long, short)]
+        verbose: bool,
+    },
+    /// Remove build cache.
+    Prune {
+        /// Remove everything.
+        #[arg(long)]
+        all: bool,
+        /// Keep at most this much (plain numbers are MB as in buildctl; or 512MB, 10GiB, ...).
+        #[arg(long, value_parser = size::parse_size)]
+        keep_storage: Option<u64>,
+    },
+    /// List the engine's workers.
+    Workers,
+    /// Debugging helpers.
+    Debug {
+        #[command(subcommand)]
+        cmd: DebugCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum DebugCmd {
+    /// Print a definition (stdin or FILE) as JSON lines, one op per line.
+    DumpLlb {
+        /// The definition file (default: stdin).
+        file: Option<PathBuf>,
+    },
+}
+
+#[derive(Parser, Debug)]
+struct BuildArgs {
+    /// Read the definition from FILE instead of stdin.
+    #[arg(long)]
+    definition: Option<PathBuf>,
+    /// A local directory: NAME=DIR (repeatable).
+    #[arg(long = "local", value_name = "NAME=DIR")]
+    locals: Vec<String>,
+    /// An output: type=local,dest=DIR | type=tar,dest=FILE | type=oci,dest=FILE|DIR (repeatable).
+    #[arg(long = "output", short = 'o', value_name = "CSV")]
+    outputs: Vec<String>,
+    /// A secret: id=X,src=FILE or id=X,env=VAR (repeatable).
+    #[arg(long = "secret", value_name = "CSV")]
+    secrets: Vec<String>,
+    /// Progress display: auto, tty, plain, rawjson (or quiet).
+    #[arg(long, default_value = "auto")]
+    progress: String,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log_level).unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            if let kiln::Error::Exec { log_tail, .. } = &e {
+                for l in log_tail {
+                    eprintln!("  | {l}");
+                }
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn read_definition(file: Option<&PathBuf>) -> kiln::Result<Definition> {
+    let bytes = match file {
+        Some(f) => std::fs::read(f).map_err(|e| kiln::Error::io("read definition", f, e))?,
+        None => {
+            let mut b = Vec::new();
+            std::io::stdin().read_to_end(&mut b).map_err(|e| kiln::Error::io("read definition from", "stdin", e))?;
+            b
+        }
+    };
+    Definition::from_bytes(&bytes)
+}
+
+fn open_engine(root: Option<PathBuf>) -> kiln::Result<Engine> {
+    Engine::open(EngineOptions::new(root.unwrap_or_else(EngineOptions::default_root)))
+}
+
+async fn run(cli: Cli) -> kiln::Result<()> {
+    match cli.cmd {
+        Cmd::Build(b) => build(cli.root, b).await,
+        Cmd::Du { verbose } => {
+            let engine = open_engine(cli.root)?;
+            let usage = engine.disk_usage().await?;
+            let total: u64 = usage.iter().map(|u| u.size).sum();
+            if verbose {
+                for u in &usage {
+                    println!("{:<20} {:>12} {:<18} {}", u.id, size::human(u.size), u.worker, u.description);
+                }
+            } else {
+                println!("{:<20} {:>12}", "ID", "SIZE");
+                for u in &usage {
+                    println!("{:<20} {:>12}", u.id, size::human(u.size));
+                }
+            }
+            println!("Total:\t{}", size::human(total));
+            Ok(())
+        }
+        Cmd::Prune { all, keep_storage } => {
+            let engine = open_engine(cli.root)?;
+            let r = engine.prune(keep_storage.unwrap_or(0), all || keep_storage.is_none()).await?;
+            println!("Removed {} snapshots, freed {}", r.removed, size::human(r.freed_bytes));
+            Ok(())
+        }
+        Cmd::Workers => {
+            let engine = open_engine(cli.root)?;
+            println!("{:<20} LABELS", "NAME");
+            for w in engine.workers() {
+                let labels: Vec<String> = w.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                println!("{:<20} {}", w.name, labels.join(","));
+            }
+            Ok(())
+        }
+        Cmd::Debug { cmd: DebugCmd::DumpLlb { file } } => {
+            let def = read_definition(file.as_ref())?;
+            print!("{}", def.to_json_lines());
+            Ok(())
+        }
+    }
+}
+
+async fn build(root: Option<PathBuf>, b: BuildArgs) -> kiln::Result<()> {
+    let def = read_definition(b.definition.as_ref())?;
+    let mut opts = SolveOptions::default();
+    for l in &b.locals {
+        let (name, dir) = l
+            .split_once('=')
+            .ok_or_else(|| kiln::Error::option("local", l.as_str(), "expected NAME=DIR"))?;
+        opts.locals.insert(name.to_owned(), PathBuf::from(dir));
+    }
+    for o in &b.outputs {
+        opts.outputs.push(o.parse::<OutputSpec>()?);
+    }
+    for s in &b.secrets {
+        let spec: SecretSpec = s.parse()?;
+        let value = match &spec.source {
+            SecretSource::File(p) => std::fs::read(p).map_err(|e| kiln::Error::io("read secret", p, e))?,
+            SecretSource::Env(v) => std::env::var(v)
+                .map_err(|_| kiln::Error::option("env", v.as_str(), "the environment variable is not set"))?
+                .into_bytes(),
+        };
+        opts.secrets.insert(spec.id.clone(), value);
+    }
+    let mode: DisplayMode = b.progress.parse()?;
+    let printer = Arc::new(Mutex::new(Printer::new(std::io::stderr(), mode.resolve())));
+    let p = printer.clone();
+    opts.progress = ProgressSink::new(move |e| p.lock().unwrap_or_else(|x| x.into_inner()).handle(&e));
+    let engine = open_engine(root)?;
+    let solve = engine.solve(&def, opts);
+    let res = tokio::select! {
+        r = solve => r,
+        _ = tokio::signal::ctrl_c() => Err(kiln::Error::Cancelled),
+    };
+    printer.lock().unwrap_or_else(|x| x.into_inner()).finish();
+    let res = res?;
+    for (k, v) in &res.exporter_response {
+        eprintln!("{k}: {v}");
+    }
+    Ok(())
 }

@@ -1,0 +1,402 @@
+//! `Engine`: opens a root (exclusive lock, metadata db, content store, workers), solves
+//! definitions, reports disk usage and prunes. The public face bindings use.
+
+use crate::cache::metadata::now_secs;
+use crate::cache::{MetadataStore, RootLock};
+use crate::content::ContentStore;
+use crate::error::{Error, ErrorKind, IoContext, Result};
+use crate::graph::{Definition, ImageConfig};
+use crate::options::OutputSpec;
+use crate::snapshot::{self, SnapshotId, Snapshotter};
+use crate::solver::{self, ProgressSink};
+use crate::worker::pool::{Worker, WorkerPool};
+use crate::worker::RuncExecutor;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Which snapshotter a worker uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotterKind {
+    /// overlayfs (default; needs root and overlay support).
+    Overlayfs,
+    /// Full copies; works everywhere.
+    Native,
+}
+
+impl SnapshotterKind {
+    /// `overlayfs` or `native`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SnapshotterKind::Overlayfs => "overlayfs",
+            SnapshotterKind::Native => "native",
+        }
+    }
+}
+
+/// How to open an engine.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// The root directory owning all state.
+    pub root: PathBuf,
+    /// Maximum vertices executing at once.
+    pub parallelism: usize,
+    /// The OCI runtime binary (`runc`).
+    pub runtime: String,
+    /// Workers to create, in order (the first that opens is the default). A snapshotter that
+    /// cannot work here is skipped with a warning.
+    pub snapshotters: Vec<SnapshotterKind>,
+}
+
+impl EngineOptions {
+    /// Defaults for `root`: parallelism = CPUs, runc, overlayfs then native.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        EngineOptions {
+            root: root.into(),
+            parallelism: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).max(2),
+            runtime: "runc".into(),
+            snapshotters: vec![SnapshotterKind::Overlayfs, SnapshotterKind::Native],
+        }
+    }
+
+    /// The default root: `$XDG_DATA_HOME/kiln`, else `/var/lib/kiln` as root, else `~/.local/share/kiln`.
+    pub fn default_root() -> PathBuf {
+        if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+            return PathBuf::from(x).join("kiln");
+        }
+        if nix::unistd::geteuid().is_root() {
+            return PathBuf::from("/var/lib/kiln");
+        }
+        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+        home.join(".local/share/kiln")
+    }
+}
+
+/// What to do with a solve's result and how to watch it.
+#[derive(Debug, Default, Clone)]
+pub struct SolveOptions {
+    /// Local directories by name (`local://NAME` sources).
+    pub locals: BTreeMap<String, PathBuf>,
+    /// Result exporters.
+    pub outputs: Vec<OutputSpec>,
+    /// Secret values by id (mounted as files; never cached or exported).
+    pub secrets: BTreeMap<String, Vec<u8>>,
+    /// Image config written by image exporters.
+    pub image_config: ImageConfig,
+    /// Where progress events go.
+    pub progress: ProgressSink,
+}
+
+impl SolveOptions {
+    /// Adds an output from its CSV form (`type=local,dest=out`).
+    pub fn output(mut self, csv: &str) -> Result<Self> {
+        self.outputs.push(csv.parse()?);
+        Ok(self)
+    }
+
+    /// Adds a local directory.
+    pub fn local(mut self, name: impl Into<String>, dir: impl Into<PathBuf>) -> Self {
+        self.locals.insert(name.into(), dir.into());
+        self
+    }
+}
+
+/// The outcome of a solve.
+#[derive(Debug, Clone, Default)]
+pub struct SolveResult {
+    /// Exporter metadata (e.g. `containerimage.digest`).
+    pub exporter_response: BTreeMap<String, String>,
+    /// Vertices whose result came from the cache.
+    pub cached: usize,
+    /// Vertices that executed.
+    pub executed: usize,
+}
+
+/// A worker as `kiln workers` shows it.
+#[derive(Debug, Clone)]
+pub struct WorkerInfo {
+    /// Worker name.
+    pub name: String,
+    /// Its labels.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// One cache record in disk usage.
+#[derive(Debug, Clone)]
+pub struct UsageRecord {
+    /// Snapshot id.
+    pub id: String,
+    /// Worker holding it.
+    pub worker: String,
+    /// Vertex that made it.
+    pub description: String,
+    /// Bytes of its own data.
+    pub size: u64,
+    /// Unix seconds of last use.
+    pub last_used: u64,
+}
+
+/// What a prune removed.
+#[derive(Debug, Clone, Default)]
+pub struct PruneReport {
+    /// Snapshots removed.
+    pub removed: usize,
+    /// Bytes freed.
+    pub freed_bytes: u64,
+}
+
+/// Shared engine state (internal).
+#[derive(Debug)]
+pub(crate) struct EngineInner {
+    pub root: PathBuf,
+    pub meta: MetadataStore,
+    pub content: ContentStore,
+    pub workers: WorkerPool,
+    pub limiter: Arc<tokio::sync::Semaphore>,
+    pub key_locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    pub gc: tokio::sync::RwLock<()>,
+    pub cache_mounts: solver::cache_mounts::CacheMounts,
+    pub tmp: PathBuf,
+    _lock: RootLock,
+}
+
+impl EngineInner {
+    /// The async lock serialising work on one cache key (dedup of identical vertices).
+    pub fn key_lock(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut m = self.key_locks.lock().unwrap_or_else(|p| p.into_inner());
+        if m.len() > 4096 {
+            m.retain(|_, l| Arc::strong_count(l) > 1);
+        }
+        m.entry(key.to_owned()).or_default().clone()
+    }
+}
+
+/// An open build engine on one root.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    inner: Arc<EngineInner>,
+}
+
+impl Engine {
+    /// Opens (creating if needed) the root; fails with `RootInUse` if another engine holds it.
+    pub fn open(opts: EngineOptions) -> Result<Engine> {
+        let root = opts.root.clone();
+        std::fs::create_dir_all(&root).with_path("create engine root", &root)?;
+        let root = root.canonicalize().with_path("resolve engine root", &root)?;
+        let lock = RootLock::acquire(&root)?;
+        let meta = MetadataStore::open(&root.join("metadata.redb"))?;
+        let content = ContentStore::open(&root.join("content"))?;
+        let tmp = root.join("tmp");
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).with_path("clean engine tmp", &tmp)?;
+        }
+        std::fs::create_dir_all(&tmp).with_path("create engine tmp", &tmp)?;
+        let executor = Arc::new(RuncExecutor::new(
+            &opts.runtime,
+            root.join("runtime").join(&opts.runtime),
+            root.join("bundles"),
+        )?);
+        executor.cleanup_stale()?;
+        let hostname = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_default();
+        let mut workers = Vec::new();
+        for kind in &opts.snapshotters {
+            let dir = root.join("snapshots").join(kind.as_str());
+            let sn = match kind {
+                SnapshotterKind::Overlayfs => snapshot::open_overlay(&dir),
+                SnapshotterKind::Native => snapshot::open_native(&dir),
+            };
+            let sn: Arc<dyn Snapshotter> = match sn {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(snapshotter = kind.as_str(), error = %e, "snapshotter unavailable; worker not registered");
+                    continue;
+                }
+            };
+            let name = format!("{}-{}", opts.runtime, kind.as_str());
+            let mut labels = BTreeMap::new();
+            labels.insert("executor".to_owned(), opts.runtime.clone());
+            labels.insert("snapshotter".to_owned(), kind.as_str().to_owned());
+            labels.insert("hostname".to_owned(), hostname.clone());
+            labels.insert("name".to_owned(), name.clone());
+            workers.push(Arc::new(Worker { name, labels, executor: executor.clone(), snapshotter: sn }));
+        }
+        if workers.is_empty() {
+            return Err(Error::new(ErrorKind::Worker, "no snapshotter could be opened; see the warnings above"));
+        }
+        let inner = EngineInner {
+            cache_mounts: solver::cache_mounts::CacheMounts::new(root.join("cache-mounts"))?,
+            root,
+            meta,
+            content,
+            workers: WorkerPool::new(workers),
+            limiter: Arc::new(tokio::sync::Semaphore::new(opts.parallelism.max(1))),
+            key_locks: Default::default(),
+            gc: Default::default(),
+            tmp,
+            _lock: lock,
+        };
+        let engine = Engine { inner: Arc::new(inner) };
+        engine.remove_orphans()?;
+        Ok(engine)
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> &Path {
+        &self.inner.root
+    }
+
+    /// The workers, default first.
+    pub fn workers(&self) -> Vec<WorkerInfo> {
+        self.inner.workers.all().iter().map(|w| WorkerInfo { name: w.name.clone(), labels: w.labels.clone() }).collect()
+    }
+
+    /// Solves `def`, runs the exporters of `opts`. Dropping the future cancels the solve: running
+    /// containers are killed and every snapshot and mount is released.
+    pub async fn solve(&self, def: &Definition, opts: SolveOptions) -> Result<SolveResult> {
+        let _gc = self.inner.gc.read().await;
+        solver::solve(self.inner.clone(), def, opts).await
+    }
+
+    /// Cache records and their sizes.
+    pub async fn disk_usage(&self) -> Result<Vec<UsageRecord>> {
+        let _gc = self.inner.gc.read().await;
+        let mut seen = BTreeSet::new();
+        let mut out = Vec::new();
+        for (_, rec) in self.inner.meta.records()? {
+            if !seen.insert((rec.worker.clone(), rec.snapshot.clone())) {
+                continue;
+            }
+            let Some(w) = self.inner.workers.get(&rec.worker) else { continue };
+            let size = w.snapshotter.usage(&SnapshotId(rec.snapshot.clone())).unwrap_or(0);
+            out.push(UsageRecord {
+                id: rec.snapshot,
+                worker: rec.worker,
+                description: rec.description,
+                size,
+                last_used: rec.last_used,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Removes cache records, least recently used first, until at most `keep_bytes` remain
+    /// (`all` removes everything), then every snapshot no record or child needs.
+    pub async fn prune(&self, keep_bytes: u64, all: bool) -> Result<PruneReport> {
+        let _gc = self.inner.gc.write().await;
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || prune_blocking(&inner, keep_bytes, all))
+            .await
+            .map_err(|e| Error::with_source(ErrorKind::Internal, "prune task", e))?
+    }
+
+    /// Snapshot ids per worker (for leak checks and `kiln du --verbose`).
+    pub fn snapshots(&self) -> Result<BTreeMap<String, Vec<String>>> {
+        let mut out = BTreeMap::new();
+        for w in self.inner.workers.all() {
+            out.insert(w.name.clone(), w.snapshotter.list()?.into_iter().map(|s| s.0).collect());
+        }
+        Ok(out)
+    }
+
+    /// Distinct (worker, snapshot) pairs referenced by cache records.
+    pub fn recorded_snapshots(&self) -> Result<BTreeSet<(String, String)>> {
+        Ok(self.inner.meta.records()?.into_iter().map(|(_, r)| (r.worker, r.snapshot)).collect())
+    }
+
+    /// Containers the runtime still knows about (for leak checks).
+    pub fn running_containers(&self) -> Result<Vec<String>> {
+        match self.inner.workers.all().first() {
+            Some(w) => w.executor.list_containers(),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    fn remove_orphans(&self) -> Result<()> {
+        let recorded = self.recorded_snapshots()?;
+        for w in self.inner.workers.all() {
+            remove_unreferenced(w, &recorded)?;
+        }
+        Ok(())
+    }
+}
+
+/// Removes the snapshots of `w` that no record references and that have no children, repeatedly.
+fn remove_unreferenced(w: &Worker, recorded: &BTreeSet<(String, String)>) -> Result<(usize, u64)> {
+    let mut removed = 0;
+    let mut freed = 0;
+    loop {
+        let all = w.snapshotter.list()?;
+        let mut parents = BTreeSet::new();
+        for s in &all {
+            if let Ok(Some(p)) = w.snapshotter.parent(s) {
+                parents.insert(p);
+            }
+        }
+        let victims: Vec<SnapshotId> = all
+            .into_iter()
+            .filter(|s| !parents.contains(s) && !recorded.contains(&(w.name.clone(), s.0.clone())))
+            .collect();
+        if victims.is_empty() {
+            return Ok((removed, freed));
+        }
+        let mut progress = false;
+        for s in victims {
+            let size = w.snapshotter.usage(&s).unwrap_or(0);
+            match w.snapshotter.remove(&s) {
+                Ok(()) => {
+                    removed += 1;
+                    freed += size;
+                    progress = true;
+                }
+                Err(e) => tracing::warn!(snapshot = %s, error = %e, "could not remove unreferenced snapshot"),
+            }
+        }
+        if !progress {
+            return Ok((removed, freed));
+        }
+    }
+}
+
+fn prune_blocking(inner: &EngineInner, keep_bytes: u64, all: bool) -> Result<PruneReport> {
+    let mut records = inner.meta.records()?;
+    records.sort_by_key(|(_, r)| r.last_used);
+    let mut sizes: HashMap<(String, String), u64> = HashMap::new();
+    for (_, r) in &records {
+        let size = inner
+            .workers
+            .get(&r.worker)
+            .and_then(|w| w.snapshotter.usage(&SnapshotId(r.snapshot.clone())).ok())
+            .unwrap_or(0);
+        sizes.insert((r.worker.clone(), r.snapshot.clone()), size);
+    }
+    let mut total: u64 = sizes.values().sum();
+    let mut drop_keys = Vec::new();
+    for (k, r) in &records {
+        if !all && total <= keep_bytes {
+            break;
+        }
+        drop_keys.push(k.clone());
+        // Several records can share a snapshot; its bytes go only when the last one does.
+        let still_used = records
+            .iter()
+            .any(|(k2, r2)| !drop_keys.contains(k2) && r2.worker == r.worker && r2.snapshot == r.snapshot);
+        if !still_used {
+            total = total.saturating_sub(sizes.get(&(r.worker.clone(), r.snapshot.clone())).copied().unwrap_or(0));
+        }
+    }
+    inner.meta.remove_records(&drop_keys)?;
+    let recorded: BTreeSet<(String, String)> =
+        inner.meta.records()?.into_iter().map(|(_, r)| (r.worker, r.snapshot)).collect();
+    let mut report = PruneReport::default();
+    for w in inner.workers.all() {
+        let before: BTreeSet<String> = w.snapshotter.list()?.into_iter().map(|s| s.0).collect();
+        let (n, freed) = remove_unreferenced(w, &recorded)?;
+        report.removed += n;
+        report.freed_bytes += freed;
+        let after: BTreeSet<String> = w.snapshotter.list()?.into_iter().map(|s| s.0).collect();
+        let gone: Vec<String> = before.difference(&after).cloned().collect();
+        inner.meta.remove_layers_of(&gone)?;
+    }
+    tracing::debug!(removed = report.removed, freed = report.freed_bytes, at = now_secs(), "prune done");
+    Ok(report)
+}

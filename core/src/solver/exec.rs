@@ -1,0 +1,254 @@
+//! Exec ops: prepares the rootfs and every mount (bind of input results read-only or writable,
+//! cache, tmpfs, secret), runs the process through the worker's executor, and commits the writable
+//! outputs. A non-zero exit fails the vertex with its exit code and log tail; cancellation drops the
+//! executor future (which kills the container) and every guard here (unmount, remove snapshots).
+
+use super::cache_mounts::Sharing;
+use super::progress::{LogStream, ProgressEvent};
+use super::refs::{commit_and_record, Active, ResultRef};
+use super::Solve;
+use crate::digest::Digest;
+use crate::error::{Error, ErrorKind, IoContext, Result};
+use crate::graph::pb;
+use crate::graph::Vertex;
+use crate::snapshot::MountGuard;
+use crate::worker::pool::Worker;
+use crate::worker::{ExecMount, ExecRequest, MountSource, NetworkMode, OutputSink, OutputStream};
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+const LOG_TAIL_LINES: usize = 20;
+
+fn unique_id(prefix: &str) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let seed = format!("{}-{}-{}", std::process::id(), nanos, N.fetch_add(1, Ordering::Relaxed));
+    format!("{prefix}{}", &Digest::of(seed.as_bytes()).hex()[..20])
+}
+
+/// Runs an exec op.
+pub async fn run(
+    solve: &Arc<Solve>,
+    v: &Vertex,
+    e: &pb::ExecOp,
+    worker: &Arc<Worker>,
+    key: &Digest,
+    inputs: &[Option<ResultRef>],
+) -> Result<BTreeMap<i64, Option<ResultRef>>> {
+    let op = v.digest.as_str();
+    let meta = e.meta.clone().unwrap_or_default();
+    if meta.args.is_empty() {
+        return Err(Error::definition(Some(op), "exec op has no args"));
+    }
+    if e.security == pb::SecurityMode::Insecure as i32 {
+        return Err(Error::new(ErrorKind::Unsupported, format!("op {op}: security.insecure is not supported by kiln")));
+    }
+    let network = match pb::NetMode::try_from(e.network) {
+        Ok(pb::NetMode::None) => NetworkMode::None,
+        Ok(_) => NetworkMode::Host,
+        Err(_) => return Err(Error::definition(Some(op), format!("unknown network mode {}", e.network))),
+    };
+    if !e.secretenv.is_empty() {
+        return Err(Error::new(ErrorKind::Unsupported, format!("op {op}: secret environment variables are not supported yet; use a secret mount")));
+    }
+    let sn = worker.snapshotter.clone();
+    let input_ref = |i: i64| -> Result<Option<ResultRef>> {
+        if i < 0 {
+            return Ok(None);
+        }
+        inputs
+            .get(i as usize)
+            .cloned()
+            .ok_or_else(|| Error::definition(Some(op), format!("mount refers to input {i}, which the op lacks")))
+    };
+
+    // Order matters for drops: mounts (declared later) unmount before actives are removed.
+    let mut actives: Vec<(i64, Active)> = Vec::new();
+    let mut throwaway: Vec<Active> = Vec::new();
+    let mut leases = Vec::new();
+    let secrets_dir = tempfile::Builder::new()
+        .prefix("secrets-")
+        .tempdir_in(&solve.engine.tmp)
+        .with_path("create secrets dir", &solve.engine.tmp)?;
+    let mut mounts: Vec<MountGuard> = Vec::new();
+    let mut root_path = None;
+    let mut readonly_rootfs = false;
+    let mut exec_mounts = Vec::new();
+
+    for m in &e.mounts {
+        let mtype = pb::MountType::try_from(m.mount_type)
+            .map_err(|_| Error::definition(Some(op), format!("unknown mount type {}", m.mount_type)))?;
+        match mtype {
+            pb::MountType::Bind => {
+                let src = input_ref(m.input)?;
+                if m.dest == "/" {
+                    readonly_rootfs = m.readonly;
+                    let a = Active::prepare(&sn, src.as_ref().map(|r| &r.snapshot))?;
+                    let g = sn.mount(&a.id)?;
+                    root_path = Some(g.path().to_path_buf());
+                    mounts.push(g);
+                    if m.output >= 0 {
+                        actives.push((m.output, a));
+                    } else {
+                        throwaway.push(a);
+                    }
+                    continue;
+                }
+                let path = if m.readonly {
+                    match &src {
+                        Some(r) => {
+                            let g = r.worker.snapshotter.mount(&r.snapshot)?;
+                            let p = g.path().to_path_buf();
+                            mounts.push(g);
+                            p
+                        }
+                        None => {
+                            let p = secrets_dir.path().join(format!("empty-{}", exec_mounts.len()));
+                            std::fs::create_dir_all(&p).with_path("create empty mount", &p)?;
+                            p
+                        }
+                    }
+                } else {
+                    let a = Active::prepare(&sn, src.as_ref().map(|r| &r.snapshot))?;
+                    let g = sn.mount(&a.id)?;
+                    let p = g.path().to_path_buf();
+                    mounts.push(g);
+                    if m.output >= 0 {
+                        actives.push((m.output, a));
+                    } else {
+                        throwaway.push(a);
+                    }
+                    p
+                };
+                let path = if m.selector.is_empty() || m.selector == "/" {
+                    path
+                } else {
+                    crate::fileops::resolve_in_root(&path, &m.selector, true)?
+                };
+                exec_mounts.push(ExecMount {
+                    dest: m.dest.clone(),
+                    source: MountSource::Bind { path, readonly: m.readonly },
+                });
+            }
+            pb::MountType::Cache => {
+                let opt = m.cache_opt.clone().unwrap_or_default();
+                let id = if opt.id.is_empty() { m.dest.clone() } else { opt.id.clone() };
+                let sharing = match pb::CacheSharingOpt::try_from(opt.sharing) {
+                    Ok(pb::CacheSharingOpt::Private) => Sharing::Private,
+                    Ok(pb::CacheSharingOpt::Locked) => Sharing::Locked,
+                    _ => Sharing::Shared,
+                };
+                let lease = solve.engine.cache_mounts.acquire(&id, sharing).await?;
+                exec_mounts.push(ExecMount {
+                    dest: m.dest.clone(),
+                    source: MountSource::Bind { path: lease.path.clone(), readonly: m.readonly },
+                });
+                leases.push(lease);
+            }
+            pb::MountType::Tmpfs => {
+                let size = m.tmpfs_opt.as_ref().map(|t| t.size).filter(|s| *s > 0).map(|s| s as u64);
+                exec_mounts.push(ExecMount { dest: m.dest.clone(), source: MountSource::Tmpfs { size_bytes: size } });
+            }
+            pb::MountType::Secret => {
+                let opt = m.secret_opt.clone().unwrap_or_default();
+                let Some(value) = solve.opts.secrets.get(&opt.id) else {
+                    if opt.optional {
+                        continue;
+                    }
+                    let known: Vec<&String> = solve.opts.secrets.keys().collect();
+                    return Err(Error::new(
+                        ErrorKind::Source,
+                        format!("secret {:?} required by {} was not provided (provided: {known:?})", opt.id, v.name()),
+                    ));
+                };
+                let file = secrets_dir.path().join(format!("secret-{}", exec_mounts.len()));
+                write_secret(&file, value, &opt)?;
+                exec_mounts.push(ExecMount {
+                    dest: m.dest.clone(),
+                    source: MountSource::Bind { path: file, readonly: true },
+                });
+            }
+            pb::MountType::Ssh => {
+                return Err(Error::new(ErrorKind::Unsupported, format!("op {op}: ssh mounts are not supported by kiln")));
+            }
+        }
+    }
+    let rootfs = root_path.ok_or_else(|| Error::definition(Some(op), "exec op has no rootfs mount (dest \"/\")"))?;
+
+    let tail: Arc<Mutex<VecDeque<String>>> = Arc::default();
+    let partial: Arc<Mutex<Vec<u8>>> = Arc::default();
+    let sink: OutputSink = {
+        let tail = tail.clone();
+        let partial = partial.clone();
+        let progress = solve.opts.progress.clone();
+        let vertex = v.digest.to_string();
+        Arc::new(move |stream: OutputStream, data: &[u8]| {
+            let stream = match stream {
+                OutputStream::Stdout => LogStream::Stdout,
+                OutputStream::Stderr => LogStream::Stderr,
+            };
+            progress.emit(ProgressEvent::Log { vertex: vertex.clone(), stream, data: data.to_vec() });
+            let mut p = partial.lock().unwrap_or_else(|e| e.into_inner());
+            p.extend_from_slice(data);
+            let mut t = tail.lock().unwrap_or_else(|e| e.into_inner());
+            while let Some(pos) = p.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = p.drain(..=pos).collect();
+                t.push_back(String::from_utf8_lossy(&line[..line.len() - 1]).into_owned());
+                while t.len() > LOG_TAIL_LINES {
+                    t.pop_front();
+                }
+            }
+        })
+    };
+    let req = ExecRequest {
+        id: super::exec::unique_id("kiln-"),
+        rootfs,
+        readonly_rootfs,
+        args: meta.args.clone(),
+        env: meta.env.clone(),
+        cwd: if meta.cwd.is_empty() { "/".into() } else { meta.cwd.clone() },
+        user: meta.user.clone(),
+        hostname: meta.hostname.clone(),
+        mounts: exec_mounts,
+        network,
+        extra_hosts: meta.extra_hosts.iter().map(|h| (h.host.clone(), h.ip.clone())).collect(),
+    };
+    let code = worker.executor.run(req, sink).await?;
+    let ok = if meta.valid_exit_codes.is_empty() { code == 0 } else { meta.valid_exit_codes.contains(&code) };
+    if !ok {
+        let mut log_tail: Vec<String> = tail.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect();
+        let rest = partial.lock().unwrap_or_else(|e| e.into_inner());
+        if !rest.is_empty() {
+            log_tail.push(String::from_utf8_lossy(&rest).into_owned());
+        }
+        return Err(Error::Exec { vertex: v.name(), command: meta.args.join(" "), exit_code: code, log_tail });
+    }
+    drop(mounts);
+    drop(leases);
+    drop(secrets_dir);
+    drop(throwaway);
+    let engine = solve.engine.clone();
+    let worker = worker.clone();
+    let key = key.clone();
+    let name = v.name();
+    tokio::task::spawn_blocking(move || {
+        let mut out = BTreeMap::new();
+        for (idx, a) in actives {
+            out.insert(idx, Some(commit_and_record(&engine, &worker, &key, idx, a, &name)?));
+        }
+        Ok(out)
+    })
+    .await
+    .map_err(|e| Error::with_source(ErrorKind::Internal, "commit task", e))?
+}
+
+fn write_secret(path: &std::path::Path, value: &[u8], opt: &pb::SecretOpt) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, value).with_path("write secret", path)?;
+    let mode = if opt.mode == 0 { 0o400 } else { opt.mode };
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).with_path("chmod secret", path)?;
+    nix::unistd::chown(path, Some(nix::unistd::Uid::from_raw(opt.uid)), Some(nix::unistd::Gid::from_raw(opt.gid)))
+        .map_err(|e| Error::io("chown secret", path, e.into()))?;
+    Ok(())
+}

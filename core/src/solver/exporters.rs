@@ -1,0 +1,138 @@
+//! Runs the result exporters of a solve: `local` (a directory), `tar` (a tar file), `oci` (an OCI
+//! image layout dir or tar, layers computed once per snapshot and reused by every later export).
+
+use super::progress::ProgressEvent;
+use super::refs::{chain, ResultRef};
+use super::Solve;
+use crate::content::layer::{write_layer, Compression, LayerBlob};
+use crate::engine::EngineInner;
+use crate::error::{Error, ErrorKind, Result};
+use crate::options::OutputSpec;
+use crate::snapshot::SnapshotId;
+use crate::worker::pool::Worker;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Exports `result` to every output of the solve; returns exporter metadata.
+pub async fn run(solve: &Arc<Solve>, result: Option<&ResultRef>) -> Result<BTreeMap<String, String>> {
+    let mut response = BTreeMap::new();
+    for (i, out) in solve.opts.outputs.iter().enumerate() {
+        let engine = solve.engine.clone();
+        let result = result.cloned();
+        let out = out.clone();
+        let config = solve.opts.image_config.clone();
+        let vertex = format!("export:{i}");
+        solve.emit(ProgressEvent::VertexStarted { vertex: vertex.clone(), name: describe(&out) });
+        let t0 = std::time::Instant::now();
+        let res = tokio::task::spawn_blocking(move || export_one(&engine, result.as_ref(), &out, &config))
+            .await
+            .map_err(|e| Error::with_source(ErrorKind::Internal, "export task", e))?;
+        match res {
+            Ok(meta) => {
+                response.extend(meta);
+                solve.emit(ProgressEvent::VertexCompleted {
+                    vertex,
+                    name: describe(&solve.opts.outputs[i]),
+                    duration: t0.elapsed(),
+                });
+            }
+            Err(e) => {
+                solve.emit(ProgressEvent::VertexError {
+                    vertex,
+                    name: describe(&solve.opts.outputs[i]),
+                    error: e.to_string(),
+                });
+                return Err(e);
+            }
+        }
+    }
+    Ok(response)
+}
+
+fn describe(o: &OutputSpec) -> String {
+    match o {
+        OutputSpec::Local { dest } => format!("exporting to directory {}", dest.display()),
+        OutputSpec::Tar { dest } => format!("exporting to tar {}", dest.display()),
+        OutputSpec::Oci { dest, .. } => format!("exporting to oci image format {}", dest.display()),
+        OutputSpec::Image { name, .. } => format!("exporting to image {name}"),
+    }
+}
+
+fn with_root<T>(engine: &EngineInner, result: Option<&ResultRef>, f: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
+    match result {
+        Some(r) => {
+            let g = r.worker.snapshotter.mount(&r.snapshot)?;
+            f(g.path())
+        }
+        None => {
+            let tmp = tempfile::tempdir_in(&engine.tmp).map_err(|e| Error::io("create empty dir", &engine.tmp, e))?;
+            f(tmp.path())
+        }
+    }
+}
+
+fn export_one(
+    engine: &EngineInner,
+    result: Option<&ResultRef>,
+    out: &OutputSpec,
+    config: &crate::graph::ImageConfig,
+) -> Result<BTreeMap<String, String>> {
+    let mut meta = BTreeMap::new();
+    match out {
+        OutputSpec::Local { dest } => with_root(engine, result, |root| crate::export::export_local(root, dest))?,
+        OutputSpec::Tar { dest } => with_root(engine, result, |root| crate::export::export_tar(root, dest))?,
+        OutputSpec::Oci { dest, tar, name, oci_mediatypes } => {
+            let layers = match result {
+                Some(r) => layers_of(engine, r, &Compression::Gzip { level: 6 }, *oci_mediatypes)?,
+                None => Vec::new(),
+            };
+            let digest = crate::export::export_oci(
+                &engine.content,
+                &layers,
+                config,
+                dest,
+                *tar,
+                name.as_deref(),
+                *oci_mediatypes,
+            )?;
+            meta.insert("containerimage.digest".to_owned(), digest.to_string());
+        }
+        OutputSpec::Image { .. } => {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                "output type=image (registry push) is not supported by this kiln build yet; supported: local, tar, oci",
+            ))
+        }
+    }
+    Ok(meta)
+}
+
+/// The layer blobs of `r`'s snapshot chain, computed once per snapshot and format.
+pub fn layers_of(engine: &EngineInner, r: &ResultRef, compression: &Compression, oci: bool) -> Result<Vec<LayerBlob>> {
+    let format = match compression {
+        Compression::Gzip { .. } => "gzip",
+        Compression::Zstd { .. } => "zstd",
+        Compression::Uncompressed => "uncompressed",
+    };
+    chain(r)?.iter().map(|s| layer_of(engine, &r.worker, s, compression, format, oci)).collect()
+}
+
+fn layer_of(
+    engine: &EngineInner,
+    worker: &Arc<Worker>,
+    s: &SnapshotId,
+    compression: &Compression,
+    format: &str,
+    oci: bool,
+) -> Result<LayerBlob> {
+    if let Some(mut l) = engine.meta.layer::<LayerBlob>(&s.0, format)? {
+        if engine.content.has(&l.digest) {
+            l.media_type = crate::content::layer::media_type_for(compression, oci).to_owned();
+            return Ok(l);
+        }
+    }
+    let l = write_layer(&engine.content, compression, oci, |w| worker.snapshotter.diff(s, w))?;
+    engine.meta.put_layer(&s.0, format, &l)?;
+    Ok(l)
+}

@@ -1,0 +1,239 @@
+//! File ops: runs a chain of file actions (mkdir, mkfile, rm, symlink, copy) following BuildKit's
+//! input convention (an action's `input` below the op's input count is a real input; at or above it
+//! names the result of an earlier action; -1 is scratch). An action result used by exactly one
+//! later action is mutated in place; outputs are committed and recorded.
+
+use super::refs::{commit_and_record, Active, ResultRef};
+use super::Solve;
+use crate::digest::Digest;
+use crate::engine::EngineInner;
+use crate::error::{Error, ErrorKind, Result};
+use crate::fileops::{self, CopyOptions, Owner};
+use crate::graph::pb;
+use crate::graph::pb::file_action::Action;
+use crate::graph::Vertex;
+use crate::snapshot::{SnapshotId, Snapshotter};
+use crate::worker::pool::Worker;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Copy options from the wire form.
+pub fn copy_options(c: &pb::FileActionCopy) -> CopyOptions {
+    CopyOptions {
+        follow_symlinks: c.follow_symlink,
+        dir_copy_contents: c.dir_copy_contents,
+        create_dest_path: c.create_dest_path,
+        allow_wildcard: c.allow_wildcard,
+        allow_empty_wildcard: c.allow_empty_wildcard,
+        include: c.include_patterns.clone(),
+        exclude: c.exclude_patterns.clone(),
+        owner: None,
+        mode: if c.mode > 0 { Some(c.mode as u32) } else { None },
+        timestamp: if c.timestamp > 0 { Some(c.timestamp) } else { None },
+        always_replace_existing: c.always_replace_existing_dest_paths,
+    }
+}
+
+enum Slot {
+    Active(Active),
+    Committed(SnapshotId),
+    Empty,
+    Taken,
+}
+
+/// Runs a file op.
+pub async fn run(
+    solve: &Arc<Solve>,
+    v: &Vertex,
+    f: &pb::FileOp,
+    worker: &Arc<Worker>,
+    key: &Digest,
+    inputs: &[Option<ResultRef>],
+) -> Result<BTreeMap<i64, Option<ResultRef>>> {
+    let engine = solve.engine.clone();
+    let worker = worker.clone();
+    let key = key.clone();
+    let f = f.clone();
+    let inputs = inputs.to_vec();
+    let name = v.name();
+    let op = v.digest.to_string();
+    tokio::task::spawn_blocking(move || run_blocking(&engine, &op, &name, &f, &worker, &key, &inputs))
+        .await
+        .map_err(|e| Error::with_source(ErrorKind::Internal, "file op task", e))?
+}
+
+fn run_blocking(
+    engine: &EngineInner,
+    op: &str,
+    name: &str,
+    f: &pb::FileOp,
+    worker: &Arc<Worker>,
+    key: &Digest,
+    inputs: &[Option<ResultRef>],
+) -> Result<BTreeMap<i64, Option<ResultRef>>> {
+    let sn = worker.snapshotter.clone();
+    let n = inputs.len() as i64;
+    let mut uses = vec![0usize; f.actions.len()];
+    for a in &f.actions {
+        for i in [a.input, a.secondary_input] {
+            if i >= n && ((i - n) as usize) < uses.len() {
+                uses[(i - n) as usize] += 1;
+            }
+        }
+    }
+    let mut slots: Vec<Slot> = Vec::with_capacity(f.actions.len());
+    let mut out = BTreeMap::new();
+    for (idx, a) in f.actions.iter().enumerate() {
+        let action = a.action.as_ref().ok_or_else(|| Error::definition(Some(op), format!("file action {idx} is empty")))?;
+        // The filesystem this action writes to.
+        let active = if a.input >= n {
+            let j = (a.input - n) as usize;
+            if j >= idx {
+                return Err(Error::definition(Some(op), format!("file action {idx} uses the result of action {j}, which does not precede it")));
+            }
+            match std::mem::replace(&mut slots[j], Slot::Taken) {
+                Slot::Active(act) if uses[j] == 1 => act,
+                Slot::Active(act) => {
+                    let id = act.commit()?;
+                    let child = Active::prepare(&sn, Some(&id))?;
+                    slots[j] = Slot::Committed(id);
+                    child
+                }
+                Slot::Committed(id) => {
+                    let child = Active::prepare(&sn, Some(&id))?;
+                    slots[j] = Slot::Committed(id);
+                    child
+                }
+                Slot::Empty => Active::prepare(&sn, None)?,
+                Slot::Taken => return Err(Error::definition(Some(op), format!("file action {idx}: result of action {j} used twice"))),
+            }
+        } else if a.input >= 0 {
+            let r = inputs[a.input as usize].as_ref();
+            Active::prepare(&sn, r.map(|r| &r.snapshot))?
+        } else {
+            Active::prepare(&sn, None)?
+        };
+        {
+            let guard = sn.mount(&active.id)?;
+            let root = guard.path();
+            apply(engine, op, root, a, action, inputs, &mut slots, &sn, n)?;
+        }
+        if a.output >= 0 {
+            let r = commit_and_record(engine, worker, key, a.output, active, name)?;
+            slots.push(Slot::Committed(r.snapshot.clone()));
+            out.insert(a.output, Some(r));
+        } else {
+            slots.push(Slot::Active(active));
+        }
+    }
+    Ok(out)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn apply(
+    engine: &EngineInner,
+    op: &str,
+    root: &Path,
+    a: &pb::FileAction,
+    action: &Action,
+    inputs: &[Option<ResultRef>],
+    slots: &mut [Slot],
+    sn: &Arc<dyn Snapshotter>,
+    n: i64,
+) -> Result<()> {
+    let ctx = |e: Error| e.context(format!("op {op}"));
+    match action {
+        Action::Mkdir(m) => fileops::mkdir(
+            root,
+            &m.path,
+            mode_or(m.mode, 0o755),
+            m.make_parents,
+            owner(root, m.owner.as_ref())?,
+            ts(m.timestamp),
+        )
+        .map_err(ctx),
+        Action::Mkfile(m) => fileops::mkfile(
+            root,
+            &m.path,
+            mode_or(m.mode, 0o644),
+            &m.data,
+            owner(root, m.owner.as_ref())?,
+            ts(m.timestamp),
+        )
+        .map_err(ctx),
+        Action::Rm(r) => fileops::rm(root, &r.path, r.allow_not_found, r.allow_wildcard).map_err(ctx),
+        Action::Symlink(s) => {
+            fileops::symlink(root, &s.oldpath, &s.newpath, owner(root, s.owner.as_ref())?, ts(s.timestamp)).map_err(ctx)
+        }
+        Action::Copy(c) => {
+            let mut opts = copy_options(c);
+            opts.owner = owner(root, c.owner.as_ref())?;
+            let j = a.secondary_input;
+            let _tmp;
+            let _guard;
+            let src_root: PathBuf = if j < 0 {
+                _tmp = tempfile::tempdir_in(&engine.tmp).map_err(|e| Error::io("create empty dir", &engine.tmp, e))?;
+                _tmp.path().to_path_buf()
+            } else if j < n {
+                match inputs.get(j as usize).and_then(|r| r.as_ref()) {
+                    Some(r) => {
+                        _guard = r.worker.snapshotter.mount(&r.snapshot)?;
+                        _guard.path().to_path_buf()
+                    }
+                    None => {
+                        _tmp = tempfile::tempdir_in(&engine.tmp).map_err(|e| Error::io("create empty dir", &engine.tmp, e))?;
+                        _tmp.path().to_path_buf()
+                    }
+                }
+            } else {
+                let k = (j - n) as usize;
+                let id = match slots.get_mut(k).map(|s| std::mem::replace(s, Slot::Taken)) {
+                    Some(Slot::Active(act)) => act.commit()?,
+                    Some(Slot::Committed(id)) => id,
+                    _ => return Err(Error::definition(Some(op), format!("copy source refers to unusable action result {k}"))),
+                };
+                slots[k] = Slot::Committed(id.clone());
+                _guard = sn.mount(&id)?;
+                _guard.path().to_path_buf()
+            };
+            fileops::copy(&src_root, &c.src, root, &c.dest, &opts).map_err(ctx)
+        }
+    }
+}
+
+fn mode_or(mode: i32, default: u32) -> u32 {
+    if mode > 0 {
+        mode as u32
+    } else {
+        default
+    }
+}
+
+fn ts(t: i64) -> Option<i64> {
+    (t > 0).then_some(t)
+}
+
+/// Resolves a wire owner (numeric or by name against the target's /etc/passwd and /etc/group).
+fn owner(root: &Path, o: Option<&pb::ChownOpt>) -> Result<Option<Owner>> {
+    let Some(o) = o else { return Ok(None) };
+    let resolve = |u: Option<&pb::UserOpt>, group: bool| -> Result<Option<u32>> {
+        use pb::user_opt::User;
+        match u.and_then(|u| u.user.as_ref()) {
+            None => Ok(None),
+            Some(User::ById(id)) => Ok(Some(*id)),
+            Some(User::ByName(n)) => {
+                let spec = if group { format!("0:{}", n.name) } else { n.name.clone() };
+                let (uid, gid, _) = crate::worker::resolve_user(root, &spec)?;
+                Ok(Some(if group { gid } else { uid }))
+            }
+        }
+    };
+    let uid = resolve(o.user.as_ref(), false)?;
+    let gid = resolve(o.group.as_ref(), true)?;
+    if uid.is_none() && gid.is_none() {
+        return Ok(None);
+    }
+    let uid = uid.unwrap_or(0);
+    Ok(Some(Owner { uid, gid: gid.unwrap_or(uid) }))
+}

@@ -1,0 +1,87 @@
+//! Merge ops (stack several results into one filesystem by applying each input's layers in order,
+//! whiteouts included) and transfers of a result between workers (a flattened copy).
+
+use super::refs::{chain, commit_and_record, Active, ResultRef};
+use super::Solve;
+use crate::cache::metadata::record_key;
+use crate::digest::Digest;
+use crate::engine::EngineInner;
+use crate::error::{Error, ErrorKind, IoContext, Result};
+use crate::graph::pb;
+use crate::graph::Vertex;
+use crate::snapshot::{apply_layer, SnapshotId, Snapshotter};
+use crate::worker::pool::Worker;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Runs a merge op.
+pub async fn run(
+    solve: &Arc<Solve>,
+    v: &Vertex,
+    m: &pb::MergeOp,
+    worker: &Arc<Worker>,
+    key: &Digest,
+    inputs: &[Option<ResultRef>],
+) -> Result<BTreeMap<i64, Option<ResultRef>>> {
+    let mut refs = Vec::new();
+    for mi in &m.inputs {
+        let r = inputs.get(mi.input as usize).cloned().ok_or_else(|| {
+            Error::definition(Some(v.digest.as_str()), format!("merge input {} out of range", mi.input))
+        })?;
+        refs.extend(r);
+    }
+    let engine = solve.engine.clone();
+    let worker = worker.clone();
+    let key = key.clone();
+    let name = v.name();
+    tokio::task::spawn_blocking(move || {
+        let sn = worker.snapshotter.clone();
+        let Some((first, rest)) = refs.split_first() else {
+            let a = Active::prepare(&sn, None)?;
+            return Ok(BTreeMap::from([(0, Some(commit_and_record(&engine, &worker, &key, 0, a, &name)?))]));
+        };
+        let a = Active::prepare(&sn, Some(&first.snapshot))?;
+        {
+            let g = sn.mount(&a.id)?;
+            for r in rest {
+                for s in chain(r)? {
+                    apply_diff(&r.worker.snapshotter, &s, g.path())?;
+                }
+            }
+        }
+        Ok(BTreeMap::from([(0, Some(commit_and_record(&engine, &worker, &key, 0, a, &name)?))]))
+    })
+    .await
+    .map_err(|e| Error::with_source(ErrorKind::Internal, "merge task", e))?
+}
+
+/// Streams `s`'s diff (relative to its parent) into the mounted view at `root`.
+pub fn apply_diff(sn: &Arc<dyn Snapshotter>, s: &SnapshotId, root: &Path) -> Result<u64> {
+    let (reader, mut writer) = std::io::pipe().with_path("create pipe", root)?;
+    std::thread::scope(|scope| {
+        let producer = scope.spawn(move || sn.diff(s, &mut writer));
+        let applied = apply_layer(root, reader);
+        let produced = producer.join().map_err(|_| Error::new(ErrorKind::Internal, "diff thread panicked"))?;
+        produced?;
+        applied
+    })
+}
+
+/// Copies result `r` onto worker `to` (flattened) and records it under `key`, once.
+pub fn transfer(engine: &EngineInner, r: &ResultRef, to: &Arc<Worker>, key: &Digest) -> Result<ResultRef> {
+    let rk = record_key(&to.name, key, 0);
+    if let Some(rec) = engine.meta.record(&rk)? {
+        let id = SnapshotId(rec.snapshot);
+        if to.snapshotter.parent(&id).is_ok() {
+            return Ok(ResultRef { worker: to.clone(), snapshot: id });
+        }
+    }
+    let a = Active::prepare(&to.snapshotter, None)?;
+    {
+        let src = r.worker.snapshotter.mount(&r.snapshot)?;
+        let dst = to.snapshotter.mount(&a.id)?;
+        crate::export::export_local(src.path(), dst.path())?;
+    }
+    commit_and_record(engine, to, key, 0, a, &format!("transfer from {}", r.worker.name))
+}

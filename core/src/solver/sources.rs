@@ -1,0 +1,192 @@
+//! Source ops: local directories (content-checksummed, synced into a snapshot), OCI image layouts
+//! (layers applied one snapshot each, keyed by their diffID chain so images share layers, and the
+//! original blobs remembered so exports reuse them), http downloads and git checkouts.
+
+use super::progress::ProgressEvent;
+use super::refs::{commit_and_record, record, Active, ResultRef};
+use super::Solve;
+use crate::cache::metadata::record_key;
+use crate::content::layer::{layer_reader, LayerBlob};
+use crate::content::OciLayout;
+use crate::digest::Digest;
+use crate::engine::EngineInner;
+use crate::error::{Error, ErrorKind, Result};
+use crate::graph::pb;
+use crate::graph::source::{OciRef, SourceSpec};
+use crate::graph::Vertex;
+use crate::snapshot::{apply_layer, SnapshotId};
+use crate::source::local::{checksum_local, sync_local, LocalSource};
+use crate::worker::pool::Worker;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+fn spec(v: &Vertex, s: &pb::SourceOp) -> Result<SourceSpec> {
+    SourceSpec::parse(&s.identifier, &s.attrs).map_err(|e| e.context(format!("op {}", v.digest)))
+}
+
+fn local_source(solve: &Solve, name: &str, include: &[String], exclude: &[String], follow: &[String]) -> Result<LocalSource> {
+    let dir = solve.opts.locals.get(name).ok_or_else(|| {
+        let known: Vec<&String> = solve.opts.locals.keys().collect();
+        Error::new(
+            ErrorKind::Source,
+            format!("local source {name:?} was not provided: pass it as --local {name}=DIR (provided: {known:?})"),
+        )
+    })?;
+    Ok(LocalSource { dir: dir.clone(), include: include.to_vec(), exclude: exclude.to_vec(), follow_paths: follow.to_vec() })
+}
+
+fn layout_ref(reference: &OciRef) -> String {
+    match reference {
+        OciRef::Tag(t) => t.clone(),
+        OciRef::Digest(d) => d.to_string(),
+    }
+}
+
+/// The content part of a source's cache key.
+pub async fn content_key(solve: &Arc<Solve>, v: &Vertex, s: &pb::SourceOp) -> Result<String> {
+    match spec(v, s)? {
+        SourceSpec::Local { name, include, exclude, follow_paths, .. } => {
+            let src = local_source(solve, &name, &include, &exclude, &follow_paths)?;
+            let d = tokio::task::spawn_blocking(move || checksum_local(&src))
+                .await
+                .map_err(|e| Error::with_source(ErrorKind::Internal, "checksum task", e))??;
+            Ok(format!("local:{d}"))
+        }
+        SourceSpec::OciLayout { path, reference } => {
+            let r = layout_ref(&reference);
+            let desc = tokio::task::spawn_blocking(move || OciLayout::open(&path)?.resolve(&r))
+                .await
+                .map_err(|e| Error::with_source(ErrorKind::Internal, "resolve task", e))??;
+            Ok(format!("image:{}", desc.digest()))
+        }
+        other => Err(unsupported(v, &other)),
+    }
+}
+
+fn unsupported(v: &Vertex, s: &SourceSpec) -> Error {
+    let what = match s {
+        SourceSpec::Http { .. } => "http(s) sources",
+        SourceSpec::Git { .. } => "git sources",
+        SourceSpec::DockerImage { .. } => "docker-image:// (registry) sources",
+        _ => "this source",
+    };
+    Error::new(ErrorKind::Unsupported, format!("op {}: {what} are not supported by this kiln build yet", v.digest))
+}
+
+/// Runs a source op.
+pub async fn run(
+    solve: &Arc<Solve>,
+    v: &Vertex,
+    s: &pb::SourceOp,
+    worker: &Arc<Worker>,
+    key: &Digest,
+) -> Result<BTreeMap<i64, Option<ResultRef>>> {
+    let engine = solve.engine.clone();
+    let worker = worker.clone();
+    let key = key.clone();
+    let name = v.name();
+    let vertex = v.digest.to_string();
+    let progress = solve.opts.progress.clone();
+    match spec(v, s)? {
+        SourceSpec::Local { name: local, include, exclude, follow_paths, .. } => {
+            let src = local_source(solve, &local, &include, &exclude, &follow_paths)?;
+            blocking(move || {
+                let a = Active::prepare(&worker.snapshotter, None)?;
+                let bytes = {
+                    let g = worker.snapshotter.mount(&a.id)?;
+                    sync_local(&src, g.path())?
+                };
+                progress.emit(ProgressEvent::Status { vertex, id: "transferring".into(), current: bytes, total: Some(bytes) });
+                Ok(BTreeMap::from([(0, Some(commit_and_record(&engine, &worker, &key, 0, a, &name)?))]))
+            })
+            .await
+        }
+        SourceSpec::OciLayout { path, reference } => {
+            blocking(move || oci_layout(&engine, &worker, &key, &name, &vertex, path, &layout_ref(&reference), &progress))
+                .await
+        }
+        other => Err(unsupported(v, &other)),
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| Error::with_source(ErrorKind::Internal, "source task", e))?
+}
+
+/// The layer-format key under which a blob of `media_type` is remembered for a snapshot.
+pub fn layer_format(media_type: &str) -> &'static str {
+    if media_type.ends_with("gzip") {
+        "gzip"
+    } else if media_type.ends_with("zstd") {
+        "zstd"
+    } else {
+        "uncompressed"
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn oci_layout(
+    engine: &EngineInner,
+    worker: &Arc<Worker>,
+    key: &Digest,
+    name: &str,
+    vertex: &str,
+    dir: PathBuf,
+    reference: &str,
+    progress: &super::ProgressSink,
+) -> Result<BTreeMap<i64, Option<ResultRef>>> {
+    let img = crate::source::oci_layout::resolve_oci_layout(&dir, reference, &engine.content)?;
+    let diff_ids: Vec<String> = img.config.rootfs().diff_ids().to_vec();
+    if diff_ids.len() != img.layers.len() {
+        return Err(Error::new(
+            ErrorKind::Source,
+            format!("image {reference} in {}: {} layers but {} diff_ids", dir.display(), img.layers.len(), diff_ids.len()),
+        ));
+    }
+    let mut parent: Option<SnapshotId> = None;
+    let mut chain_key = Digest::of(b"layers");
+    for (i, (layer, diff_id)) in img.layers.iter().zip(&diff_ids).enumerate() {
+        chain_key = Digest::of(format!("{chain_key}\n{diff_id}").as_bytes());
+        let rk = record_key(&worker.name, &chain_key, 0);
+        if let Some(rec) = engine.meta.record(&rk)? {
+            let id = SnapshotId(rec.snapshot);
+            if worker.snapshotter.parent(&id).is_ok() {
+                parent = Some(id);
+                continue;
+            }
+        }
+        let blob = Digest::parse(layer.digest().as_ref())?;
+        let media_type = layer.media_type().to_string();
+        let a = Active::prepare(&worker.snapshotter, parent.as_ref())?;
+        {
+            let g = worker.snapshotter.mount(&a.id)?;
+            let reader = layer_reader(&engine.content, &blob, &media_type)?;
+            let n = apply_layer(g.path(), reader)?;
+            progress.emit(ProgressEvent::Status {
+                vertex: vertex.to_owned(),
+                id: format!("extracting layer {}/{}", i + 1, img.layers.len()),
+                current: n,
+                total: None,
+            });
+        }
+        let r = commit_and_record(engine, worker, &chain_key, 0, a, &format!("{name} layer {}", i + 1))?;
+        engine.meta.put_layer(
+            &r.snapshot.0,
+            layer_format(&media_type),
+            &LayerBlob { digest: blob, diff_id: Digest::parse(diff_id)?, size: layer.size(), media_type },
+        )?;
+        parent = Some(r.snapshot);
+    }
+    let out = match parent {
+        Some(id) => {
+            record(engine, worker, key, 0, &id, name)?;
+            Some(ResultRef { worker: worker.clone(), snapshot: id })
+        }
+        None => {
+            record(engine, worker, key, 0, &SnapshotId(String::new()), name)?;
+            None
+        }
+    };
+    Ok(BTreeMap::from([(0, out)]))
+}

@@ -1,1 +1,12 @@
 //! Workers: an executor (runc via an OCI runtime bundle) plus a snapshotter plus labels.
+
+pub mod exec;
+mod mountstub;
+mod rootpath;
+pub mod runc;
+mod spec;
+pub mod user;
+
+pub use exec::{ExecMount, ExecRequest, MountSource, NetworkMode, OutputSink, OutputStream};
+pub use runc::RuncExecutor;
+pub use user::resolve_user;

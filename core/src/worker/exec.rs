@@ -1,0 +1,80 @@
+//! The executor's request and output types: what one container process run needs, independent of
+//! the OCI runtime that carries it out.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// How the container is connected to the network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NetworkMode {
+    /// Share the host's network namespace.
+    Host,
+    /// A new network namespace with only the loopback interface.
+    #[default]
+    None,
+}
+
+/// What is mounted at an [`ExecMount`]'s destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MountSource {
+    /// A recursive bind mount of a host path (file or directory).
+    Bind {
+        /// The host path.
+        path: PathBuf,
+        /// Mount it read-only.
+        readonly: bool,
+    },
+    /// A fresh tmpfs (mode 1777), optionally limited in size.
+    Tmpfs {
+        /// The size limit in bytes; `None` uses the kernel default (half of RAM).
+        size_bytes: Option<u64>,
+    },
+}
+
+/// One mount in the container, in addition to the standard ones (/proc, /dev, /sys, ...).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecMount {
+    /// Absolute path inside the container.
+    pub dest: String,
+    /// What to mount there.
+    pub source: MountSource,
+}
+
+/// Everything needed to run one process in a container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecRequest {
+    /// Container id, unique per run; letters, digits and `_ + - .` only (runc's rule).
+    pub id: String,
+    /// An already mounted, writable view of the root filesystem.
+    pub rootfs: PathBuf,
+    /// Mount the root filesystem read-only inside the container.
+    pub readonly_rootfs: bool,
+    /// The command line; `args[0]` is looked up in `PATH`.
+    pub args: Vec<String>,
+    /// `KEY=value` entries; `PATH` gets a default when missing.
+    pub env: Vec<String>,
+    /// Working directory inside the container (created if missing); `""` means `/`.
+    pub cwd: String,
+    /// `""`, `name`, `uid`, `uid:gid`, `name:group`, resolved with [`crate::worker::resolve_user`].
+    pub user: String,
+    /// The container's hostname; `""` means `kiln`.
+    pub hostname: String,
+    /// Extra mounts, applied parents first.
+    pub mounts: Vec<ExecMount>,
+    /// Network namespace choice.
+    pub network: NetworkMode,
+    /// Extra `/etc/hosts` entries as `(hostname, ip)`.
+    pub extra_hosts: Vec<(String, String)>,
+}
+
+/// Which stream an output chunk came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OutputStream {
+    /// The process's standard output.
+    Stdout,
+    /// The process's standard error.
+    Stderr,
+}
+
+/// Receives output chunks as they arrive (called from the executor's task; keep it quick).
+pub type OutputSink = Arc<dyn Fn(OutputStream, &[u8]) + Send + Sync>;

@@ -132,7 +132,8 @@ fn apply_metadata(path: &Path, meta: &fs::Metadata, as_root: bool) -> Result<()>
     }
     if !is_link {
         // After chown, which clears setuid/setgid bits.
-        fs::set_permissions(path, fs::Permissions::from_mode(meta.mode() & 0o7777)).with_path("setting mode of", path)?;
+        fs::set_permissions(path, fs::Permissions::from_mode(meta.mode() & 0o7777))
+            .with_path("setting mode of", path)?;
     }
     let atime = TimeSpec::new(meta.atime(), meta.atime_nsec());
     let mtime = TimeSpec::new(meta.mtime(), meta.mtime_nsec());

@@ -79,7 +79,11 @@ pub fn export_oci(
 fn write_layout_tar(store: &ContentStore, blobs: &[Digest], index_json: &[u8], out: &mut dyn Write) -> Result<()> {
     let mut b = tar::Builder::new(out);
     let dest = Path::new("<oci tar>");
-    let add = |b: &mut tar::Builder<&mut dyn Write>, name: &str, size: u64, kind: tar::EntryType, data: &mut dyn std::io::Read| {
+    let add = |b: &mut tar::Builder<&mut dyn Write>,
+               name: &str,
+               size: u64,
+               kind: tar::EntryType,
+               data: &mut dyn std::io::Read| {
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(kind);
         h.set_size(size);

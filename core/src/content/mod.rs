@@ -1,1 +1,15 @@
 //! Content-addressed blob store and OCI image layout read/write (index.json guarded by a lock).
+//!
+//! - [`store`]: the blob store (`blobs/sha256/<hex>`), atomic writes, verified reads.
+//! - [`layer`]: layer blobs written in one streaming pass and read back decompressed.
+//! - [`layout`]: OCI image layout directories, tags in `index.json` under an flock.
+//! - [`image`]: image manifests and configs.
+pub mod image;
+pub mod layer;
+pub mod layout;
+pub mod store;
+
+pub use image::{read_image, write_image, ResolvedImage};
+pub use layer::{layer_reader, media_type_for, write_layer, Compression, LayerBlob};
+pub use layout::OciLayout;
+pub use store::{BlobWriter, ContentStore};

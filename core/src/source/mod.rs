@@ -1,1 +1,2 @@
 //! Sources: oci-layout, local directories, http, git, registry images.
+pub mod oci_layout;

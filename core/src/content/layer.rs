@@ -1,0 +1,295 @@
+//! Layer blobs: writing a tar stream as a compressed layer in one streaming pass (tar bytes →
+//! diffID hash → compressor → blob digest → store) and reading layers back decompressed, by
+//! media type, with the blob digest verified.
+
+use crate::content::store::{BlobWriter, ContentStore};
+use crate::digest::{Digest, Hashing};
+use crate::error::{Error, ErrorKind, IoContext, Result};
+use std::io::{self, BufReader, Read, Write};
+
+/// OCI layer media types.
+pub const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
+/// OCI gzip layer media type.
+pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+/// OCI zstd layer media type.
+pub const OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
+/// Docker schema 2 uncompressed layer media type.
+pub const DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar";
+/// Docker schema 2 gzip layer media type.
+pub const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+/// Docker-style zstd layer media type (as BuildKit writes it).
+pub const DOCKER_LAYER_ZSTD: &str = "application/vnd.docker.image.rootfs.diff.tar.zstd";
+
+/// How a layer blob is compressed.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Compression {
+    /// Plain tar.
+    Uncompressed,
+    /// gzip with a level 0-9.
+    Gzip {
+        /// Compression level (0-9).
+        level: u32,
+    },
+    /// zstd with a level 1-22 (negative levels are the fast modes).
+    Zstd {
+        /// Compression level.
+        level: i32,
+    },
+}
+
+impl Default for Compression {
+    fn default() -> Self {
+        Compression::Gzip { level: 6 }
+    }
+}
+
+/// A layer blob in a content store.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LayerBlob {
+    /// Digest of the (compressed) blob.
+    pub digest: Digest,
+    /// Digest of the uncompressed tar (the image config's `rootfs.diff_ids` entry).
+    pub diff_id: Digest,
+    /// Size of the blob in bytes.
+    pub size: u64,
+    /// The layer media type.
+    pub media_type: String,
+}
+
+/// The layer media type for `compression`, OCI or Docker flavoured.
+pub fn media_type_for(compression: &Compression, oci: bool) -> &'static str {
+    match (compression, oci) {
+        (Compression::Uncompressed, true) => OCI_LAYER,
+        (Compression::Gzip { .. }, true) => OCI_LAYER_GZIP,
+        (Compression::Zstd { .. }, true) => OCI_LAYER_ZSTD,
+        (Compression::Uncompressed, false) => DOCKER_LAYER,
+        (Compression::Gzip { .. }, false) => DOCKER_LAYER_GZIP,
+        (Compression::Zstd { .. }, false) => DOCKER_LAYER_ZSTD,
+    }
+}
+
+/// The compressor in front of the blob writer.
+enum Encoder {
+    Plain(BlobWriter),
+    Gzip(flate2::write::GzEncoder<BlobWriter>),
+    Zstd(zstd::stream::write::Encoder<'static, BlobWriter>),
+}
+
+impl Write for Encoder {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Encoder::Plain(w) => w.write(buf),
+            Encoder::Gzip(w) => w.write(buf),
+            Encoder::Zstd(w) => w.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Encoder::Plain(w) => w.flush(),
+            Encoder::Gzip(w) => w.flush(),
+            Encoder::Zstd(w) => w.flush(),
+        }
+    }
+}
+
+impl Encoder {
+    fn finish(self) -> io::Result<BlobWriter> {
+        match self {
+            Encoder::Plain(w) => Ok(w),
+            Encoder::Gzip(w) => w.finish(),
+            Encoder::Zstd(w) => w.finish(),
+        }
+    }
+}
+
+/// Writes a layer: `produce` writes the uncompressed tar; it is hashed (diffID), compressed,
+/// hashed again (blob digest) and stored, all in one pass without an uncompressed copy.
+pub fn write_layer(
+    store: &ContentStore,
+    compression: &Compression,
+    oci_media_types: bool,
+    produce: impl FnOnce(&mut dyn Write) -> Result<()>,
+) -> Result<LayerBlob> {
+    let blob = store.writer()?;
+    let ingest = store.dir().join("ingest");
+    let encoder = match compression {
+        Compression::Uncompressed => Encoder::Plain(blob),
+        Compression::Gzip { level } => {
+            if *level > 9 {
+                return Err(Error::option("compression-level", level.to_string(), "gzip accepts levels 0 to 9"));
+            }
+            Encoder::Gzip(flate2::write::GzEncoder::new(blob, flate2::Compression::new(*level)))
+        }
+        Compression::Zstd { level } => {
+            let range = zstd::compression_level_range();
+            if !range.contains(level) {
+                return Err(Error::option(
+                    "compression-level",
+                    level.to_string(),
+                    format!("zstd accepts levels {} to {}", range.start(), range.end()),
+                ));
+            }
+            Encoder::Zstd(
+                zstd::stream::write::Encoder::new(blob, *level)
+                    .with_path("starting zstd compression of layer in", &ingest)?,
+            )
+        }
+    };
+    let mut tar = Hashing::new(encoder);
+    produce(&mut tar)?;
+    let (encoder, diff_id, _) = tar.finish();
+    let blob = encoder.finish().with_path("finishing layer compression in", &ingest)?;
+    let (digest, size) = blob.commit(None)?;
+    let media_type = media_type_for(compression, oci_media_types).to_owned();
+    tracing::debug!(%digest, %diff_id, size, %media_type, "wrote layer");
+    Ok(LayerBlob { digest, diff_id, size, media_type })
+}
+
+/// What a layer media type says about compression; `None` for media types that are not layers.
+fn compression_of(media_type: &str) -> Option<Compression> {
+    // Non-distributable ("foreign") layers are ordinary tars for reading purposes.
+    let mt = media_type
+        .replace("application/vnd.oci.image.layer.nondistributable.", "application/vnd.oci.image.layer.")
+        .replace("application/vnd.docker.image.rootfs.foreign.", "application/vnd.docker.image.rootfs.");
+    match mt.as_str() {
+        OCI_LAYER | DOCKER_LAYER => Some(Compression::Uncompressed),
+        OCI_LAYER_GZIP | DOCKER_LAYER_GZIP => Some(Compression::Gzip { level: 6 }),
+        OCI_LAYER_ZSTD | DOCKER_LAYER_ZSTD => Some(Compression::Zstd { level: 3 }),
+        _ => None,
+    }
+}
+
+/// Opens layer `digest` and returns its uncompressed tar stream. The blob digest is verified
+/// when the stream ends: read it to the end (a mismatch surfaces as an `InvalidData` error on
+/// the final read, and the corrupt blob is deleted). When the decompressed tar ends, the rest of
+/// the blob is read too so that the check always runs.
+pub fn layer_reader(store: &ContentStore, digest: &Digest, media_type: &str) -> Result<Box<dyn Read + Send>> {
+    let compression = compression_of(media_type).ok_or_else(|| {
+        Error::new(
+            ErrorKind::Unsupported,
+            format!(
+                "layer {digest} has media type {media_type:?}, which is not a layer kiln can read; accepted: \
+                 {OCI_LAYER}, {OCI_LAYER_GZIP}, {OCI_LAYER_ZSTD}, {DOCKER_LAYER}, {DOCKER_LAYER_GZIP}, \
+                 {DOCKER_LAYER_ZSTD} (and their non-distributable variants)"
+            ),
+        )
+    })?;
+    let raw = BufReader::with_capacity(256 * 1024, store.open_reader(digest)?);
+    Ok(match compression {
+        Compression::Uncompressed => Box::new(raw),
+        Compression::Gzip { .. } => Box::new(Decoder::Gzip(flate2::bufread::MultiGzDecoder::new(raw))),
+        Compression::Zstd { .. } => Box::new(Decoder::Zstd(
+            zstd::stream::read::Decoder::with_buffer(raw)
+                .with_path("starting zstd decompression of layer", store.blob_path(digest))?,
+        )),
+    })
+}
+
+type RawBlob = BufReader<Box<dyn Read + Send>>;
+
+/// Decompressor that drains the compressed blob at the end, so its digest check runs.
+enum Decoder {
+    Gzip(flate2::bufread::MultiGzDecoder<RawBlob>),
+    Zstd(zstd::stream::read::Decoder<'static, RawBlob>),
+}
+
+impl Decoder {
+    fn raw(&mut self) -> &mut RawBlob {
+        match self {
+            Decoder::Gzip(d) => d.get_mut(),
+            Decoder::Zstd(d) => d.get_mut(),
+        }
+    }
+}
+
+impl Read for Decoder {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let res = match self {
+            Decoder::Gzip(d) => d.read(buf),
+            Decoder::Zstd(d) => d.read(buf),
+        };
+        match res {
+            Ok(n) if n > 0 || buf.is_empty() => Ok(n),
+            Ok(n) => {
+                io::copy(self.raw(), &mut io::sink())?;
+                Ok(n)
+            }
+            // A decoding error usually means a corrupt blob: prefer the digest error (which also
+            // deletes the blob) when the rest of the blob shows it.
+            Err(e) => match io::copy(self.raw(), &mut io::sink()) {
+                Err(verify) if verify.kind() == io::ErrorKind::InvalidData => Err(verify),
+                _ => Err(e),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn roundtrip(c: Compression) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = ContentStore::open(dir.path()).unwrap();
+        let payload: Vec<u8> = (0..100_000u32).flat_map(|i| i.to_le_bytes()).collect();
+        let blob = write_layer(&s, &c, true, |w| {
+            w.write_all(&payload).unwrap();
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(blob.diff_id, Digest::of(&payload));
+        assert_eq!(blob.digest, Digest::of(&s.read(&blob.digest).unwrap()));
+        assert_eq!(blob.size, s.size(&blob.digest).unwrap());
+        let mut out = Vec::new();
+        layer_reader(&s, &blob.digest, &blob.media_type).unwrap().read_to_end(&mut out).unwrap();
+        assert_eq!(out, payload);
+    }
+
+    #[test]
+    fn roundtrip_all_compressions() {
+        roundtrip(Compression::Uncompressed);
+        roundtrip(Compression::default());
+        roundtrip(Compression::Zstd { level: 3 });
+    }
+
+    #[test]
+    fn media_types() {
+        assert_eq!(media_type_for(&Compression::default(), true), OCI_LAYER_GZIP);
+        assert_eq!(media_type_for(&Compression::Zstd { level: 1 }, false), DOCKER_LAYER_ZSTD);
+        assert_eq!(
+            compression_of("application/vnd.docker.image.rootfs.foreign.diff.tar.gzip").unwrap(),
+            Compression::Gzip { level: 6 }
+        );
+        assert!(compression_of("application/json").is_none());
+    }
+
+    #[test]
+    fn bad_level_and_unknown_media_type() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = ContentStore::open(dir.path()).unwrap();
+        let err = write_layer(&s, &Compression::Gzip { level: 11 }, true, |_| Ok(())).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Option);
+        let d = s.write_bytes(b"x").unwrap();
+        assert_eq!(layer_reader(&s, &d, "text/plain").err().unwrap().kind(), ErrorKind::Unsupported);
+    }
+
+    #[test]
+    fn corrupt_gzip_layer_is_detected_when_tar_stops_early() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = ContentStore::open(dir.path()).unwrap();
+        let blob = write_layer(&s, &Compression::default(), true, |w| {
+            w.write_all(b"data").unwrap();
+            Ok(())
+        })
+        .unwrap();
+        // Append trailing garbage: the gzip stream still decodes, only the digest check can tell.
+        let path = s.blob_path(&blob.digest);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes.extend_from_slice(&[0u8; 16]);
+        std::fs::write(&path, bytes).unwrap();
+        let mut out = Vec::new();
+        let err = layer_reader(&s, &blob.digest, &blob.media_type).unwrap().read_to_end(&mut out).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        assert!(!s.has(&blob.digest));
+    }
+}

@@ -321,8 +321,8 @@ impl CacheExportSpec {
         let map = OptionMap::new(pairs)?;
         let kind = cache_kind(&map)?;
         let (what, accepted) = match kind {
-            Kind::Local => ("cache export of type=local", EXPORT_LOCAL),
-            Kind::Registry => ("cache export of type=registry", EXPORT_REGISTRY),
+            Kind::Local => ("a cache export of type=local", EXPORT_LOCAL),
+            Kind::Registry => ("a cache export of type=registry", EXPORT_REGISTRY),
         };
         map.check_keys(what, accepted, ALL_KEYS, direction_hint)?;
         let target = match kind {
@@ -472,7 +472,7 @@ impl CacheImportSpec {
         let map = OptionMap::new(pairs)?;
         let source = match cache_kind(&map)? {
             Kind::Local => {
-                map.check_keys("cache import of type=local", IMPORT_LOCAL, ALL_KEYS, direction_hint)?;
+                map.check_keys("a cache import of type=local", IMPORT_LOCAL, ALL_KEYS, direction_hint)?;
                 let dir = local_dir(&map, "src", "cache import")?;
                 let tag =
                     map.get("tag").map(|_| map.required("tag", "expected a tag such as tag=latest")).transpose()?;
@@ -492,7 +492,7 @@ impl CacheImportSpec {
                 CacheImportSource::Local { dir, tag: tag.map(str::to_owned), digest }
             }
             Kind::Registry => {
-                map.check_keys("cache import of type=registry", IMPORT_REGISTRY, ALL_KEYS, direction_hint)?;
+                map.check_keys("a cache import of type=registry", IMPORT_REGISTRY, ALL_KEYS, direction_hint)?;
                 let reference = map.required("ref", "a cache import of type=registry needs ref=HOST/REPO[:TAG]")?;
                 check_ref(reference)?;
                 CacheImportSource::Registry {

@@ -18,7 +18,7 @@ pub use output::{OutputSpec, SecretSource, SecretSpec};
 use crate::error::{Error, Result};
 
 /// Parsed `key=value` pairs of one option string, keys lowercased (as buildctl does) and each key
-/// given at most once. `what` names the option kind in errors ("cache export of type=local").
+/// given at most once. `what` names the option kind in errors ("a cache export of type=local").
 pub(crate) struct OptionMap {
     pairs: Vec<(String, String)>,
 }
@@ -63,9 +63,9 @@ impl OptionMap {
             let list = accepted.join(", ");
             let extra = hint(k).map(|h| format!("; {h}")).unwrap_or_default();
             let msg = if known.contains(&k.as_str()) {
-                format!("{k} is not accepted by a {what}; accepted keys: {list}{extra}")
+                format!("{k} is not accepted by {what}; accepted keys: {list}{extra}")
             } else {
-                format!("unknown key {k} for a {what}; accepted keys: {list}{extra}")
+                format!("unknown key {k} for {what}; accepted keys: {list}{extra}")
             };
             return Err(Error::option(k.clone(), v.clone(), msg));
         }

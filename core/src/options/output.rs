@@ -67,7 +67,7 @@ impl OutputSpec {
         let dest_expected = |t: &str| format!("an output of type={t} needs dest=PATH");
         match t {
             "local" => {
-                map.check_keys("output of type=local", LOCAL_KEYS, ALL_OUTPUT_KEYS, hint)?;
+                map.check_keys("an output of type=local", LOCAL_KEYS, ALL_OUTPUT_KEYS, hint)?;
                 let dest = map.required("dest", &dest_expected("local"))?;
                 if dest == "-" {
                     return Err(Error::option("dest", dest, "type=local writes a directory; use type=tar for stdout"));
@@ -75,11 +75,11 @@ impl OutputSpec {
                 Ok(OutputSpec::Local { dest: dest.into() })
             }
             "tar" => {
-                map.check_keys("output of type=tar", TAR_KEYS, ALL_OUTPUT_KEYS, hint)?;
+                map.check_keys("an output of type=tar", TAR_KEYS, ALL_OUTPUT_KEYS, hint)?;
                 Ok(OutputSpec::Tar { dest: map.required("dest", &dest_expected("tar"))?.into() })
             }
             "oci" => {
-                map.check_keys("output of type=oci", OCI_KEYS, ALL_OUTPUT_KEYS, hint)?;
+                map.check_keys("an output of type=oci", OCI_KEYS, ALL_OUTPUT_KEYS, hint)?;
                 let dest = map.required("dest", &dest_expected("oci"))?;
                 let dir_like = dest.ends_with('/') || (dest != "-" && std::path::Path::new(dest).is_dir());
                 let tar =
@@ -107,7 +107,7 @@ impl OutputSpec {
                 })
             }
             "image" => {
-                map.check_keys("output of type=image", IMAGE_KEYS, ALL_OUTPUT_KEYS, hint)?;
+                map.check_keys("an output of type=image", IMAGE_KEYS, ALL_OUTPUT_KEYS, hint)?;
                 let name = map.required("name", "an output of type=image needs name=HOST/REPO[:TAG]")?;
                 Ok(OutputSpec::Image {
                     name: name.to_owned(),
@@ -193,7 +193,7 @@ impl SecretSpec {
     /// `type=file|env` may be given; with `type=env`, `src=` names the variable like buildctl).
     pub fn parse(s: &str) -> Result<SecretSpec> {
         let map = OptionMap::new(csv::parse_csv(s)?)?;
-        map.check_keys("secret", SECRET_KEYS, SECRET_KEYS, |_| None)?;
+        map.check_keys("a secret", SECRET_KEYS, SECRET_KEYS, |_| None)?;
         let id = map.required("id", "a secret needs id=ID")?.to_owned();
         let src = match (map.get("src"), map.get("source")) {
             (Some(a), Some(b)) => {

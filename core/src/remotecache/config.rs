@@ -200,6 +200,9 @@ impl CacheConfig {
             Open,
             Done,
         }
+        // Links are range-checked by `validate` before this runs.
+        let links: Vec<Vec<usize>> =
+            self.records.iter().map(|r| r.inputs.iter().flatten().map(|l| l.link as usize).collect()).collect();
         let mut state = vec![State::New; self.records.len()];
         for root in 0..self.records.len() {
             if state[root] != State::New {
@@ -209,9 +212,7 @@ impl CacheConfig {
             let mut stack = vec![(root, 0usize)];
             state[root] = State::Open;
             while let Some(&mut (rec, ref mut pos)) = stack.last_mut() {
-                let links: Vec<usize> =
-                    self.records[rec].inputs.iter().flatten().map(|l| l.link as usize).skip(*pos).take(1).collect();
-                match links.first() {
+                match links[rec].get(*pos) {
                     None => {
                         state[rec] = State::Done;
                         stack.pop();
@@ -268,7 +269,7 @@ fn is_cache_config(d: &Descriptor) -> bool {
 
 /// Checks a descriptor's digest is a sha256 digest kiln can address.
 fn checked(d: Descriptor, what: &str) -> Result<Descriptor> {
-    Digest::parse(&d.digest().to_string()).map_err(|e| content_err(format!("{what}: {e}")))?;
+    Digest::parse(d.digest().as_ref()).map_err(|e| content_err(format!("{what}: {e}")))?;
     Ok(d)
 }
 
@@ -364,7 +365,7 @@ pub fn layer_created_at(d: &Descriptor) -> Option<&str> {
 
 /// The kiln digest of a descriptor (descriptors returned by the parsers here are sha256).
 pub fn descriptor_digest(d: &Descriptor) -> Result<Digest> {
-    Digest::parse(&d.digest().to_string())
+    Digest::parse(d.digest().as_ref())
 }
 
 fn oci_digest(d: &Digest) -> Result<oci_spec::image::Digest> {

@@ -2,7 +2,7 @@
 //!
 //! Every option string uses one syntax ([`csv`]): `type=local,dest=DIR,mode=max`. [`cache`] turns
 //! `--export-cache` / `--import-cache` strings into typed specs, [`output`] does the same for
-//! result exporters (`--output`) and secrets. Errors are [`Error::Option`](crate::Error::Option)
+//! result exporters (`--output`) and secrets. Errors are [`Error::Option`]
 //! values naming the key, the rejected value and what is accepted.
 
 pub mod cache;

@@ -1,0 +1,275 @@
+//! Result exporter options (buildctl's `--output type=...`) and build secrets (`--secret id=...`),
+//! in the shared CSV syntax, with errors naming the key, the value and what is accepted.
+
+use super::csv;
+use super::{path_str, OptionMap};
+use crate::error::{Error, Result};
+use std::path::PathBuf;
+
+/// One parsed `--output` option.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum OutputSpec {
+    /// `type=local,dest=DIR`: the result's files copied into a directory.
+    Local {
+        /// The directory.
+        dest: PathBuf,
+    },
+    /// `type=tar,dest=FILE`: the result's files as a tar stream.
+    Tar {
+        /// The tar file; `-` means stdout.
+        dest: PathBuf,
+    },
+    /// `type=oci,dest=...`: an OCI image layout, as a tar file or a directory.
+    Oci {
+        /// The tar file (`-` = stdout) or layout directory.
+        dest: PathBuf,
+        /// True (the default, like buildctl): `dest` is a tar file. False when `tar=false` is
+        /// given or `dest` ends with `/` or is an existing directory: `dest` is a layout directory.
+        tar: bool,
+        /// `name=`: the image name recorded in the layout's annotations.
+        name: Option<String>,
+        /// `oci-mediatypes=` (default true).
+        oci_mediatypes: bool,
+    },
+    /// `type=image,name=REF[,push=true]`: an image in the engine, optionally pushed.
+    Image {
+        /// The image reference.
+        name: String,
+        /// `push=`: push to the registry.
+        push: bool,
+        /// `registry.insecure=`: plain http, for loopback registries.
+        insecure: bool,
+    },
+}
+
+const OUTPUT_TYPES: &str = "local, tar, oci, image";
+const LOCAL_KEYS: &[&str] = &["type", "dest"];
+const TAR_KEYS: &[&str] = &["type", "dest"];
+const OCI_KEYS: &[&str] = &["type", "dest", "tar", "name", "oci-mediatypes"];
+const IMAGE_KEYS: &[&str] = &["type", "name", "push", "registry.insecure"];
+const ALL_OUTPUT_KEYS: &[&str] = &["type", "dest", "tar", "name", "oci-mediatypes", "push", "registry.insecure"];
+
+impl OutputSpec {
+    /// Parses an `--output` value; `type=` is required.
+    ///
+    /// For `type=oci`, whether `dest` is a directory is checked on disk when `tar=` is not given.
+    pub fn parse(s: &str) -> Result<OutputSpec> {
+        let map = OptionMap::new(csv::parse_csv(s)?)?;
+        let Some(t) = map.get("type") else {
+            return Err(Error::option("type", "", format!("type is required; supported: {OUTPUT_TYPES}")));
+        };
+        let hint = |k: &str| match k {
+            "dest" => Some("type=image has no dest; use type=oci or type=tar for a file".to_owned()),
+            "name" | "push" | "registry.insecure" => Some(format!("{k} applies to type=image")),
+            "tar" | "oci-mediatypes" => Some(format!("{k} applies to type=oci")),
+            _ => None,
+        };
+        let dest_expected = |t: &str| format!("an output of type={t} needs dest=PATH");
+        match t {
+            "local" => {
+                map.check_keys("an output of type=local", LOCAL_KEYS, ALL_OUTPUT_KEYS, hint)?;
+                let dest = map.required("dest", &dest_expected("local"))?;
+                if dest == "-" {
+                    return Err(Error::option("dest", dest, "type=local writes a directory; use type=tar for stdout"));
+                }
+                Ok(OutputSpec::Local { dest: dest.into() })
+            }
+            "tar" => {
+                map.check_keys("an output of type=tar", TAR_KEYS, ALL_OUTPUT_KEYS, hint)?;
+                Ok(OutputSpec::Tar { dest: map.required("dest", &dest_expected("tar"))?.into() })
+            }
+            "oci" => {
+                map.check_keys("an output of type=oci", OCI_KEYS, ALL_OUTPUT_KEYS, hint)?;
+                let dest = map.required("dest", &dest_expected("oci"))?;
+                let dir_like = dest.ends_with('/') || (dest != "-" && std::path::Path::new(dest).is_dir());
+                let tar =
+                    match map.get("tar").map(|v| super::parse_bool("tar", v)).transpose()? {
+                        Some(true) if dir_like => return Err(Error::option(
+                            "dest",
+                            dest,
+                            "dest is a directory but tar=true; give a file path, or tar=false for a layout directory",
+                        )),
+                        Some(explicit) => explicit,
+                        None => !dir_like,
+                    };
+                if dest == "-" && !tar {
+                    return Err(Error::option("dest", dest, "stdout (-) takes a tar stream; drop tar=false"));
+                }
+                let name = match map.get("name") {
+                    None => None,
+                    Some(_) => Some(map.required("name", "expected name=REF")?.to_owned()),
+                };
+                Ok(OutputSpec::Oci {
+                    dest: dest.into(),
+                    tar,
+                    name,
+                    oci_mediatypes: map.bool_or("oci-mediatypes", true)?,
+                })
+            }
+            "image" => {
+                map.check_keys("an output of type=image", IMAGE_KEYS, ALL_OUTPUT_KEYS, hint)?;
+                let name = map.required("name", "an output of type=image needs name=HOST/REPO[:TAG]")?;
+                Ok(OutputSpec::Image {
+                    name: name.to_owned(),
+                    push: map.bool_or("push", false)?,
+                    insecure: map.bool_or("registry.insecure", false)?,
+                })
+            }
+            other => {
+                Err(Error::option("type", other, format!("unknown output type {other:?}; supported: {OUTPUT_TYPES}")))
+            }
+        }
+    }
+
+    /// The canonical CSV form (defaults omitted); [`OutputSpec::parse`] reads it back unchanged.
+    pub fn to_csv(&self) -> String {
+        let mut pairs: Vec<(&str, String)> = Vec::new();
+        match self {
+            OutputSpec::Local { dest } => {
+                pairs.push(("type", "local".into()));
+                pairs.push(("dest", path_str(dest)));
+            }
+            OutputSpec::Tar { dest } => {
+                pairs.push(("type", "tar".into()));
+                pairs.push(("dest", path_str(dest)));
+            }
+            OutputSpec::Oci { dest, tar, name, oci_mediatypes } => {
+                pairs.push(("type", "oci".into()));
+                pairs.push(("dest", path_str(dest)));
+                if !tar {
+                    pairs.push(("tar", "false".into()));
+                }
+                if let Some(n) = name {
+                    pairs.push(("name", n.clone()));
+                }
+                if !oci_mediatypes {
+                    pairs.push(("oci-mediatypes", "false".into()));
+                }
+            }
+            OutputSpec::Image { name, push, insecure } => {
+                pairs.push(("type", "image".into()));
+                pairs.push(("name", name.clone()));
+                if *push {
+                    pairs.push(("push", "true".into()));
+                }
+                if *insecure {
+                    pairs.push(("registry.insecure", "true".into()));
+                }
+            }
+        }
+        csv::to_csv(&pairs)
+    }
+}
+
+impl std::str::FromStr for OutputSpec {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Self::parse(s)
+    }
+}
+
+/// Where a secret's value comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum SecretSource {
+    /// A file on the client (`src=` / `source=`).
+    File(PathBuf),
+    /// An environment variable of the client (`env=`).
+    Env(String),
+}
+
+/// One parsed `--secret` option: `id=X,src=FILE` or `id=X,env=VAR`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SecretSpec {
+    /// The id a secret mount asks for.
+    pub id: String,
+    /// Where the value comes from.
+    pub source: SecretSource,
+}
+
+const SECRET_KEYS: &[&str] = &["id", "type", "src", "source", "env"];
+
+impl SecretSpec {
+    /// Parses `id=X,src=FILE` / `id=X,env=VAR` (`source=` is another spelling of `src=`, and
+    /// `type=file|env` may be given; with `type=env`, `src=` names the variable like buildctl).
+    pub fn parse(s: &str) -> Result<SecretSpec> {
+        let map = OptionMap::new(csv::parse_csv(s)?)?;
+        map.check_keys("a secret", SECRET_KEYS, SECRET_KEYS, |_| None)?;
+        let id = map.required("id", "a secret needs id=ID")?.to_owned();
+        let src = match (map.get("src"), map.get("source")) {
+            (Some(a), Some(b)) => {
+                return Err(Error::option(
+                    "source",
+                    b,
+                    format!("source is another spelling of src, and src={a} is given too; give one"),
+                ))
+            }
+            (a, b) => a.or(b),
+        };
+        let env = map.get("env");
+        let missing = || {
+            Error::option(
+                "src",
+                "",
+                format!("secret {id} needs src=FILE (or source=FILE) or env=VAR; neither is given"),
+            )
+        };
+        let source = match map.get("type") {
+            Some("file") => match (src, env) {
+                (_, Some(e)) => {
+                    return Err(Error::option("env", e, "env= does not apply to type=file; give src=FILE or type=env"))
+                }
+                (Some(f), None) => SecretSource::File(non_empty("src", f)?.into()),
+                (None, None) => return Err(missing()),
+            },
+            Some("env") => match (src, env) {
+                (Some(f), Some(e)) => {
+                    return Err(Error::option(
+                        "src",
+                        f,
+                        format!("type=env takes the variable from env={e} or src=, not both"),
+                    ))
+                }
+                (_, Some(v)) | (Some(v), None) => SecretSource::Env(non_empty("env", v)?.to_owned()),
+                (None, None) => return Err(missing()),
+            },
+            Some(other) => return Err(Error::option("type", other, "expected file or env")),
+            None => match (src, env) {
+                (Some(f), Some(e)) => {
+                    return Err(Error::option(
+                        "env",
+                        e,
+                        format!("give either src= or env=, not both (src={f} is given too)"),
+                    ))
+                }
+                (Some(f), None) => SecretSource::File(non_empty("src", f)?.into()),
+                (None, Some(e)) => SecretSource::Env(non_empty("env", e)?.to_owned()),
+                (None, None) => return Err(missing()),
+            },
+        };
+        Ok(SecretSpec { id, source })
+    }
+
+    /// The canonical CSV form; [`SecretSpec::parse`] reads it back unchanged.
+    pub fn to_csv(&self) -> String {
+        let (k, v) = match &self.source {
+            SecretSource::File(p) => ("src", path_str(p)),
+            SecretSource::Env(e) => ("env", e.clone()),
+        };
+        csv::to_csv(&[("id", self.id.clone()), (k, v)])
+    }
+}
+
+fn non_empty<'a>(key: &str, v: &'a str) -> Result<&'a str> {
+    if v.is_empty() {
+        Err(Error::option(key, v, format!("{key} must not be empty")))
+    } else {
+        Ok(v)
+    }
+}
+
+impl std::str::FromStr for SecretSpec {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Self::parse(s)
+    }
+}

@@ -1,5 +1,15 @@
 //! The build graph: LLB ops (`pb`), validated `Definition`s and the fluent `State` builder.
+pub mod definition;
 pub mod image_config;
+pub mod json;
 pub mod pb;
+pub mod source;
+pub mod state;
 
+pub use definition::{parse_worker_filter, Definition, OpKind, Vertex, CUSTOM_NAME_KEY, SUPPORTED_CAPS};
 pub use image_config::ImageConfig;
+pub use source::{OciRef, SourceSpec};
+pub use state::{
+    CacheSharing, CopyOptions, ExecOptions, ExecState, GitOptions, HttpOptions, LocalOptions, MkdirOptions, MkfileOptions,
+    MountSpec, Network, Owner, RmOptions, State,
+};

@@ -18,8 +18,22 @@ use crate::worker::mountstub::StubKind;
 pub(crate) const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// Hostname used when the request leaves it empty.
 pub(crate) const DEFAULT_HOSTNAME: &str = "kiln";
-/// RLIMIT_NOFILE soft and hard limit (BuildKit's default).
+/// RLIMIT_NOFILE soft and hard limit (BuildKit's default), lowered to our own hard limit when
+/// that is smaller (without CAP_SYS_RESOURCE runc cannot raise it and the start fails).
 const NOFILE_LIMIT: u64 = 1_048_576;
+
+/// Our own hard RLIMIT_NOFILE, from /proc/self/limits (`None` when unknown or unlimited).
+fn own_nofile_hard_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    let fields: Vec<&str> = line["Max open files".len()..].split_whitespace().collect();
+    fields.get(1)?.parse().ok()
+}
+
+/// The NOFILE limit the container gets.
+pub(crate) fn nofile_limit() -> u64 {
+    own_nofile_hard_limit().map_or(NOFILE_LIMIT, |hard| hard.min(NOFILE_LIMIT))
+}
 
 /// One mount of the container in application order.
 pub(crate) struct PlannedMount {
@@ -215,8 +229,8 @@ pub(crate) fn build_spec(input: SpecInput<'_>) -> Result<Spec> {
         .map_err(|e| oci_err("user", e))?;
     let rlimit = PosixRlimitBuilder::default()
         .typ(PosixRlimitType::RlimitNofile)
-        .soft(NOFILE_LIMIT)
-        .hard(NOFILE_LIMIT)
+        .soft(nofile_limit())
+        .hard(nofile_limit())
         .build()
         .map_err(|e| oci_err("rlimits", e))?;
     let process = ProcessBuilder::default()
@@ -347,7 +361,8 @@ mod tests {
         assert_eq!(json["process"]["env"][1], "A=1");
         assert_eq!(json["process"]["user"]["additionalGids"][0], 3);
         assert_eq!(json["process"]["capabilities"]["bounding"].as_array().unwrap().len(), 14);
-        assert_eq!(json["process"]["rlimits"][0]["soft"], NOFILE_LIMIT);
+        assert_eq!(json["process"]["rlimits"][0]["soft"], nofile_limit());
+        assert!(nofile_limit() > 1024 && nofile_limit() <= NOFILE_LIMIT);
         let ns: Vec<_> = json["linux"]["namespaces"].as_array().unwrap().iter().map(|n| n["type"].clone()).collect();
         assert!(ns.contains(&serde_json::json!("network")));
         assert!(json["linux"].get("cgroupsPath").is_none());

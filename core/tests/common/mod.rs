@@ -1,0 +1,3 @@
+//! Helpers shared by kiln's integration tests.
+
+pub mod busybox;

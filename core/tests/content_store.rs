@@ -51,8 +51,11 @@ fn corrupt_blob_fails_streaming_read_and_is_deleted() {
     let d = store.write_bytes(&data).unwrap();
     flip_byte(&store.blob_path(&d));
     let mut out = Vec::new();
-    let err = store.open_reader(&d).unwrap().read_to_end(&mut out).unwrap_err();
+    let mut reader = store.open_reader(&d).unwrap();
+    let err = reader.read_to_end(&mut out).unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+    // Reading on after the failure keeps failing instead of looking like a clean end.
+    assert_eq!(reader.read(&mut [0u8; 16]).unwrap_err().kind(), std::io::ErrorKind::InvalidData);
     assert!(err.to_string().contains(d.as_str()), "{err}");
     assert!(!store.has(&d));
 }

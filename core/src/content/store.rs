@@ -126,7 +126,7 @@ impl ContentStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(self.missing(d)),
             Err(e) => return Err(Error::io("opening blob", path, e)),
         };
-        Ok(Box::new(VerifyingReader { file, path, expected: d.clone(), hasher: Some(Sha256::new()) }))
+        Ok(Box::new(VerifyingReader { file, path, expected: d.clone(), hasher: Some(Sha256::new()), failed: None }))
     }
 
     /// Deletes blob `d`; deleting a missing blob is not an error.
@@ -223,10 +223,15 @@ struct VerifyingReader {
     expected: Digest,
     /// `None` once the end was reached and checked.
     hasher: Option<Sha256>,
+    /// The mismatch message, repeated on every later read so a retry cannot look like success.
+    failed: Option<String>,
 }
 
 impl Read for VerifyingReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(msg) = &self.failed {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, msg.clone()));
+        }
         let n = self.file.read(buf)?;
         let Some(hasher) = self.hasher.as_mut() else { return Ok(n) };
         if n > 0 || buf.is_empty() {
@@ -237,8 +242,9 @@ impl Read for VerifyingReader {
         let actual = Digest::parse(&format!("sha256:{}", hex::encode(hasher.finalize())))
             .map_err(|e| io::Error::other(e.to_string()))?;
         if actual != self.expected {
-            let err = corrupt(&self.path, &self.expected, &actual);
-            return Err(io::Error::new(io::ErrorKind::InvalidData, err.to_string()));
+            let msg = corrupt(&self.path, &self.expected, &actual).to_string();
+            self.failed = Some(msg.clone());
+            return Err(io::Error::new(io::ErrorKind::InvalidData, msg));
         }
         Ok(0)
     }

@@ -24,7 +24,8 @@ pub fn export_local(src_root: &Path, dest: &Path) -> Result<()> {
             format!("local export source {} is not a directory", src_root.display()),
         ));
     }
-    match fs::symlink_metadata(dest) {
+    // The destination root itself may be a symlink to a directory (the caller chose it).
+    match fs::metadata(dest) {
         Ok(m) if m.is_dir() => {}
         Ok(_) => {
             return Err(Error::new(
@@ -75,6 +76,9 @@ pub fn export_local(src_root: &Path, dest: &Path) -> Result<()> {
         } else if ft.is_symlink() {
             let link = fs::read_link(entry.path()).with_path("reading symlink", entry.path())?;
             std::os::unix::fs::symlink(&link, &tmp).with_path("creating symlink", &tmp)?;
+        } else if (ft.is_char_device() || ft.is_block_device()) && !as_root {
+            tracing::warn!(path = %entry.path().display(), "local export skips device nodes when not root");
+            continue;
         } else if ft.is_fifo() || ft.is_char_device() || ft.is_block_device() {
             make_special(&meta, &tmp)?;
         } else {
@@ -164,6 +168,19 @@ mod tests {
         let dm = fs::metadata(dest.join("d")).unwrap();
         assert_eq!((sm.mtime(), sm.mtime_nsec()), (dm.mtime(), dm.mtime_nsec()));
         assert_eq!(sm.mode(), dm.mode());
+    }
+
+    #[test]
+    fn destination_root_may_be_a_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        fs::create_dir(&src).unwrap();
+        fs::write(src.join("f"), b"x").unwrap();
+        let real = dir.path().join("real");
+        fs::create_dir(&real).unwrap();
+        std::os::unix::fs::symlink(&real, dir.path().join("link")).unwrap();
+        export_local(&src, &dir.path().join("link")).unwrap();
+        assert_eq!(fs::read(real.join("f")).unwrap(), b"x");
     }
 
     #[test]

@@ -191,13 +191,11 @@ impl Engine {
             std::fs::remove_dir_all(&tmp).with_path("clean engine tmp", &tmp)?;
         }
         std::fs::create_dir_all(&tmp).with_path("create engine tmp", &tmp)?;
-        let executor = Arc::new(RuncExecutor::new(
-            &opts.runtime,
-            root.join("runtime").join(&opts.runtime),
-            root.join("bundles"),
-        )?);
+        let executor =
+            Arc::new(RuncExecutor::new(&opts.runtime, root.join("runtime").join(&opts.runtime), root.join("bundles"))?);
         executor.cleanup_stale()?;
-        let hostname = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_default();
+        let hostname =
+            std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_default();
         let mut workers = Vec::new();
         for kind in &opts.snapshotters {
             let dir = root.join("snapshots").join(kind.as_str());

@@ -8,6 +8,7 @@
 pub mod cache;
 pub mod content;
 pub mod digest;
+pub mod engine;
 pub mod error;
 pub mod export;
 pub mod fileops;

@@ -174,9 +174,8 @@ async fn build(root: Option<PathBuf>, b: BuildArgs) -> kiln::Result<()> {
     let def = read_definition(b.definition.as_ref())?;
     let mut opts = SolveOptions::default();
     for l in &b.locals {
-        let (name, dir) = l
-            .split_once('=')
-            .ok_or_else(|| kiln::Error::option("local", l.as_str(), "expected NAME=DIR"))?;
+        let (name, dir) =
+            l.split_once('=').ok_or_else(|| kiln::Error::option("local", l.as_str(), "expected NAME=DIR"))?;
         opts.locals.insert(name.to_owned(), PathBuf::from(dir));
     }
     for o in &b.outputs {

@@ -5,7 +5,9 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: f64 = num.parse().map_err(|_| format!("invalid size {s:?}: expected a number with an optional unit (B, KB, MB, GB, KiB, MiB, GiB)"))?;
+    let n: f64 = num.parse().map_err(|_| {
+        format!("invalid size {s:?}: expected a number with an optional unit (B, KB, MB, GB, KiB, MiB, GiB)")
+    })?;
     let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "mb" | "m" => 1e6,
         "b" => 1.0,
@@ -15,7 +17,9 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "kib" => 1024.0,
         "mib" => 1024.0 * 1024.0,
         "gib" => 1024.0 * 1024.0 * 1024.0,
-        other => return Err(format!("invalid size unit {other:?} in {s:?}: expected B, KB, MB, GB, TB, KiB, MiB or GiB")),
+        other => {
+            return Err(format!("invalid size unit {other:?} in {s:?}: expected B, KB, MB, GB, TB, KiB, MiB or GiB"))
+        }
     };
     Ok((n * mult) as u64)
 }

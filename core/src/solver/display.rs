@@ -31,7 +31,9 @@ impl std::str::FromStr for DisplayMode {
             "plain" => DisplayMode::Plain,
             "rawjson" => DisplayMode::RawJson,
             "quiet" => DisplayMode::Quiet,
-            other => return Err(crate::Error::option("progress", other, "expected auto, tty, plain, rawjson or quiet")),
+            other => {
+                return Err(crate::Error::option("progress", other, "expected auto, tty, plain, rawjson or quiet"))
+            }
         })
     }
 }

@@ -50,7 +50,10 @@ pub async fn run(
         Err(_) => return Err(Error::definition(Some(op), format!("unknown network mode {}", e.network))),
     };
     if !e.secretenv.is_empty() {
-        return Err(Error::new(ErrorKind::Unsupported, format!("op {op}: secret environment variables are not supported yet; use a secret mount")));
+        return Err(Error::new(
+            ErrorKind::Unsupported,
+            format!("op {op}: secret environment variables are not supported yet; use a secret mount"),
+        ));
     }
     let sn = worker.snapshotter.clone();
     let input_ref = |i: i64| -> Result<Option<ResultRef>> {
@@ -126,10 +129,8 @@ pub async fn run(
                 } else {
                     crate::fileops::resolve_in_root(&path, &m.selector, true)?
                 };
-                exec_mounts.push(ExecMount {
-                    dest: m.dest.clone(),
-                    source: MountSource::Bind { path, readonly: m.readonly },
-                });
+                exec_mounts
+                    .push(ExecMount { dest: m.dest.clone(), source: MountSource::Bind { path, readonly: m.readonly } });
             }
             pb::MountType::Cache => {
                 let opt = m.cache_opt.clone().unwrap_or_default();
@@ -164,13 +165,14 @@ pub async fn run(
                 };
                 let file = secrets_dir.path().join(format!("secret-{}", exec_mounts.len()));
                 write_secret(&file, value, &opt)?;
-                exec_mounts.push(ExecMount {
-                    dest: m.dest.clone(),
-                    source: MountSource::Bind { path: file, readonly: true },
-                });
+                exec_mounts
+                    .push(ExecMount { dest: m.dest.clone(), source: MountSource::Bind { path: file, readonly: true } });
             }
             pb::MountType::Ssh => {
-                return Err(Error::new(ErrorKind::Unsupported, format!("op {op}: ssh mounts are not supported by kiln")));
+                return Err(Error::new(
+                    ErrorKind::Unsupported,
+                    format!("op {op}: ssh mounts are not supported by kiln"),
+                ));
             }
         }
     }

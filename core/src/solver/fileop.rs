@@ -38,7 +38,6 @@ pub fn copy_options(c: &pb::FileActionCopy) -> CopyOptions {
 enum Slot {
     Active(Active),
     Committed(SnapshotId),
-    Empty,
     Taken,
 }
 
@@ -85,12 +84,16 @@ fn run_blocking(
     let mut slots: Vec<Slot> = Vec::with_capacity(f.actions.len());
     let mut out = BTreeMap::new();
     for (idx, a) in f.actions.iter().enumerate() {
-        let action = a.action.as_ref().ok_or_else(|| Error::definition(Some(op), format!("file action {idx} is empty")))?;
+        let action =
+            a.action.as_ref().ok_or_else(|| Error::definition(Some(op), format!("file action {idx} is empty")))?;
         // The filesystem this action writes to.
         let active = if a.input >= n {
             let j = (a.input - n) as usize;
             if j >= idx {
-                return Err(Error::definition(Some(op), format!("file action {idx} uses the result of action {j}, which does not precede it")));
+                return Err(Error::definition(
+                    Some(op),
+                    format!("file action {idx} uses the result of action {j}, which does not precede it"),
+                ));
             }
             match std::mem::replace(&mut slots[j], Slot::Taken) {
                 Slot::Active(act) if uses[j] == 1 => act,
@@ -105,8 +108,12 @@ fn run_blocking(
                     slots[j] = Slot::Committed(id);
                     child
                 }
-                Slot::Empty => Active::prepare(&sn, None)?,
-                Slot::Taken => return Err(Error::definition(Some(op), format!("file action {idx}: result of action {j} used twice"))),
+                Slot::Taken => {
+                    return Err(Error::definition(
+                        Some(op),
+                        format!("file action {idx}: result of action {j} used twice"),
+                    ))
+                }
             }
         } else if a.input >= 0 {
             let r = inputs[a.input as usize].as_ref();
@@ -182,7 +189,8 @@ fn apply(
                         _guard.path().to_path_buf()
                     }
                     None => {
-                        _tmp = tempfile::tempdir_in(&engine.tmp).map_err(|e| Error::io("create empty dir", &engine.tmp, e))?;
+                        _tmp = tempfile::tempdir_in(&engine.tmp)
+                            .map_err(|e| Error::io("create empty dir", &engine.tmp, e))?;
                         _tmp.path().to_path_buf()
                     }
                 }
@@ -191,7 +199,12 @@ fn apply(
                 let id = match slots.get_mut(k).map(|s| std::mem::replace(s, Slot::Taken)) {
                     Some(Slot::Active(act)) => act.commit()?,
                     Some(Slot::Committed(id)) => id,
-                    _ => return Err(Error::definition(Some(op), format!("copy source refers to unusable action result {k}"))),
+                    _ => {
+                        return Err(Error::definition(
+                            Some(op),
+                            format!("copy source refers to unusable action result {k}"),
+                        ))
+                    }
                 };
                 slots[k] = Slot::Committed(id.clone());
                 _guard = sn.mount(&id)?;

@@ -11,7 +11,7 @@ mod fileop;
 mod keys;
 mod merge;
 pub mod progress;
-pub mod refs;
+pub(crate) mod refs;
 mod sources;
 
 pub use progress::{LogStream, ProgressEvent, ProgressSink};
@@ -131,7 +131,9 @@ impl Solve {
                 Ok(Ok(v)) => Ok(v),
                 Ok(Err(e)) => Err(SharedError(Arc::new(e))),
                 Err(e) if e.is_cancelled() => Err(SharedError(Arc::new(Error::Cancelled))),
-                Err(e) => Err(SharedError(Arc::new(Error::with_source(ErrorKind::Internal, "vertex task panicked", e)))),
+                Err(e) => {
+                    Err(SharedError(Arc::new(Error::with_source(ErrorKind::Internal, "vertex task panicked", e))))
+                }
             }
         }
         .boxed()
@@ -222,11 +224,11 @@ impl Solve {
         let mut outputs = BTreeMap::new();
         for &i in indexes {
             let Some(rec) = self.engine.meta.record(&record_key(&worker.name, key, i))? else { return Ok(None) };
-            let id = SnapshotId(rec.snapshot);
             if rec.snapshot_is_empty() {
                 outputs.insert(i, None);
                 continue;
             }
+            let id = SnapshotId(rec.snapshot);
             if worker.snapshotter.parent(&id).is_err() {
                 tracing::warn!(snapshot = %id, "cache record points at a missing snapshot; rebuilding");
                 return Ok(None);

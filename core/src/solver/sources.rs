@@ -25,7 +25,13 @@ fn spec(v: &Vertex, s: &pb::SourceOp) -> Result<SourceSpec> {
     SourceSpec::parse(&s.identifier, &s.attrs).map_err(|e| e.context(format!("op {}", v.digest)))
 }
 
-fn local_source(solve: &Solve, name: &str, include: &[String], exclude: &[String], follow: &[String]) -> Result<LocalSource> {
+fn local_source(
+    solve: &Solve,
+    name: &str,
+    include: &[String],
+    exclude: &[String],
+    follow: &[String],
+) -> Result<LocalSource> {
     let dir = solve.opts.locals.get(name).ok_or_else(|| {
         let known: Vec<&String> = solve.opts.locals.keys().collect();
         Error::new(
@@ -33,7 +39,12 @@ fn local_source(solve: &Solve, name: &str, include: &[String], exclude: &[String
             format!("local source {name:?} was not provided: pass it as --local {name}=DIR (provided: {known:?})"),
         )
     })?;
-    Ok(LocalSource { dir: dir.clone(), include: include.to_vec(), exclude: exclude.to_vec(), follow_paths: follow.to_vec() })
+    Ok(LocalSource {
+        dir: dir.clone(),
+        include: include.to_vec(),
+        exclude: exclude.to_vec(),
+        follow_paths: follow.to_vec(),
+    })
 }
 
 fn layout_ref(reference: &OciRef) -> String {
@@ -97,14 +108,21 @@ pub async fn run(
                     let g = worker.snapshotter.mount(&a.id)?;
                     sync_local(&src, g.path())?
                 };
-                progress.emit(ProgressEvent::Status { vertex, id: "transferring".into(), current: bytes, total: Some(bytes) });
+                progress.emit(ProgressEvent::Status {
+                    vertex,
+                    id: "transferring".into(),
+                    current: bytes,
+                    total: Some(bytes),
+                });
                 Ok(BTreeMap::from([(0, Some(commit_and_record(&engine, &worker, &key, 0, a, &name)?))]))
             })
             .await
         }
         SourceSpec::OciLayout { path, reference } => {
-            blocking(move || oci_layout(&engine, &worker, &key, &name, &vertex, path, &layout_ref(&reference), &progress))
-                .await
+            blocking(move || {
+                oci_layout(&engine, &worker, &key, &name, &vertex, path, &layout_ref(&reference), &progress)
+            })
+            .await
         }
         other => Err(unsupported(v, &other)),
     }
@@ -141,7 +159,12 @@ fn oci_layout(
     if diff_ids.len() != img.layers.len() {
         return Err(Error::new(
             ErrorKind::Source,
-            format!("image {reference} in {}: {} layers but {} diff_ids", dir.display(), img.layers.len(), diff_ids.len()),
+            format!(
+                "image {reference} in {}: {} layers but {} diff_ids",
+                dir.display(),
+                img.layers.len(),
+                diff_ids.len()
+            ),
         ));
     }
     let mut parent: Option<SnapshotId> = None;

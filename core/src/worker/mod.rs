@@ -2,6 +2,7 @@
 
 pub mod exec;
 mod mountstub;
+pub mod pool;
 mod rootpath;
 pub mod runc;
 mod spec;

@@ -1,3 +1,4 @@
 //! Helpers shared by kiln's integration tests.
 
 pub mod busybox;
+pub mod kit;

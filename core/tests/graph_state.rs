@@ -44,9 +44,12 @@ fn sample() -> State {
                 .custom_name("build it"),
         )
         .root();
-    State::scratch()
-        .mkdir("/out", MkdirOptions { make_parents: true, ..Default::default() })
-        .copy(&built, "bin/app", "/out/", CopyOptions::default())
+    State::scratch().mkdir("/out", MkdirOptions { make_parents: true, ..Default::default() }).copy(
+        &built,
+        "bin/app",
+        "/out/",
+        CopyOptions::default(),
+    )
 }
 
 #[test]
@@ -113,10 +116,21 @@ fn exec_mounts_follow_buildkit_conventions() {
     let io: Vec<(i64, i64, bool)> = e.mounts.iter().map(|m| (m.input, m.output, m.readonly)).collect();
     assert_eq!(
         io,
-        [(0, 0, false), (-1, -1, false), (1, -1, true), (2, 1, false), (-1, 2, false), (-1, -1, false), (-1, -1, false)]
+        [
+            (0, 0, false),
+            (-1, -1, false),
+            (1, -1, true),
+            (2, 1, false),
+            (-1, 2, false),
+            (-1, -1, false),
+            (-1, -1, false)
+        ]
     );
     assert_eq!(e.mounts[1].mount_type, pb::MountType::Cache as i32);
-    assert_eq!(e.mounts[1].cache_opt, Some(pb::CacheOpt { id: "cid".into(), sharing: pb::CacheSharingOpt::Private as i32 }));
+    assert_eq!(
+        e.mounts[1].cache_opt,
+        Some(pb::CacheOpt { id: "cid".into(), sharing: pb::CacheSharingOpt::Private as i32 })
+    );
     assert_eq!(e.mounts[2].selector, "/sub");
     assert_eq!(e.mounts[5].mount_type, pb::MountType::Tmpfs as i32);
     assert_eq!(e.mounts[5].tmpfs_opt, Some(pb::TmpfsOpt { size: 1 << 20 }));
@@ -200,13 +214,21 @@ fn file_actions_chain_into_one_op() {
     let base = State::image("busybox").with_cwd("/app");
     let ctx = State::local("ctx");
     let s = base
-        .mkdir("out", MkdirOptions { mode: 0o700, make_parents: true, owner: Some(Owner { uid: 1, gid: 2 }), timestamp: None })
+        .mkdir(
+            "out",
+            MkdirOptions { mode: 0o700, make_parents: true, owner: Some(Owner { uid: 1, gid: 2 }), timestamp: None },
+        )
         .mkfile("out/a", 0o644, b"hi".to_vec(), MkfileOptions { owner: None, timestamp: Some(5) })
         .copy(
             &ctx,
             "src",
             "out/",
-            CopyOptions { include: vec!["*.rs".into()], create_dest_path: true, mode: Some(0o600), ..Default::default() },
+            CopyOptions {
+                include: vec!["*.rs".into()],
+                create_dest_path: true,
+                mode: Some(0o600),
+                ..Default::default()
+            },
         )
         .rm("/app/tmp", RmOptions { allow_not_found: true, allow_wildcard: true })
         .symlink("out/a", "link");
@@ -222,15 +244,14 @@ fn file_actions_chain_into_one_op() {
     match &f.actions[0].action {
         Some(Action::Mkdir(m)) => {
             assert_eq!((m.path.as_str(), m.mode, m.make_parents, m.timestamp), ("/app/out", 0o700, true, -1));
-            assert_eq!(
-                m.owner.as_ref().unwrap().user,
-                Some(pb::UserOpt { user: Some(pb::user_opt::User::ById(1)) })
-            );
+            assert_eq!(m.owner.as_ref().unwrap().user, Some(pb::UserOpt { user: Some(pb::user_opt::User::ById(1)) }));
         }
         other => panic!("{other:?}"),
     }
     match &f.actions[1].action {
-        Some(Action::Mkfile(m)) => assert_eq!((m.path.as_str(), m.mode, &m.data[..], m.timestamp), ("/app/out/a", 0o644, &b"hi"[..], 5)),
+        Some(Action::Mkfile(m)) => {
+            assert_eq!((m.path.as_str(), m.mode, &m.data[..], m.timestamp), ("/app/out/a", 0o644, &b"hi"[..], 5))
+        }
         other => panic!("{other:?}"),
     }
     match &f.actions[2].action {
@@ -252,7 +273,10 @@ fn file_actions_chain_into_one_op() {
     for cap in ["file.base", "file.copy.includeexcludepatterns", "file.rm.wildcard", "file.symlink.create"] {
         assert_eq!(v.metadata.caps.get(cap), Some(&true), "{cap}");
     }
-    assert_eq!(v.name(), "mkdir /app/out, mkfile /app/out/a, copy /src /app/out/, rm /app/tmp, symlink /app/link -> out/a");
+    assert_eq!(
+        v.name(),
+        "mkdir /app/out, mkfile /app/out/a, copy /src /app/out/, rm /app/tmp, symlink /app/link -> out/a"
+    );
     assert!(v.op.platform.is_none(), "file ops are not platform specific");
 }
 
@@ -320,7 +344,10 @@ fn sources_round_trip_to_specs() {
             SourceSpec::OciLayout { path: "/layouts/x".into(), reference: OciRef::Digest(d.clone()) },
         ),
         (
-            State::http("http://127.0.0.1:1/f", HttpOptions { checksum: Some(d.clone()), perm: Some(0o755), ..Default::default() }),
+            State::http(
+                "http://127.0.0.1:1/f",
+                HttpOptions { checksum: Some(d.clone()), perm: Some(0o755), ..Default::default() },
+            ),
             SourceSpec::Http {
                 url: "http://127.0.0.1:1/f".into(),
                 checksum: Some(d.clone()),

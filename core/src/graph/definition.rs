@@ -107,9 +107,7 @@ impl Vertex {
         match &self.op.op {
             Some(PbOp::Exec(e)) => e.meta.as_ref().map(|m| m.args.join(" ")).unwrap_or_default(),
             Some(PbOp::Source(s)) => s.identifier.clone(),
-            Some(PbOp::File(f)) => {
-                f.actions.iter().map(file_action_name).collect::<Vec<_>>().join(", ")
-            }
+            Some(PbOp::File(f)) => f.actions.iter().map(file_action_name).collect::<Vec<_>>().join(", "),
             Some(PbOp::Merge(_)) => "merge".to_owned(),
             Some(PbOp::Diff(_)) => "diff".to_owned(),
             Some(PbOp::Build(_)) => "build".to_owned(),
@@ -275,7 +273,10 @@ impl Definition {
             if op.inputs.len() == 1 && i == n - 1 {
                 terminal_idx = Some(i);
             } else if op.inputs.len() == 1 {
-                return Err(derr(d, "multiple terminal ops (payload-less op with one input); only the last op may be the terminal"));
+                return Err(derr(
+                    d,
+                    "multiple terminal ops (payload-less op with one input); only the last op may be the terminal",
+                ));
             } else {
                 return Err(derr(
                     d,
@@ -285,7 +286,10 @@ impl Definition {
         }
         let Some(t) = terminal_idx else {
             let d = &ops[n - 1].0;
-            return Err(derr(d, "definition has no terminal op: the last op must have no payload and exactly one input (the result)"));
+            return Err(derr(
+                d,
+                "definition has no terminal op: the last op must have no payload and exactly one input (the result)",
+            ));
         };
         for (d, op, _) in &ops {
             validate_op(d, op)?;
@@ -321,7 +325,8 @@ impl Definition {
         while let Some(&mut (i, ref mut next)) = stack.last_mut() {
             let inputs = &ops[i].1.inputs;
             if *next < inputs.len() {
-                let j = by_digest[&Digest::parse(&inputs[*next].digest).map_err(|_| derr(&ops[i].0, "bad input digest"))?];
+                let j = by_digest
+                    [&Digest::parse(&inputs[*next].digest).map_err(|_| derr(&ops[i].0, "bad input digest"))?];
                 *next += 1;
                 match state[j] {
                     0 => {
@@ -355,8 +360,12 @@ impl Definition {
             }
         }
         let check_caps = |d: &Digest, md: &pb::OpMetadata| -> Result<()> {
-            let bad: Vec<&str> =
-                md.caps.iter().filter(|(c, on)| **on && !SUPPORTED_CAPS.contains(&c.as_str())).map(|(c, _)| c.as_str()).collect();
+            let bad: Vec<&str> = md
+                .caps
+                .iter()
+                .filter(|(c, on)| **on && !SUPPORTED_CAPS.contains(&c.as_str()))
+                .map(|(c, _)| c.as_str())
+                .collect();
             if bad.is_empty() {
                 Ok(())
             } else {
@@ -454,8 +463,13 @@ fn validate_op(d: &Digest, op: &pb::Op) -> Result<()> {
     let n_in = op.inputs.len() as i64;
     match &op.op {
         None => Ok(()),
-        Some(PbOp::Build(_)) => Err(unsupported(d, "BuildOp is not supported by kiln (nested LLB builds); use exec, source, file or merge ops")),
-        Some(PbOp::Diff(_)) => Err(unsupported(d, "DiffOp is not supported by kiln; use exec, source, file or merge ops")),
+        Some(PbOp::Build(_)) => Err(unsupported(
+            d,
+            "BuildOp is not supported by kiln (nested LLB builds); use exec, source, file or merge ops",
+        )),
+        Some(PbOp::Diff(_)) => {
+            Err(unsupported(d, "DiffOp is not supported by kiln; use exec, source, file or merge ops"))
+        }
         Some(PbOp::Source(s)) => {
             if !op.inputs.is_empty() {
                 return Err(derr(d, "source op must have no inputs"));
@@ -563,7 +577,10 @@ fn validate_file(d: &Digest, f: &pb::FileOp, n_in: i64) -> Result<()> {
         if a.input < -1 || a.input >= limit {
             return Err(derr(
                 d,
-                format!("file action {i} input {} out of range (-1, an op input < {n_in}, or an earlier action)", a.input),
+                format!(
+                    "file action {i} input {} out of range (-1, an op input < {n_in}, or an earlier action)",
+                    a.input
+                ),
             ));
         }
         if a.secondary_input < -1 || a.secondary_input >= limit {

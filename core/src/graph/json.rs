@@ -109,7 +109,8 @@ fn mount(m: &pb::Mount) -> Value {
             m.cache_opt
                 .as_ref()
                 .map(|c| {
-                    let sharing = pb::CacheSharingOpt::try_from(c.sharing).map(|s| s.as_str_name()).unwrap_or("UNKNOWN");
+                    let sharing =
+                        pb::CacheSharingOpt::try_from(c.sharing).map(|s| s.as_str_name()).unwrap_or("UNKNOWN");
                     json!({"ID": c.id, "sharing": sharing})
                 })
                 .unwrap_or(Value::Null),
@@ -118,7 +119,15 @@ fn mount(m: &pb::Mount) -> Value {
             "secretOpt",
             m.secret_opt
                 .as_ref()
-                .map(|s| obj(vec![("ID", json!(s.id)), ("uid", json!(s.uid)), ("gid", json!(s.gid)), ("mode", json!(s.mode)), ("optional", json!(s.optional))]))
+                .map(|s| {
+                    obj(vec![
+                        ("ID", json!(s.id)),
+                        ("uid", json!(s.uid)),
+                        ("gid", json!(s.gid)),
+                        ("mode", json!(s.mode)),
+                        ("optional", json!(s.optional)),
+                    ])
+                })
                 .unwrap_or(Value::Null),
         ),
     ])
@@ -135,7 +144,9 @@ fn mount(m: &pb::Mount) -> Value {
 /// The JSON value of one op (the `"Op"` member of a dump line).
 pub fn op_to_json(op: &pb::Op) -> Value {
     let payload = match &op.op {
-        Some(PbOp::Source(s)) => json!({"source": obj(vec![("identifier", json!(s.identifier)), ("attrs", json!(s.attrs))])}),
+        Some(PbOp::Source(s)) => {
+            json!({"source": obj(vec![("identifier", json!(s.identifier)), ("attrs", json!(s.attrs))])})
+        }
         Some(PbOp::Exec(e)) => {
             let meta = e.meta.as_ref().map(|m| {
                 obj(vec![

@@ -10,6 +10,6 @@ pub use definition::{parse_worker_filter, Definition, OpKind, Vertex, CUSTOM_NAM
 pub use image_config::ImageConfig;
 pub use source::{OciRef, SourceSpec};
 pub use state::{
-    CacheSharing, CopyOptions, ExecOptions, ExecState, GitOptions, HttpOptions, LocalOptions, MkdirOptions, MkfileOptions,
-    MountSpec, Network, Owner, RmOptions, State,
+    CacheSharing, CopyOptions, ExecOptions, ExecState, GitOptions, HttpOptions, LocalOptions, MkdirOptions,
+    MkfileOptions, MountSpec, Network, Owner, RmOptions, State,
 };

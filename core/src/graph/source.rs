@@ -525,7 +525,9 @@ mod tests {
         );
         assert_eq!(s.to_identifier(), "git:///abs/repo#v1:sub/dir");
         let s = SourceSpec::parse("git://github.com/a/b", &none).unwrap();
-        assert!(matches!(s, SourceSpec::Git { ref remote, ref reference, .. } if remote == "https://github.com/a/b" && reference.is_empty()));
+        assert!(
+            matches!(s, SourceSpec::Git { ref remote, ref reference, .. } if remote == "https://github.com/a/b" && reference.is_empty())
+        );
         let f = SourceSpec::Git {
             remote: "file:///srv/r".into(),
             reference: "main".into(),

@@ -41,7 +41,7 @@ struct Node {
 #[derive(Debug, Clone)]
 enum NodeKind {
     Source { identifier: String, attrs: BTreeMap<String, String>, caps: Vec<&'static str>, platform_specific: bool },
-    Exec(ExecNode),
+    Exec(Box<ExecNode>),
     File(FileChain),
     Merge(Vec<Output>),
 }
@@ -185,7 +185,14 @@ impl MountSpec {
     }
 
     /// Secret `id` as a file at `dest` with owner and mode; `optional` tolerates a missing secret.
-    pub fn secret(dest: impl Into<String>, id: impl Into<String>, uid: u32, gid: u32, mode: u32, optional: bool) -> MountSpec {
+    pub fn secret(
+        dest: impl Into<String>,
+        id: impl Into<String>,
+        uid: u32,
+        gid: u32,
+        mode: u32,
+        optional: bool,
+    ) -> MountSpec {
         MountSpec { dest: dest.into(), kind: MountKind::Secret { id: id.into(), uid, gid, mode, optional } }
     }
 
@@ -847,9 +854,12 @@ impl State {
             Network::Host => pb::NetMode::Host,
             Network::None => pb::NetMode::None,
         } as i32;
-        let outputs: Vec<(String, i64, bool)> =
-            mounts.iter().map(|(_, m)| (m.dest.clone(), m.output, m.mount_type == pb::MountType::Bind as i32)).collect();
-        let node = Arc::new(Node { kind: NodeKind::Exec(ExecNode { meta, network, mounts, caps }), constraints });
+        let outputs: Vec<(String, i64, bool)> = mounts
+            .iter()
+            .map(|(_, m)| (m.dest.clone(), m.output, m.mount_type == pb::MountType::Bind as i32))
+            .collect();
+        let node =
+            Arc::new(Node { kind: NodeKind::Exec(Box::new(ExecNode { meta, network, mounts, caps })), constraints });
         let out_state = |idx: i64, meta: StateMeta| State {
             output: Some(Output { node: node.clone(), index: idx }),
             meta,
@@ -992,7 +1002,8 @@ impl State {
         };
         let mut m = Marshaller::default();
         let d = m.marshal(&out.node)?;
-        let terminal = pb::Op { inputs: vec![pb::Input { digest: d.to_string(), index: out.index }], ..Default::default() };
+        let terminal =
+            pb::Op { inputs: vec![pb::Input { digest: d.to_string(), index: out.index }], ..Default::default() };
         let tbytes = encode_op(&terminal);
         let tdig = Digest::of(&tbytes);
         let mut tmeta = pb::OpMetadata::default();
@@ -1078,7 +1089,10 @@ impl Marshaller {
             let d = self.marshal_one(node)?;
             self.memo.insert(key, d);
         }
-        self.memo.get(&Arc::as_ptr(root)).cloned().ok_or_else(|| Error::definition(None, "internal: root not marshalled"))
+        self.memo
+            .get(&Arc::as_ptr(root))
+            .cloned()
+            .ok_or_else(|| Error::definition(None, "internal: root not marshalled"))
     }
 
     fn input(&self, o: &Output) -> pb::Input {
@@ -1104,7 +1118,10 @@ impl Marshaller {
             }
             NodeKind::Exec(e) => {
                 if e.meta.args.is_empty() {
-                    return Err(Error::definition(None, "exec has no args; give ExecOptions::new(args) or ::shell(script)"));
+                    return Err(Error::definition(
+                        None,
+                        "exec has no args; give ExecOptions::new(args) or ::shell(script)",
+                    ));
                 }
                 let mut dests = std::collections::HashSet::new();
                 let mut mounts = Vec::with_capacity(e.mounts.len());

@@ -430,3 +430,16 @@ fn json_dump_has_one_line_per_op() {
     assert!(last["Op"]["Op"].is_null());
     assert_eq!(last["Op"]["inputs"][0]["index"], 0);
 }
+
+#[test]
+fn deep_chains_do_not_overflow_the_stack() {
+    let mut s = State::scratch();
+    for i in 0..10_000 {
+        s = s.mkdir(format!("/d{i}"), MkdirOptions::default()).with_custom_name(format!("step {i}"));
+    }
+    let def = s.to_definition().unwrap();
+    assert_eq!(def.len(), 10_000);
+    let back = Definition::from_bytes(&def.to_bytes()).unwrap();
+    assert_eq!(back.len(), 10_000);
+    drop(s);
+}

@@ -38,10 +38,36 @@ struct Node {
     constraints: Constraints,
 }
 
+impl Drop for Node {
+    /// Unlinks inputs iteratively: dropping a long chain recursively would overflow the stack.
+    fn drop(&mut self) {
+        let mut stack = take_inputs(&mut self.kind);
+        while let Some(n) = stack.pop() {
+            if let Ok(mut inner) = Arc::try_unwrap(n) {
+                stack.extend(take_inputs(&mut inner.kind));
+            }
+        }
+    }
+}
+
+fn take_inputs(kind: &mut NodeKind) -> Vec<Arc<Node>> {
+    let mut v = Vec::new();
+    match kind {
+        NodeKind::Source { .. } => {}
+        NodeKind::Exec(e) => v.extend(e.mounts.iter_mut().filter_map(|(s, _)| s.take()).map(|o| o.node)),
+        NodeKind::File(f) => {
+            v.extend(f.base.take().map(|o| o.node));
+            v.extend(f.actions.iter_mut().filter_map(|(_, s)| s.as_mut().and_then(Option::take)).map(|o| o.node));
+        }
+        NodeKind::Merge(inputs) => v.extend(inputs.drain(..).map(|o| o.node)),
+    }
+    v
+}
+
 #[derive(Debug, Clone)]
 enum NodeKind {
     Source { identifier: String, attrs: BTreeMap<String, String>, caps: Vec<&'static str>, platform_specific: bool },
-    Exec(ExecNode),
+    Exec(Box<ExecNode>),
     File(FileChain),
     Merge(Vec<Output>),
 }
@@ -858,7 +884,8 @@ impl State {
             .iter()
             .map(|(_, m)| (m.dest.clone(), m.output, m.mount_type == pb::MountType::Bind as i32))
             .collect();
-        let node = Arc::new(Node { kind: NodeKind::Exec(ExecNode { meta, network, mounts, caps }), constraints });
+        let node =
+            Arc::new(Node { kind: NodeKind::Exec(Box::new(ExecNode { meta, network, mounts, caps })), constraints });
         let out_state = |idx: i64, meta: StateMeta| State {
             output: Some(Output { node: node.clone(), index: idx }),
             meta,

@@ -246,7 +246,8 @@ async fn secret_is_visible_to_run_but_absent_from_snapshots_and_exports() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&z.stdout).trim(), "0");
     // Missing secret: a clear error naming it.
-    let (r, _) = k.solve(&st.run(sh("true")).root(), k.opts()).await;
+    let needs = base().run(sh("cat /s").mount(MountSpec::secret("/s", "tok", 0, 0, 0o400, false))).root();
+    let (r, _) = k.solve(&needs, k.opts()).await;
     let e = r.unwrap_err();
     assert!(e.to_string().contains("\"tok\""), "{e}");
 }

@@ -41,7 +41,9 @@ fn setup() -> Setup {
     Setup { _t: t, root, sentinel, src }
 }
 
-fn snapshot(dir: &Path) -> Vec<(String, u32, i64, Vec<u8>)> {
+type Snap = Vec<(String, u32, i64, Vec<u8>)>;
+
+fn snapshot(dir: &Path) -> Snap {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -59,7 +61,7 @@ fn snapshot(dir: &Path) -> Vec<(String, u32, i64, Vec<u8>)> {
 }
 
 /// Everything directly in the temp dir besides the root, plus host /etc's top-level names.
-fn outside(s: &Setup) -> (Vec<(String, u32, i64, Vec<u8>)>, Vec<String>, Vec<String>) {
+fn outside(s: &Setup) -> (Snap, Vec<String>, Vec<String>) {
     let parent = s.root.parent().unwrap();
     let mut names: Vec<String> =
         fs::read_dir(parent).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
@@ -73,7 +75,8 @@ fn outside(s: &Setup) -> (Vec<(String, u32, i64, Vec<u8>)>, Vec<String>, Vec<Str
 #[test]
 fn resolution_never_leaves_root() {
     let s = setup();
-    for p in ["/up", "/uprel/x", "/sentinel_rel/precious", "/sentinel_abs", "/chain/deep", "/etc_abs/passwd", "../../x"] {
+    for p in ["/up", "/uprel/x", "/sentinel_rel/precious", "/sentinel_abs", "/chain/deep", "/etc_abs/passwd", "../../x"]
+    {
         let r = resolve_in_root(&s.root, p, true).unwrap();
         assert!(r.starts_with(&s.root), "{p} -> {}", r.display());
     }
@@ -113,7 +116,9 @@ fn actions_through_hostile_links_stay_inside() {
     let _ = copy(&s.root, "/sentinel_rel/precious", &s.src, "/stolen", &follow);
     let _ = copy(&s.root, "/up/sentinel", &s.src, "/stolen2", &follow);
     assert!(!s.src.join("stolen").exists() || fs::read(s.src.join("stolen")).unwrap() != b"keep me");
-    assert!(!s.src.join("stolen2/precious").exists() || fs::read(s.src.join("stolen2/precious")).unwrap() != b"keep me");
+    assert!(
+        !s.src.join("stolen2/precious").exists() || fs::read(s.src.join("stolen2/precious")).unwrap() != b"keep me"
+    );
     // the link reads the root's own /sentinel/precious (written above), never the host sentinel
     assert_eq!(
         checksum_selection(&s.root, "/sentinel_rel/precious", &follow).unwrap(),

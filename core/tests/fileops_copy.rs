@@ -273,3 +273,10 @@ fn copy_through_dest_symlink_dir_stays_in_root() {
     assert_eq!(fs::read(r.dst.join("usr/lib/x.so")).unwrap(), b"so");
     assert!(meta(&r.dst.join("lib")).file_type().is_symlink());
 }
+
+#[test]
+fn copy_onto_itself_keeps_content() {
+    let r = roots();
+    copy(&r.src, "/f.txt", &r.src, "/f.txt", &o()).unwrap();
+    assert_eq!(fs::read(r.src.join("f.txt")).unwrap(), b"file");
+}

@@ -268,6 +268,8 @@ impl<'a> Writer<'a> {
             return Ok(());
         }
         match std::fs::symlink_metadata(t) {
+            // Copying a path onto itself (same root, same path): removing it first would lose it.
+            Ok(m) if m.dev() == meta.dev() && m.ino() == meta.ino() => return Ok(()),
             Ok(m) if m.is_dir() => {
                 if !self.replace {
                     return Err(op_err(self.action, format!("cannot replace directory {shown} with a non-directory")));

@@ -95,6 +95,9 @@ pub(crate) fn hash_entries(h: &mut Sha256, entries: &[WalkEntry]) -> Result<()> 
     Ok(())
 }
 
+/// File digests tagged with their index in the input.
+type Indexed = Vec<(usize, [u8; 32])>;
+
 /// sha256 of each file's content, computed by a few threads (hashing is CPU-bound with the
 /// page cache warm, and a build context is often many small files).
 fn hash_files(files: &[&Path]) -> Result<Vec<[u8; 32]>> {
@@ -104,7 +107,7 @@ fn hash_files(files: &[&Path]) -> Result<Vec<[u8; 32]>> {
         return files.iter().map(|p| hash_file(p, &mut buf)).collect();
     }
     let next = AtomicUsize::new(0);
-    let results: Vec<Result<Vec<(usize, [u8; 32])>>> = std::thread::scope(|s| {
+    let results: Vec<Result<Indexed>> = std::thread::scope(|s| {
         let workers: Vec<_> = (0..threads)
             .map(|_| {
                 s.spawn(|| {

@@ -1,7 +1,7 @@
 //! The copy action (BuildKit's FileActionCopy with tonistiigi/fsutil `cp -a` semantics) and the
 //! tree writer it shares with local-source syncing.
 
-use super::meta::{copy_meta, in_action, io_err, mkdir_all_in_root, op_err, resolve, MetaOverride};
+use super::meta::{copy_meta, in_action, io_err, mkdir_all_in_root, op_err, resolve, set_times, MetaOverride};
 use super::pattern::{walk_matching, PatternMatcher, WalkEntry};
 use super::resolve::{clean_abs, clean_keep_trailing, display_in_root, go_base, is_missing, path_has_wildcard};
 use super::Owner;
@@ -79,7 +79,7 @@ pub fn copy(src_root: &Path, src: &str, dest_root: &Path, dest: &str, opts: &Cop
     let into = dest_c.ends_with('/') || dest_c.ends_with("/.");
     let ensure = if into { dest_clean.clone() } else { parent_of(&dest_clean) };
     let ensure_host = resolve(&action, dest_root, &ensure, true)?;
-    mkdir_all_in_root(&action, dest_root, &ensure_host, 0o755, opts.owner, opts.timestamp)?;
+    let mut created = mkdir_all_in_root(&action, dest_root, &ensure_host, 0o755, opts.owner, opts.timestamp)?;
     let dst_host = resolve(&action, dest_root, &dest_clean, true)?;
 
     let ov = MetaOverride { owner: opts.owner, mode: opts.mode, timestamp: opts.timestamp };
@@ -101,7 +101,7 @@ pub fn copy(src_root: &Path, src: &str, dest_root: &Path, dest: &str, opts: &Cop
             target.parent()
         };
         if let Some(make) = make.filter(|m| m.starts_with(dest_root)) {
-            mkdir_all_in_root(&action, dest_root, make, 0o755, opts.owner, opts.timestamp)?;
+            created.extend(mkdir_all_in_root(&action, dest_root, make, 0o755, opts.owner, opts.timestamp)?);
         }
         let entries = if meta.is_dir() {
             walk_matching(&src_host, &matcher, &[]).map_err(|e| in_action(&action, e))?
@@ -109,6 +109,12 @@ pub fn copy(src_root: &Path, src: &str, dest_root: &Path, dest: &str, opts: &Cop
             Vec::new()
         };
         w.write_tree(&src_host, &meta, &target, &entries)?;
+    }
+    // Writing into the parents created above bumped their mtimes; an explicit timestamp wins.
+    if let Some(ts) = opts.timestamp {
+        for d in created.iter().rev() {
+            set_times(d, ts).map_err(|e| io_err(&action, "cannot set times of", &display_in_root(dest_root, d), e))?;
+        }
     }
     Ok(())
 }
@@ -187,7 +193,7 @@ impl<'a> Writer<'a> {
         if !meta.is_dir() {
             return self.write_leaf(src, meta, target);
         }
-        let (top, state) = self.ensure_dir(target, src)?;
+        let (top, state) = self.ensure_dir(target)?;
         let mut dirs: HashMap<&str, PathBuf> = HashMap::new();
         let mut finalize: Vec<(PathBuf, &Metadata)> = Vec::new();
         for e in entries {
@@ -207,7 +213,7 @@ impl<'a> Writer<'a> {
             };
             let t = parent.join(name);
             if e.meta.is_dir() {
-                let (d, st) = self.ensure_dir(&t, &e.path)?;
+                let (d, st) = self.ensure_dir(&t)?;
                 if st != DirState::Followed {
                     finalize.push((d.clone(), &e.meta));
                 }
@@ -227,7 +233,7 @@ impl<'a> Writer<'a> {
         Ok(())
     }
 
-    fn ensure_dir(&self, t: &Path, src: &Path) -> Result<(PathBuf, DirState)> {
+    fn ensure_dir(&self, t: &Path) -> Result<(PathBuf, DirState)> {
         let shown = self.shown(t);
         let existing = match std::fs::symlink_metadata(t) {
             Ok(m) => m,
@@ -247,10 +253,7 @@ impl<'a> Writer<'a> {
             }
         }
         if !self.replace {
-            return Err(op_err(
-                self.action,
-                format!("cannot copy directory {} over non-directory {shown}", src.display()),
-            ));
+            return Err(op_err(self.action, format!("cannot replace non-directory {shown} with a directory")));
         }
         std::fs::remove_file(t).map_err(|e| io_err(self.action, "cannot replace", &shown, e))?;
         std::fs::create_dir(t).map_err(|e| io_err(self.action, "cannot create directory", &shown, e))?;
@@ -265,6 +268,8 @@ impl<'a> Writer<'a> {
             return Ok(());
         }
         match std::fs::symlink_metadata(t) {
+            // Copying a path onto itself (same root, same path): removing it first would lose it.
+            Ok(m) if m.dev() == meta.dev() && m.ino() == meta.ino() => return Ok(()),
             Ok(m) if m.is_dir() => {
                 if !self.replace {
                     return Err(op_err(self.action, format!("cannot replace directory {shown} with a non-directory")));

@@ -37,6 +37,8 @@ enum Tok {
 #[derive(Debug, Clone)]
 pub(crate) struct Glob {
     toks: Vec<Tok>,
+    /// The pattern when it has no wildcard (the common case), matched without the DP table.
+    literal: Option<Vec<char>>,
 }
 
 impl Glob {
@@ -96,7 +98,8 @@ impl Glob {
                 c => toks.push(Tok::Lit(c)),
             }
         }
-        Ok(Glob { toks })
+        let literal = toks.iter().map(|t| if let Tok::Lit(c) = t { Some(*c) } else { None }).collect();
+        Ok(Glob { toks, literal })
     }
 
     /// A `filepath.Match` glob for one path component (no `/`, `**` means `*`).
@@ -114,8 +117,8 @@ impl Glob {
     /// with `s` could match (used to decide whether a directory's descendants can match).
     fn run(&self, s: &[char], prefix: bool) -> bool {
         let (m, n) = (self.toks.len(), s.len());
-        if let Some(lit) = self.literal() {
-            return if prefix { lit.starts_with(s) } else { lit == s };
+        if let Some(lit) = &self.literal {
+            return if prefix { lit.starts_with(s) } else { lit.as_slice() == s };
         }
         // dp[i][j]: toks[i..] matches s[j..] (or a continuation of it in prefix mode).
         let w = n + 1;
@@ -155,10 +158,6 @@ impl Glob {
             }
         }
         dp[0]
-    }
-
-    fn literal(&self) -> Option<Vec<char>> {
-        self.toks.iter().map(|t| if let Tok::Lit(c) = t { Some(*c) } else { None }).collect()
     }
 }
 

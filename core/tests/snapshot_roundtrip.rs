@@ -199,8 +199,21 @@ fn roundtrip(s: Arc<dyn Snapshotter>, dir: &Path) {
     let eb = entries(&tar_b);
     let names_b: BTreeSet<&str> = eb.iter().map(|e| e.0.as_str()).collect();
     for n in [
-        "d/f", "d/sub/new", ".wh.del", ".wh.deldir", "op/", "op/fresh", "tofile", "todir/", "todir/inner", "chmodme",
-        "d/sub/deep", "nh1", "nh2", "nl", "same",
+        "d/f",
+        "d/sub/new",
+        ".wh.del",
+        ".wh.deldir",
+        "op/",
+        "op/fresh",
+        "tofile",
+        "todir/",
+        "todir/inner",
+        "chmodme",
+        "d/sub/deep",
+        "nh1",
+        "nh2",
+        "nl",
+        "same",
     ] {
         assert!(names_b.contains(n), "{n} missing from layer: {names_b:?}");
     }

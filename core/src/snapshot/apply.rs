@@ -48,9 +48,7 @@ fn bad_entry(name: &Path, why: impl std::fmt::Display) -> Error {
 pub fn apply_layer(root: &Path, tar: impl Read) -> Result<u64> {
     let mut a = Applier { root: root.to_path_buf(), created: HashSet::new(), dirs: Vec::new(), bytes: 0 };
     let mut archive = tar::Archive::new(tar);
-    let entries = archive
-        .entries()
-        .map_err(|e| Error::with_source(ErrorKind::Snapshot, "reading layer tar", e))?;
+    let entries = archive.entries().map_err(|e| Error::with_source(ErrorKind::Snapshot, "reading layer tar", e))?;
     for entry in entries {
         let entry = entry.map_err(|e| Error::with_source(ErrorKind::Snapshot, "reading layer tar entry", e))?;
         a.entry(entry)?;
@@ -122,7 +120,11 @@ impl Applier {
                     if target.has_root() {
                         return Err(unsafe_entry(
                             name,
-                            format!("its path traverses symlink {} -> {} (absolute target)", host.display(), target.display()),
+                            format!(
+                                "its path traverses symlink {} -> {} (absolute target)",
+                                host.display(),
+                                target.display()
+                            ),
                         ));
                     }
                     let mut expanded: Vec<OsString> = Vec::new();
@@ -287,7 +289,9 @@ impl Applier {
             other => {
                 return Err(bad_entry(
                     &name,
-                    format!("unsupported entry type {other:?}; accepted: file, dir, symlink, hardlink, char, block, fifo"),
+                    format!(
+                        "unsupported entry type {other:?}; accepted: file, dir, symlink, hardlink, char, block, fifo"
+                    ),
                 ))
             }
         }
@@ -295,7 +299,14 @@ impl Applier {
         Ok(())
     }
 
-    fn finish_meta(&self, host: &Path, uid: u32, gid: u32, mode: Option<u32>, xattrs: &[(OsString, Vec<u8>)]) -> Result<()> {
+    fn finish_meta(
+        &self,
+        host: &Path,
+        uid: u32,
+        gid: u32,
+        mode: Option<u32>,
+        xattrs: &[(OsString, Vec<u8>)],
+    ) -> Result<()> {
         set_owner(host, uid, gid)?;
         if let Some(mode) = mode {
             // After chown, which clears setuid/setgid.
@@ -317,9 +328,8 @@ fn h_dev(v: std::io::Result<Option<u32>>, name: &Path) -> Result<u32> {
 
 fn pax_xattrs<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Vec<(OsString, Vec<u8>)>> {
     let mut out = Vec::new();
-    let Some(exts) = entry
-        .pax_extensions()
-        .map_err(|e| Error::with_source(ErrorKind::Snapshot, "reading PAX headers", e))?
+    let Some(exts) =
+        entry.pax_extensions().map_err(|e| Error::with_source(ErrorKind::Snapshot, "reading PAX headers", e))?
     else {
         return Ok(out);
     };

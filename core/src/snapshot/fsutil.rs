@@ -58,8 +58,8 @@ pub(crate) fn list_xattrs(path: &Path) -> Result<Vec<(OsString, Vec<u8>)>> {
 /// Reads one extended attribute of `path` (not following symlinks); `None` when absent.
 pub(crate) fn get_xattr(path: &Path, name: &OsStr) -> Result<Option<Vec<u8>>> {
     let c = cpath(path)?;
-    let cname = CString::new(name.as_bytes())
-        .map_err(|_| Error::new(ErrorKind::Snapshot, "xattr name contains a NUL byte"))?;
+    let cname =
+        CString::new(name.as_bytes()).map_err(|_| Error::new(ErrorKind::Snapshot, "xattr name contains a NUL byte"))?;
     let mut buf = vec![0u8; 256];
     loop {
         // SAFETY: `c` and `cname` are valid NUL-terminated strings; `buf` is writable for its length.
@@ -83,8 +83,8 @@ pub(crate) fn get_xattr(path: &Path, name: &OsStr) -> Result<Option<Vec<u8>>> {
 /// Sets one extended attribute of `path` (not following symlinks).
 pub(crate) fn set_xattr(path: &Path, name: &OsStr, value: &[u8]) -> Result<()> {
     let c = cpath(path)?;
-    let cname = CString::new(name.as_bytes())
-        .map_err(|_| Error::new(ErrorKind::Snapshot, "xattr name contains a NUL byte"))?;
+    let cname =
+        CString::new(name.as_bytes()).map_err(|_| Error::new(ErrorKind::Snapshot, "xattr name contains a NUL byte"))?;
     // SAFETY: `c` and `cname` are valid NUL-terminated strings; `value` is readable for its length.
     let r = unsafe { libc::lsetxattr(c.as_ptr(), cname.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
     if r != 0 {

@@ -89,7 +89,8 @@ impl Overlay {
                 "overlay snapshot directory {s:?} contains ',' or ':', which overlay mount options cannot carry; choose another root"
             )));
         }
-        probe(store.dir()).map_err(|e| e.context(format!("overlayfs is not usable under {}", store.dir().display())))?;
+        probe(store.dir())
+            .map_err(|e| e.context(format!("overlayfs is not usable under {}", store.dir().display())))?;
         Ok(Overlay { store: Arc::new(store) })
     }
 
@@ -245,7 +246,9 @@ impl Snapshotter for Overlay {
             return Err(snap_err(format!("snapshot {id} is already committed")));
         }
         if uses.get(id).is_some_and(|u| u.rw > 0) {
-            return Err(snap_err(format!("cannot commit snapshot {id}: it is still mounted writable; drop its mounts first")));
+            return Err(snap_err(format!(
+                "cannot commit snapshot {id}: it is still mounted writable; drop its mounts first"
+            )));
         }
         self.store.set_committed(id)
     }

@@ -221,7 +221,10 @@ impl Store {
             let names: Vec<_> = children.iter().map(|c| c.0.as_str()).collect();
             return Err(Error::new(
                 ErrorKind::Snapshot,
-                format!("cannot remove snapshot {id}: snapshots {} have it as parent; remove them first", names.join(", ")),
+                format!(
+                    "cannot remove snapshot {id}: snapshots {} have it as parent; remove them first",
+                    names.join(", ")
+                ),
             ));
         }
         let trash = self.dir.join(format!("{RM_PREFIX}{id}"));

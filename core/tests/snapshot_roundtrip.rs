@@ -308,6 +308,19 @@ fn lifecycle_rules(s: Arc<dyn Snapshotter>) {
     assert_eq!(s.remove(&SnapshotId("0123456789abcdef".into())).unwrap_err().kind(), ErrorKind::Snapshot);
     let c = s.prepare(Some(&a)).unwrap();
     assert!(s.remove(&a).is_err());
+    // Concurrent read-only views of one committed snapshot, from several threads.
+    std::thread::scope(|sc| {
+        for _ in 0..8 {
+            let s = &s;
+            let a = &a;
+            sc.spawn(move || {
+                for _ in 0..5 {
+                    let v = s.mount(a).unwrap();
+                    assert_eq!(fs::read_to_string(v.path().join("f")).unwrap(), "1");
+                }
+            });
+        }
+    });
     s.remove(&c).unwrap();
     s.remove(&a).unwrap();
 }

@@ -198,13 +198,15 @@ fn walk_upper(w: &mut LayerWriter<'_>, dir: &Path, rel: &Path) -> Result<()> {
 /// Writes the layer turning tree `old` (None = empty) into tree `new`.
 ///
 /// Non-directories are unchanged when (type, mode, uid, gid, size, mtime with nanoseconds,
-/// device number, symlink target) are equal; contents are not read for that decision (every
-/// writer of snapshot trees updates mtime). Directories are re-emitted when their own
+/// device number, symlink target) are equal. Contents are read only for files whose mtime is at
+/// or after `recent_secs`: the kernel stamps mtimes with a coarse clock, so a file rewritten
+/// (same size) within one tick of its copy into the new tree keeps an equal mtime; callers pass
+/// a time shortly before the new tree was copied. Directories are re-emitted when their own
 /// (mode, uid, gid, mtime) changed. Xattr-only changes are not detected.
-pub(crate) fn diff_trees(old: Option<&Path>, new: &Path, out: &mut dyn Write) -> Result<()> {
+pub(crate) fn diff_trees(old: Option<&Path>, new: &Path, recent_secs: i64, out: &mut dyn Write) -> Result<()> {
     let mut w = LayerWriter::new(out);
     match old {
-        Some(old) => compare_dirs(&mut w, old, new, Path::new(""))?,
+        Some(old) => compare_dirs(&mut w, old, new, Path::new(""), recent_secs)?,
         None => add_children(&mut w, new, Path::new(""))?,
     }
     w.finish()
@@ -226,7 +228,7 @@ fn add_tree(w: &mut LayerWriter<'_>, full: &Path, rel: &Path) -> Result<()> {
     Ok(())
 }
 
-fn compare_dirs(w: &mut LayerWriter<'_>, old: &Path, new: &Path, rel: &Path) -> Result<()> {
+fn compare_dirs(w: &mut LayerWriter<'_>, old: &Path, new: &Path, rel: &Path, recent_secs: i64) -> Result<()> {
     let old_names = sorted_names(old)?;
     let new_names = sorted_names(new)?;
     let (mut i, mut j) = (0, 0);
@@ -254,8 +256,12 @@ fn compare_dirs(w: &mut LayerWriter<'_>, old: &Path, new: &Path, rel: &Path) -> 
                     if !same_meta(&om, &nm) {
                         w.add(&r, &nf, &nm)?;
                     }
-                    compare_dirs(w, &o, &nf, &r)?;
-                } else if nm.is_dir() || !same_meta(&om, &nm) || !same_link(&o, &nf, &nm)? {
+                    compare_dirs(w, &o, &nf, &r, recent_secs)?;
+                } else if nm.is_dir()
+                    || !same_meta(&om, &nm)
+                    || !same_link(&o, &nf, &nm)?
+                    || (nm.is_file() && nm.mtime() >= recent_secs && !same_content(&o, &nf)?)
+                {
                     add_tree(w, &nf, &r)?;
                 }
                 i += 1;
@@ -283,4 +289,32 @@ fn same_link(old: &Path, new: &Path, meta: &Metadata) -> Result<bool> {
         return Ok(true);
     }
     Ok(fs::read_link(old).with_path("reading symlink", old)? == fs::read_link(new).with_path("reading symlink", new)?)
+}
+
+fn same_content(a: &Path, b: &Path) -> Result<bool> {
+    use std::io::Read;
+    let mut fa = std::io::BufReader::new(fs::File::open(a).with_path("opening", a)?);
+    let mut fb = std::io::BufReader::new(fs::File::open(b).with_path("opening", b)?);
+    let (mut ba, mut bb) = (vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]);
+    loop {
+        let na = read_full(&mut fa, &mut ba).with_path("reading", a)?;
+        let nb = read_full(&mut fb, &mut bb).with_path("reading", b)?;
+        if na != nb || ba[..na] != bb[..nb] {
+            return Ok(false);
+        }
+        if na == 0 {
+            return Ok(true);
+        }
+    }
+
+    fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+        let mut n = 0;
+        while n < buf.len() {
+            match r.read(&mut buf[n..])? {
+                0 => break,
+                k => n += k,
+            }
+        }
+        Ok(n)
+    }
 }

@@ -15,6 +15,7 @@
 //! <id>/merged     overlay mount point of the active (writable) view
 //! <id>/parent     parent id (absent without parent)
 //! <id>/base       overlay only: `fs` is a flattened full tree; the lower chain stops here
+//! <id>/created    unix seconds when creation started (tree diffs use it)
 //! <id>/committed  present once committed
 //! .mnt/<n>        mount points of read-only views
 //! ```

@@ -98,7 +98,7 @@ impl Snapshotter for Native {
 
     fn diff(&self, id: &SnapshotId, out: &mut dyn std::io::Write) -> Result<()> {
         let info = self.store.info(id)?;
-        let parent = info.parent.map(|p| self.store.fs_dir(&p)).transpose()?;
-        diff_trees(parent.as_deref(), &self.store.fs_dir(id)?, out)
+        let parent = info.parent.as_ref().map(|p| self.store.fs_dir(p)).transpose()?;
+        diff_trees(parent.as_deref(), &self.store.fs_dir(id)?, info.recent_secs(), out)
     }
 }

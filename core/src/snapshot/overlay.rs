@@ -274,11 +274,11 @@ impl Snapshotter for Overlay {
     fn diff(&self, id: &SnapshotId, out: &mut dyn std::io::Write) -> Result<()> {
         let info = self.store.info(id)?;
         let fs_dir = self.store.fs_dir(id)?;
-        match (info.base, info.parent) {
+        match (info.base, &info.parent) {
             // A flattened snapshot holds a full tree: compare it with its parent's view.
             (true, Some(p)) => {
-                let view = self.mount_ro(&p)?;
-                diff_trees(Some(view.path()), &fs_dir, out)
+                let view = self.mount_ro(p)?;
+                diff_trees(Some(view.path()), &fs_dir, info.recent_secs(), out)
             }
             _ => diff_upper(&fs_dir, out),
         }

@@ -28,6 +28,16 @@ pub(crate) struct Info {
     pub parent: Option<SnapshotId>,
     pub committed: bool,
     pub base: bool,
+    /// Unix seconds when creation (the copy of the parent, if any) started.
+    pub created_secs: Option<i64>,
+}
+
+impl Info {
+    /// Files with mtimes at or after this may have been rewritten within one clock tick of the
+    /// copy that created the snapshot: tree diffs compare their contents.
+    pub fn recent_secs(&self) -> i64 {
+        self.created_secs.map_or(i64::MIN, |s| s - 2)
+    }
 }
 
 /// Live use of one snapshot, tracked in memory (mounts do not survive the process).
@@ -115,7 +125,8 @@ impl Store {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(Error::io("reading parent of snapshot", d, e)),
         };
-        Ok(Info { parent, committed: d.join("committed").exists(), base: d.join("base").exists() })
+        let created_secs = fs::read_to_string(d.join("created")).ok().and_then(|s| s.trim().parse().ok());
+        Ok(Info { parent, committed: d.join("committed").exists(), base: d.join("base").exists(), created_secs })
     }
 
     /// Creates a snapshot: `fill` populates a temporary directory that already holds an empty
@@ -130,6 +141,8 @@ impl Store {
         let tmp = self.dir.join(format!("{TMP_PREFIX}{id}"));
         fs::create_dir(&tmp).with_path("creating snapshot", &tmp)?;
         let res = (|| {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
+            write_atomic(&tmp.join("created"), now.to_string().as_bytes())?;
             let fs_dir = tmp.join("fs");
             fs::create_dir(&fs_dir).with_path("creating snapshot data directory", &fs_dir)?;
             fsutil::set_mode(&fs_dir, 0o755)?;

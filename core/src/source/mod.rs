@@ -1,1 +1,4 @@
 //! Sources: oci-layout, local directories, http, git, registry images.
+
+pub mod git;
+pub mod http;

@@ -40,11 +40,7 @@ pub fn resolve_git_ref(g: &GitFetch) -> Result<String> {
     } else if reference.starts_with("refs/") {
         vec![format!("{reference}^{{}}"), reference.to_owned()]
     } else {
-        vec![
-            format!("refs/tags/{reference}^{{}}"),
-            format!("refs/tags/{reference}"),
-            format!("refs/heads/{reference}"),
-        ]
+        vec![format!("refs/tags/{reference}^{{}}"), format!("refs/tags/{reference}"), format!("refs/heads/{reference}")]
     };
     let pattern = if reference.is_empty() { "HEAD" } else { reference };
     let peeled = format!("{pattern}^{{}}");
@@ -143,15 +139,22 @@ fn ensure_commit(git: &Git, bare: &Path, g: &GitFetch, sha: &str) -> Result<()> 
     match by_sha {
         Ok(_) if has_commit(git, &gd, sha) => return Ok(()),
         Ok(_) => tracing::info!(remote = %g.remote, sha, "git source: fetch by sha gave no commit; fetching all refs"),
-        Err(e) => tracing::info!(remote = %g.remote, sha, error = %e, "git source: fetch by sha refused; fetching all refs"),
+        Err(e) => {
+            tracing::info!(remote = %g.remote, sha, error = %e, "git source: fetch by sha refused; fetching all refs")
+        }
     }
     let mut full = git.clone().git_dir(&gd).args(["fetch", "--quiet", "--no-tags"]);
     if bare.join("shallow").exists() {
         full = full.arg("--unshallow");
     }
-    full.args(["--", g.remote.as_str(), "+refs/heads/*:refs/kiln-remote/heads/*", "+refs/tags/*:refs/kiln-remote/tags/*"])
-        .run()
-        .map_err(ctx)?;
+    full.args([
+        "--",
+        g.remote.as_str(),
+        "+refs/heads/*:refs/kiln-remote/heads/*",
+        "+refs/tags/*:refs/kiln-remote/tags/*",
+    ])
+    .run()
+    .map_err(ctx)?;
     if !has_commit(git, &gd, sha) {
         return Err(Error::new(
             ErrorKind::Source,
@@ -222,12 +225,7 @@ fn checkout_with_git_dir(git: &Git, bare: &Path, g: &GitFetch, sha: &str, dest_r
     let ctx = |e: Error| e.context(format!("checking out commit {sha} of git remote {}", g.remote));
     git.clone().args(["init", "--quiet"]).arg(dest_root).run().map_err(ctx)?;
     let in_dest = || git.clone().arg("-C").arg(dest_root);
-    in_dest()
-        .args(["fetch", "--quiet", "--no-tags", "--depth", "1", "--"])
-        .arg(bare)
-        .arg(sha)
-        .run()
-        .map_err(ctx)?;
+    in_dest().args(["fetch", "--quiet", "--no-tags", "--depth", "1", "--"]).arg(bare).arg(sha).run().map_err(ctx)?;
     in_dest().args(["checkout", "--quiet", "--detach", sha]).run().map_err(ctx)?;
     in_dest().args(["remote", "add", "origin", g.remote.as_str()]).run().map_err(ctx)?;
     tracing::debug!(remote = %g.remote, sha, dest = %dest_root.display(), "git source: checked out with .git");

@@ -72,7 +72,7 @@ pub fn fetch_http(f: &HttpFetch, dest_root: &Path, progress: &dyn Fn(u64, Option
     let mut response = agent()
         .get(&f.url)
         .call()
-        .map_err(|e| Error::with_source(ErrorKind::Source, format!("GET {}: request failed", f.url), e))?;
+        .map_err(|e| Error::with_source(ErrorKind::Source, format!("GET {}: request failed: {e}", f.url), e))?;
     let status = response.status();
     if !status.is_success() {
         return Err(Error::new(
@@ -87,17 +87,13 @@ pub fn fetch_http(f: &HttpFetch, dest_root: &Path, progress: &dyn Fn(u64, Option
             .to_owned(),
         ));
     }
-    let last_modified = response
-        .headers()
-        .get("last-modified")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            let t = parse_http_date(v);
-            if t.is_none() {
-                tracing::warn!(url = %f.url, value = v, "http source: ignoring unparsable Last-Modified header");
-            }
-            t
-        });
+    let last_modified = response.headers().get("last-modified").and_then(|v| v.to_str().ok()).and_then(|v| {
+        let t = parse_http_date(v);
+        if t.is_none() {
+            tracing::warn!(url = %f.url, value = v, "http source: ignoring unparsable Last-Modified header");
+        }
+        t
+    });
     let total = response.body().content_length();
 
     let tmp = tempfile::Builder::new()
@@ -117,7 +113,7 @@ pub fn fetch_http(f: &HttpFetch, dest_root: &Path, progress: &dyn Fn(u64, Option
             Err(e) => {
                 return Err(Error::with_source(
                     ErrorKind::Source,
-                    format!("GET {}: reading the response body failed after {} bytes", f.url, sink.len()),
+                    format!("GET {}: reading the response body failed after {} bytes: {e}", f.url, sink.len()),
                     e,
                 ))
             }
@@ -175,7 +171,11 @@ fn agent() -> &'static ureq::Agent {
 /// Parses and checks the scheme of `url`.
 fn parse_url(url: &str) -> Result<ureq::http::Uri> {
     let uri: ureq::http::Uri = url.parse().map_err(|e| {
-        Error::with_source(ErrorKind::Source, format!("invalid http source URL {url:?}: expected http(s)://host/path"), e)
+        Error::with_source(
+            ErrorKind::Source,
+            format!("invalid http source URL {url:?} ({e}): expected http(s)://host/path"),
+            e,
+        )
     })?;
     match uri.scheme_str() {
         Some("http") | Some("https") if uri.host().is_some() => Ok(uri),
@@ -189,11 +189,7 @@ fn parse_url(url: &str) -> Result<ureq::http::Uri> {
 /// A caller-given file name must be one plain path component.
 fn validate_filename(name: &str) -> Result<String> {
     if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
-        return Err(Error::option(
-            "filename",
-            name,
-            "a single file name without '/' (not empty, '.' or '..')",
-        ));
+        return Err(Error::option("filename", name, "a single file name without '/' (not empty, '.' or '..')"));
     }
     Ok(name.to_owned())
 }

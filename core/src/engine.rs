@@ -6,7 +6,7 @@ use crate::cache::{MetadataStore, RootLock};
 use crate::content::ContentStore;
 use crate::error::{Error, ErrorKind, IoContext, Result};
 use crate::graph::{Definition, ImageConfig};
-use crate::options::OutputSpec;
+use crate::options::{CacheExportSpec, CacheImportSpec, OutputSpec};
 use crate::snapshot::{self, SnapshotId, Snapshotter};
 use crate::solver::{self, ProgressSink};
 use crate::worker::pool::{Worker, WorkerPool};
@@ -85,6 +85,10 @@ pub struct SolveOptions {
     pub image_config: ImageConfig,
     /// Where progress events go.
     pub progress: ProgressSink,
+    /// Cache exporters run after the solve (`type=local,dest=DIR` / `type=registry,ref=...`).
+    pub cache_exports: Vec<CacheExportSpec>,
+    /// Cache importers consulted on a local cache miss.
+    pub cache_imports: Vec<CacheImportSpec>,
 }
 
 impl SolveOptions {
@@ -92,6 +96,24 @@ impl SolveOptions {
     pub fn output(mut self, csv: &str) -> Result<Self> {
         self.outputs.push(csv.parse()?);
         Ok(self)
+    }
+
+    /// Adds a cache exporter from its CSV form (`type=local,dest=DIR,mode=max`).
+    pub fn cache_export(mut self, csv: &str) -> Result<Self> {
+        self.cache_exports.push(csv.parse()?);
+        Ok(self)
+    }
+
+    /// Adds a cache importer from its CSV form (`type=local,src=DIR`).
+    pub fn cache_import(mut self, csv: &str) -> Result<Self> {
+        self.cache_imports.push(csv.parse()?);
+        Ok(self)
+    }
+
+    /// Adds a secret value by id.
+    pub fn secret(mut self, id: impl Into<String>, value: impl Into<Vec<u8>>) -> Self {
+        self.secrets.insert(id.into(), value.into());
+        self
     }
 
     /// Adds a local directory.

@@ -68,6 +68,8 @@ pub(crate) struct Solve {
     pub def: Arc<Definition>,
     pub opts: SolveOptions,
     memo: Mutex<HashMap<Digest, VertexFuture>>,
+    /// Downloads made while computing a source's key, reused when the source executes.
+    pub fetched: Mutex<HashMap<Digest, tempfile::TempDir>>,
     aborts: Mutex<Vec<tokio::task::AbortHandle>>,
     cached: AtomicUsize,
     executed: AtomicUsize,
@@ -93,6 +95,7 @@ pub(crate) async fn solve(engine: Arc<EngineInner>, def: &Definition, opts: Solv
         def: Arc::new(def.clone()),
         opts,
         memo: Mutex::new(HashMap::new()),
+        fetched: Mutex::new(HashMap::new()),
         aborts: Mutex::new(Vec::new()),
         cached: AtomicUsize::new(0),
         executed: AtomicUsize::new(0),

@@ -15,6 +15,8 @@ use crate::graph::pb;
 use crate::graph::source::{OciRef, SourceSpec};
 use crate::graph::Vertex;
 use crate::snapshot::{apply_layer, SnapshotId};
+use crate::source::git::{fetch_git, resolve_git_ref, GitFetch};
+use crate::source::http::{fetch_http, HttpFetch};
 use crate::source::local::{checksum_local, sync_local, LocalSource};
 use crate::worker::pool::Worker;
 use std::collections::BTreeMap;
@@ -71,14 +73,30 @@ pub async fn content_key(solve: &Arc<Solve>, v: &Vertex, s: &pb::SourceOp) -> Re
                 .map_err(|e| Error::with_source(ErrorKind::Internal, "resolve task", e))??;
             Ok(format!("image:{}", desc.digest()))
         }
+        SourceSpec::Http { url, checksum, filename, perm, uid, gid } => {
+            if let Some(c) = &checksum {
+                return Ok(format!("http:{c}:{filename:?}:{perm:?}:{uid:?}:{gid:?}"));
+            }
+            // Without a pinned checksum the content decides: download now, reuse it when executing.
+            let fetch = HttpFetch { url, checksum, filename: filename.clone(), perm, uid, gid };
+            let tmp = tempfile::tempdir_in(&solve.engine.tmp)
+                .map_err(|e| Error::io("create download dir", &solve.engine.tmp, e))?;
+            let dir = tmp.path().to_path_buf();
+            let res = blocking(move || fetch_http(&fetch, &dir, &|_, _| {})).await?;
+            solve.fetched.lock().unwrap_or_else(|p| p.into_inner()).insert(v.digest.clone(), tmp);
+            Ok(format!("http:{}:{}:{perm:?}:{uid:?}:{gid:?}", res.digest, res.filename))
+        }
+        SourceSpec::Git { remote, reference, keep_git_dir, subdir } => {
+            let g = GitFetch { remote, reference, keep_git_dir, subdir: subdir.clone() };
+            let sha = blocking(move || resolve_git_ref(&g)).await?;
+            Ok(format!("git:{sha}:{keep_git_dir}:{subdir:?}"))
+        }
         other => Err(unsupported(v, &other)),
     }
 }
 
 fn unsupported(v: &Vertex, s: &SourceSpec) -> Error {
     let what = match s {
-        SourceSpec::Http { .. } => "http(s) sources",
-        SourceSpec::Git { .. } => "git sources",
         SourceSpec::DockerImage { .. } => "docker-image:// (registry) sources",
         _ => "this source",
     };
@@ -121,6 +139,48 @@ pub async fn run(
         SourceSpec::OciLayout { path, reference } => {
             blocking(move || {
                 oci_layout(&engine, &worker, &key, &name, &vertex, path, &layout_ref(&reference), &progress)
+            })
+            .await
+        }
+        SourceSpec::Http { url, checksum, filename, perm, uid, gid } => {
+            let pre = solve.fetched.lock().unwrap_or_else(|p| p.into_inner()).remove(&v.digest);
+            let fetch = HttpFetch { url, checksum, filename, perm, uid, gid };
+            blocking(move || {
+                let a = Active::prepare(&worker.snapshotter, None)?;
+                {
+                    let g = worker.snapshotter.mount(&a.id)?;
+                    match pre {
+                        // Already downloaded (and hashed) while computing the key: move it in.
+                        Some(tmp) => crate::export::export_local(tmp.path(), g.path())?,
+                        None => {
+                            let vx = vertex.clone();
+                            let p = progress.clone();
+                            fetch_http(&fetch, g.path(), &move |cur, total| {
+                                p.emit(ProgressEvent::Status {
+                                    vertex: vx.clone(),
+                                    id: "downloading".into(),
+                                    current: cur,
+                                    total,
+                                })
+                            })?;
+                        }
+                    }
+                }
+                Ok(BTreeMap::from([(0, Some(commit_and_record(&engine, &worker, &key, 0, a, &name)?))]))
+            })
+            .await
+        }
+        SourceSpec::Git { remote, reference, keep_git_dir, subdir } => {
+            let g = GitFetch { remote, reference, keep_git_dir, subdir };
+            let cache_dir = engine.root.join("git");
+            blocking(move || {
+                let sha = resolve_git_ref(&g)?;
+                let a = Active::prepare(&worker.snapshotter, None)?;
+                {
+                    let m = worker.snapshotter.mount(&a.id)?;
+                    fetch_git(&g, &sha, &cache_dir, m.path())?;
+                }
+                Ok(BTreeMap::from([(0, Some(commit_and_record(&engine, &worker, &key, 0, a, &name)?))]))
             })
             .await
         }

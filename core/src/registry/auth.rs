@@ -117,7 +117,11 @@ impl Credentials {
             return "no credentials: neither DOCKER_CONFIG nor HOME is set".to_owned();
         };
         let mut s = if !self.found_file {
-            format!("no credentials: {} does not exist", path.display())
+            format!(
+                "no credentials: {} does not exist (credentials are read from $DOCKER_CONFIG/config.json, else \
+                 ~/.docker/config.json)",
+                path.display()
+            )
         } else if self.get(registry).is_some() {
             format!("used credentials for {registry} from {}", path.display())
         } else {

@@ -284,13 +284,7 @@ impl RegistryClient {
     /// already (HEAD), a cross-repository mount when `mount_from` names another repository on
     /// the same registry (`repo/name`, optionally prefixed with the registry), else an upload:
     /// one PUT for blobs up to the chunk size, PATCH chunks for larger ones, streamed from disk.
-    pub fn push_blob(
-        &self,
-        r: &Reference,
-        d: &Digest,
-        from: &ContentStore,
-        mount_from: Option<&str>,
-    ) -> Result<()> {
+    pub fn push_blob(&self, r: &Reference, d: &Digest, from: &ContentStore, mount_from: Option<&str>) -> Result<()> {
         let size = from.size(d)?;
         let path = from.blob_path(d);
         let scope = push_scope(&r.repository);
@@ -490,12 +484,13 @@ impl RegistryClient {
             }
         };
         let request = builder.body(body).map_err(|e| {
-            Error::with_source(ErrorKind::Registry, format!("building request {method} {url}: invalid URL or header"), e)
+            Error::with_source(
+                ErrorKind::Registry,
+                format!("building request {method} {url}: invalid URL or header"),
+                e,
+            )
         })?;
-        self.inner
-            .agent
-            .run(request)
-            .map_err(|e| Error::with_source(ErrorKind::Registry, transport(&e), e))
+        self.inner.agent.run(request).map_err(|e| Error::with_source(ErrorKind::Registry, transport(&e), e))
     }
 
     /// The `Authorization` header for `r`'s registry, once it has challenged us.
@@ -587,7 +582,9 @@ impl RegistryClient {
             .or_else(|| v.get("access_token"))
             .and_then(|t| t.as_str())
             .filter(|t| !t.is_empty())
-            .ok_or_else(|| registry_error(format!("token response from {realm} has no \"token\" or \"access_token\"")))?;
+            .ok_or_else(|| {
+                registry_error(format!("token response from {realm} has no \"token\" or \"access_token\""))
+            })?;
         let ttl = v.get("expires_in").and_then(|e| e.as_u64()).unwrap_or(DEFAULT_TOKEN_TTL);
         Ok((token.to_owned(), ttl))
     }

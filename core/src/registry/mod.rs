@@ -73,8 +73,9 @@ pub fn pull_image_metadata(client: &RegistryClient, r: &Reference, store: &Conte
     } else {
         bytes
     };
-    let manifest: ImageManifest = serde_json::from_slice(&manifest_bytes)
-        .map_err(|e| Error::with_source(ErrorKind::Registry, format!("manifest of {r} is not a valid image manifest"), e))?;
+    let manifest: ImageManifest = serde_json::from_slice(&manifest_bytes).map_err(|e| {
+        Error::with_source(ErrorKind::Registry, format!("manifest of {r} is not a valid image manifest"), e)
+    })?;
     client.fetch_blob(r, &from_oci_digest(manifest.config().digest())?, store)?;
     read_image(store, &top).map_err(|e| e.context(format!("reading pulled image {r}")))
 }
@@ -82,12 +83,7 @@ pub fn pull_image_metadata(client: &RegistryClient, r: &Reference, store: &Conte
 /// Pushes the image whose manifest (or index) `manifest` describes, with all its blobs in
 /// `store`, to `r`: blobs first (skipping those the registry has), child manifests of an index
 /// by digest, then `manifest` to `r`'s tag (or digest).
-pub fn push_image(
-    client: &RegistryClient,
-    r: &Reference,
-    manifest: &Descriptor,
-    store: &ContentStore,
-) -> Result<()> {
+pub fn push_image(client: &RegistryClient, r: &Reference, manifest: &Descriptor, store: &ContentStore) -> Result<()> {
     let digest = from_oci_digest(manifest.digest())?;
     let bytes = store.read(&digest)?;
     let media_type = manifest.media_type().to_string();
@@ -106,9 +102,8 @@ fn push_manifest_tree(
     bytes: &[u8],
     store: &ContentStore,
 ) -> Result<()> {
-    let looks_like_index = serde_json::from_slice::<serde_json::Value>(bytes)
-        .map(|v| v.get("manifests").is_some())
-        .unwrap_or(false);
+    let looks_like_index =
+        serde_json::from_slice::<serde_json::Value>(bytes).map(|v| v.get("manifests").is_some()).unwrap_or(false);
     if is_index(media_type) || looks_like_index {
         let index: ImageIndex = serde_json::from_slice(bytes).map_err(|e| {
             Error::with_source(ErrorKind::Content, format!("image index {digest} is not a valid index"), e)

@@ -57,8 +57,11 @@ impl Reference {
             _ => (DOCKER_HUB.to_owned(), name.to_owned()),
         };
         let registry = if registry == "index.docker.io" { DOCKER_HUB.to_owned() } else { registry };
-        let repository =
-            if registry == DOCKER_HUB && !repository.contains('/') { format!("library/{repository}") } else { repository };
+        let repository = if registry == DOCKER_HUB && !repository.contains('/') {
+            format!("library/{repository}")
+        } else {
+            repository
+        };
         validate_repository(s, &repository)?;
         if let Some(t) = tag {
             validate_tag(s, t)?;
@@ -91,7 +94,12 @@ impl Reference {
 
     /// The same repository pinned to `digest` (tag dropped).
     pub fn with_digest(&self, digest: Digest) -> Reference {
-        Reference { registry: self.registry.clone(), repository: self.repository.clone(), tag: None, digest: Some(digest) }
+        Reference {
+            registry: self.registry.clone(),
+            repository: self.repository.clone(),
+            tag: None,
+            digest: Some(digest),
+        }
     }
 }
 
@@ -114,7 +122,10 @@ fn validate_tag(s: &str, tag: &str) -> Result<()> {
         && (tag.as_bytes()[0].is_ascii_alphanumeric() || tag.as_bytes()[0] == b'_')
         && tag.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
     if !ok {
-        return Err(invalid(s, &format!("tag {tag:?} is not valid (1-128 of A-Z a-z 0-9 _ . -, not starting with . or -)")));
+        return Err(invalid(
+            s,
+            &format!("tag {tag:?} is not valid (1-128 of A-Z a-z 0-9 _ . -, not starting with . or -)"),
+        ));
     }
     Ok(())
 }
@@ -149,14 +160,20 @@ mod tests {
         assert_eq!(r.to_string(), "docker.io/library/busybox:latest");
         assert_eq!(r.host(), DOCKER_HUB_HOST);
         assert_eq!(Reference::parse("user/app:1.0").unwrap().to_string(), "docker.io/user/app:1.0");
-        assert_eq!(Reference::parse("index.docker.io/library/alpine").unwrap().to_string(), "docker.io/library/alpine:latest");
+        assert_eq!(
+            Reference::parse("index.docker.io/library/alpine").unwrap().to_string(),
+            "docker.io/library/alpine:latest"
+        );
     }
 
     #[test]
     fn registry_with_port_and_digest() {
         let d = Digest::of(b"x");
         let r = Reference::parse("127.0.0.1:5000/a/b:t").unwrap();
-        assert_eq!((r.registry.as_str(), r.repository.as_str(), r.tag.as_deref()), ("127.0.0.1:5000", "a/b", Some("t")));
+        assert_eq!(
+            (r.registry.as_str(), r.repository.as_str(), r.tag.as_deref()),
+            ("127.0.0.1:5000", "a/b", Some("t"))
+        );
         assert_eq!(r.host(), "127.0.0.1:5000");
         let r = Reference::parse(&format!("localhost:5000/a@{d}")).unwrap();
         assert_eq!(r.tag, None);

@@ -14,6 +14,7 @@ pub mod export;
 pub mod fileops;
 pub mod graph;
 pub mod options;
+pub mod registry;
 pub mod remotecache;
 pub mod snapshot;
 pub mod solver;

@@ -2,3 +2,4 @@
 
 pub mod busybox;
 pub mod kit;
+pub mod registry;

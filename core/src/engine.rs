@@ -179,7 +179,34 @@ pub(crate) struct EngineInner {
     pub gc: tokio::sync::RwLock<()>,
     pub cache_mounts: solver::cache_mounts::CacheMounts,
     pub tmp: PathBuf,
+    /// Vertex tasks alive (including cancelled ones still cleaning up).
+    pub tasks: Arc<TaskCount>,
     _lock: RootLock,
+}
+
+/// Counts live vertex tasks so callers can wait until a cancelled solve has cleaned up.
+#[derive(Debug, Default)]
+pub(crate) struct TaskCount {
+    n: std::sync::atomic::AtomicUsize,
+    idle: tokio::sync::Notify,
+}
+
+/// Held by a vertex task; dropped last when the task finishes or is aborted.
+pub(crate) struct TaskToken(Arc<TaskCount>);
+
+impl TaskCount {
+    pub fn token(self: &Arc<Self>) -> TaskToken {
+        self.n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        TaskToken(self.clone())
+    }
+}
+
+impl Drop for TaskToken {
+    fn drop(&mut self) {
+        if self.0.n.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
 }
 
 impl EngineInner {
@@ -253,6 +280,7 @@ impl Engine {
             key_locks: Default::default(),
             gc: Default::default(),
             tmp,
+            tasks: Default::default(),
             _lock: lock,
         };
         let engine = Engine { inner: Arc::new(inner) };
@@ -275,6 +303,18 @@ impl Engine {
     pub async fn solve(&self, def: &Definition, opts: SolveOptions) -> Result<SolveResult> {
         let _gc = self.inner.gc.read().await;
         solver::solve(self.inner.clone(), def, opts).await
+    }
+
+    /// Waits until no vertex task is alive: after a cancelled (dropped) solve, its containers are
+    /// killed and its mounts and snapshots released when this returns.
+    pub async fn wait_idle(&self) {
+        loop {
+            let notified = self.inner.tasks.idle.notified();
+            if self.inner.tasks.n.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// Cache records and their sizes.

@@ -171,14 +171,9 @@ async fn cancellation_kills_container_and_releases_everything() {
     rx.recv().await.expect("container started");
     solve.abort();
     let _ = solve.await;
-    // The abort drops the solve; its tasks' guards run synchronously when aborted tasks are dropped.
-    for _ in 0..200 {
-        if k.engine().running_containers().unwrap().is_empty() && !mounted(&k) {
-            break;
-        }
-        tokio::task::yield_now().await;
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    // Aborted vertex tasks run their guards when dropped; wait_idle returns once they all have.
+    tokio::time::timeout(std::time::Duration::from_secs(60), k.engine().wait_idle()).await.expect("cleanup finished");
+    assert!(!mounted(&k));
     k.assert_no_leaks();
     let ps = std::process::Command::new("sh")
         .arg("-c")

@@ -131,3 +131,14 @@ fn push_manifest_tree(
     client.push_blob(r, &from_oci_digest(m.config().digest())?, store, None)?;
     Ok(())
 }
+
+/// True when `r`'s registry is on the loopback interface (`localhost`, `127.*`, `[::1]`). Like
+/// Docker, kiln speaks plain http to loopback registries without being told to.
+pub fn is_loopback(r: &Reference) -> bool {
+    let host = r
+        .registry
+        .rsplit_once(':')
+        .map(|(h, p)| if p.chars().all(|c| c.is_ascii_digit()) { h } else { r.registry.as_str() })
+        .unwrap_or(&r.registry);
+    host == "localhost" || host.starts_with("127.") || host == "[::1]"
+}

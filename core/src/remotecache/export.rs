@@ -73,6 +73,33 @@ pub fn export_local(
     Ok(root_digest)
 }
 
+/// Pushes `records` as a cache to a registry reference (blobs HEAD-checked first, then the cache
+/// config and the cache manifest under the reference's tag); returns the manifest digest.
+pub fn export_registry(
+    engine_store: &ContentStore,
+    reference: &str,
+    insecure: bool,
+    spec: &CacheExportSpec,
+    records: Vec<ExportRecord>,
+) -> Result<Digest> {
+    let r = crate::registry::Reference::parse(reference)?;
+    let client = crate::registry::RegistryClient::new(insecure || crate::registry::is_loopback(&r))?;
+    let (cfg, layer_descs) = to_config(&records)?;
+    let cfg_json = cfg.to_json()?;
+    let cfg_desc = config_descriptor(&cfg_json)?;
+    let (root, media_type) = if spec.image_manifest {
+        (cache_manifest_json(&layer_descs, &cfg_desc)?, MediaType::ImageManifest)
+    } else {
+        (cache_index_json(&layer_descs, &cfg_desc)?, MediaType::ImageIndex)
+    };
+    for d in &layer_descs {
+        client.push_blob(&r, &descriptor_digest(d)?, engine_store, None)?;
+    }
+    let cd = engine_store.write_bytes(&cfg_json)?;
+    client.push_blob(&r, &cd, engine_store, None)?;
+    client.put_manifest(&r, &media_type.to_string(), &root)
+}
+
 /// The records currently stored under `tag` in `layout`.
 pub fn read_records(layout: &OciLayout, tag: &str) -> Result<Vec<ExportRecord>> {
     let desc = layout.resolve(tag)?;

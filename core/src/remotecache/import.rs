@@ -16,7 +16,7 @@ use std::collections::HashMap;
 #[derive(Debug)]
 enum Origin {
     Local(OciLayout),
-    Registry,
+    Registry { client: crate::registry::RegistryClient, reference: crate::registry::Reference },
 }
 
 /// A remote result: which importer has it, and its layer chain (base first).
@@ -73,7 +73,7 @@ impl Imports {
     pub fn fetch(&self, importer: usize, d: &Digest, into: &ContentStore) -> Result<()> {
         match self.origins.get(importer) {
             Some(Origin::Local(layout)) => into.link_from(layout.store(), d),
-            Some(Origin::Registry) => Err(registry_pending()),
+            Some(Origin::Registry { client, reference }) => client.fetch_blob(reference, d, into),
             None => Err(Error::new(ErrorKind::Internal, format!("no cache importer #{importer}"))),
         }
     }
@@ -94,13 +94,15 @@ fn load_one(store: &ContentStore, spec: &CacheImportSpec) -> Result<(Origin, Vec
             let cfg = parse_cache_config(&layout.store().read(&descriptor_digest(&config)?)?)?;
             Ok((Origin::Local(layout), from_config(&cfg, &layers)))
         }
-        CacheImportSource::Registry { .. } => {
-            let _ = (store, Origin::Registry);
-            Err(registry_pending())
+        CacheImportSource::Registry { reference, insecure } => {
+            let r = crate::registry::Reference::parse(reference)?;
+            let client = crate::registry::RegistryClient::new(*insecure || crate::registry::is_loopback(&r))?;
+            let (root, _, _) = client.get_manifest(&r)?;
+            let (layers, config) = parse_cache_root(&root)?;
+            let cd = descriptor_digest(&config)?;
+            client.fetch_blob(&r, &cd, store)?;
+            let cfg = parse_cache_config(&store.read(&cd)?)?;
+            Ok((Origin::Registry { client, reference: r }, from_config(&cfg, &layers)))
         }
     }
-}
-
-fn registry_pending() -> Error {
-    Error::new(ErrorKind::Unsupported, "registry cache import is not available in this build yet; use type=local")
 }

@@ -69,10 +69,10 @@ async fn export_one(solve: &Arc<Solve>, spec: &CacheExportSpec) -> Result<()> {
             CacheTarget::Local { dir, tag } => {
                 crate::remotecache::export::export_local(&solve.engine.content, dir, tag, &spec, records).map(|_| ())
             }
-            CacheTarget::Registry { .. } => Err(Error::new(
-                ErrorKind::Unsupported,
-                "registry cache export is not available in this build yet; use type=local",
-            )),
+            CacheTarget::Registry { reference, insecure } => {
+                crate::remotecache::export::export_registry(&solve.engine.content, reference, *insecure, &spec, records)
+                    .map(|_| ())
+            }
         }
     })
     .await

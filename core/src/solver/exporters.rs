@@ -98,11 +98,19 @@ fn export_one(
             )?;
             meta.insert("containerimage.digest".to_owned(), digest.to_string());
         }
-        OutputSpec::Image { .. } => {
-            return Err(Error::new(
-                ErrorKind::Unsupported,
-                "output type=image (registry push) is not supported by this kiln build yet; supported: local, tar, oci",
-            ))
+        OutputSpec::Image { name, push, insecure } => {
+            let layers = match result {
+                Some(r) => layers_of(engine, r, &Compression::Gzip { level: 6 }, true, false)?,
+                None => Vec::new(),
+            };
+            let desc = crate::content::write_image(&engine.content, &layers, config, true)?;
+            if *push {
+                let r = crate::registry::Reference::parse(name)?;
+                let client = crate::registry::RegistryClient::new(*insecure || crate::registry::is_loopback(&r))?;
+                crate::registry::push_image(&client, &r, &desc, &engine.content)?;
+            }
+            meta.insert("containerimage.digest".to_owned(), desc.digest().to_string());
+            meta.insert("image.name".to_owned(), name.clone());
         }
     }
     Ok(meta)

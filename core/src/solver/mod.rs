@@ -176,7 +176,12 @@ impl Solve {
         self: &Arc<Self>,
         fut: impl std::future::Future<Output = Result<Arc<T>>> + Send + 'static,
     ) -> Shared_<T> {
-        let handle = tokio::spawn(fut);
+        let token = self.engine.tasks.token();
+        let handle = tokio::spawn(async move {
+            // Declared first, dropped last: the task counts as alive until its guards have run.
+            let _token = token;
+            fut.await
+        });
         lock(&self.aborts).push(handle.abort_handle());
         async move {
             match handle.await {

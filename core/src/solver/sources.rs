@@ -13,6 +13,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::graph::pb;
 use crate::graph::source::{OciRef, SourceSpec};
 use crate::graph::Vertex;
+use crate::registry::{pull_image_metadata, Reference, RegistryClient};
 use crate::snapshot::SnapshotId;
 use crate::source::git::{fetch_git, resolve_git_ref, GitFetch};
 use crate::source::http::{fetch_http, HttpFetch};
@@ -90,16 +91,19 @@ pub async fn content_key(solve: &Arc<Solve>, v: &Vertex, s: &pb::SourceOp) -> Re
             let sha = blocking(move || resolve_git_ref(&g)).await?;
             Ok(format!("git:{sha}:{keep_git_dir}:{subdir:?}"))
         }
-        other => Err(unsupported(v, &other)),
+        SourceSpec::DockerImage { reference } => {
+            let (client, r) = registry_for(&reference)?;
+            let (digest, _, _) = blocking(move || client.resolve(&r)).await?;
+            Ok(format!("image:{digest}"))
+        }
     }
 }
 
-fn unsupported(v: &Vertex, s: &SourceSpec) -> Error {
-    let what = match s {
-        SourceSpec::DockerImage { .. } => "docker-image:// (registry) sources",
-        _ => "this source",
-    };
-    Error::new(ErrorKind::Unsupported, format!("op {}: {what} are not supported by this kiln build yet", v.digest))
+/// A client and parsed reference for a `docker-image://` source (plain http for loopback registries).
+fn registry_for(reference: &str) -> Result<(RegistryClient, Reference)> {
+    let r = Reference::parse(reference)?;
+    let client = RegistryClient::new(crate::registry::is_loopback(&r))?;
+    Ok((client, r))
 }
 
 /// Runs a source op.
@@ -183,7 +187,16 @@ pub async fn run(
             })
             .await
         }
-        other => Err(unsupported(v, &other)),
+        SourceSpec::DockerImage { reference } => {
+            let (client, r) = registry_for(&reference)?;
+            blocking(move || {
+                let img = pull_image_metadata(&client, &r, &engine.content)?;
+                let pinned = r.with_digest(img.manifest_digest.clone());
+                let fetch = |d: &Digest| client.fetch_blob(&pinned, d, &engine.content);
+                image_layers(&engine, &worker, &key, &name, &vertex, &img, &reference, &fetch, &progress)
+            })
+            .await
+        }
     }
 }
 
@@ -203,16 +216,29 @@ fn oci_layout(
     progress: &super::ProgressSink,
 ) -> Result<BTreeMap<i64, Option<ResultRef>>> {
     let img = crate::source::oci_layout::resolve_oci_layout(&dir, reference, &engine.content)?;
+    // resolve_oci_layout already placed every blob in the engine's store.
+    let missing = |d: &Digest| Err(Error::new(ErrorKind::Content, format!("layer {d} missing from the content store")));
+    image_layers(engine, worker, key, name, vertex, &img, reference, &missing, progress)
+}
+
+/// Applies an image's layers (fetching blobs through `fetch` when absent) and records the result.
+#[allow(clippy::too_many_arguments)]
+fn image_layers(
+    engine: &EngineInner,
+    worker: &Arc<Worker>,
+    key: &Digest,
+    name: &str,
+    vertex: &str,
+    img: &crate::content::ResolvedImage,
+    reference: &str,
+    fetch: &dyn Fn(&Digest) -> Result<()>,
+    progress: &super::ProgressSink,
+) -> Result<BTreeMap<i64, Option<ResultRef>>> {
     let diff_ids: Vec<String> = img.config.rootfs().diff_ids().to_vec();
     if diff_ids.len() != img.layers.len() {
         return Err(Error::new(
             ErrorKind::Source,
-            format!(
-                "image {reference} in {}: {} layers but {} diff_ids",
-                dir.display(),
-                img.layers.len(),
-                diff_ids.len()
-            ),
+            format!("image {reference}: {} layers but {} diff_ids", img.layers.len(), diff_ids.len()),
         ));
     }
     let mut layers = Vec::with_capacity(img.layers.len());
@@ -224,9 +250,7 @@ fn oci_layout(
             media_type: layer.media_type().to_string(),
         });
     }
-    // resolve_oci_layout already placed every blob in the engine's store.
-    let missing = |d: &Digest| Err(Error::new(ErrorKind::Content, format!("layer {d} missing from the content store")));
-    let parent = super::layers::apply_chain(engine, worker, &layers, &missing, name, vertex, progress)?;
+    let parent = super::layers::apply_chain(engine, worker, &layers, fetch, name, vertex, progress)?;
     let out = match parent {
         Some(id) => {
             record(engine, worker, key, 0, &id, name)?;

@@ -696,7 +696,7 @@ kiln_status kiln_state_image(const char *reference, kiln_state **out);
 /**
  * An image from the OCI layout directory `dir`; `reference` is a tag (looked up through the
  * `org.opencontainers.image.ref.name` annotation) or a digest `sha256:<64 hex>`. Result in
- * `*out` (caller owns it). A malformed digest returns KILN_ERR_DEFINITION.
+ * `*out` (caller owns it). A malformed digest returns KILN_ERR_INVALID_ARGUMENT.
  *
  * Thread safety: any thread.
  */

@@ -143,7 +143,7 @@ pub extern "C" fn kiln_state_image(reference: *const c_char, out: *mut *mut kiln
 
 /// An image from the OCI layout directory `dir`; `reference` is a tag (looked up through the
 /// `org.opencontainers.image.ref.name` annotation) or a digest `sha256:<64 hex>`. Result in
-/// `*out` (caller owns it). A malformed digest returns KILN_ERR_DEFINITION.
+/// `*out` (caller owns it). A malformed digest returns KILN_ERR_INVALID_ARGUMENT.
 ///
 /// Thread safety: any thread.
 #[no_mangle]
@@ -155,7 +155,11 @@ pub extern "C" fn kiln_state_oci_layout(
     new_state(out, || {
         let dir = str_arg(dir, "dir")?;
         let r = str_arg(reference, "reference")?;
-        let r = if r.starts_with("sha256:") { OciRef::Digest(Digest::parse(r)?) } else { OciRef::Tag(r.to_owned()) };
+        let r = if r.starts_with("sha256:") {
+            OciRef::Digest(Digest::parse(r).map_err(|e| kiln_error::invalid(format!("reference: {e}")))?)
+        } else {
+            OciRef::Tag(r.to_owned())
+        };
         Ok(State::oci_layout(dir, r))
     })
 }

@@ -1,6 +1,7 @@
 /* The shared cross-language scenario (tests/fixtures/scenario/README.md) through the C API. Every
  * step runs even if an earlier one failed, so one report shows all of them. */
 #include "common.h"
+#include <pthread.h>
 
 #define GREETING "hello from the shared scenario\n"
 
@@ -77,6 +78,23 @@ static char *fmt(const char *f, const char *a) {
   char *p = NULL;
   if (asprintf(&p, f, a) < 0) exit(2);
   return p;
+}
+
+struct concurrent {
+  const kiln_engine *engine;
+  const kiln_state *state;
+  const kiln_solve_opts *opts;
+  kiln_status status;
+  size_t executed;
+};
+
+static void *solve_thread(void *arg) {
+  struct concurrent *c = arg;
+  kiln_result *r = NULL;
+  c->status = kiln_engine_solve(c->engine, c->state, c->opts, &r, NULL);
+  c->executed = kiln_result_executed(r);
+  kiln_result_free(&r);
+  return NULL;
 }
 
 static void report(const char *step, int before) {
@@ -166,6 +184,22 @@ int main(void) {
     kiln_solve_opts_free(&o);
   }
   report("definition bytes (to_bytes + solve_definition)", before);
+
+  /* One engine, one state, one options handle, two threads solving at once (all warm). */
+  before = failures;
+  {
+    kiln_solve_opts *o = base_opts(rootfs);
+    struct concurrent c[2] = {{a, app, o, KILN_ERR_UNKNOWN, 99}, {a, app, o, KILN_ERR_UNKNOWN, 99}};
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++) CHECK(pthread_create(&t[i], NULL, solve_thread, &c[i]) == 0);
+    for (int i = 0; i < 2; i++) CHECK(pthread_join(t[i], NULL) == 0);
+    for (int i = 0; i < 2; i++) {
+      CHECK(c[i].status == KILN_OK);
+      CHECK(c[i].executed == 0);
+    }
+    kiln_solve_opts_free(&o);
+  }
+  report("two threads solving on one engine", before);
 
   /* Step 4: a failing run is KILN_ERR_EXEC with exit code 7 and the output in the log tail. */
   before = failures;

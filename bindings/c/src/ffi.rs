@@ -137,3 +137,26 @@ pub(crate) fn array_arg<'a, T>(p: *const *const T, n: usize, arg: &str) -> Resul
     // SAFETY: non-NULL `p` points to `n` readable pointers for the call (API contract).
     Ok(unsafe { std::slice::from_raw_parts(p, n) })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::errors::kiln_status::*;
+
+    #[test]
+    fn a_panic_becomes_a_status_and_fills_err() {
+        let mut err: *mut kiln_error = ptr::null_mut();
+        let s = guard(&mut err, || panic!("boom"));
+        assert_eq!(s, KILN_ERR_PANIC);
+        assert!(!err.is_null());
+        assert_eq!(crate::errors::kiln_error_status(err), KILN_ERR_PANIC);
+        take_free(&mut err);
+        assert!(err.is_null());
+        assert_eq!(catch(7, || panic!("getter")), 7);
+    }
+
+    #[test]
+    fn cstring_keeps_text_after_a_nul() {
+        assert_eq!(cstring("a\0b").to_str().unwrap(), "a\u{FFFD}b");
+    }
+}

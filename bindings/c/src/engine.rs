@@ -1,0 +1,257 @@
+//! `kiln_engine` (an open root) and `kiln_result`; the blocking solve on this library's own tokio
+//! runtime, created on first use and shared by every engine of the process.
+
+use crate::errors::{kiln_error, kiln_status};
+use crate::ffi::{bytes_arg, catch, cstring, guard, out_arg, put, ref_arg, str_arg, take_free};
+use crate::solve::{kiln_solve_opts, ProgressGate};
+use crate::state::kiln_state;
+use kiln::engine::{Engine, EngineOptions, SolveOptions};
+use kiln::Definition;
+use std::ffi::{c_char, CString};
+use std::ptr;
+use std::sync::OnceLock;
+use tokio::runtime::Runtime;
+
+/// An open engine holding one root directory (exclusively: a second engine on the same root gets
+/// KILN_ERR_ROOT_IN_USE). Thread-safe: any number of threads may solve on one engine at once.
+/// Freed with `kiln_engine_free`, which releases the root.
+#[allow(non_camel_case_types)]
+pub struct kiln_engine {
+    engine: Engine,
+}
+
+/// The outcome of a successful solve. Immutable; any thread; freed with `kiln_result_free`.
+#[allow(non_camel_case_types)]
+pub struct kiln_result {
+    cached: usize,
+    executed: usize,
+    response: Vec<(CString, CString)>,
+}
+
+static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+
+/// The library's runtime, built on first use. Never dropped: its threads live until exit.
+fn runtime() -> Result<&'static Runtime, kiln_error> {
+    if let Some(rt) = RUNTIME.get() {
+        return Ok(rt);
+    }
+    let rt =
+        tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("kiln-engine").build().map_err(|e| {
+            kiln_error::from(kiln::Error::with_source(kiln::ErrorKind::Internal, "start the kiln runtime", e))
+        })?;
+    // Losing a race drops our runtime here, outside any runtime context, which is allowed.
+    let _ = RUNTIME.set(rt);
+    RUNTIME.get().ok_or_else(|| kiln_error::invalid("kiln runtime vanished"))
+}
+
+/// Refuses to block on a runtime thread (tokio would panic; it would also deadlock the solve).
+fn not_on_runtime_thread(what: &str) -> Result<(), kiln_error> {
+    if tokio::runtime::Handle::try_current().is_ok() {
+        return Err(kiln_error::api(
+            kiln_status::KILN_ERR_WRONG_THREAD,
+            "wrong_thread",
+            format!("{what} was called on a kiln engine thread (e.g. inside a progress callback); call it from a thread of your own"),
+        ));
+    }
+    Ok(())
+}
+
+/// Opens (creating if needed) the engine root `root` with default workers (runc; overlayfs, else
+/// native copies) into `*out` (caller owns it; free with `kiln_engine_free`). Fails with
+/// KILN_ERR_ROOT_IN_USE when another engine holds the root, KILN_ERR_WORKER when no worker can
+/// run here, KILN_ERR_IO for an unusable directory. Needs root privileges for overlayfs and runc.
+///
+/// Thread safety: any thread except kiln engine threads (KILN_ERR_WRONG_THREAD).
+#[no_mangle]
+pub extern "C" fn kiln_engine_open(root: *const c_char, out: *mut *mut kiln_engine) -> kiln_status {
+    guard(ptr::null_mut(), || {
+        let out = out_arg(out, "out")?;
+        let root = str_arg(root, "root")?;
+        if root.is_empty() {
+            return Err(kiln_error::invalid("root is empty; give the engine's state directory"));
+        }
+        not_on_runtime_thread("kiln_engine_open")?;
+        let rt = runtime()?;
+        let _ctx = rt.enter();
+        let engine = Engine::open(EngineOptions::new(root))?;
+        put(out, kiln_engine { engine });
+        Ok(())
+    })
+}
+
+/// Closes an engine (releasing its root) and sets `*engine` to NULL. NULL / `*engine == NULL`:
+/// no-op, so a second free through the same variable is harmless.
+///
+/// Thread safety: only once no other thread uses the engine and no solve on it is running.
+#[no_mangle]
+pub extern "C" fn kiln_engine_free(engine: *mut *mut kiln_engine) {
+    catch((), || {
+        // Engine internals may hold tokio resources; drop them with the runtime entered.
+        let _ctx = RUNTIME.get().map(|rt| rt.enter());
+        take_free(engine)
+    })
+}
+
+fn solve_def(
+    engine: *const kiln_engine,
+    def: impl FnOnce() -> Result<(Definition, Option<kiln::graph::ImageConfig>), kiln_error>,
+    opts: *const kiln_solve_opts,
+    out: *mut *mut kiln_result,
+    err: *mut *mut kiln_error,
+) -> kiln_status {
+    guard(err, || {
+        let out = out_arg(out, "out")?;
+        let engine = ref_arg(engine, "engine")?;
+        let (def, image_config) = def()?;
+        let (mut so, progress) = if opts.is_null() {
+            (SolveOptions::default(), None)
+        } else {
+            let o = ref_arg(opts, "opts")?;
+            (o.inner.clone(), o.progress)
+        };
+        if let Some(ic) = image_config {
+            so.image_config = ic;
+        }
+        not_on_runtime_thread("kiln_engine_solve")?;
+        let rt = runtime()?;
+        let (sink, gate) = ProgressGate::sink(progress);
+        so.progress = sink;
+        let r = rt.block_on(engine.engine.solve(&def, so));
+        gate.close();
+        let r = r?;
+        put(
+            out,
+            kiln_result {
+                cached: r.cached,
+                executed: r.executed,
+                response: r.exporter_response.iter().map(|(k, v)| (cstring(k.as_str()), cstring(v.as_str()))).collect(),
+            },
+        );
+        Ok(())
+    })
+}
+
+/// Solves `state` on `engine` with `opts` (NULL: no outputs, no locals), blocking until done, and
+/// runs its exporters. The image config (env, cwd, ...) of `state` goes to image exporters.
+///
+/// On success `*out` holds a new result (caller owns it; free with `kiln_result_free`). On failure
+/// the status tells the kind; if `err` is non-NULL, `*err` receives a new error (caller frees it
+/// with `kiln_error_free`) with the message, and for KILN_ERR_EXEC the exit code, vertex and log
+/// tail; `*err` is set to NULL on success. The same error is also kept as this thread's
+/// `kiln_error_last`. The progress callback of `opts`, if any, runs on engine threads and never
+/// after this returns.
+///
+/// Thread safety: `engine`, `state` and `opts` are only read; several threads may solve at once
+/// with the same engine, state and options. Must not be called from a kiln engine thread, e.g. a
+/// progress callback (KILN_ERR_WRONG_THREAD).
+#[no_mangle]
+pub extern "C" fn kiln_engine_solve(
+    engine: *const kiln_engine,
+    state: *const kiln_state,
+    opts: *const kiln_solve_opts,
+    out: *mut *mut kiln_result,
+    err: *mut *mut kiln_error,
+) -> kiln_status {
+    solve_def(
+        engine,
+        || {
+            let st = &ref_arg(state, "state")?.st;
+            Ok((st.to_definition()?, Some(st.image_config())))
+        },
+        opts,
+        out,
+        err,
+    )
+}
+
+/// Like `kiln_engine_solve`, for a marshalled LLB definition (`pb.Definition` protobuf bytes,
+/// e.g. from `kiln_state_to_bytes` or another LLB producer) in `data[0..len]` (copied).
+/// Malformed bytes: KILN_ERR_DEFINITION.
+///
+/// Thread safety: as `kiln_engine_solve`.
+#[no_mangle]
+pub extern "C" fn kiln_engine_solve_definition(
+    engine: *const kiln_engine,
+    data: *const u8,
+    len: usize,
+    opts: *const kiln_solve_opts,
+    out: *mut *mut kiln_result,
+    err: *mut *mut kiln_error,
+) -> kiln_status {
+    solve_def(engine, || Ok((Definition::from_bytes(bytes_arg(data, len, "data")?)?, None)), opts, out, err)
+}
+
+/// How many vertices of the solve came from the cache; 0 if `result` is NULL.
+///
+/// Thread safety: any thread, concurrently.
+#[no_mangle]
+pub extern "C" fn kiln_result_cached(result: *const kiln_result) -> usize {
+    catch(0, || ref_arg(result, "result").map(|r| r.cached).unwrap_or(0))
+}
+
+/// How many vertices of the solve executed; 0 if `result` is NULL.
+///
+/// Thread safety: any thread, concurrently.
+#[no_mangle]
+pub extern "C" fn kiln_result_executed(result: *const kiln_result) -> usize {
+    catch(0, || ref_arg(result, "result").map(|r| r.executed).unwrap_or(0))
+}
+
+/// How many exporter response entries (e.g. `containerimage.digest`) the result holds, sorted by
+/// key; 0 if `result` is NULL.
+///
+/// Thread safety: any thread, concurrently.
+#[no_mangle]
+pub extern "C" fn kiln_result_exporter_response_len(result: *const kiln_result) -> usize {
+    catch(0, || ref_arg(result, "result").map(|r| r.response.len()).unwrap_or(0))
+}
+
+/// The key of exporter response entry `index`; NULL if out of range or `result` is NULL.
+/// Borrowed: valid until the result is freed.
+///
+/// Thread safety: any thread, concurrently.
+#[no_mangle]
+pub extern "C" fn kiln_result_exporter_response_key(result: *const kiln_result, index: usize) -> *const c_char {
+    catch(ptr::null(), || {
+        ref_arg(result, "result")
+            .ok()
+            .and_then(|r| r.response.get(index))
+            .map(|(k, _)| k.as_ptr())
+            .unwrap_or(ptr::null())
+    })
+}
+
+/// The value of exporter response entry `index`; NULL if out of range or `result` is NULL.
+/// Borrowed: valid until the result is freed.
+///
+/// Thread safety: any thread, concurrently.
+#[no_mangle]
+pub extern "C" fn kiln_result_exporter_response_value(result: *const kiln_result, index: usize) -> *const c_char {
+    catch(ptr::null(), || {
+        ref_arg(result, "result")
+            .ok()
+            .and_then(|r| r.response.get(index))
+            .map(|(_, v)| v.as_ptr())
+            .unwrap_or(ptr::null())
+    })
+}
+
+/// The exporter response value for `key`; NULL if absent, or if `result` or `key` is NULL or
+/// `key` is not UTF-8. Borrowed: valid until the result is freed.
+///
+/// Thread safety: any thread, concurrently.
+#[no_mangle]
+pub extern "C" fn kiln_result_exporter_response(result: *const kiln_result, key: *const c_char) -> *const c_char {
+    catch(ptr::null(), || {
+        let (Ok(r), Ok(key)) = (ref_arg(result, "result"), str_arg(key, "key")) else { return ptr::null() };
+        r.response.iter().find(|(k, _)| k.to_bytes() == key.as_bytes()).map(|(_, v)| v.as_ptr()).unwrap_or(ptr::null())
+    })
+}
+
+/// Frees a result and sets `*result` to NULL (NULL / `*result == NULL`: no-op).
+///
+/// Thread safety: must not race with any other use of the same result.
+#[no_mangle]
+pub extern "C" fn kiln_result_free(result: *mut *mut kiln_result) {
+    take_free(result)
+}

@@ -1,0 +1,296 @@
+//! `kiln_solve_opts`: what a solve exports and reads (outputs, locals, secrets, cache exports and
+//! imports, all in the CSV syntax of every kiln face) and the C progress callback.
+
+use crate::errors::kiln_status;
+use crate::ffi::{bytes_arg, cstring, guard, mut_arg, out_arg, put, str_arg, take_free};
+use kiln::engine::SolveOptions;
+use kiln::solver::{LogStream, ProgressEvent, ProgressSink};
+use std::ffi::{c_char, c_void, CString};
+use std::ptr;
+use std::sync::{Arc, Mutex};
+
+/// Options of one solve. A mutable builder: not for concurrent use while being changed; once
+/// built it may be passed (as `const`) to any number of concurrent `kiln_engine_solve` calls.
+/// Freed with `kiln_solve_opts_free`.
+#[allow(non_camel_case_types)]
+pub struct kiln_solve_opts {
+    pub(crate) inner: SolveOptions,
+    pub(crate) progress: Option<(ProgressFn, UserData)>,
+}
+
+/// What a progress event is. Stable numbers; retired numbers stay reserved.
+#[allow(non_camel_case_types)]
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum kiln_progress_kind {
+    /// A vertex began executing (`vertex`, `name`).
+    KILN_PROGRESS_VERTEX_STARTED = 1,
+    /// A vertex's result came from the cache (`vertex`, `name`).
+    KILN_PROGRESS_VERTEX_CACHED = 2,
+    /// A vertex finished executing (`vertex`, `name`, `duration_secs`).
+    KILN_PROGRESS_VERTEX_COMPLETED = 3,
+    /// A vertex failed (`vertex`, `name`, `message` = the error).
+    KILN_PROGRESS_VERTEX_ERROR = 4,
+    /// Container output (`vertex`, `stream`, `data`/`data_len`).
+    KILN_PROGRESS_LOG = 5,
+    /// A byte count (`vertex`, `message` = what is counted, `current`, `total` if `has_total`).
+    KILN_PROGRESS_STATUS = 6,
+    /// A non-fatal problem (`message`).
+    KILN_PROGRESS_WARNING = 7,
+}
+
+/// One progress event. Every pointer is borrowed and valid only during the callback; copy what
+/// you keep. Fields a kind does not use are NULL / 0. New fields are only ever appended.
+#[allow(non_camel_case_types)]
+#[repr(C)]
+pub struct kiln_progress_event {
+    /// What happened.
+    pub kind: kiln_progress_kind,
+    /// The op digest (`sha256:...`) or an exporter id (`export:local`); NULL for warnings.
+    pub vertex: *const c_char,
+    /// The vertex's display name for vertex events.
+    pub name: *const c_char,
+    /// The error (VERTEX_ERROR), the counter id (STATUS) or the warning text (WARNING).
+    pub message: *const c_char,
+    /// Log bytes (LOG); not NUL-terminated, may hold any bytes.
+    pub data: *const u8,
+    /// Length of `data`.
+    pub data_len: usize,
+    /// LOG: 1 = stdout, 2 = stderr; 0 otherwise.
+    pub stream: i32,
+    /// STATUS: bytes done.
+    pub current: u64,
+    /// STATUS: total bytes when `has_total`.
+    pub total: u64,
+    /// STATUS: whether `total` is known.
+    pub has_total: bool,
+    /// VERTEX_COMPLETED: wall time of the execution in seconds.
+    pub duration_secs: f64,
+    /// The whole event as one JSON object (the `rawjson` progress format).
+    pub json: *const c_char,
+}
+
+/// The progress callback: `ev` and everything it points to are valid only during the call.
+/// Called from engine threads (not the thread that called `kiln_engine_solve`), one call at a
+/// time per solve, and never after `kiln_engine_solve` has returned. It must not call
+/// `kiln_engine_solve` (that returns KILN_ERR_WRONG_THREAD) and should return quickly.
+#[allow(non_camel_case_types)]
+pub type kiln_progress_cb = Option<unsafe extern "C" fn(ev: *const kiln_progress_event, userdata: *mut c_void)>;
+
+pub(crate) type ProgressFn = unsafe extern "C" fn(*const kiln_progress_event, *mut c_void);
+
+/// The caller's userdata pointer. The caller promised (kiln.h) that it may be used from engine
+/// threads; kiln only passes it back.
+#[derive(Clone, Copy)]
+pub(crate) struct UserData(*mut c_void);
+// SAFETY: kiln never dereferences the pointer; the caller guarantees it is usable from other threads.
+unsafe impl Send for UserData {}
+// SAFETY: as above; calls are serialised by a mutex in `ProgressGate`.
+unsafe impl Sync for UserData {}
+
+/// Forwards events to the C callback until closed; closing waits for a running callback, so none
+/// runs after `kiln_engine_solve` returns.
+pub(crate) struct ProgressGate {
+    open: Arc<Mutex<bool>>,
+}
+
+impl ProgressGate {
+    /// A sink for `opts`' callback (a no-op sink without one) and the gate that stops it.
+    pub(crate) fn sink(progress: Option<(ProgressFn, UserData)>) -> (ProgressSink, ProgressGate) {
+        let open = Arc::new(Mutex::new(true));
+        let gate = ProgressGate { open: open.clone() };
+        let Some((cb, ud)) = progress else { return (ProgressSink::none(), gate) };
+        let sink = ProgressSink::new(move |ev| {
+            let guard = open.lock().unwrap_or_else(|p| p.into_inner());
+            if *guard {
+                // A panic while building the event must not unwind into the solver.
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| deliver(cb, ud, &ev)));
+            }
+        });
+        (sink, gate)
+    }
+
+    /// Stops delivery; returns after any running callback has returned.
+    pub(crate) fn close(&self) {
+        *self.open.lock().unwrap_or_else(|p| p.into_inner()) = false;
+    }
+}
+
+fn deliver(cb: ProgressFn, ud: UserData, ev: &ProgressEvent) {
+    let json = cstring(ev.to_json());
+    let opt = |s: &str| Some(cstring(s));
+    let (kind, vertex, name, message): (_, Option<CString>, Option<CString>, Option<CString>) = match ev {
+        ProgressEvent::VertexStarted { vertex, name } => {
+            (kiln_progress_kind::KILN_PROGRESS_VERTEX_STARTED, opt(vertex), opt(name), None)
+        }
+        ProgressEvent::VertexCached { vertex, name } => {
+            (kiln_progress_kind::KILN_PROGRESS_VERTEX_CACHED, opt(vertex), opt(name), None)
+        }
+        ProgressEvent::VertexCompleted { vertex, name, .. } => {
+            (kiln_progress_kind::KILN_PROGRESS_VERTEX_COMPLETED, opt(vertex), opt(name), None)
+        }
+        ProgressEvent::VertexError { vertex, name, error } => {
+            (kiln_progress_kind::KILN_PROGRESS_VERTEX_ERROR, opt(vertex), opt(name), opt(error))
+        }
+        ProgressEvent::Log { vertex, .. } => (kiln_progress_kind::KILN_PROGRESS_LOG, opt(vertex), None, None),
+        ProgressEvent::Status { vertex, id, .. } => {
+            (kiln_progress_kind::KILN_PROGRESS_STATUS, opt(vertex), None, opt(id))
+        }
+        ProgressEvent::Warning { message } => (kiln_progress_kind::KILN_PROGRESS_WARNING, None, None, opt(message)),
+    };
+    let p = |c: &Option<CString>| c.as_ref().map(|c| c.as_ptr()).unwrap_or(ptr::null());
+    let mut e = kiln_progress_event {
+        kind,
+        vertex: p(&vertex),
+        name: p(&name),
+        message: p(&message),
+        data: ptr::null(),
+        data_len: 0,
+        stream: 0,
+        current: 0,
+        total: 0,
+        has_total: false,
+        duration_secs: 0.0,
+        json: json.as_ptr(),
+    };
+    match ev {
+        ProgressEvent::Log { stream, data, .. } => {
+            e.data = data.as_ptr();
+            e.data_len = data.len();
+            e.stream = match stream {
+                LogStream::Stdout => 1,
+                LogStream::Stderr => 2,
+            };
+        }
+        ProgressEvent::Status { current, total, .. } => {
+            e.current = *current;
+            e.total = total.unwrap_or(0);
+            e.has_total = total.is_some();
+        }
+        ProgressEvent::VertexCompleted { duration, .. } => e.duration_secs = duration.as_secs_f64(),
+        _ => {}
+    }
+    // SAFETY: `cb` is the caller's callback with the documented signature; `e` and the strings
+    // it points to outlive the call.
+    unsafe { cb(&e, ud.0) };
+}
+
+/// New empty solve options into `*out` (caller owns them; free with `kiln_solve_opts_free`).
+///
+/// Thread safety: any thread.
+#[no_mangle]
+pub extern "C" fn kiln_solve_opts_new(out: *mut *mut kiln_solve_opts) -> kiln_status {
+    guard(ptr::null_mut(), || {
+        put(out_arg(out, "out")?, kiln_solve_opts { inner: SolveOptions::default(), progress: None });
+        Ok(())
+    })
+}
+
+/// Frees solve options and sets `*opts` to NULL (NULL / `*opts == NULL`: no-op, so a second free
+/// through the same variable is harmless).
+///
+/// Thread safety: must not race with any other use of the same options (including a solve).
+#[no_mangle]
+pub extern "C" fn kiln_solve_opts_free(opts: *mut *mut kiln_solve_opts) {
+    take_free(opts)
+}
+
+fn edit(
+    opts: *mut kiln_solve_opts,
+    f: impl FnOnce(&mut kiln_solve_opts) -> Result<(), crate::errors::kiln_error>,
+) -> kiln_status {
+    guard(ptr::null_mut(), || f(mut_arg(opts, "opts")?))
+}
+
+/// Adds a result exporter in CSV form: `type=local,dest=DIR`, `type=tar,dest=FILE`,
+/// `type=oci,dest=FILE`, `type=image,name=REF,push=true`, ... An invalid string returns
+/// KILN_ERR_OPTION and leaves `opts` unchanged; the message names the key and what is accepted.
+///
+/// Thread safety: mutates `opts`; no concurrent use of the same options.
+#[no_mangle]
+pub extern "C" fn kiln_solve_opts_add_output(opts: *mut kiln_solve_opts, csv: *const c_char) -> kiln_status {
+    edit(opts, |o| {
+        o.inner.outputs.push(str_arg(csv, "csv")?.parse()?);
+        Ok(())
+    })
+}
+
+/// Adds a cache exporter in CSV form (`type=local,dest=DIR,mode=max`,
+/// `type=registry,ref=HOST/REPO:TAG`, ...). Invalid: KILN_ERR_OPTION, `opts` unchanged.
+///
+/// Thread safety: mutates `opts`; no concurrent use of the same options.
+#[no_mangle]
+pub extern "C" fn kiln_solve_opts_add_cache_export(opts: *mut kiln_solve_opts, csv: *const c_char) -> kiln_status {
+    edit(opts, |o| {
+        o.inner.cache_exports.push(str_arg(csv, "csv")?.parse()?);
+        Ok(())
+    })
+}
+
+/// Adds a cache importer in CSV form (`type=local,src=DIR`, `type=registry,ref=...`).
+/// Invalid: KILN_ERR_OPTION, `opts` unchanged.
+///
+/// Thread safety: mutates `opts`; no concurrent use of the same options.
+#[no_mangle]
+pub extern "C" fn kiln_solve_opts_add_cache_import(opts: *mut kiln_solve_opts, csv: *const c_char) -> kiln_status {
+    edit(opts, |o| {
+        o.inner.cache_imports.push(str_arg(csv, "csv")?.parse()?);
+        Ok(())
+    })
+}
+
+/// Maps `local://NAME` sources called `name` to directory `dir` (both copied; the directory is
+/// read during the solve). A repeated name replaces the earlier directory.
+///
+/// Thread safety: mutates `opts`; no concurrent use of the same options.
+#[no_mangle]
+pub extern "C" fn kiln_solve_opts_add_local(
+    opts: *mut kiln_solve_opts,
+    name: *const c_char,
+    dir: *const c_char,
+) -> kiln_status {
+    edit(opts, |o| {
+        let (n, d) = (str_arg(name, "name")?, str_arg(dir, "dir")?);
+        if n.is_empty() {
+            return Err(crate::errors::kiln_error::invalid("local name is empty; give the NAME of local://NAME"));
+        }
+        o.inner.locals.insert(n.to_owned(), d.into());
+        Ok(())
+    })
+}
+
+/// Adds secret `id` with value `data[0..len]` (copied; any bytes; `data` may be NULL when
+/// `len == 0`). Secrets are mounted as files and never cached or exported.
+///
+/// Thread safety: mutates `opts`; no concurrent use of the same options.
+#[no_mangle]
+pub extern "C" fn kiln_solve_opts_add_secret(
+    opts: *mut kiln_solve_opts,
+    id: *const c_char,
+    data: *const u8,
+    len: usize,
+) -> kiln_status {
+    edit(opts, |o| {
+        let id = str_arg(id, "id")?;
+        let v = bytes_arg(data, len, "data")?.to_vec();
+        o.inner.secrets.insert(id.to_owned(), v);
+        Ok(())
+    })
+}
+
+/// Sets (or with `cb == NULL` clears) the progress callback. `userdata` is passed back untouched
+/// and must stay valid, and usable from engine threads, until every solve using these options
+/// has returned. See `kiln_progress_cb` for when and where it is called.
+///
+/// Thread safety: mutates `opts`; no concurrent use of the same options.
+#[no_mangle]
+pub extern "C" fn kiln_solve_opts_set_progress(
+    opts: *mut kiln_solve_opts,
+    cb: kiln_progress_cb,
+    userdata: *mut c_void,
+) -> kiln_status {
+    edit(opts, |o| {
+        o.progress = cb.map(|f| (f, UserData(userdata)));
+        Ok(())
+    })
+}

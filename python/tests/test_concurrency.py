@@ -71,3 +71,24 @@ def test_async_errors_are_typed(engine, rootfs):
         assert e.exit_code == 3
     else:
         raise AssertionError("expected ExecError")
+
+
+def test_fork_gets_a_fresh_runtime(engine, tmp_path):
+    import os
+
+    # The parent's runtime exists (this solve created it); a forked child must build its own.
+    engine.solve(kiln.scratch().mkfile("/p", "parent"), outputs=[f"type=local,dest={tmp_path / 'p'}"],
+                 progress="quiet")
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            with kiln.Engine(tmp_path / "child-root") as child:
+                child.solve(kiln.scratch().mkfile("/c", "child"), outputs=[f"type=local,dest={tmp_path / 'c'}"],
+                            progress="quiet")
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert read(tmp_path / "c" / "c") == "child"

@@ -40,3 +40,35 @@ def test_plain_display_on_non_tty(engine, rootfs, capsys):
 def test_quiet_prints_nothing(engine, rootfs, capsys):
     engine.solve(kiln.local("rootfs").run(["/bin/true"]), locals={"rootfs": rootfs}, progress="quiet")
     assert capsys.readouterr().err == ""
+
+
+def test_auto_is_a_live_view_on_a_terminal(rootfs, tmp_path):
+    # A child process whose stderr is a pseudo-terminal gets the redrawn tty view.
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    script = (
+        "import kiln, sys\n"
+        f"with kiln.Engine({str(tmp_path / 'root')!r}) as e:\n"
+        "    e.solve(kiln.local('rootfs').run(['/bin/sh', '-c', 'echo tty-line']),\n"
+        f"            locals={{'rootfs': {str(rootfs)!r}}})\n"
+    )
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-c", script], stderr=slave, stdout=subprocess.DEVNULL)
+    os.close(slave)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO once the child closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(master)
+    assert proc.wait() == 0, out.decode(errors="replace")
+    text = out.decode(errors="replace")
+    assert " => #1 " in text, text
+    assert "\x1b[" in text, text  # the view redraws itself in place

@@ -310,18 +310,16 @@ impl PyEngine {
             let r = solver.solve(&def, opts).await;
             let _ = tx.send(Msg::Done(r));
         });
-        let cancel = |py: Python<'_>| {
-            task.abort();
-            py.detach(|| {
-                let _ = rt.block_on(&mut { task });
-            });
-        };
-        // `cancel` consumes the JoinHandle by value inside; wrap the loop so it runs at most once.
-        let mut cancel = Some(cancel);
+        // Cancelling drops the solve future (core kills its containers and releases its mounts),
+        // waits for the task to be gone, then for the aborted vertex tasks' cleanup.
+        let mut task = Some(task);
         let mut abort = |py: Python<'_>, engine: &kiln::Engine| {
-            if let Some(c) = cancel.take() {
-                c(py);
-                py.detach(|| wait_cancel_cleanup(engine));
+            if let Some(t) = task.take() {
+                t.abort();
+                py.detach(|| {
+                    let _ = rt.block_on(t);
+                    wait_cancel_cleanup(engine);
+                });
             }
         };
         let mut rx = rx;

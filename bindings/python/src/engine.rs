@@ -1,0 +1,456 @@
+//! `Engine`: opens a root, solves (blocking with the GIL released, or as an asyncio awaitable),
+//! reports disk usage, prunes and lists workers. Ctrl-C during a blocking solve drops the solve
+//! future (core kills the containers and releases every mount) and raises KeyboardInterrupt.
+
+use crate::errors::to_pyerr;
+use crate::graph::{image_config_from_py, local_dir, state_of, PyDefinition};
+use crate::progress::{Progress, PyProgressEvent};
+use crate::runtime::{runtime, KilnRuntime};
+use kiln::solver::{ProgressEvent, ProgressSink};
+use kiln::{Definition, EngineOptions, Error, ErrorKind, SnapshotterKind, SolveOptions, SolveResult};
+use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long the waiting thread sleeps (GIL released) between checks for Ctrl-C.
+const SIGNAL_POLL: Duration = Duration::from_millis(50);
+/// Upper bound on waiting for a cancelled solve's containers and mounts to go away.
+const CANCEL_CLEANUP: Duration = Duration::from_secs(20);
+
+fn kerr(py: Python<'_>, e: Error) -> PyErr {
+    to_pyerr(py, &e)
+}
+
+/// The outcome of a solve.
+#[pyclass(frozen, get_all, name = "SolveResult", module = "kiln._native")]
+pub struct PySolveResult {
+    /// Exporter metadata (e.g. `containerimage.digest`).
+    exporter_response: BTreeMap<String, String>,
+    /// Vertices whose result came from a cache.
+    cached: usize,
+    /// Vertices that executed.
+    executed: usize,
+}
+
+impl From<SolveResult> for PySolveResult {
+    fn from(r: SolveResult) -> Self {
+        PySolveResult { exporter_response: r.exporter_response, cached: r.cached, executed: r.executed }
+    }
+}
+
+#[pymethods]
+impl PySolveResult {
+    fn __repr__(&self) -> String {
+        format!(
+            "<kiln.SolveResult executed={} cached={} exporter_response={:?}>",
+            self.executed, self.cached, self.exporter_response
+        )
+    }
+}
+
+/// A cache record as `Engine.disk_usage()` reports it.
+#[pyclass(frozen, get_all, name = "UsageRecord", module = "kiln._native")]
+pub struct PyUsageRecord {
+    /// Snapshot id.
+    id: String,
+    /// Worker holding it.
+    worker: String,
+    /// The vertex that made it.
+    description: String,
+    /// Bytes of its own data.
+    size: u64,
+    /// Unix seconds of last use.
+    last_used: u64,
+}
+
+#[pymethods]
+impl PyUsageRecord {
+    fn __repr__(&self) -> String {
+        format!("<kiln.UsageRecord {} {}B {:?}>", self.id, self.size, self.description)
+    }
+}
+
+/// What `Engine.prune()` removed.
+#[pyclass(frozen, get_all, name = "PruneReport", module = "kiln._native")]
+pub struct PyPruneReport {
+    /// Snapshots removed.
+    removed: usize,
+    /// Bytes freed.
+    freed_bytes: u64,
+}
+
+#[pymethods]
+impl PyPruneReport {
+    fn __repr__(&self) -> String {
+        format!("<kiln.PruneReport removed={} freed_bytes={}>", self.removed, self.freed_bytes)
+    }
+}
+
+/// A worker as `Engine.workers()` reports it.
+#[pyclass(frozen, get_all, name = "WorkerInfo", module = "kiln._native")]
+pub struct PyWorkerInfo {
+    /// Worker name.
+    name: String,
+    /// Its labels (`executor`, `snapshotter`, `hostname`, ...).
+    labels: BTreeMap<String, String>,
+}
+
+#[pymethods]
+impl PyWorkerInfo {
+    fn __repr__(&self) -> String {
+        format!("<kiln.WorkerInfo {}>", self.name)
+    }
+}
+
+/// An open build engine on one root directory (exclusively locked while open). Use it as a
+/// context manager, or call `close()`.
+#[pyclass(frozen, name = "Engine", module = "kiln._native")]
+pub struct PyEngine {
+    inner: Mutex<Option<kiln::Engine>>,
+    root: PathBuf,
+}
+
+/// Messages from the solve task to the thread waiting in `Engine.solve`.
+enum Msg {
+    Event(ProgressEvent),
+    Done(kiln::Result<SolveResult>),
+}
+
+/// Everything a solve needs, converted from Python while the GIL is held.
+struct Prepared {
+    engine: kiln::Engine,
+    def: Definition,
+    opts: SolveOptions,
+}
+
+impl PyEngine {
+    fn engine(&self) -> PyResult<kiln::Engine> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or_else(|| PyValueError::new_err("the engine is closed"))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn prepare(
+        &self,
+        py: Python<'_>,
+        target: &Bound<'_, PyAny>,
+        locals: Option<BTreeMap<String, PathBuf>>,
+        outputs: Option<Vec<String>>,
+        cache_exports: Option<Vec<String>>,
+        cache_imports: Option<Vec<String>>,
+        secrets: Option<&Bound<'_, PyDict>>,
+        image_config: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Prepared> {
+        let engine = self.engine()?;
+        let mut opts = SolveOptions::default();
+        let def = if let Ok(d) = target.cast::<PyDefinition>() {
+            d.get().inner.clone()
+        } else {
+            let state = state_of(target)
+                .map_err(|_| PyTypeError::new_err("solve() takes a kiln.State, kiln.ExecState or kiln.Definition"))?;
+            opts.image_config = state.image_config();
+            state.to_definition().map_err(|e| kerr(py, e))?
+        };
+        if let Some(c) = image_config.filter(|c| !c.is_none()) {
+            opts.image_config = image_config_from_py(c)?;
+        }
+        for (name, dir) in locals.unwrap_or_default() {
+            opts = opts.local(name, local_dir(dir));
+        }
+        for o in outputs.unwrap_or_default() {
+            opts = opts.output(&o).map_err(|e| kerr(py, e))?;
+        }
+        for c in cache_exports.unwrap_or_default() {
+            opts = opts.cache_export(&c).map_err(|e| kerr(py, e))?;
+        }
+        for c in cache_imports.unwrap_or_default() {
+            opts = opts.cache_import(&c).map_err(|e| kerr(py, e))?;
+        }
+        if let Some(secrets) = secrets {
+            for (id, value) in secrets.iter() {
+                let id: String = id.extract()?;
+                let bytes = if let Ok(b) = value.cast::<PyBytes>() {
+                    b.as_bytes().to_vec()
+                } else if let Ok(path) = value.extract::<PathBuf>() {
+                    std::fs::read(&path).map_err(|e| kerr(py, Error::io(format!("read secret {id:?}"), path, e)))?
+                } else {
+                    return Err(PyTypeError::new_err(format!("secret {id:?} must be bytes or a file path")));
+                };
+                opts = opts.secret(id, bytes);
+            }
+        }
+        Ok(Prepared { engine, def, opts })
+    }
+}
+
+/// Waits (bounded) until a cancelled solve's containers and mounts under the root are gone:
+/// core releases them as the aborted vertex tasks are dropped on the runtime's threads.
+fn wait_cancel_cleanup(engine: &kiln::Engine) {
+    let root = engine.root().to_string_lossy().into_owned();
+    let deadline = Instant::now() + CANCEL_CLEANUP;
+    loop {
+        let containers = engine.running_containers().map(|c| c.is_empty()).unwrap_or(true);
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo")
+            .map(|m| m.lines().any(|l| l.split(' ').nth(4).is_some_and(|p| p.starts_with(root.as_str()))))
+            .unwrap_or(false);
+        if containers && !mounts {
+            return;
+        }
+        if Instant::now() > deadline {
+            tracing::warn!(root, "cancelled solve: containers or mounts still present after the cleanup wait");
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[pymethods]
+impl PyEngine {
+    /// Opens (creating if needed) `root` (default: `$XDG_DATA_HOME/kiln`, `/var/lib/kiln` as
+    /// root, else `~/.local/share/kiln`). Raises `RootInUseError` if another engine holds it.
+    #[new]
+    #[pyo3(signature = (root=None, *, parallelism=None, runtime="runc", snapshotters=None))]
+    fn new(
+        py: Python<'_>,
+        root: Option<PathBuf>,
+        parallelism: Option<usize>,
+        runtime: &str,
+        snapshotters: Option<Vec<String>>,
+    ) -> PyResult<PyEngine> {
+        let mut opts = EngineOptions::new(root.map(local_dir).unwrap_or_else(EngineOptions::default_root));
+        if let Some(p) = parallelism {
+            opts.parallelism = p.max(1);
+        }
+        opts.runtime = runtime.to_owned();
+        if let Some(s) = snapshotters {
+            opts.snapshotters = s
+                .iter()
+                .map(|k| match k.as_str() {
+                    "overlayfs" => Ok(SnapshotterKind::Overlayfs),
+                    "native" => Ok(SnapshotterKind::Native),
+                    other => Err(kerr(py, Error::option("snapshotters", other, "expected overlayfs or native"))),
+                })
+                .collect::<PyResult<_>>()?;
+        }
+        let rt = crate::runtime::runtime().map_err(|e| PyRuntimeError::new_err(format!("tokio runtime: {e}")))?;
+        let engine = py
+            .detach(|| {
+                let _guard = rt.enter();
+                kiln::Engine::open(opts)
+            })
+            .map_err(|e| kerr(py, e))?;
+        let root = engine.root().to_path_buf();
+        Ok(PyEngine { inner: Mutex::new(Some(engine)), root })
+    }
+
+    /// The root directory.
+    #[getter]
+    fn root(&self) -> PathBuf {
+        self.root.clone()
+    }
+
+    /// True after `close()`.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).is_none()
+    }
+
+    /// Releases the engine (the root lock goes once running solves finish).
+    fn close(&self) {
+        let engine = self.inner.lock().unwrap_or_else(|p| p.into_inner()).take();
+        drop(engine);
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn __exit__(&self, _args: &Bound<'_, pyo3::types::PyTuple>) -> bool {
+        self.close();
+        false
+    }
+
+    /// Solves `target` (a State, ExecState or Definition) and runs the exporters, blocking with
+    /// the GIL released. `progress` is a display mode (`auto`, the default: a live view on a
+    /// terminal, plain lines otherwise; `tty`, `plain`, `rawjson`, `quiet`) or a callable receiving `ProgressEvent`s on this thread (an exception it
+    /// raises cancels the solve and propagates). Ctrl-C cancels the solve cleanly.
+    #[pyo3(signature = (target, *, locals=None, outputs=None, cache_exports=None, cache_imports=None,
+                        secrets=None, image_config=None, progress=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn solve(
+        &self,
+        py: Python<'_>,
+        target: &Bound<'_, PyAny>,
+        locals: Option<BTreeMap<String, PathBuf>>,
+        outputs: Option<Vec<String>>,
+        cache_exports: Option<Vec<String>>,
+        cache_imports: Option<Vec<String>>,
+        secrets: Option<&Bound<'_, PyDict>>,
+        image_config: Option<&Bound<'_, PyAny>>,
+        progress: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<PySolveResult> {
+        let Prepared { engine, def, mut opts } =
+            self.prepare(py, target, locals, outputs, cache_exports, cache_imports, secrets, image_config)?;
+        let mut progress = Progress::from_py(py, progress)?;
+        let rt = runtime().map_err(|e| PyRuntimeError::new_err(format!("tokio runtime: {e}")))?;
+        let (tx, rx) = mpsc::channel::<Msg>();
+        let events = tx.clone();
+        opts.progress = ProgressSink::new(move |e| drop(events.send(Msg::Event(e))));
+        let solver = engine.clone();
+        let task = rt.spawn(async move {
+            let r = solver.solve(&def, opts).await;
+            let _ = tx.send(Msg::Done(r));
+        });
+        // Cancelling drops the solve future (core kills its containers and releases its mounts),
+        // waits for the task to be gone, then for the aborted vertex tasks' cleanup.
+        let mut task = Some(task);
+        let mut abort = |py: Python<'_>, engine: &kiln::Engine| {
+            if let Some(t) = task.take() {
+                t.abort();
+                py.detach(|| {
+                    let _ = rt.block_on(t);
+                    wait_cancel_cleanup(engine);
+                });
+            }
+        };
+        let mut rx = rx;
+        loop {
+            // The receiver is moved through the detached closure: `Receiver` is Send, not Sync.
+            let (back, msg) = py.detach(move || {
+                let m = rx.recv_timeout(SIGNAL_POLL);
+                (rx, m)
+            });
+            rx = back;
+            match msg {
+                Ok(Msg::Event(e)) => {
+                    if let Err(err) = progress.handle(py, &e) {
+                        abort(py, &engine);
+                        progress.finish();
+                        return Err(err);
+                    }
+                }
+                Ok(Msg::Done(r)) => {
+                    while let Ok(Msg::Event(e)) = rx.try_recv() {
+                        progress.handle(py, &e)?;
+                    }
+                    progress.finish();
+                    return r.map(PySolveResult::from).map_err(|e| kerr(py, e));
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    progress.finish();
+                    return Err(kerr(py, Error::new(ErrorKind::Internal, "the solve task ended without a result")));
+                }
+            }
+            if let Err(interrupt) = py.check_signals() {
+                abort(py, &engine);
+                progress.finish();
+                return Err(interrupt);
+            }
+        }
+    }
+
+    /// `solve` as an asyncio awaitable. A callable `progress` is called on the event loop
+    /// (`call_soon_threadsafe`); cancelling the awaiting task cancels the solve.
+    #[pyo3(signature = (target, *, locals=None, outputs=None, cache_exports=None, cache_imports=None,
+                        secrets=None, image_config=None, progress=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn solve_async<'py>(
+        &self,
+        py: Python<'py>,
+        target: &Bound<'py, PyAny>,
+        locals: Option<BTreeMap<String, PathBuf>>,
+        outputs: Option<Vec<String>>,
+        cache_exports: Option<Vec<String>>,
+        cache_imports: Option<Vec<String>>,
+        secrets: Option<&Bound<'py, PyDict>>,
+        image_config: Option<&Bound<'py, PyAny>>,
+        progress: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let Prepared { engine, def, mut opts } =
+            self.prepare(py, target, locals, outputs, cache_exports, cache_imports, secrets, image_config)?;
+        runtime().map_err(|e| PyRuntimeError::new_err(format!("tokio runtime: {e}")))?;
+        let locals = pyo3_async_runtimes::generic::get_current_locals::<KilnRuntime>(py)?;
+        opts.progress = match Progress::from_py(py, progress)? {
+            Progress::Quiet => ProgressSink::none(),
+            Progress::Callback(f) => {
+                let event_loop = locals.event_loop(py).unbind();
+                ProgressSink::new(move |e| {
+                    Python::attach(|py| {
+                        let ev = PyProgressEvent::from_event(py, &e);
+                        if let Err(err) = event_loop.call_method1(py, "call_soon_threadsafe", (&f, ev)) {
+                            err.write_unraisable(py, None);
+                        }
+                    })
+                })
+            }
+            Progress::Display(p) => {
+                let printer = Arc::new(Mutex::new(Progress::Display(p)));
+                ProgressSink::new(move |e| {
+                    Python::attach(|py| {
+                        let mut p = printer.lock().unwrap_or_else(|x| x.into_inner());
+                        let _ = p.handle(py, &e);
+                    })
+                })
+            }
+        };
+        pyo3_async_runtimes::generic::future_into_py_with_locals::<KilnRuntime, _, PySolveResult>(
+            py,
+            locals,
+            async move {
+                let r = engine.solve(&def, opts).await;
+                r.map(PySolveResult::from).map_err(|e| Python::attach(|py| kerr(py, e)))
+            },
+        )
+    }
+
+    /// Cache records and their sizes.
+    fn disk_usage(&self, py: Python<'_>) -> PyResult<Vec<PyUsageRecord>> {
+        let engine = self.engine()?;
+        let rt = runtime().map_err(|e| PyRuntimeError::new_err(format!("tokio runtime: {e}")))?;
+        let recs = py.detach(|| rt.block_on(engine.disk_usage())).map_err(|e| kerr(py, e))?;
+        Ok(recs
+            .into_iter()
+            .map(|r| PyUsageRecord {
+                id: r.id,
+                worker: r.worker,
+                description: r.description,
+                size: r.size,
+                last_used: r.last_used,
+            })
+            .collect())
+    }
+
+    /// Removes cache records, least recently used first, until at most `keep_bytes` remain
+    /// (`all=True` removes everything).
+    #[pyo3(signature = (*, keep_bytes=0, all=false))]
+    fn prune(&self, py: Python<'_>, keep_bytes: u64, all: bool) -> PyResult<PyPruneReport> {
+        let engine = self.engine()?;
+        let rt = runtime().map_err(|e| PyRuntimeError::new_err(format!("tokio runtime: {e}")))?;
+        let r = py.detach(|| rt.block_on(engine.prune(keep_bytes, all))).map_err(|e| kerr(py, e))?;
+        Ok(PyPruneReport { removed: r.removed, freed_bytes: r.freed_bytes })
+    }
+
+    /// The workers, default first.
+    fn workers(&self) -> PyResult<Vec<PyWorkerInfo>> {
+        Ok(self.engine()?.workers().into_iter().map(|w| PyWorkerInfo { name: w.name, labels: w.labels }).collect())
+    }
+
+    /// Container ids the runtime still knows about (a diagnostic for leak checks).
+    fn running_containers(&self, py: Python<'_>) -> PyResult<Vec<String>> {
+        self.engine()?.running_containers().map_err(|e| kerr(py, e))
+    }
+
+    fn __repr__(&self) -> String {
+        format!("<kiln.Engine root={:?}{}>", self.root, if self.closed() { " closed" } else { "" })
+    }
+}

@@ -1,0 +1,539 @@
+//! The build-graph face: `State` (sources, `run`, file ops, metadata), `ExecState`, `Mount`,
+//! `Definition` and the source/mount constructor functions. Each wraps the core type and only
+//! converts Python arguments; all behaviour stays in `kiln::graph`.
+
+use crate::errors::to_pyerr;
+use kiln::graph::{
+    CacheSharing, CopyOptions, ExecOptions, ExecState, GitOptions, HttpOptions, ImageConfig, LocalOptions,
+    MkdirOptions, MkfileOptions, MountSpec, Network, OciRef, Owner, RmOptions,
+};
+use kiln::{Definition, Digest, Error, State};
+use pyo3::exceptions::PyTypeError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyString};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// An immutable filesystem state: every method returns a new state.
+#[pyclass(frozen, name = "State", module = "kiln._native")]
+#[derive(Clone)]
+pub struct PyState {
+    pub inner: State,
+}
+
+/// The result of `State.run`: the rootfs (`root()`) and the outputs of writable bind mounts.
+#[pyclass(frozen, name = "ExecState", module = "kiln._native")]
+pub struct PyExecState {
+    inner: ExecState,
+}
+
+/// An extra mount of a `run` (see `mount`, `cache_mount`, `tmpfs_mount`, `secret_mount`).
+#[pyclass(frozen, name = "Mount", module = "kiln._native")]
+#[derive(Clone)]
+pub struct PyMount {
+    inner: MountSpec,
+}
+
+/// A validated, serialised LLB definition (BuildKit's `pb.Definition` wire format).
+#[pyclass(frozen, name = "Definition", module = "kiln._native")]
+pub struct PyDefinition {
+    pub inner: Definition,
+}
+
+fn wrap(inner: State) -> PyState {
+    PyState { inner }
+}
+
+fn kerr(e: Error) -> PyErr {
+    Python::attach(|py| to_pyerr(py, &e))
+}
+
+/// A `State` from a `State` or an `ExecState` (its root).
+pub fn state_of(obj: &Bound<'_, PyAny>) -> PyResult<State> {
+    if let Ok(s) = obj.cast::<PyState>() {
+        return Ok(s.get().inner.clone());
+    }
+    if let Ok(s) = obj.cast::<PyExecState>() {
+        return Ok(s.get().inner.root());
+    }
+    Err(PyTypeError::new_err(format!(
+        "expected a kiln.State or kiln.ExecState, got {}",
+        obj.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "?".into())
+    )))
+}
+
+/// `KEY=VALUE` pairs from a dict or a sequence of pairs.
+fn pairs(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<(String, String)>> {
+    let Some(obj) = obj else { return Ok(Vec::new()) };
+    if let Ok(d) = obj.cast::<PyDict>() {
+        return d.iter().map(|(k, v)| Ok((k.extract()?, v.extract()?))).collect();
+    }
+    obj.extract::<Vec<(String, String)>>()
+        .map_err(|_| PyTypeError::new_err("expected a dict of str to str or a list of (str, str) pairs"))
+}
+
+/// An owner from `(uid, gid)` or a single id used for both.
+fn owner(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Owner>> {
+    let Some(obj) = obj else { return Ok(None) };
+    if obj.is_none() {
+        return Ok(None);
+    }
+    if let Ok(id) = obj.extract::<u32>() {
+        return Ok(Some(Owner { uid: id, gid: id }));
+    }
+    let (uid, gid) =
+        obj.extract::<(u32, u32)>().map_err(|_| PyTypeError::new_err("owner must be an int or a (uid, gid) tuple"))?;
+    Ok(Some(Owner { uid, gid }))
+}
+
+fn network(s: &str) -> PyResult<Network> {
+    match s {
+        "sandbox" | "default" => Ok(Network::Sandbox),
+        "host" => Ok(Network::Host),
+        "none" => Ok(Network::None),
+        other => Err(kerr(Error::option("network", other, "expected sandbox, host or none"))),
+    }
+}
+
+fn sharing(s: &str) -> PyResult<CacheSharing> {
+    match s {
+        "shared" => Ok(CacheSharing::Shared),
+        "private" => Ok(CacheSharing::Private),
+        "locked" => Ok(CacheSharing::Locked),
+        other => Err(kerr(Error::option("sharing", other, "expected shared, private or locked"))),
+    }
+}
+
+/// The image config as a plain dict (`entrypoint`, `cmd`, `env`, `working_dir`, `user`, `labels`).
+pub fn image_config_to_py<'py>(py: Python<'py>, c: &ImageConfig) -> PyResult<Bound<'py, PyAny>> {
+    let json = serde_json_string(c)?;
+    py.import("json")?.call_method1("loads", (json,))
+}
+
+fn serde_json_string(c: &ImageConfig) -> PyResult<String> {
+    serde_json::to_string(c).map_err(|e| PyTypeError::new_err(format!("image config: {e}")))
+}
+
+/// An image config from a dict with the keys of [`image_config_to_py`] (missing keys are empty).
+pub fn image_config_from_py(obj: &Bound<'_, PyAny>) -> PyResult<ImageConfig> {
+    let json: String = obj.py().import("json")?.call_method1("dumps", (obj,))?.extract()?;
+    serde_json::from_str(&json).map_err(|e| {
+        kerr(Error::option(
+            "image_config",
+            json.clone(),
+            format!(
+                "expected a dict with entrypoint, cmd (lists of str), env (list of KEY=VALUE), working_dir, \
+                 user (str) and labels (dict): {e}"
+            ),
+        ))
+    })
+}
+
+fn absolute(p: PathBuf) -> PathBuf {
+    std::path::absolute(&p).unwrap_or(p)
+}
+
+#[pymethods]
+impl PyState {
+    /// Runs `args` (a list, or a str run by `/bin/sh -c`) on this state as rootfs.
+    #[pyo3(signature = (args, *, cwd=None, env=None, user=None, hostname=None, mounts=None,
+                        readonly_rootfs=false, network="sandbox", custom_name=None,
+                        worker_selector=None, ignore_cache=false))]
+    #[allow(clippy::too_many_arguments)]
+    fn run(
+        &self,
+        args: &Bound<'_, PyAny>,
+        cwd: Option<String>,
+        env: Option<&Bound<'_, PyAny>>,
+        user: Option<String>,
+        hostname: Option<String>,
+        mounts: Option<Vec<PyRef<'_, PyMount>>>,
+        readonly_rootfs: bool,
+        network: &str,
+        custom_name: Option<String>,
+        worker_selector: Option<BTreeMap<String, String>>,
+        ignore_cache: bool,
+    ) -> PyResult<PyExecState> {
+        let mut o = if let Ok(script) = args.cast::<PyString>() {
+            ExecOptions::shell(script.to_str()?)
+        } else {
+            ExecOptions::new(
+                args.extract::<Vec<String>>()
+                    .map_err(|_| PyTypeError::new_err("args must be a list of str or a shell script str"))?,
+            )
+        };
+        o.env = pairs(env)?;
+        o.cwd = cwd;
+        o.user = user;
+        o.hostname = hostname;
+        o.mounts = mounts.unwrap_or_default().iter().map(|m| m.inner.clone()).collect();
+        o.readonly_rootfs = readonly_rootfs;
+        o.network = self::network(network)?;
+        o.custom_name = custom_name;
+        o.worker_selector = worker_selector.unwrap_or_default();
+        o.ignore_cache = ignore_cache;
+        Ok(PyExecState { inner: self.inner.run(o) })
+    }
+
+    /// Creates a directory (relative paths join the state's cwd).
+    #[pyo3(signature = (path, *, mode=0o755, make_parents=false, owner=None, timestamp=None))]
+    fn mkdir(
+        &self,
+        path: &str,
+        mode: u32,
+        make_parents: bool,
+        owner: Option<&Bound<'_, PyAny>>,
+        timestamp: Option<i64>,
+    ) -> PyResult<PyState> {
+        let o = MkdirOptions { mode, make_parents, owner: self::owner(owner)?, timestamp };
+        Ok(wrap(self.inner.mkdir(path, o)))
+    }
+
+    /// Creates a file holding `data` (bytes, or str written as UTF-8).
+    #[pyo3(signature = (path, data, *, mode=0o644, owner=None, timestamp=None))]
+    fn mkfile(
+        &self,
+        path: &str,
+        data: &Bound<'_, PyAny>,
+        mode: u32,
+        owner: Option<&Bound<'_, PyAny>>,
+        timestamp: Option<i64>,
+    ) -> PyResult<PyState> {
+        let bytes: Vec<u8> = if let Ok(s) = data.cast::<PyString>() {
+            s.to_str()?.as_bytes().to_vec()
+        } else if let Ok(b) = data.cast::<PyBytes>() {
+            b.as_bytes().to_vec()
+        } else {
+            return Err(PyTypeError::new_err("data must be bytes or str"));
+        };
+        let o = MkfileOptions { owner: self::owner(owner)?, timestamp };
+        Ok(wrap(self.inner.mkfile(path, mode, bytes, o)))
+    }
+
+    /// Removes a path.
+    #[pyo3(signature = (path, *, allow_not_found=false, allow_wildcard=false))]
+    fn rm(&self, path: &str, allow_not_found: bool, allow_wildcard: bool) -> PyState {
+        wrap(self.inner.rm(path, RmOptions { allow_not_found, allow_wildcard }))
+    }
+
+    /// Creates a symlink at `newpath` pointing to `oldpath`.
+    fn symlink(&self, oldpath: String, newpath: &str) -> PyState {
+        wrap(self.inner.symlink(oldpath, newpath))
+    }
+
+    /// Copies `src_path` of `src` to `dest_path` of this state.
+    #[pyo3(signature = (src, src_path, dest_path, *, follow_symlinks=false, dir_copy_contents=false,
+                        allow_wildcard=false, allow_empty_wildcard=false, include=None, exclude=None,
+                        create_dest_path=false, owner=None, mode=None, timestamp=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn copy(
+        &self,
+        src: &Bound<'_, PyAny>,
+        src_path: &str,
+        dest_path: &str,
+        follow_symlinks: bool,
+        dir_copy_contents: bool,
+        allow_wildcard: bool,
+        allow_empty_wildcard: bool,
+        include: Option<Vec<String>>,
+        exclude: Option<Vec<String>>,
+        create_dest_path: bool,
+        owner: Option<&Bound<'_, PyAny>>,
+        mode: Option<u32>,
+        timestamp: Option<i64>,
+    ) -> PyResult<PyState> {
+        let o = CopyOptions {
+            follow_symlinks,
+            dir_copy_contents,
+            allow_wildcard,
+            allow_empty_wildcard,
+            include: include.unwrap_or_default(),
+            exclude: exclude.unwrap_or_default(),
+            create_dest_path,
+            owner: self::owner(owner)?,
+            mode,
+            timestamp,
+        };
+        Ok(wrap(self.inner.copy(&state_of(src)?, src_path, dest_path, o)))
+    }
+
+    /// Sets env var `key` for later runs and the image config.
+    fn with_env(&self, key: String, value: String) -> PyState {
+        wrap(self.inner.clone().with_env(key, value))
+    }
+
+    /// Sets the working dir (relative paths join the current one).
+    fn with_cwd(&self, dir: &str) -> PyState {
+        wrap(self.inner.clone().with_cwd(dir))
+    }
+
+    /// Sets the user for later runs and the image config.
+    fn with_user(&self, user: String) -> PyState {
+        wrap(self.inner.clone().with_user(user))
+    }
+
+    /// Sets the hostname for later runs.
+    fn with_hostname(&self, hostname: String) -> PyState {
+        wrap(self.inner.clone().with_hostname(hostname))
+    }
+
+    /// Sets the image config entrypoint.
+    fn with_entrypoint(&self, args: Vec<String>) -> PyState {
+        wrap(self.inner.clone().with_entrypoint(args))
+    }
+
+    /// Sets the image config cmd.
+    fn with_cmd(&self, args: Vec<String>) -> PyState {
+        wrap(self.inner.clone().with_cmd(args))
+    }
+
+    /// Adds an image config label.
+    fn with_label(&self, key: String, value: String) -> PyState {
+        wrap(self.inner.clone().with_label(key, value))
+    }
+
+    /// Sets the display name of the op producing this state.
+    fn with_custom_name(&self, name: String) -> PyState {
+        wrap(self.inner.clone().with_custom_name(name))
+    }
+
+    /// Adds a metadata description entry to the op producing this state.
+    fn with_description(&self, key: String, value: String) -> PyState {
+        wrap(self.inner.clone().with_description(key, value))
+    }
+
+    /// Restricts the op producing this state to workers having all `labels`.
+    fn with_worker_selector(&self, labels: BTreeMap<String, String>) -> PyState {
+        wrap(self.inner.clone().with_worker_selector(labels))
+    }
+
+    /// Never use a cached result for the op producing this state.
+    fn ignore_cache(&self) -> PyState {
+        wrap(self.inner.clone().ignore_cache())
+    }
+
+    /// Env vars as `(key, value)` pairs.
+    #[getter]
+    fn env(&self) -> Vec<(String, String)> {
+        self.inner.env().to_vec()
+    }
+
+    /// The working dir.
+    #[getter]
+    fn cwd(&self) -> String {
+        self.inner.cwd().to_owned()
+    }
+
+    /// The user, if set.
+    #[getter]
+    fn user(&self) -> Option<String> {
+        self.inner.user().map(str::to_owned)
+    }
+
+    /// True for the empty filesystem.
+    #[getter]
+    fn is_scratch(&self) -> bool {
+        self.inner.is_scratch()
+    }
+
+    /// The image config this state carries, as a dict.
+    fn image_config<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        image_config_to_py(py, &self.inner.image_config())
+    }
+
+    /// Marshals the graph into a validated `Definition`.
+    fn to_definition(&self) -> PyResult<PyDefinition> {
+        Ok(PyDefinition { inner: self.inner.to_definition().map_err(kerr)? })
+    }
+
+    /// The LLB definition bytes (BuildKit's `pb.Definition`).
+    fn to_bytes<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+        let def = self.inner.to_definition().map_err(kerr)?;
+        Ok(PyBytes::new(py, &def.to_bytes()))
+    }
+
+    fn __repr__(&self) -> String {
+        match self.inner.to_definition() {
+            Ok(d) => match d.terminal_digest() {
+                Some(t) => format!("<kiln.State {} ops, {t}>", d.len()),
+                None => "<kiln.State scratch>".to_owned(),
+            },
+            Err(e) => format!("<kiln.State invalid: {e}>"),
+        }
+    }
+}
+
+#[pymethods]
+impl PyExecState {
+    /// The rootfs after the run.
+    fn root(&self) -> PyState {
+        wrap(self.inner.root())
+    }
+
+    /// The output of the writable bind mount at `dest` (None for other mounts).
+    fn mount_output(&self, dest: &str) -> Option<PyState> {
+        self.inner.mount_output(dest).map(wrap)
+    }
+
+    fn __repr__(&self) -> String {
+        "<kiln.ExecState>".to_owned()
+    }
+}
+
+#[pymethods]
+impl PyMount {
+    /// The mount's destination path.
+    #[getter]
+    fn dest(&self) -> String {
+        self.inner.dest().to_owned()
+    }
+
+    fn __repr__(&self) -> String {
+        format!("<kiln.Mount {}>", self.inner.dest())
+    }
+}
+
+#[pymethods]
+impl PyDefinition {
+    /// Parses and validates definition bytes from any LLB producer.
+    #[staticmethod]
+    fn from_bytes(data: &[u8]) -> PyResult<PyDefinition> {
+        Ok(PyDefinition { inner: Definition::from_bytes(data).map_err(kerr)? })
+    }
+
+    /// The definition bytes.
+    fn to_bytes<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, &self.inner.to_bytes())
+    }
+
+    /// The digest of the terminal op (None for an empty definition).
+    #[getter]
+    fn digest(&self) -> Option<String> {
+        self.inner.terminal_digest().map(|d| d.to_string())
+    }
+
+    /// `(digest, display name)` of every op, inputs first.
+    fn vertices(&self) -> Vec<(String, String)> {
+        self.inner.vertices().iter().map(|v| (v.digest.to_string(), v.name())).collect()
+    }
+
+    fn __len__(&self) -> usize {
+        self.inner.len()
+    }
+
+    fn __repr__(&self) -> String {
+        format!("<kiln.Definition {} ops>", self.inner.len())
+    }
+}
+
+/// The empty filesystem.
+#[pyfunction]
+pub fn scratch() -> PyState {
+    wrap(State::scratch())
+}
+
+/// `docker-image://REF` (normalized: `busybox` → `docker.io/library/busybox:latest`).
+#[pyfunction]
+pub fn image(reference: &str) -> PyState {
+    wrap(State::image(reference))
+}
+
+/// An image from an OCI layout directory by `tag` (default `latest`) or manifest `digest`.
+#[pyfunction]
+#[pyo3(signature = (path, *, tag=None, digest=None))]
+pub fn oci_layout(path: PathBuf, tag: Option<String>, digest: Option<String>) -> PyResult<PyState> {
+    let r = match (tag, digest) {
+        (Some(_), Some(_)) => {
+            return Err(kerr(Error::option("digest", "", "give either tag= or digest= for an OCI layout, not both")))
+        }
+        (_, Some(d)) => OciRef::Digest(d.parse::<Digest>().map_err(kerr)?),
+        (Some(t), None) => OciRef::Tag(t),
+        (None, None) => OciRef::Tag("latest".into()),
+    };
+    Ok(wrap(State::oci_layout(absolute(path), r)))
+}
+
+/// `local://NAME`: a directory passed to `Engine.solve(locals={NAME: dir})`.
+#[pyfunction]
+#[pyo3(signature = (name, *, include=None, exclude=None, follow_paths=None, shared_key_hint=None))]
+pub fn local(
+    name: String,
+    include: Option<Vec<String>>,
+    exclude: Option<Vec<String>>,
+    follow_paths: Option<Vec<String>>,
+    shared_key_hint: Option<String>,
+) -> PyState {
+    let o = LocalOptions {
+        include: include.unwrap_or_default(),
+        exclude: exclude.unwrap_or_default(),
+        follow_paths: follow_paths.unwrap_or_default(),
+        shared_key_hint,
+    };
+    wrap(State::local_with(name, o))
+}
+
+/// A file downloaded from `url`, verified against `checksum` (`sha256:...`) when given.
+#[pyfunction]
+#[pyo3(signature = (url, *, checksum=None, filename=None, perm=None, uid=None, gid=None))]
+pub fn http(
+    url: String,
+    checksum: Option<String>,
+    filename: Option<String>,
+    perm: Option<u32>,
+    uid: Option<u32>,
+    gid: Option<u32>,
+) -> PyResult<PyState> {
+    let checksum = checksum.map(|c| c.parse::<Digest>()).transpose().map_err(kerr)?;
+    Ok(wrap(State::http(url, HttpOptions { checksum, filename, perm, uid, gid })))
+}
+
+/// A git checkout of `ref` (branch, tag or commit; empty = default branch) from `url`.
+#[pyfunction]
+#[pyo3(signature = (url, r#ref="", *, keep_git_dir=false, subdir=None))]
+pub fn git(url: String, r#ref: &str, keep_git_dir: bool, subdir: Option<String>) -> PyState {
+    wrap(State::git_with(url, r#ref, GitOptions { keep_git_dir, subdir }))
+}
+
+/// Stacks `states` (later ones win).
+#[pyfunction]
+pub fn merge(states: Vec<Bound<'_, PyAny>>) -> PyResult<PyState> {
+    let states = states.iter().map(state_of).collect::<PyResult<Vec<_>>>()?;
+    Ok(wrap(State::merge(states)))
+}
+
+/// Bind-mounts `state` (or only its `selector` path) at `dest`.
+#[pyfunction]
+#[pyo3(signature = (dest, state, *, readonly=false, selector=None))]
+pub fn mount(dest: String, state: &Bound<'_, PyAny>, readonly: bool, selector: Option<String>) -> PyResult<PyMount> {
+    let mut m = MountSpec::bind(dest, &state_of(state)?, readonly);
+    if let Some(s) = selector {
+        m = m.with_selector(s);
+    }
+    Ok(PyMount { inner: m })
+}
+
+/// A persistent cache directory `id` at `dest`; `sharing` is shared, private or locked.
+#[pyfunction]
+#[pyo3(signature = (dest, *, id, sharing="shared"))]
+pub fn cache_mount(dest: String, id: String, sharing: &str) -> PyResult<PyMount> {
+    Ok(PyMount { inner: MountSpec::cache(dest, id, self::sharing(sharing)?) })
+}
+
+/// A tmpfs at `dest` (`size` in bytes, 0 for the runtime default).
+#[pyfunction]
+#[pyo3(signature = (dest, *, size=0))]
+pub fn tmpfs_mount(dest: String, size: u64) -> PyMount {
+    PyMount { inner: MountSpec::tmpfs(dest, size) }
+}
+
+/// Secret `id` (from `Engine.solve(secrets=...)`) as a file at `dest`.
+#[pyfunction]
+#[pyo3(signature = (dest, *, id, uid=0, gid=0, mode=0o400, optional=false))]
+pub fn secret_mount(dest: String, id: String, uid: u32, gid: u32, mode: u32, optional: bool) -> PyMount {
+    PyMount { inner: MountSpec::secret(dest, id, uid, gid, mode, optional) }
+}
+
+/// Resolves a relative local dir against the current directory (so a later `chdir` is harmless).
+pub fn local_dir(p: PathBuf) -> PathBuf {
+    absolute(p)
+}

@@ -1,0 +1,105 @@
+"""kiln: an embeddable, BuildKit-style container build engine.
+
+Describe a build as a graph of states, then solve it with an :class:`Engine`::
+
+    import kiln
+
+    base = kiln.image("127.0.0.1:5000/base:1")
+    app = (base.run(["sh", "-c", "make"], cwd="/src",
+                    mounts=[kiln.mount("/src", kiln.local("ctx"))])
+               .root()
+               .mkdir("/out"))
+    with kiln.Engine(root="/var/lib/kiln") as engine:
+        engine.solve(app, locals={"ctx": "."}, outputs=["type=local,dest=out"])
+"""
+
+from __future__ import annotations
+
+from . import _native
+from ._native import (
+    Definition,
+    Engine,
+    ExecState,
+    Mount,
+    ProgressEvent,
+    PruneReport,
+    SolveResult,
+    State,
+    UsageRecord,
+    WorkerInfo,
+    cache_mount,
+    error_kinds,
+    git,
+    http,
+    image,
+    local,
+    merge,
+    mount,
+    oci_layout,
+    scratch,
+    secret_mount,
+    tmpfs_mount,
+)
+from .errors import (
+    CacheError,
+    CancelledError,
+    ContentError,
+    DefinitionError,
+    ExecError,
+    ExportError,
+    FileOpError,
+    InternalError,
+    IoError,
+    KilnError,
+    OptionError,
+    RegistryError,
+    RootInUseError,
+    SnapshotError,
+    SourceError,
+    UnsupportedError,
+    WorkerError,
+)
+
+__version__: str = _native.__version__
+
+__all__ = [
+    "Definition",
+    "Engine",
+    "ExecState",
+    "Mount",
+    "ProgressEvent",
+    "PruneReport",
+    "SolveResult",
+    "State",
+    "UsageRecord",
+    "WorkerInfo",
+    "cache_mount",
+    "error_kinds",
+    "git",
+    "http",
+    "image",
+    "local",
+    "merge",
+    "mount",
+    "oci_layout",
+    "scratch",
+    "secret_mount",
+    "tmpfs_mount",
+    "KilnError",
+    "DefinitionError",
+    "OptionError",
+    "ExecError",
+    "SourceError",
+    "FileOpError",
+    "WorkerError",
+    "SnapshotError",
+    "ContentError",
+    "CacheError",
+    "RegistryError",
+    "ExportError",
+    "RootInUseError",
+    "UnsupportedError",
+    "CancelledError",
+    "IoError",
+    "InternalError",
+]

@@ -49,6 +49,24 @@ fn message_of(e: &Error) -> String {
     msg
 }
 
+/// One row of `errorCodes()`.
+#[napi_derive::napi(object)]
+pub struct ErrorCodeEntry {
+    /// The kiln::ErrorKind name (`exec`).
+    pub kind: String,
+    /// Its JS code (`KILN_EXEC_FAILED`).
+    pub code: String,
+}
+
+/// Every error kind kiln has and the `code` its errors carry in JavaScript.
+#[napi_derive::napi]
+pub fn error_codes() -> Vec<ErrorCodeEntry> {
+    ErrorKind::ALL
+        .iter()
+        .map(|k| ErrorCodeEntry { kind: k.as_str().to_owned(), code: code_of(*k).to_owned() })
+        .collect()
+}
+
 /// Builds the JS `Error` for `e`: `name = 'KilnError'`, `code`, `kind` and the kind's fields.
 pub fn to_js<'e>(env: &'e Env, e: &Error) -> napi::Result<Object<'e>> {
     let mut obj = env.create_error(napi::Error::from_reason(message_of(e)))?;

@@ -49,10 +49,37 @@ enum Cmd {
     },
     /// List the engine's workers.
     Workers,
+    /// Manage local cache directories (exported with --export-cache type=local).
+    Cache {
+        #[command(subcommand)]
+        cmd: CacheCmd,
+    },
     /// Debugging helpers.
     Debug {
         #[command(subcommand)]
         cmd: DebugCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum CacheCmd {
+    /// List the tags of a local cache directory with their records and bytes.
+    Ls {
+        /// The cache directory.
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Remove tags (and the blobs only they use) from a local cache directory.
+    Prune {
+        /// The cache directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Keep only the N most recently written tags.
+        #[arg(long)]
+        keep_tags: Option<usize>,
+        /// Keep only tags written within this duration (e.g. 30m, 12h, 7d).
+        #[arg(long, value_parser = size::parse_duration)]
+        keep_duration: Option<std::time::Duration>,
     },
 }
 
@@ -79,6 +106,19 @@ struct BuildArgs {
     /// A secret: id=X,src=FILE or id=X,env=VAR (repeatable).
     #[arg(long = "secret", value_name = "CSV")]
     secrets: Vec<String>,
+    /// Export the build cache: type=local,dest=DIR[,mode=max] | type=registry,ref=REF (repeatable).
+    /// A bare REF is the legacy registry form; add options with --export-cache-opt.
+    #[arg(long = "export-cache", value_name = "CSV")]
+    export_cache: Vec<String>,
+    /// Legacy: KEY=VALUE options for bare-REF --export-cache values (repeatable).
+    #[arg(long = "export-cache-opt", value_name = "KEY=VALUE")]
+    export_cache_opts: Vec<String>,
+    /// Import a build cache: type=local,src=DIR | type=registry,ref=REF (repeatable).
+    #[arg(long = "import-cache", value_name = "CSV")]
+    import_cache: Vec<String>,
+    /// Legacy: KEY=VALUE options for bare-REF --import-cache values (repeatable).
+    #[arg(long = "import-cache-opt", value_name = "KEY=VALUE")]
+    import_cache_opts: Vec<String>,
     /// Progress display: auto, tty, plain, rawjson (or quiet).
     #[arg(long, default_value = "auto")]
     progress: String,
@@ -162,6 +202,26 @@ async fn run(cli: Cli) -> kiln::Result<()> {
             }
             Ok(())
         }
+        Cmd::Cache { cmd: CacheCmd::Ls { dir } } => {
+            println!("{:<24} {:>8} {:>8} {:>12}", "TAG", "RECORDS", "RESULTS", "SIZE");
+            for t in kiln::remotecache::export::list_local(&dir)? {
+                println!("{:<24} {:>8} {:>8} {:>12}", t.tag, t.records, t.results, size::human(t.bytes));
+            }
+            Ok(())
+        }
+        Cmd::Cache { cmd: CacheCmd::Prune { dir, keep_tags, keep_duration } } => {
+            if keep_tags.is_none() && keep_duration.is_none() {
+                return Err(kiln::Error::option(
+                    "keep-tags",
+                    "",
+                    "give --keep-tags N and/or --keep-duration D (e.g. 7d); `kiln cache prune` never empties a directory by default",
+                ));
+            }
+            let r = kiln::remotecache::export::prune_local(&dir, keep_tags, keep_duration)?;
+            println!("Removed tags: {}", if r.tags.is_empty() { "(none)".to_owned() } else { r.tags.join(", ") });
+            println!("Removed {} blobs, freed {}", r.blobs, size::human(r.bytes));
+            Ok(())
+        }
         Cmd::Debug { cmd: DebugCmd::DumpLlb { file } } => {
             let def = read_definition(file.as_ref())?;
             print!("{}", def.to_json_lines());
@@ -190,6 +250,20 @@ async fn build(root: Option<PathBuf>, b: BuildArgs) -> kiln::Result<()> {
                 .into_bytes(),
         };
         opts.secrets.insert(spec.id.clone(), value);
+    }
+    for c in &b.export_cache {
+        opts.cache_exports.push(if c.contains('=') {
+            c.parse()?
+        } else {
+            kiln::options::CacheExportSpec::parse_legacy(c, &b.export_cache_opts)?
+        });
+    }
+    for c in &b.import_cache {
+        opts.cache_imports.push(if c.contains('=') {
+            c.parse()?
+        } else {
+            kiln::options::CacheImportSpec::parse_legacy(c, &b.import_cache_opts)?
+        });
     }
     let mode: DisplayMode = b.progress.parse()?;
     let printer = Arc::new(Mutex::new(Printer::new(std::io::stderr(), mode.resolve())));

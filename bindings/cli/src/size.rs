@@ -24,6 +24,23 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     Ok((n * mult) as u64)
 }
 
+/// Parses `90s`, `30m`, `12h`, `7d`, `2w` (a plain number is seconds).
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("invalid duration {s:?}: expected N[s|m|h|d|w], e.g. 7d"))?;
+    let mult = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        "w" => 7 * 86400,
+        other => return Err(format!("invalid duration unit {other:?} in {s:?}: expected s, m, h, d or w")),
+    };
+    Ok(std::time::Duration::from_secs(n * mult))
+}
+
 /// `1.5MB`-style rendering.
 pub fn human(n: u64) -> String {
     let units = ["B", "kB", "MB", "GB", "TB"];
@@ -52,5 +69,7 @@ mod tests {
         assert!(parse_size("ten").is_err());
         assert!(parse_size("5XB").unwrap_err().contains("XB"));
         assert_eq!(human(1500), "1.50kB");
+        assert_eq!(parse_duration("7d").unwrap().as_secs(), 7 * 86400);
+        assert!(parse_duration("3y").is_err());
     }
 }

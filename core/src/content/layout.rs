@@ -33,6 +33,12 @@ impl OciLayout {
         let marker = dir.join("oci-layout");
         let text = match fs::read_to_string(&marker) {
             Ok(t) => t,
+            // Tools that copy only index.json and blobs (as BuildKit fixtures do) still make a
+            // readable layout; accept it when index.json is present.
+            Err(e) if e.kind() == io::ErrorKind::NotFound && dir.join("index.json").is_file() => {
+                tracing::debug!(dir = %dir.display(), "OCI layout without an oci-layout file; reading index.json anyway");
+                OCI_LAYOUT_FILE.to_owned()
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 return Err(Error::new(
                     ErrorKind::Content,

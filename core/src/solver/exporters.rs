@@ -84,7 +84,7 @@ fn export_one(
         OutputSpec::Tar { dest } => with_root(engine, result, |root| crate::export::export_tar(root, dest))?,
         OutputSpec::Oci { dest, tar, name, oci_mediatypes } => {
             let layers = match result {
-                Some(r) => layers_of(engine, r, &Compression::Gzip { level: 6 }, *oci_mediatypes)?,
+                Some(r) => layers_of(engine, r, &Compression::Gzip { level: 6 }, *oci_mediatypes, false)?,
                 None => Vec::new(),
             };
             let digest = crate::export::export_oci(
@@ -108,14 +108,24 @@ fn export_one(
     Ok(meta)
 }
 
-/// The layer blobs of `r`'s snapshot chain, computed once per snapshot and format.
-pub fn layers_of(engine: &EngineInner, r: &ResultRef, compression: &Compression, oci: bool) -> Result<Vec<LayerBlob>> {
-    let format = match compression {
+/// The layer blobs of `r`'s snapshot chain, computed once per snapshot and format. Without
+/// `force`, a blob already made in another compression is reused rather than recompressed.
+pub fn layers_of(
+    engine: &EngineInner,
+    r: &ResultRef,
+    compression: &Compression,
+    oci: bool,
+    force: bool,
+) -> Result<Vec<LayerBlob>> {
+    chain(r)?.iter().map(|s| layer_of(engine, &r.worker, s, compression, oci, force)).collect()
+}
+
+fn format_of(c: &Compression) -> &'static str {
+    match c {
         Compression::Gzip { .. } => "gzip",
         Compression::Zstd { .. } => "zstd",
         Compression::Uncompressed => "uncompressed",
-    };
-    chain(r)?.iter().map(|s| layer_of(engine, &r.worker, s, compression, format, oci)).collect()
+    }
 }
 
 fn layer_of(
@@ -123,16 +133,31 @@ fn layer_of(
     worker: &Arc<Worker>,
     s: &SnapshotId,
     compression: &Compression,
-    format: &str,
     oci: bool,
+    force: bool,
 ) -> Result<LayerBlob> {
-    if let Some(mut l) = engine.meta.layer::<LayerBlob>(&s.0, format)? {
-        if engine.content.has(&l.digest) {
-            l.media_type = crate::content::layer::media_type_for(compression, oci).to_owned();
-            return Ok(l);
+    let wanted = format_of(compression);
+    let mut formats = vec![(wanted, compression.clone())];
+    if !force {
+        formats.extend(
+            [
+                ("gzip", Compression::Gzip { level: 6 }),
+                ("zstd", Compression::Zstd { level: 3 }),
+                ("uncompressed", Compression::Uncompressed),
+            ]
+            .into_iter()
+            .filter(|(f, _)| *f != wanted),
+        );
+    }
+    for (format, comp) in formats {
+        if let Some(mut l) = engine.meta.layer::<LayerBlob>(&s.0, format)? {
+            if engine.content.has(&l.digest) {
+                l.media_type = crate::content::layer::media_type_for(&comp, oci).to_owned();
+                return Ok(l);
+            }
         }
     }
     let l = write_layer(&engine.content, compression, oci, |w| worker.snapshotter.diff(s, w))?;
-    engine.meta.put_layer(&s.0, format, &l)?;
+    engine.meta.put_layer(&s.0, wanted, &l)?;
     Ok(l)
 }

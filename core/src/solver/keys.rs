@@ -10,7 +10,6 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::graph::pb;
 use crate::graph::pb::op::Op as OpKind;
 use crate::graph::Vertex;
-use crate::worker::pool::Worker;
 use prost::Message;
 use std::sync::Arc;
 
@@ -34,14 +33,8 @@ pub fn op_identity(op: &pb::Op) -> Digest {
     Digest::of(&op.encode_to_vec())
 }
 
-/// Computes the cache key of `v` given its (already solved) inputs.
-pub async fn vertex_key(
-    solve: &Arc<Solve>,
-    v: &Vertex,
-    worker: &Arc<Worker>,
-    inputs: &[Option<ResultRef>],
-    input_keys: &[Digest],
-) -> Result<Digest> {
+/// Computes the cache key of `v` from its inputs' keys (and content checksums where they apply).
+pub async fn vertex_key(solve: &Arc<Solve>, v: &Vertex, input_keys: &[Digest]) -> Result<Digest> {
     let mut parts: Vec<String> = vec![op_identity(&v.op).to_string()];
     let mut input_parts: Vec<String> = input_keys.iter().map(|k| k.to_string()).collect();
     match &v.op.op {
@@ -49,28 +42,22 @@ pub async fn vertex_key(
             parts.push(super::sources::content_key(solve, v, s).await?);
         }
         Some(OpKind::File(f)) => {
-            let n = inputs.len() as i64;
             for (j, part) in input_parts.iter_mut().enumerate() {
-                let j = j as i64;
-                let as_base = f.actions.iter().any(|a| a.input == j);
-                let copies: Vec<&pb::FileActionCopy> = f
-                    .actions
-                    .iter()
-                    .filter(|a| a.secondary_input == j)
-                    .filter_map(|a| match &a.action {
-                        Some(pb::file_action::Action::Copy(c)) => Some(c),
-                        _ => None,
-                    })
-                    .collect();
-                let other_secondary = f
-                    .actions
-                    .iter()
-                    .any(|a| a.secondary_input == j && !matches!(a.action, Some(pb::file_action::Action::Copy(_))));
-                if as_base || other_secondary || copies.is_empty() || j >= n {
+                let Some(copies) = copy_only_input(f, j as i64) else { continue };
+                // Content checksums need the input's files; only local sources are worth loading
+                // for that (other inputs' keys already identify their content).
+                let inp = &v.op.inputs[j];
+                let Ok(dd) = Digest::parse(&inp.digest) else { continue };
+                let is_local = solve
+                    .def
+                    .vertex(&dd)
+                    .map(|iv| matches!(&iv.op.op, Some(OpKind::Source(s)) if s.identifier.starts_with("local://")))
+                    .unwrap_or(false);
+                if !is_local {
                     continue;
                 }
-                let r = inputs[j as usize].clone();
-                let copies: Vec<pb::FileActionCopy> = copies.into_iter().cloned().collect();
+                let outs = solve.result_future(&dd).await.map_err(|e| super::clone_error(&e.0))?;
+                let r = outs.outputs.get(&inp.index).cloned().flatten();
                 let sums = tokio::task::spawn_blocking(move || copy_checksums(r.as_ref(), &copies))
                     .await
                     .map_err(|e| Error::with_source(ErrorKind::Internal, "checksum task", e))??;
@@ -79,9 +66,23 @@ pub async fn vertex_key(
         }
         _ => {}
     }
-    let _ = worker;
     parts.extend(input_parts);
     Ok(Digest::of(parts.join("\n").as_bytes()))
+}
+
+/// The copy actions reading input `j`, when `j` is used only as a copy source.
+fn copy_only_input(f: &pb::FileOp, j: i64) -> Option<Vec<pb::FileActionCopy>> {
+    if f.actions.iter().any(|a| a.input == j) {
+        return None;
+    }
+    let mut copies = Vec::new();
+    for a in f.actions.iter().filter(|a| a.secondary_input == j) {
+        match &a.action {
+            Some(pb::file_action::Action::Copy(c)) => copies.push(c.clone()),
+            _ => return None,
+        }
+    }
+    (!copies.is_empty()).then_some(copies)
 }
 
 fn copy_checksums(r: Option<&ResultRef>, copies: &[pb::FileActionCopy]) -> Result<Vec<String>> {

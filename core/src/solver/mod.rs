@@ -3,12 +3,14 @@
 //! with a record is a hit, otherwise the vertex executes (bounded by the engine's parallelism) and
 //! its outputs are recorded. Identical keys are serialised engine-wide, so concurrent solves run
 //! identical work once. Each vertex runs as its own task; dropping the solve aborts them all.
+mod cache_export;
 pub mod cache_mounts;
 pub mod display;
 mod exec;
 mod exporters;
 mod fileop;
 mod keys;
+mod layers;
 mod merge;
 pub mod progress;
 pub(crate) mod refs;
@@ -27,21 +29,37 @@ use crate::worker::pool::Worker;
 use futures::future::{BoxFuture, FutureExt, Shared};
 use refs::ResultRef;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 /// The outputs of one solved vertex, by output index (`None` = empty filesystem).
 #[derive(Debug, Clone)]
 pub(crate) struct VertexOutputs {
-    pub key: Digest,
     pub outputs: BTreeMap<i64, Option<ResultRef>>,
 }
 
+/// A vertex's cache key and the worker it runs on.
 #[derive(Debug, Clone)]
-struct SharedError(Arc<Error>);
+pub(crate) struct KeyInfo {
+    pub key: Digest,
+    pub worker: Arc<Worker>,
+    /// Keys of the inputs, in the op's input order (output keys: vertex key ⊕ output index).
+    pub input_keys: Vec<Digest>,
+}
 
-type VertexFuture = Shared<BoxFuture<'static, std::result::Result<Arc<VertexOutputs>, SharedError>>>;
+#[derive(Debug, Clone)]
+pub(crate) struct SharedError(pub(crate) Arc<Error>);
+
+type Shared_<T> = Shared<BoxFuture<'static, std::result::Result<Arc<T>, SharedError>>>;
+type VertexFuture = Shared_<VertexOutputs>;
+type KeyFuture = Shared_<KeyInfo>;
+
+/// What happened to a vertex in this solve (for progress and counters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Status {
+    Cached,
+    Executed,
+}
 
 /// Rebuilds an error from a shared one (errors are not `Clone`; kinds and fields are kept).
 pub(crate) fn clone_error(e: &Error) -> Error {
@@ -67,12 +85,14 @@ pub(crate) struct Solve {
     pub engine: Arc<EngineInner>,
     pub def: Arc<Definition>,
     pub opts: SolveOptions,
-    memo: Mutex<HashMap<Digest, VertexFuture>>,
+    /// Remote caches consulted on a local miss.
+    pub imports: crate::remotecache::Imports,
+    keys: Mutex<HashMap<Digest, KeyFuture>>,
+    results: Mutex<HashMap<Digest, VertexFuture>>,
+    status: Mutex<HashMap<Digest, Status>>,
     /// Downloads made while computing a source's key, reused when the source executes.
     pub fetched: Mutex<HashMap<Digest, tempfile::TempDir>>,
     aborts: Mutex<Vec<tokio::task::AbortHandle>>,
-    cached: AtomicUsize,
-    executed: AtomicUsize,
 }
 
 /// Aborts every vertex task of a solve when the solve future is dropped.
@@ -80,56 +100,85 @@ struct AbortOnDrop(Arc<Solve>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
-        let handles = std::mem::take(&mut *self.0.aborts.lock().unwrap_or_else(|p| p.into_inner()));
+        let handles = std::mem::take(&mut *lock(&self.0.aborts));
         for h in handles {
             h.abort();
         }
-        self.0.memo.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        lock(&self.0.keys).clear();
+        lock(&self.0.results).clear();
     }
 }
 
-/// Solves `def` on `engine` and runs the exporters.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Solves `def` on `engine`, runs the exporters and cache exporters.
 pub(crate) async fn solve(engine: Arc<EngineInner>, def: &Definition, opts: SolveOptions) -> Result<SolveResult> {
+    crate::options::cache::validate_exports(&opts.cache_exports)?;
+    let imports = {
+        let engine = engine.clone();
+        let specs = opts.cache_imports.clone();
+        let progress = opts.progress.clone();
+        tokio::task::spawn_blocking(move || crate::remotecache::Imports::load(&engine.content, &specs, &progress))
+            .await
+            .map_err(|e| Error::with_source(ErrorKind::Internal, "cache import task", e))?
+    };
     let solve = Arc::new(Solve {
         engine,
         def: Arc::new(def.clone()),
         opts,
-        memo: Mutex::new(HashMap::new()),
+        imports,
+        keys: Mutex::new(HashMap::new()),
+        results: Mutex::new(HashMap::new()),
+        status: Mutex::new(HashMap::new()),
         fetched: Mutex::new(HashMap::new()),
         aborts: Mutex::new(Vec::new()),
-        cached: AtomicUsize::new(0),
-        executed: AtomicUsize::new(0),
     });
     let guard = AbortOnDrop(solve.clone());
     let result = match def.output() {
         None => None,
         Some((d, index)) => {
-            let outs = solve.vertex_future(&d).await.map_err(|e| clone_error(&e.0))?;
+            let outs = solve.result_future(&d).await.map_err(|e| clone_error(&e.0))?;
             outs.outputs.get(&index).cloned().ok_or_else(|| {
                 Error::definition(Some(d.as_str()), format!("the result refers to output {index}, which the op lacks"))
             })?
         }
     };
+    // Vertices whose results were never needed (a dependent came from the cache) are cached too.
+    for v in solve.def.vertices() {
+        let fresh = !lock(&solve.status).contains_key(&v.digest);
+        if fresh {
+            lock(&solve.status).insert(v.digest.clone(), Status::Cached);
+            solve.emit(ProgressEvent::VertexCached { vertex: v.digest.to_string(), name: v.name() });
+        }
+    }
     let exporter_response = exporters::run(&solve, result.as_ref()).await?;
+    cache_export::run(&solve).await?;
     drop(guard);
+    let status = lock(&solve.status);
     Ok(SolveResult {
         exporter_response,
-        cached: solve.cached.load(Ordering::Relaxed),
-        executed: solve.executed.load(Ordering::Relaxed),
+        cached: status.values().filter(|s| **s == Status::Cached).count(),
+        executed: status.values().filter(|s| **s == Status::Executed).count(),
     })
 }
 
 impl Solve {
-    fn vertex_future(self: &Arc<Self>, d: &Digest) -> VertexFuture {
-        let mut memo = self.memo.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(f) = memo.get(d) {
-            return f.clone();
-        }
-        let this = self.clone();
-        let digest = d.clone();
-        let handle = tokio::spawn(async move { this.eval(digest).await });
-        self.aborts.lock().unwrap_or_else(|p| p.into_inner()).push(handle.abort_handle());
-        let fut = async move {
+    fn vertex(&self, d: &Digest) -> Result<Vertex> {
+        self.def
+            .vertex(d)
+            .cloned()
+            .ok_or_else(|| Error::definition(Some(d.as_str()), "input refers to an op missing from the definition"))
+    }
+
+    fn spawn<T: Send + Sync + 'static>(
+        self: &Arc<Self>,
+        fut: impl std::future::Future<Output = Result<Arc<T>>> + Send + 'static,
+    ) -> Shared_<T> {
+        let handle = tokio::spawn(fut);
+        lock(&self.aborts).push(handle.abort_handle());
+        async move {
             match handle.await {
                 Ok(Ok(v)) => Ok(v),
                 Ok(Err(e)) => Err(SharedError(Arc::new(e))),
@@ -140,9 +189,29 @@ impl Solve {
             }
         }
         .boxed()
-        .shared();
-        memo.insert(d.clone(), fut.clone());
-        fut
+        .shared()
+    }
+
+    /// The (memoised) cache key of vertex `d`.
+    pub(crate) fn key_future(self: &Arc<Self>, d: &Digest) -> KeyFuture {
+        if let Some(f) = lock(&self.keys).get(d) {
+            return f.clone();
+        }
+        let this = self.clone();
+        let digest = d.clone();
+        let fut = self.spawn(async move { this.eval_key(digest).await });
+        lock(&self.keys).entry(d.clone()).or_insert(fut).clone()
+    }
+
+    /// The (memoised) outputs of vertex `d`.
+    pub(crate) fn result_future(self: &Arc<Self>, d: &Digest) -> VertexFuture {
+        if let Some(f) = lock(&self.results).get(d) {
+            return f.clone();
+        }
+        let this = self.clone();
+        let digest = d.clone();
+        let fut = self.spawn(async move { this.eval_result(digest).await });
+        lock(&self.results).entry(d.clone()).or_insert(fut).clone()
     }
 
     /// Emits an event.
@@ -150,45 +219,74 @@ impl Solve {
         self.opts.progress.emit(e)
     }
 
-    async fn eval(self: Arc<Self>, d: Digest) -> Result<Arc<VertexOutputs>> {
-        let v = self
-            .def
-            .vertex(&d)
-            .ok_or_else(|| Error::definition(Some(d.as_str()), "input refers to an op missing from the definition"))?
-            .clone();
-        // Inputs first, concurrently.
-        let mut futs = Vec::with_capacity(v.op.inputs.len());
-        for inp in &v.op.inputs {
-            let dd = Digest::parse(&inp.digest)
-                .map_err(|_| Error::definition(Some(d.as_str()), format!("invalid input digest {:?}", inp.digest)))?;
-            futs.push(self.vertex_future(&dd));
+    fn input_digests(v: &Vertex) -> Result<Vec<Digest>> {
+        v.op.inputs
+            .iter()
+            .map(|i| {
+                Digest::parse(&i.digest).map_err(|_| {
+                    Error::definition(Some(v.digest.as_str()), format!("invalid input digest {:?}", i.digest))
+                })
+            })
+            .collect()
+    }
+
+    async fn eval_key(self: Arc<Self>, d: Digest) -> Result<Arc<KeyInfo>> {
+        let v = self.vertex(&d)?;
+        let digests = Self::input_digests(&v)?;
+        let futs: Vec<_> = digests.iter().map(|dd| self.key_future(dd)).collect();
+        let infos = futures::future::try_join_all(futs).await.map_err(|e| clone_error(&e.0))?;
+        let input_keys: Vec<Digest> =
+            v.op.inputs.iter().zip(&infos).map(|(inp, k)| keys::output_key(&k.key, inp.index)).collect();
+        let filters = v.op.constraints.as_ref().map(|c| c.filter.clone()).unwrap_or_default();
+        let worker = self.engine.workers.select(&filters)?.clone();
+        let key = keys::vertex_key(&self, &v, &input_keys).await?;
+        Ok(Arc::new(KeyInfo { key, worker, input_keys }))
+    }
+
+    fn mark(&self, d: &Digest, s: Status) {
+        lock(&self.status).insert(d.clone(), s);
+    }
+
+    async fn eval_result(self: Arc<Self>, d: Digest) -> Result<Arc<VertexOutputs>> {
+        let v = self.vertex(&d)?;
+        let ki = self.key_future(&d).await.map_err(|e| clone_error(&e.0))?;
+        let (key, worker) = (ki.key.clone(), ki.worker.clone());
+        let name = v.name();
+        let out_indexes = output_indexes(&v);
+        let cacheable = !v.metadata.ignore_cache;
+        if cacheable {
+            if let Some(outputs) = self.lookup(&worker, &key, &out_indexes)? {
+                self.mark(&d, Status::Cached);
+                self.emit(ProgressEvent::VertexCached { vertex: d.to_string(), name });
+                return Ok(Arc::new(VertexOutputs { outputs }));
+            }
         }
+        let lock_ = self.engine.key_lock(&format!("{}/{}", worker.name, key));
+        let _serial = lock_.lock().await;
+        if cacheable {
+            // Another solve may have produced it while we waited; or a remote cache has it.
+            if let Some(outputs) = self.lookup(&worker, &key, &out_indexes)? {
+                self.mark(&d, Status::Cached);
+                self.emit(ProgressEvent::VertexCached { vertex: d.to_string(), name });
+                return Ok(Arc::new(VertexOutputs { outputs }));
+            }
+            if let Some(outputs) = self.import(&v, &worker, &key, &out_indexes).await? {
+                self.mark(&d, Status::Cached);
+                self.emit(ProgressEvent::VertexCached { vertex: d.to_string(), name });
+                return Ok(Arc::new(VertexOutputs { outputs }));
+            }
+        }
+        let digests = Self::input_digests(&v)?;
+        let futs: Vec<_> = digests.iter().map(|dd| self.result_future(dd)).collect();
         let results = futures::future::try_join_all(futs).await.map_err(|e| clone_error(&e.0))?;
         let mut inputs: Vec<Option<ResultRef>> = Vec::with_capacity(results.len());
-        let mut input_keys: Vec<Digest> = Vec::with_capacity(results.len());
         for (inp, r) in v.op.inputs.iter().zip(&results) {
             let out = r.outputs.get(&inp.index).cloned().ok_or_else(|| {
                 Error::definition(Some(d.as_str()), format!("input {} has no output {}", inp.digest, inp.index))
             })?;
             inputs.push(out);
-            input_keys.push(keys::output_key(&r.key, inp.index));
         }
-        let filters = v.op.constraints.as_ref().map(|c| c.filter.clone()).unwrap_or_default();
-        let worker = self.engine.workers.select(&filters)?.clone();
-        let inputs = self.transfer_inputs(&worker, inputs, &input_keys).await?;
-        let name = v.name();
-        let key = keys::vertex_key(&self, &v, &worker, &inputs, &input_keys).await?;
-        let out_indexes = output_indexes(&v);
-
-        let lock = self.engine.key_lock(&format!("{}/{}", worker.name, key));
-        let _serial = lock.lock().await;
-        if !v.metadata.ignore_cache {
-            if let Some(outputs) = self.lookup(&worker, &key, &out_indexes)? {
-                self.cached.fetch_add(1, Ordering::Relaxed);
-                self.emit(ProgressEvent::VertexCached { vertex: d.to_string(), name });
-                return Ok(Arc::new(VertexOutputs { key, outputs }));
-            }
-        }
+        let inputs = self.transfer_inputs(&worker, inputs, &ki.input_keys).await?;
         let _permit = self
             .engine
             .limiter
@@ -207,9 +305,9 @@ impl Solve {
         };
         match res {
             Ok(outputs) => {
-                self.executed.fetch_add(1, Ordering::Relaxed);
+                self.mark(&d, Status::Executed);
                 self.emit(ProgressEvent::VertexCompleted { vertex: d.to_string(), name, duration: t0.elapsed() });
-                Ok(Arc::new(VertexOutputs { key, outputs }))
+                Ok(Arc::new(VertexOutputs { outputs }))
             }
             Err(e) => {
                 self.emit(ProgressEvent::VertexError { vertex: d.to_string(), name, error: e.to_string() });
@@ -218,7 +316,8 @@ impl Solve {
         }
     }
 
-    fn lookup(
+    /// The local records of every output of a vertex, if all exist and their snapshots are intact.
+    pub(crate) fn lookup(
         &self,
         worker: &Arc<Worker>,
         key: &Digest,
@@ -239,6 +338,53 @@ impl Solve {
             outputs.insert(i, Some(ResultRef { worker: worker.clone(), snapshot: id }));
         }
         Ok(Some(outputs))
+    }
+
+    /// Materialises every output of a vertex from an imported remote cache, if it has them all.
+    async fn import(
+        self: &Arc<Self>,
+        v: &Vertex,
+        worker: &Arc<Worker>,
+        key: &Digest,
+        indexes: &[i64],
+    ) -> Result<Option<BTreeMap<i64, Option<ResultRef>>>> {
+        if self.imports.is_empty() {
+            return Ok(None);
+        }
+        let mut chains = Vec::new();
+        for &i in indexes {
+            match self.imports.lookup(&keys::output_key(key, i)) {
+                Some(hit) => chains.push((i, hit)),
+                None => return Ok(None),
+            }
+        }
+        let engine = self.engine.clone();
+        let worker = worker.clone();
+        let key = key.clone();
+        let name = v.name();
+        let vertex = v.digest.to_string();
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut out = BTreeMap::new();
+            for (i, hit) in chains {
+                let fetch = |d: &Digest| this.imports.fetch(hit.importer, d, &engine.content);
+                match layers::apply_chain(&engine, &worker, &hit.layers, &fetch, &name, &vertex, &this.opts.progress) {
+                    Ok(top) => {
+                        let id = top.clone().unwrap_or_else(|| SnapshotId(String::new()));
+                        refs::record(&engine, &worker, &key, i, &id, &name)?;
+                        out.insert(i, top.map(|s| ResultRef { worker: worker.clone(), snapshot: s }));
+                    }
+                    Err(e) => {
+                        // An importer failing is a warning and a miss, never a failed build.
+                        this.emit(ProgressEvent::Warning { message: format!("cache import for {name} failed: {e}") });
+                        return Ok(None);
+                    }
+                }
+            }
+            Ok(Some(out))
+        })
+        .await
+        .map_err(|e| Error::with_source(ErrorKind::Internal, "cache import task", e))?
     }
 
     /// Moves inputs that live on another worker onto `worker` (a flattened copy, recorded so it
@@ -269,7 +415,7 @@ impl Solve {
 }
 
 /// The output indexes an op produces.
-fn output_indexes(v: &Vertex) -> Vec<i64> {
+pub(crate) fn output_indexes(v: &Vertex) -> Vec<i64> {
     match &v.op.op {
         Some(OpKind::Exec(e)) => e.mounts.iter().filter(|m| m.output >= 0).map(|m| m.output).collect(),
         Some(OpKind::File(f)) => f.actions.iter().filter(|a| a.output >= 0).map(|a| a.output).collect(),

@@ -5,8 +5,7 @@
 use super::progress::ProgressEvent;
 use super::refs::{commit_and_record, record, Active, ResultRef};
 use super::Solve;
-use crate::cache::metadata::record_key;
-use crate::content::layer::{layer_reader, LayerBlob};
+use crate::content::layer::LayerBlob;
 use crate::content::OciLayout;
 use crate::digest::Digest;
 use crate::engine::EngineInner;
@@ -14,7 +13,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::graph::pb;
 use crate::graph::source::{OciRef, SourceSpec};
 use crate::graph::Vertex;
-use crate::snapshot::{apply_layer, SnapshotId};
+use crate::snapshot::SnapshotId;
 use crate::source::git::{fetch_git, resolve_git_ref, GitFetch};
 use crate::source::http::{fetch_http, HttpFetch};
 use crate::source::local::{checksum_local, sync_local, LocalSource};
@@ -192,17 +191,6 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
     tokio::task::spawn_blocking(f).await.map_err(|e| Error::with_source(ErrorKind::Internal, "source task", e))?
 }
 
-/// The layer-format key under which a blob of `media_type` is remembered for a snapshot.
-pub fn layer_format(media_type: &str) -> &'static str {
-    if media_type.ends_with("gzip") {
-        "gzip"
-    } else if media_type.ends_with("zstd") {
-        "zstd"
-    } else {
-        "uncompressed"
-    }
-}
-
 #[allow(clippy::too_many_arguments)]
 fn oci_layout(
     engine: &EngineInner,
@@ -227,40 +215,18 @@ fn oci_layout(
             ),
         ));
     }
-    let mut parent: Option<SnapshotId> = None;
-    let mut chain_key = Digest::of(b"layers");
-    for (i, (layer, diff_id)) in img.layers.iter().zip(&diff_ids).enumerate() {
-        chain_key = Digest::of(format!("{chain_key}\n{diff_id}").as_bytes());
-        let rk = record_key(&worker.name, &chain_key, 0);
-        if let Some(rec) = engine.meta.record(&rk)? {
-            let id = SnapshotId(rec.snapshot);
-            if worker.snapshotter.parent(&id).is_ok() {
-                parent = Some(id);
-                continue;
-            }
-        }
-        let blob = Digest::parse(layer.digest().as_ref())?;
-        let media_type = layer.media_type().to_string();
-        let a = Active::prepare(&worker.snapshotter, parent.as_ref())?;
-        {
-            let g = worker.snapshotter.mount(&a.id)?;
-            let reader = layer_reader(&engine.content, &blob, &media_type)?;
-            let n = apply_layer(g.path(), reader)?;
-            progress.emit(ProgressEvent::Status {
-                vertex: vertex.to_owned(),
-                id: format!("extracting layer {}/{}", i + 1, img.layers.len()),
-                current: n,
-                total: None,
-            });
-        }
-        let r = commit_and_record(engine, worker, &chain_key, 0, a, &format!("{name} layer {}", i + 1))?;
-        engine.meta.put_layer(
-            &r.snapshot.0,
-            layer_format(&media_type),
-            &LayerBlob { digest: blob, diff_id: Digest::parse(diff_id)?, size: layer.size(), media_type },
-        )?;
-        parent = Some(r.snapshot);
+    let mut layers = Vec::with_capacity(img.layers.len());
+    for (layer, diff_id) in img.layers.iter().zip(&diff_ids) {
+        layers.push(LayerBlob {
+            digest: Digest::parse(layer.digest().as_ref())?,
+            diff_id: Digest::parse(diff_id)?,
+            size: layer.size(),
+            media_type: layer.media_type().to_string(),
+        });
     }
+    // resolve_oci_layout already placed every blob in the engine's store.
+    let missing = |d: &Digest| Err(Error::new(ErrorKind::Content, format!("layer {d} missing from the content store")));
+    let parent = super::layers::apply_chain(engine, worker, &layers, &missing, name, vertex, progress)?;
     let out = match parent {
         Some(id) => {
             record(engine, worker, key, 0, &id, name)?;

@@ -1,0 +1,106 @@
+//! Runs the cache exporters of a solve: collects a record for every vertex output (its key and its
+//! inputs' keys), with the result's layers for every output (`mode=max`) or only the final result
+//! (`mode=min`), and writes them with `remotecache`. Layer blobs are computed once per snapshot and
+//! reused; a result that came from an imported cache reuses the imported blobs.
+
+use super::exporters::layers_of;
+use super::progress::ProgressEvent;
+use super::{keys, output_indexes, Solve};
+use crate::content::layer::{Compression, LayerBlob};
+use crate::error::{Error, ErrorKind, Result};
+use crate::options::{CacheCompression, CacheExportSpec, CacheMode, CacheTarget};
+use crate::remotecache::ExportRecord;
+use std::sync::Arc;
+
+/// Exports the solve's cache to every cache exporter.
+pub async fn run(solve: &Arc<Solve>) -> Result<()> {
+    for (i, spec) in solve.opts.cache_exports.iter().enumerate() {
+        let vertex = format!("cache-export:{i}");
+        let name = format!("exporting cache to {spec}");
+        solve.emit(ProgressEvent::VertexStarted { vertex: vertex.clone(), name: name.clone() });
+        let t0 = std::time::Instant::now();
+        let res = export_one(solve, spec).await;
+        match res {
+            Ok(()) => solve.emit(ProgressEvent::VertexCompleted { vertex, name, duration: t0.elapsed() }),
+            Err(e) if spec.ignore_error => {
+                solve.emit(ProgressEvent::Warning { message: format!("cache export {spec} failed (ignored): {e}") });
+                solve.emit(ProgressEvent::VertexCompleted { vertex, name, duration: t0.elapsed() });
+            }
+            Err(e) => {
+                solve.emit(ProgressEvent::VertexError { vertex, name, error: e.to_string() });
+                return Err(e.context(format!("cache export {spec}")));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn compression(spec: &CacheExportSpec) -> Compression {
+    match spec.compression {
+        CacheCompression::Gzip => Compression::Gzip { level: spec.compression_level.unwrap_or(6).clamp(0, 9) as u32 },
+        CacheCompression::Zstd => Compression::Zstd { level: spec.compression_level.unwrap_or(3) },
+        CacheCompression::Uncompressed => Compression::Uncompressed,
+    }
+}
+
+async fn export_one(solve: &Arc<Solve>, spec: &CacheExportSpec) -> Result<()> {
+    let fin = solve.def.output();
+    let mut pending = Vec::new();
+    for v in solve.def.vertices() {
+        let ki = solve.key_future(&v.digest).await.map_err(|e| super::clone_error(&e.0))?;
+        for idx in output_indexes(v) {
+            let is_final = fin.as_ref().map(|(d, i)| d == &v.digest && *i == idx).unwrap_or(false);
+            let want = spec.mode == CacheMode::Max || is_final;
+            pending.push((ki.clone(), idx, want));
+        }
+    }
+    let solve2 = solve.clone();
+    let spec = spec.clone();
+    tokio::task::spawn_blocking(move || {
+        let solve = solve2;
+        let comp = compression(&spec);
+        let mut records = Vec::with_capacity(pending.len());
+        for (ki, idx, want) in pending {
+            let digest = keys::output_key(&ki.key, idx);
+            let layers = if want { result_layers(&solve, &ki, idx, &digest, &comp, &spec)? } else { None };
+            records.push(ExportRecord { digest, inputs: ki.input_keys.clone(), layers });
+        }
+        match &spec.target {
+            CacheTarget::Local { dir, tag } => {
+                crate::remotecache::export::export_local(&solve.engine.content, dir, tag, &spec, records).map(|_| ())
+            }
+            CacheTarget::Registry { .. } => Err(Error::new(
+                ErrorKind::Unsupported,
+                "registry cache export is not available in this build yet; use type=local",
+            )),
+        }
+    })
+    .await
+    .map_err(|e| Error::with_source(ErrorKind::Internal, "cache export task", e))?
+}
+
+fn result_layers(
+    solve: &Solve,
+    ki: &super::KeyInfo,
+    idx: i64,
+    digest: &crate::Digest,
+    comp: &Compression,
+    spec: &CacheExportSpec,
+) -> Result<Option<Vec<LayerBlob>>> {
+    if let Some(outs) = solve.lookup(&ki.worker, &ki.key, &[idx])? {
+        return match outs.get(&idx).cloned().flatten() {
+            Some(r) => Ok(Some(layers_of(&solve.engine, &r, comp, spec.oci_mediatypes, spec.force_compression)?)),
+            None => Ok(Some(Vec::new())),
+        };
+    }
+    // Not materialised locally (a dependent came from the cache): reuse an imported result's blobs.
+    if let Some(hit) = solve.imports.lookup(digest) {
+        for l in &hit.layers {
+            if !solve.engine.content.has(&l.digest) {
+                solve.imports.fetch(hit.importer, &l.digest, &solve.engine.content)?;
+            }
+        }
+        return Ok(Some(hit.layers));
+    }
+    Ok(None)
+}

@@ -3,7 +3,7 @@
 //
 //   node examples/hello.mjs [WORKDIR]
 import { execFileSync } from 'node:child_process'
-import { mkdtempSync, readFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -12,6 +12,8 @@ import { createRequire } from 'node:module'
 const kiln = createRequire(import.meta.url)('../index.js')
 const repo = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..')
 const work = process.argv[2] ?? mkdtempSync(join(tmpdir(), 'kiln-hello-'))
+// A temp WORKDIR goes away at exit (engines are closed by then, so nothing is mounted in it).
+if (!process.argv[2]) process.on('exit', () => rmSync(work, { recursive: true, force: true }))
 const rootfs = join(work, 'rootfs')
 execFileSync(join(repo, 'tests/fixtures/make-rootfs'), [rootfs])
 

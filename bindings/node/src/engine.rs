@@ -6,9 +6,9 @@ use crate::errors;
 use crate::graph::{Definition, State};
 use kiln::solver::{LogStream, ProgressEvent as CoreEvent, ProgressSink};
 use kiln::{Error, ErrorKind, SnapshotterKind};
+use napi::bindgen_prelude::JsObjectValue;
 use napi::bindgen_prelude::{Buffer, Either, Function, Object, PromiseRaw};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
-use napi::bindgen_prelude::JsObjectValue;
 use napi::{Env, Status};
 use napi_derive::napi;
 use std::collections::HashMap;
@@ -250,6 +250,9 @@ struct Cancel {
     notify: tokio::sync::Notify,
 }
 
+/// `AbortSignal.prototype.addEventListener` as called here: `(type, listener)`.
+type AddListener<'a> = Function<'a, napi::bindgen_prelude::FnArgs<(&'a str, Function<'a, (), ()>)>, ()>;
+
 /// Hooks `signal` ('abort' event) to `cancel`; returns true when it is already aborted.
 fn watch_signal(env: &Env, signal: &Object, cancel: Arc<Cancel>) -> napi::Result<bool> {
     if signal.get::<bool>("aborted")?.unwrap_or(false) {
@@ -259,8 +262,7 @@ fn watch_signal(env: &Env, signal: &Object, cancel: Arc<Cancel>) -> napi::Result
         cancel.notify.notify_one();
         Ok(())
     })?;
-    let add: Function<'_, napi::bindgen_prelude::FnArgs<(&str, Function<'_, (), ()>)>, ()> =
-        signal.get_named_property("addEventListener")?;
+    let add: AddListener<'_> = signal.get_named_property("addEventListener")?;
     add.apply(signal, ("abort", listener).into())?;
     Ok(false)
 }
@@ -271,7 +273,8 @@ impl Engine {
     #[napi(constructor)]
     pub fn new(env: Env, options: Option<EngineOptions>) -> napi::Result<Self> {
         let o = options.unwrap_or(EngineOptions { root: None, parallelism: None, runtime: None, snapshotters: None });
-        let mut eo = kiln::EngineOptions::new(o.root.map(PathBuf::from).unwrap_or_else(kiln::EngineOptions::default_root));
+        let mut eo =
+            kiln::EngineOptions::new(o.root.map(PathBuf::from).unwrap_or_else(kiln::EngineOptions::default_root));
         if let Some(p) = o.parallelism {
             eo.parallelism = p.max(1) as usize;
         }
@@ -309,7 +312,10 @@ impl Engine {
     #[napi]
     pub fn workers(&self, env: Env) -> napi::Result<Vec<WorkerInfo>> {
         let e = self.get().map_err(|e| errors::throw(&env, &e))?;
-        Ok(e.workers().into_iter().map(|w| WorkerInfo { name: w.name, labels: w.labels.into_iter().collect() }).collect())
+        Ok(e.workers()
+            .into_iter()
+            .map(|w| WorkerInfo { name: w.name, labels: w.labels.into_iter().collect() })
+            .collect())
     }
 
     /// Containers the runtime still knows about (for leak checks).
@@ -424,11 +430,12 @@ impl Engine {
         let engine = self.get();
         let keep = options.as_ref().and_then(|o| o.keep_bytes).unwrap_or(0.0).max(0.0) as u64;
         let all = options.and_then(|o| o.all).unwrap_or(false);
-        env.spawn_future_with_callback(async move { Ok(async move { engine?.prune(keep, all).await }.await) }, |env, r| {
-            match r {
+        env.spawn_future_with_callback(
+            async move { Ok(async move { engine?.prune(keep, all).await }.await) },
+            |env, r| match r {
                 Ok(p) => Ok(PruneReport { removed: p.removed as u32, freed_bytes: p.freed_bytes as f64 }),
                 Err(e) => Err(errors::throw(env, &e)),
-            }
-        })
+            },
+        )
     }
 }

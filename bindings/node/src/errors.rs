@@ -3,8 +3,8 @@
 //! `command`, `key`, `value`, `expected`). The only place the binding turns kiln errors into JS.
 
 use kiln::{Error, ErrorKind};
-use napi::bindgen_prelude::{Object, Unknown};
 use napi::bindgen_prelude::JsObjectValue;
+use napi::bindgen_prelude::{Object, Unknown};
 use napi::{Env, JsValue};
 
 /// The code of errors whose kind this binding does not know yet (`ErrorKind` is non-exhaustive).

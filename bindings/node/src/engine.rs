@@ -1,0 +1,441 @@
+//! `Engine` in JavaScript: opens a root, solves graphs on napi's tokio runtime (the JS thread
+//! never blocks), forwards progress through a non-blocking threadsafe function, cancels on an
+//! `AbortSignal`, and reports disk usage, prune results and workers.
+
+use crate::errors;
+use crate::graph::{Definition, State};
+use kiln::solver::{LogStream, ProgressEvent as CoreEvent, ProgressSink};
+use kiln::{Error, ErrorKind, SnapshotterKind};
+use napi::bindgen_prelude::JsObjectValue;
+use napi::bindgen_prelude::{Buffer, Either, Function, Object, PromiseRaw};
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi::{Env, Status};
+use napi_derive::napi;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+/// Options of `new Engine(options)`.
+#[napi(object)]
+pub struct EngineOptions {
+    /// The root directory owning all state (default: `$XDG_DATA_HOME/kiln`, `/var/lib/kiln` as
+    /// root, else `~/.local/share/kiln`).
+    pub root: Option<String>,
+    /// Maximum steps executing at once (default: CPUs, at least 2).
+    pub parallelism: Option<u32>,
+    /// OCI runtime binary (default `runc`).
+    pub runtime: Option<String>,
+    /// Snapshotters to try in order (default `['overlayfs', 'native']`).
+    #[napi(ts_type = "Array<'overlayfs' | 'native'>")]
+    pub snapshotters: Option<Vec<String>>,
+}
+
+/// One progress event of a solve, as a plain object.
+#[napi(object)]
+#[derive(Clone)]
+pub struct ProgressEvent {
+    /// What happened.
+    #[napi(
+        js_name = "type",
+        ts_type = "'vertex_started' | 'vertex_cached' | 'vertex_completed' | 'vertex_error' | 'log' | 'status' | 'warning'"
+    )]
+    pub kind: String,
+    /// Op digest (`sha256:...`), or an exporter id for `status`.
+    pub vertex: Option<String>,
+    /// Display name of the vertex.
+    pub name: Option<String>,
+    /// Execution time (`vertex_completed`).
+    pub duration_ms: Option<f64>,
+    /// `stdout` or `stderr` (`log`).
+    #[napi(ts_type = "'stdout' | 'stderr'")]
+    pub stream: Option<String>,
+    /// Output text, lossy UTF-8 (`log`).
+    pub data: Option<String>,
+    /// Error message (`vertex_error`).
+    pub error: Option<String>,
+    /// What is being counted (`status`).
+    pub id: Option<String>,
+    /// Bytes done (`status`).
+    pub current: Option<f64>,
+    /// Total bytes when known (`status`).
+    pub total: Option<f64>,
+    /// Warning text (`warning`).
+    pub message: Option<String>,
+}
+
+impl ProgressEvent {
+    fn empty(kind: &str) -> Self {
+        ProgressEvent {
+            kind: kind.to_owned(),
+            vertex: None,
+            name: None,
+            duration_ms: None,
+            stream: None,
+            data: None,
+            error: None,
+            id: None,
+            current: None,
+            total: None,
+            message: None,
+        }
+    }
+}
+
+impl From<CoreEvent> for ProgressEvent {
+    fn from(e: CoreEvent) -> Self {
+        match e {
+            CoreEvent::VertexStarted { vertex, name } => {
+                ProgressEvent { vertex: Some(vertex), name: Some(name), ..Self::empty("vertex_started") }
+            }
+            CoreEvent::VertexCached { vertex, name } => {
+                ProgressEvent { vertex: Some(vertex), name: Some(name), ..Self::empty("vertex_cached") }
+            }
+            CoreEvent::VertexCompleted { vertex, name, duration } => ProgressEvent {
+                vertex: Some(vertex),
+                name: Some(name),
+                duration_ms: Some(duration.as_secs_f64() * 1000.0),
+                ..Self::empty("vertex_completed")
+            },
+            CoreEvent::VertexError { vertex, name, error } => ProgressEvent {
+                vertex: Some(vertex),
+                name: Some(name),
+                error: Some(error),
+                ..Self::empty("vertex_error")
+            },
+            CoreEvent::Log { vertex, stream, data } => ProgressEvent {
+                vertex: Some(vertex),
+                stream: Some(match stream {
+                    LogStream::Stdout => "stdout".into(),
+                    LogStream::Stderr => "stderr".into(),
+                }),
+                data: Some(String::from_utf8_lossy(&data).into_owned()),
+                ..Self::empty("log")
+            },
+            CoreEvent::Status { vertex, id, current, total } => ProgressEvent {
+                vertex: Some(vertex),
+                id: Some(id),
+                current: Some(current as f64),
+                total: total.map(|t| t as f64),
+                ..Self::empty("status")
+            },
+            CoreEvent::Warning { message } => ProgressEvent { message: Some(message), ..Self::empty("warning") },
+        }
+    }
+}
+
+/// The JS progress callback: called on the JS thread, never blocking the solve.
+type ProgressFn = ThreadsafeFunction<ProgressEvent, (), ProgressEvent, Status, false>;
+
+/// Options of `engine.solve(state, options)`.
+#[napi(object, object_to_js = false)]
+pub struct SolveOptions<'a> {
+    /// Local directories by name (`local(name)` sources).
+    pub locals: Option<HashMap<String, String>>,
+    /// Result exporters in CSV form (`type=local,dest=out`, `type=oci,dest=img.tar`, ...).
+    pub outputs: Option<Vec<String>>,
+    /// Cache exporters in CSV form (`type=local,dest=DIR,mode=max`, `type=registry,ref=...`).
+    pub cache_exports: Option<Vec<String>>,
+    /// Cache importers in CSV form (`type=local,src=DIR`, `type=registry,ref=...`).
+    pub cache_imports: Option<Vec<String>>,
+    /// Secret values by id (`secretMount`); never cached or exported.
+    #[napi(ts_type = "Record<string, string | Buffer>")]
+    pub secrets: Option<HashMap<String, Either<String, Buffer>>>,
+    /// Called with every progress event (on the JS thread, asynchronously).
+    #[napi(ts_type = "(event: ProgressEvent) => void")]
+    pub on_progress: Option<ProgressFn>,
+    /// Aborting it cancels the solve: containers are killed, mounts released, the promise
+    /// rejects with code `KILN_CANCELLED`.
+    #[napi(ts_type = "AbortSignal")]
+    pub signal: Option<Object<'a>>,
+}
+
+/// What a solve did.
+#[napi(object)]
+pub struct SolveResult {
+    /// Exporter metadata (e.g. `containerimage.digest`).
+    pub exporter_response: HashMap<String, String>,
+    /// Steps whose result came from a cache.
+    pub cached: u32,
+    /// Steps that executed.
+    pub executed: u32,
+}
+
+/// A worker: name and labels.
+#[napi(object)]
+pub struct WorkerInfo {
+    /// Worker name (`runc-overlayfs`).
+    pub name: String,
+    /// Labels (`executor`, `snapshotter`, `hostname`, ...).
+    pub labels: HashMap<String, String>,
+}
+
+/// One cache record of `engine.diskUsage()`.
+#[napi(object)]
+pub struct UsageRecord {
+    /// Snapshot id.
+    pub id: String,
+    /// Worker holding it.
+    pub worker: String,
+    /// The step that made it.
+    pub description: String,
+    /// Bytes of its own data.
+    pub size: f64,
+    /// Unix seconds of last use.
+    pub last_used: f64,
+}
+
+/// Options of `engine.prune(options)`.
+#[napi(object)]
+pub struct PruneOptions {
+    /// Remove least recently used records until at most this many bytes remain (default 0).
+    pub keep_bytes: Option<f64>,
+    /// Remove everything.
+    pub all: Option<bool>,
+}
+
+/// What a prune removed.
+#[napi(object)]
+pub struct PruneReport {
+    /// Snapshots removed.
+    pub removed: u32,
+    /// Bytes freed.
+    pub freed_bytes: f64,
+}
+
+/// An open build engine on one root (exclusive: a second opener gets `KILN_ROOT_IN_USE`).
+#[napi]
+pub struct Engine {
+    inner: Mutex<Option<kiln::Engine>>,
+}
+
+fn closed() -> Error {
+    Error::new(ErrorKind::Unsupported, "engine is closed; create a new Engine to keep building")
+}
+
+fn build_solve_options(
+    locals: HashMap<String, String>,
+    outputs: Vec<String>,
+    cache_exports: Vec<String>,
+    cache_imports: Vec<String>,
+    secrets: Vec<(String, Vec<u8>)>,
+) -> kiln::Result<kiln::SolveOptions> {
+    let mut so = kiln::SolveOptions::default();
+    for (name, dir) in locals {
+        so = so.local(name, PathBuf::from(dir));
+    }
+    for o in &outputs {
+        so = so.output(o)?;
+    }
+    for c in &cache_exports {
+        so = so.cache_export(c)?;
+    }
+    for c in &cache_imports {
+        so = so.cache_import(c)?;
+    }
+    for (id, v) in secrets {
+        so = so.secret(id, v);
+    }
+    Ok(so)
+}
+
+impl Engine {
+    fn get(&self) -> kiln::Result<kiln::Engine> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).clone().ok_or_else(closed)
+    }
+}
+
+/// Cancels a solve once; a permit is stored if the solve is not waiting yet.
+#[derive(Default)]
+struct Cancel {
+    notify: tokio::sync::Notify,
+}
+
+/// `AbortSignal.prototype.addEventListener` as called here: `(type, listener)`.
+type AddListener<'a> = Function<'a, napi::bindgen_prelude::FnArgs<(&'a str, Function<'a, (), ()>)>, ()>;
+
+/// Hooks `signal` ('abort' event) to `cancel`; returns true when it is already aborted.
+fn watch_signal(env: &Env, signal: &Object, cancel: Arc<Cancel>) -> napi::Result<bool> {
+    if signal.get::<bool>("aborted")?.unwrap_or(false) {
+        return Ok(true);
+    }
+    let listener = env.create_function_from_closure::<(), (), _>("onKilnAbort", move |_ctx| {
+        cancel.notify.notify_one();
+        Ok(())
+    })?;
+    let add: AddListener<'_> = signal.get_named_property("addEventListener")?;
+    add.apply(signal, ("abort", listener).into())?;
+    Ok(false)
+}
+
+#[napi]
+impl Engine {
+    /// Opens (creating if needed) the root. Throws `KILN_ROOT_IN_USE` if another engine holds it.
+    #[napi(constructor)]
+    pub fn new(env: Env, options: Option<EngineOptions>) -> napi::Result<Self> {
+        let o = options.unwrap_or(EngineOptions { root: None, parallelism: None, runtime: None, snapshotters: None });
+        let mut eo =
+            kiln::EngineOptions::new(o.root.map(PathBuf::from).unwrap_or_else(kiln::EngineOptions::default_root));
+        if let Some(p) = o.parallelism {
+            eo.parallelism = p.max(1) as usize;
+        }
+        if let Some(r) = o.runtime {
+            eo.runtime = r;
+        }
+        if let Some(s) = o.snapshotters {
+            eo.snapshotters = s
+                .iter()
+                .map(|k| match k.as_str() {
+                    "overlayfs" => Ok(SnapshotterKind::Overlayfs),
+                    "native" => Ok(SnapshotterKind::Native),
+                    other => Err(errors::throw(&env, &errors::option("snapshotters", other, "overlayfs or native"))),
+                })
+                .collect::<napi::Result<_>>()?;
+        }
+        let engine = kiln::Engine::open(eo).map_err(|e| errors::throw(&env, &e))?;
+        Ok(Engine { inner: Mutex::new(Some(engine)) })
+    }
+
+    /// The root directory (canonical path).
+    #[napi(getter)]
+    pub fn root(&self, env: Env) -> napi::Result<String> {
+        let e = self.get().map_err(|e| errors::throw(&env, &e))?;
+        Ok(e.root().to_string_lossy().into_owned())
+    }
+
+    /// Releases this handle; the root lock goes when running solves finish. Idempotent.
+    #[napi]
+    pub fn close(&self) {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).take();
+    }
+
+    /// The workers, default first.
+    #[napi]
+    pub fn workers(&self, env: Env) -> napi::Result<Vec<WorkerInfo>> {
+        let e = self.get().map_err(|e| errors::throw(&env, &e))?;
+        Ok(e.workers()
+            .into_iter()
+            .map(|w| WorkerInfo { name: w.name, labels: w.labels.into_iter().collect() })
+            .collect())
+    }
+
+    /// Containers the runtime still knows about (for leak checks).
+    #[napi]
+    pub fn running_containers(&self, env: Env) -> napi::Result<Vec<String>> {
+        let e = self.get().map_err(|e| errors::throw(&env, &e))?;
+        e.running_containers().map_err(|e| errors::throw(&env, &e))
+    }
+
+    /// Solves `state` (or a `Definition`) and runs the exporters. Rejects with a `KilnError`.
+    #[napi(ts_return_type = "Promise<SolveResult>")]
+    pub fn solve<'env>(
+        &self,
+        env: &'env Env,
+        state: Either<&State, &Definition>,
+        options: Option<SolveOptions>,
+    ) -> napi::Result<PromiseRaw<'env, SolveResult>> {
+        let engine = self.get();
+        let graph = match state {
+            Either::A(s) => Either::A(s.inner.clone()),
+            Either::B(d) => Either::B(d.inner.clone()),
+        };
+        let cancel = Arc::new(Cancel::default());
+        let mut pre_aborted = false;
+        let (mut locals, mut outputs, mut cexp, mut cimp, mut secrets, mut progress) =
+            (HashMap::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), None);
+        if let Some(o) = options {
+            if let Some(sig) = &o.signal {
+                pre_aborted = watch_signal(env, sig, cancel.clone())?;
+            }
+            locals = o.locals.unwrap_or_default();
+            outputs = o.outputs.unwrap_or_default();
+            cexp = o.cache_exports.unwrap_or_default();
+            cimp = o.cache_imports.unwrap_or_default();
+            secrets = o
+                .secrets
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| {
+                    let bytes = match v {
+                        Either::A(s) => s.into_bytes(),
+                        Either::B(b) => b.to_vec(),
+                    };
+                    (k, bytes)
+                })
+                .collect();
+            progress = o.on_progress;
+        }
+        let fut = async move {
+            let engine = engine?;
+            if pre_aborted {
+                return Err(Error::Cancelled);
+            }
+            let def = match graph {
+                Either::A(s) => s.to_definition()?,
+                Either::B(d) => d,
+            };
+            let mut so = build_solve_options(locals, outputs, cexp, cimp, secrets)?;
+            if let Some(f) = progress {
+                let f = Arc::new(f);
+                so.progress = ProgressSink::new(move |e| {
+                    // NonBlocking: a slow JS callback queues events instead of stalling the solve.
+                    let _ = f.call(ProgressEvent::from(e), ThreadsafeFunctionCallMode::NonBlocking);
+                });
+            }
+            tokio::select! {
+                r = engine.solve(&def, so) => r,
+                _ = cancel.notify.notified() => {
+                    tracing::debug!("solve cancelled by AbortSignal");
+                    Err(Error::Cancelled)
+                }
+            }
+        };
+        env.spawn_future_with_callback(async move { Ok(fut.await) }, |env, r| match r {
+            Ok(res) => Ok(SolveResult {
+                exporter_response: res.exporter_response.into_iter().collect(),
+                cached: res.cached as u32,
+                executed: res.executed as u32,
+            }),
+            Err(e) => Err(errors::throw(env, &e)),
+        })
+    }
+
+    /// Cache records and their sizes.
+    #[napi(ts_return_type = "Promise<UsageRecord[]>")]
+    pub fn disk_usage<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, Vec<UsageRecord>>> {
+        let engine = self.get();
+        env.spawn_future_with_callback(async move { Ok(async move { engine?.disk_usage().await }.await) }, |env, r| {
+            match r {
+                Ok(v) => Ok(v
+                    .into_iter()
+                    .map(|u| UsageRecord {
+                        id: u.id,
+                        worker: u.worker,
+                        description: u.description,
+                        size: u.size as f64,
+                        last_used: u.last_used as f64,
+                    })
+                    .collect()),
+                Err(e) => Err(errors::throw(env, &e)),
+            }
+        })
+    }
+
+    /// Removes cache records (least recently used first) down to `keepBytes`, or all of them.
+    #[napi(ts_return_type = "Promise<PruneReport>")]
+    pub fn prune<'env>(
+        &self,
+        env: &'env Env,
+        options: Option<PruneOptions>,
+    ) -> napi::Result<PromiseRaw<'env, PruneReport>> {
+        let engine = self.get();
+        let keep = options.as_ref().and_then(|o| o.keep_bytes).unwrap_or(0.0).max(0.0) as u64;
+        let all = options.and_then(|o| o.all).unwrap_or(false);
+        env.spawn_future_with_callback(
+            async move { Ok(async move { engine?.prune(keep, all).await }.await) },
+            |env, r| match r {
+                Ok(p) => Ok(PruneReport { removed: p.removed as u32, freed_bytes: p.freed_bytes as f64 }),
+                Err(e) => Err(errors::throw(env, &e)),
+            },
+        )
+    }
+}

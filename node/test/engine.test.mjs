@@ -1,0 +1,151 @@
+// Engine behaviour from JavaScript: graph round trip, concurrent solves, a responsive event loop,
+// progress events, AbortSignal cancellation without leaks, disk usage and prune.
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { readFileSync } from 'node:fs'
+import { execFileSync } from 'node:child_process'
+import { join } from 'node:path'
+import { kiln, base, newEngine, rootfsDir, tempDir, mountedUnder, settleLeaks } from './helpers.mjs'
+
+const locals = () => ({ rootfs: rootfsDir() })
+
+test('graph builders marshal deterministically and round-trip through bytes', () => {
+  const mk = () =>
+    kiln
+      .scratch()
+      .mkdir('/a', { mode: 0o750, parents: true })
+      .mkfile('/a/f', 'data')
+      .symlink('/a/f', '/a/l')
+      .withEnv('K', 'V')
+      .withCwd('/a')
+      .withUser('nobody')
+      .withCustomName('files')
+  const s = mk()
+  assert.equal(s.cwd, '/a')
+  assert.equal(s.user, 'nobody')
+  assert.deepEqual(s.env, { K: 'V' })
+  assert.deepEqual(s.toBytes(), mk().toBytes())
+  const def = kiln.Definition.fromBytes(s.toBytes())
+  assert.deepEqual(def.toBytes(), s.toBytes())
+  assert.match(def.digest, /^sha256:[0-9a-f]{64}$/)
+  const ex = base().run(['/bin/true'], {
+    mounts: [
+      kiln.mount('/out', kiln.scratch()),
+      kiln.cacheMount('/cache', { id: 'c1', sharing: 'locked' }),
+      kiln.tmpfsMount('/tmp', { size: 1 << 20 }),
+      kiln.secretMount('/run/secrets/token', { id: 'token' }),
+    ],
+    env: { B: '2', A: '1' },
+    cwd: '/w',
+    readonlyRootfs: false,
+    network: 'none',
+    user: 'root',
+    customName: 'run-it',
+  })
+  assert.ok(ex.mountOutput('/out') instanceof kiln.State)
+  assert.equal(ex.mountOutput('/cache'), null)
+  assert.ok(kiln.merge([ex.root(), kiln.scratch().mkdir('/m')]).toBytes().length > 0)
+  assert.ok(kiln.scratch().isScratch)
+  assert.ok(kiln.ociLayout('/tmp/layout', { tag: 'v1' }).toBytes().length > 0)
+  assert.ok(kiln.image('busybox').toBytes().length > 0)
+  assert.ok(kiln.git('https://example.invalid/r.git', 'main').toBytes().length > 0)
+})
+
+test('files, mounts, env and secrets reach the container; outputs land on disk', async () => {
+  const e = newEngine()
+  const out = join(tempDir(), 'out')
+  const st = base()
+    .withEnv('GREETING', 'hi')
+    .run(['/bin/sh', '-c', 'mkdir -p /out && echo "$GREETING $EXTRA" > /out/env && wc -c < /run/secrets/tok > /out/secret-len'], {
+      env: { EXTRA: 'there' },
+      mounts: [kiln.secretMount('/run/secrets/tok', { id: 'tok' }), kiln.cacheMount('/var/cache')],
+    })
+    .root()
+  const r = await e.solve(st, { locals: locals(), secrets: { tok: 'abc' }, outputs: [`type=local,dest=${out}`] })
+  assert.ok(r.executed >= 1)
+  assert.equal(readFileSync(join(out, 'out/env'), 'utf8'), 'hi there\n')
+  assert.equal(readFileSync(join(out, 'out/secret-len'), 'utf8').trim(), '3')
+  assert.ok(e.workers().length >= 1)
+  assert.ok((await e.diskUsage()).length >= 1)
+  const p = await e.prune({ all: true })
+  assert.ok(p.removed >= 1, JSON.stringify(p))
+  assert.equal((await e.diskUsage()).length, 0)
+  assert.ok(!mountedUnder(e.root))
+  e.close()
+})
+
+test('two concurrent solves from one process both succeed', async () => {
+  const e = newEngine()
+  const d1 = join(tempDir(), 'o1')
+  const d2 = join(tempDir(), 'o2')
+  const mk = (n) => base().run(['/bin/sh', '-c', `sleep 0.3; echo ${n} > /n`]).root()
+  const [r1, r2] = await Promise.all([
+    e.solve(mk('one'), { locals: locals(), outputs: [`type=local,dest=${d1}`] }),
+    e.solve(mk('two'), { locals: locals(), outputs: [`type=local,dest=${d2}`] }),
+  ])
+  assert.ok(r1.executed >= 1 && r2.executed >= 1)
+  assert.equal(readFileSync(join(d1, 'n'), 'utf8'), 'one\n')
+  assert.equal(readFileSync(join(d2, 'n'), 'utf8'), 'two\n')
+  e.close()
+})
+
+test('the event loop keeps ticking while a RUN sleeps in the container; progress events arrive', async () => {
+  const e = newEngine()
+  let ticks = 0
+  const timer = setInterval(() => ticks++, 20)
+  const events = []
+  try {
+    await e.solve(base().run(['/bin/sh', '-c', 'echo napping; sleep 1']).root(), {
+      locals: locals(),
+      onProgress: (ev) => events.push(ev),
+    })
+  } finally {
+    clearInterval(timer)
+  }
+  assert.ok(ticks >= 5, `setInterval ticked only ${ticks} times during the solve`)
+  // Progress calls are queued to the JS thread; let the queue drain.
+  await new Promise((r) => setImmediate(r))
+  const types = new Set(events.map((ev) => ev.type))
+  for (const t of ['vertex_started', 'vertex_completed', 'log']) assert.ok(types.has(t), `no ${t} in ${[...types]}`)
+  const log = events.find((ev) => ev.type === 'log' && ev.data.includes('napping'))
+  assert.ok(log, 'container output reaches onProgress')
+  assert.equal(log.stream, 'stdout')
+  assert.match(log.vertex, /^sha256:/)
+  const done = events.find((ev) => ev.type === 'vertex_completed')
+  assert.equal(typeof done.durationMs, 'number')
+  assert.equal(typeof done.name, 'string')
+  e.close()
+})
+
+test('AbortSignal cancels a running RUN; no container, process or mount is left', async () => {
+  const e = newEngine()
+  const ac = new AbortController()
+  const st = base().run(['/bin/sh', '-c', 'echo started; exec sleep 1000']).root()
+  const p = e.solve(st, {
+    locals: locals(),
+    signal: ac.signal,
+    onProgress: (ev) => {
+      if (ev.type === 'log' && ev.data.includes('started')) ac.abort()
+    },
+  })
+  await assert.rejects(p, (err) => {
+    assert.equal(err.code, 'KILN_CANCELLED')
+    return true
+  })
+  await settleLeaks(e)
+  assert.deepEqual(e.runningContainers(), [])
+  assert.ok(!mountedUnder(e.root), 'a mount under the engine root survived the cancel')
+  const ps = execFileSync('ps', ['-eo', 'args'], { encoding: 'utf8' })
+  assert.ok(!ps.split('\n').some((l) => l.trim() === 'sleep 1000'), 'container process survived')
+  e.close()
+})
+
+test('an already-aborted signal rejects without running anything', async () => {
+  const e = newEngine()
+  const ac = new AbortController()
+  ac.abort()
+  await assert.rejects(e.solve(base().run(['/bin/true']).root(), { locals: locals(), signal: ac.signal }), {
+    code: 'KILN_CANCELLED',
+  })
+  e.close()
+})

@@ -1,0 +1,60 @@
+// Typed errors: every kiln::ErrorKind has a distinct code known to the TypeScript union, and real
+// failures of several kinds carry their code.
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { kiln, newEngine, tempDir } from './helpers.mjs'
+import { join } from 'node:path'
+
+test('every error kind maps to a distinct code listed in ERROR_CODES', () => {
+  const rows = kiln.errorCodes()
+  assert.ok(rows.length >= 16)
+  const codes = rows.map((r) => r.code)
+  assert.equal(new Set(codes).size, codes.length, 'codes must be distinct')
+  assert.equal(new Set(rows.map((r) => r.kind)).size, rows.length)
+  for (const c of codes) {
+    assert.ok(kiln.ERROR_CODES.includes(c), `${c} missing from ERROR_CODES / KilnErrorCode`)
+    assert.notEqual(c, 'KILN_UNKNOWN')
+  }
+  assert.deepEqual([...codes, 'KILN_UNKNOWN'].sort(), [...kiln.ERROR_CODES].sort())
+  assert.equal(rows.find((r) => r.kind === 'exec').code, 'KILN_EXEC_FAILED')
+})
+
+test('synchronous option errors throw KILN_OPTION_INVALID', () => {
+  assert.throws(() => kiln.cacheMount('/c', { sharing: 'bogus' }), (e) => {
+    assert.equal(e.code, 'KILN_OPTION_INVALID')
+    assert.equal(e.key, 'sharing')
+    assert.equal(e.value, 'bogus')
+    assert.match(e.message, /shared, private or locked/)
+    return true
+  })
+  assert.throws(() => kiln.scratch().run(['true'], { network: 'bridge' }), { code: 'KILN_OPTION_INVALID' })
+  assert.throws(() => kiln.http('https://example.invalid/x', { checksum: 'md5:1' }), { code: 'KILN_OPTION_INVALID' })
+})
+
+test('garbage definition bytes throw KILN_DEFINITION', () => {
+  assert.throws(() => kiln.Definition.fromBytes(Buffer.from([0xff, 0xff, 0xff])), { code: 'KILN_DEFINITION' })
+})
+
+test('a second engine on the same root throws KILN_ROOT_IN_USE; a closed engine rejects', async () => {
+  const root = join(tempDir(), 'root')
+  const a = new kiln.Engine({ root })
+  assert.throws(() => new kiln.Engine({ root }), (e) => {
+    assert.equal(e.code, 'KILN_ROOT_IN_USE')
+    assert.equal(typeof e.path, 'string')
+    return true
+  })
+  a.close()
+  assert.throws(() => a.workers(), { code: 'KILN_UNSUPPORTED' })
+  await assert.rejects(a.solve(kiln.scratch()), { code: 'KILN_UNSUPPORTED' })
+  const b = new kiln.Engine({ root })
+  b.close()
+})
+
+test('a missing local rejects with a KilnError', async () => {
+  const e = newEngine()
+  await assert.rejects(e.solve(kiln.local('nope').mkdir('/x')), (err) => {
+    assert.ok(kiln.isKilnError(err), String(err))
+    return true
+  })
+  e.close()
+})

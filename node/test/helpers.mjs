@@ -1,0 +1,58 @@
+// Shared fixtures of the Node tests: temp dirs, the busybox rootfs (tests/fixtures/make-rootfs)
+// and leak checks against the engine root.
+import { execFileSync } from 'node:child_process'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { dirname, join, resolve } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { createRequire } from 'node:module'
+
+export const require = createRequire(import.meta.url)
+export const kiln = require('../index.js')
+export const repo = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..')
+export const ctxDir = join(repo, 'tests', 'fixtures', 'scenario', 'ctx')
+
+/** A fresh temp dir removed at process exit. */
+export function tempDir(prefix = 'kiln-node-') {
+  const d = mkdtempSync(join(tmpdir(), prefix))
+  process.on('exit', () => rmSync(d, { recursive: true, force: true }))
+  return d
+}
+
+let rootfs
+/** The busybox rootfs made once per test process; fails loudly without busybox-static. */
+export function rootfsDir() {
+  if (!rootfs) {
+    rootfs = join(tempDir('kiln-rootfs-'), 'rootfs')
+    execFileSync(join(repo, 'tests', 'fixtures', 'make-rootfs'), [rootfs], { stdio: 'inherit' })
+  }
+  return rootfs
+}
+
+/** `local('rootfs')`, the base of every container step. */
+export function base() {
+  return kiln.local('rootfs')
+}
+
+/** An engine on a fresh root. */
+export function newEngine() {
+  return new kiln.Engine({ root: join(tempDir('kiln-root-'), 'root') })
+}
+
+/** True while any mount under the engine root is listed in /proc/self/mountinfo. */
+export function mountedUnder(root) {
+  return readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .some((l) => l.includes(root))
+}
+
+/**
+ * Waits (bounded) until no container and no mount of `engine` remains: container teardown after a
+ * cancel finishes on the engine's runtime shortly after the promise settles.
+ */
+export async function settleLeaks(engine) {
+  for (let i = 0; i < 300; i++) {
+    if (engine.runningContainers().length === 0 && !mountedUnder(engine.root)) return
+    await new Promise((r) => setTimeout(r, 20))
+  }
+}

@@ -22,6 +22,12 @@ pub struct ExportRecord {
     pub layers: Option<Vec<LayerBlob>>,
 }
 
+/// The record key under which the contents of cache mount `id` travel (`cache-mounts=true`).
+/// Such a record has no inputs, so BuildKit and kiln solvers never match it to a vertex.
+pub fn cache_mount_key(id: &str) -> Digest {
+    Digest::of(format!("kiln.cache-mount:{id}").as_bytes())
+}
+
 /// Now as RFC 3339 (UTC), as BuildKit writes `createdAt`.
 pub fn rfc3339_now() -> String {
     rfc3339_at(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0))

@@ -65,6 +65,9 @@ async fn export_one(solve: &Arc<Solve>, spec: &CacheExportSpec) -> Result<()> {
             let layers = if want { result_layers(&solve, &ki, idx, &digest, &comp, &spec)? } else { None };
             records.push(ExportRecord { digest, inputs: ki.input_keys.clone(), layers });
         }
+        if spec.cache_mounts {
+            records.extend(cache_mount_records(&solve, &comp, spec.oci_mediatypes)?);
+        }
         match &spec.target {
             CacheTarget::Local { dir, tag } => {
                 crate::remotecache::export::export_local(&solve.engine.content, dir, tag, &spec, records).map(|_| ())
@@ -103,4 +106,39 @@ fn result_layers(
         return Ok(Some(hit.layers));
     }
     Ok(None)
+}
+
+/// The ids of the cache mounts the graph uses.
+pub(crate) fn cache_mount_ids(solve: &Solve) -> Vec<String> {
+    use crate::graph::pb;
+    let mut ids = std::collections::BTreeSet::new();
+    for v in solve.def.vertices() {
+        if let Some(pb::op::Op::Exec(e)) = &v.op.op {
+            for m in e.mounts.iter().filter(|m| m.mount_type == pb::MountType::Cache as i32) {
+                let id = m.cache_opt.as_ref().map(|c| c.id.clone()).unwrap_or_default();
+                ids.insert(if id.is_empty() { m.dest.clone() } else { id });
+            }
+        }
+    }
+    ids.into_iter().collect()
+}
+
+/// One record per cache mount of the graph, holding its directory's contents as a layer.
+fn cache_mount_records(solve: &Solve, comp: &Compression, oci: bool) -> Result<Vec<ExportRecord>> {
+    let mut out = Vec::new();
+    for id in cache_mount_ids(solve) {
+        let dir = solve.engine.cache_mounts.dir_of(&id);
+        if !dir.is_dir() {
+            continue;
+        }
+        let layer = crate::content::layer::write_layer(&solve.engine.content, comp, oci, |w| {
+            crate::export::tar::write_tree_tar(&dir, w)
+        })?;
+        out.push(ExportRecord {
+            digest: crate::remotecache::records::cache_mount_key(&id),
+            inputs: Vec::new(),
+            layers: Some(vec![layer]),
+        });
+    }
+    Ok(out)
 }

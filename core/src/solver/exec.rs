@@ -141,6 +141,7 @@ pub async fn run(
                     _ => Sharing::Shared,
                 };
                 let lease = solve.engine.cache_mounts.acquire(&id, sharing).await?;
+                solve.restore_cache_mount(&id, &lease.path).await;
                 exec_mounts.push(ExecMount {
                     dest: m.dest.clone(),
                     source: MountSource::Bind { path: lease.path.clone(), readonly: m.readonly },

@@ -90,6 +90,8 @@ pub(crate) struct Solve {
     keys: Mutex<HashMap<Digest, KeyFuture>>,
     results: Mutex<HashMap<Digest, VertexFuture>>,
     status: Mutex<HashMap<Digest, Status>>,
+    /// Cache mounts already restored from an imported cache in this solve.
+    restored: Mutex<std::collections::HashSet<String>>,
     /// Downloads made while computing a source's key, reused when the source executes.
     pub fetched: Mutex<HashMap<Digest, tempfile::TempDir>>,
     aborts: Mutex<Vec<tokio::task::AbortHandle>>,
@@ -132,6 +134,7 @@ pub(crate) async fn solve(engine: Arc<EngineInner>, def: &Definition, opts: Solv
         keys: Mutex::new(HashMap::new()),
         results: Mutex::new(HashMap::new()),
         status: Mutex::new(HashMap::new()),
+        restored: Mutex::new(Default::default()),
         fetched: Mutex::new(HashMap::new()),
         aborts: Mutex::new(Vec::new()),
     });
@@ -390,6 +393,37 @@ impl Solve {
         })
         .await
         .map_err(|e| Error::with_source(ErrorKind::Internal, "cache import task", e))?
+    }
+
+    /// Fills an empty cache mount from an imported cache that carries it (`cache-mounts=true` on
+    /// export). Best effort: a failure is a warning and the mount starts empty.
+    pub(crate) async fn restore_cache_mount(self: &Arc<Self>, id: &str, dir: &std::path::Path) {
+        let key = crate::remotecache::records::cache_mount_key(id);
+        let Some(hit) = self.imports.lookup(&key) else { return };
+        let empty = std::fs::read_dir(dir).map(|mut d| d.next().is_none()).unwrap_or(false);
+        if !empty || !lock(&self.restored).insert(id.to_owned()) {
+            return;
+        }
+        let this = self.clone();
+        let dir = dir.to_path_buf();
+        let id = id.to_owned();
+        let res = tokio::task::spawn_blocking(move || -> Result<()> {
+            for l in &hit.layers {
+                if !this.engine.content.has(&l.digest) {
+                    this.imports.fetch(hit.importer, &l.digest, &this.engine.content)?;
+                }
+                let mut r = crate::content::layer::layer_reader(&this.engine.content, &l.digest, &l.media_type)?;
+                crate::snapshot::apply_layer(&dir, &mut r)?;
+                std::io::copy(&mut r, &mut std::io::sink()).map_err(|e| Error::io("verify cache mount layer", &dir, e))?;
+            }
+            Ok(())
+        })
+        .await;
+        match res {
+            Ok(Ok(())) => tracing::debug!(cache = %id, "cache mount restored from imported cache"),
+            Ok(Err(e)) => self.emit(ProgressEvent::Warning { message: format!("restoring cache mount {id:?}: {e}") }),
+            Err(e) => self.emit(ProgressEvent::Warning { message: format!("restoring cache mount {id:?}: {e}") }),
+        }
     }
 
     /// Moves inputs that live on another worker onto `worker` (a flattened copy, recorded so it

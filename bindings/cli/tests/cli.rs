@@ -80,7 +80,13 @@ fn text(b: &[u8]) -> String {
 
 #[track_caller]
 fn ok(o: &Output) -> String {
-    assert!(o.status.success(), "kiln failed ({}):\nstdout:\n{}\nstderr:\n{}", o.status, text(&o.stdout), text(&o.stderr));
+    assert!(
+        o.status.success(),
+        "kiln failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        text(&o.stdout),
+        text(&o.stderr)
+    );
     text(&o.stderr)
 }
 
@@ -194,8 +200,7 @@ fn local_tar_and_oci_outputs_together() {
     let manifest: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(manifest["schemaVersion"], 2);
     assert!(!manifest["layers"].as_array().unwrap().is_empty(), "{manifest}");
-    let out =
-        Command::new("skopeo").arg("inspect").arg(format!("oci:{}", oci_dir.display())).output().expect("skopeo");
+    let out = Command::new("skopeo").arg("inspect").arg(format!("oci:{}", oci_dir.display())).output().expect("skopeo");
     assert!(out.status.success(), "skopeo inspect: {}", text(&out.stderr));
     let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(info["Os"], "linux", "{info}");
@@ -216,9 +221,12 @@ fn repeated_locals_and_definition_file() {
     std::fs::create_dir_all(&b).unwrap();
     std::fs::write(a.join("a.txt"), "from a").unwrap();
     std::fs::write(b.join("b.txt"), "from b").unwrap();
-    let st = State::scratch()
-        .copy(&State::local("ctx-a"), "/a.txt", "/a.txt", CopyOptions::default())
-        .copy(&State::local("ctx-b"), "/b.txt", "/b.txt", CopyOptions::default());
+    let st = State::scratch().copy(&State::local("ctx-a"), "/a.txt", "/a.txt", CopyOptions::default()).copy(
+        &State::local("ctx-b"),
+        "/b.txt",
+        "/b.txt",
+        CopyOptions::default(),
+    );
     let def = env.path("def.pb");
     std::fs::write(&def, def_bytes(&st)).unwrap();
     let out = env.path("out");
@@ -472,8 +480,6 @@ fn second_build_on_a_held_root_fails_naming_the_pid() {
         }
     }
 
-    let other = Env { dir: tempfile::tempdir().unwrap() };
-    let _ = other; // (keeps the held root the only root in play)
     let st = base().run(sh("echo second")).root();
     let err = fails(&env.build(&st, &["--progress", "plain"]));
     let root = env.root().canonicalize().unwrap();

@@ -97,7 +97,7 @@ fn fails(o: &Output) -> String {
 }
 
 /// Whether a plain line is `#N <rest>` with a number N.
-fn plain_line<'a>(line: &'a str) -> Option<(usize, &'a str)> {
+fn plain_line(line: &str) -> Option<(usize, &str)> {
     let rest = line.strip_prefix('#')?;
     let (n, tail) = rest.split_once(' ')?;
     Some((n.parse().ok()?, tail))

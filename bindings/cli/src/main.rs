@@ -10,7 +10,7 @@ use kiln::graph::Definition;
 use kiln::options::{OutputSpec, SecretSource, SecretSpec};
 use kiln::solver::display::{DisplayMode, Printer};
 use kiln::solver::ProgressSink;
-use std::io::Read;
+use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
@@ -155,8 +155,23 @@ fn read_definition(file: Option<&PathBuf>) -> kiln::Result<Definition> {
     let bytes = match file {
         Some(f) => std::fs::read(f).map_err(|e| kiln::Error::io("read definition", f, e))?,
         None => {
+            // A terminal on stdin means nothing was piped: say so rather than wait for input.
+            if std::io::stdin().is_terminal() {
+                return Err(kiln::Error::option(
+                    "definition",
+                    "stdin",
+                    "stdin is a terminal: pipe a marshalled LLB definition into kiln or pass --definition FILE",
+                ));
+            }
             let mut b = Vec::new();
             std::io::stdin().read_to_end(&mut b).map_err(|e| kiln::Error::io("read definition from", "stdin", e))?;
+            if b.is_empty() {
+                return Err(kiln::Error::option(
+                    "definition",
+                    "stdin",
+                    "stdin was empty: pipe a marshalled LLB definition into kiln or pass --definition FILE",
+                ));
+            }
             b
         }
     };

@@ -1,0 +1,340 @@
+//! `kiln-bench`: benchmarks of the kiln engine through its public API (Engine, State,
+//! SolveOptions). It prints figures and asserts nothing; `bench/run` builds it in release mode and
+//! runs it. Cases:
+//!
+//! - a chain of file ops on scratch (one vertex per step), solved cold, then fully cached in a new
+//!   Engine on the same root (Engine::open and the solve timed apart);
+//! - a chain of RUN steps on a busybox rootfs, solved cold;
+//! - a RUN writing N MB (random, then compressible text), solved without exports (kiln's overhead
+//!   beyond the container's run time), then exported as `type=oci` with the RUN cached (layer
+//!   creation), compared with `tar -c DIR | gzip -6 > /dev/null` on the same files.
+//!
+//! Knobs (environment): `KILN_BENCH_CHAIN` (default 1000), `KILN_BENCH_RUNS` (100),
+//! `KILN_BENCH_MB` (100), `KILN_BENCH_DIR` (work directory parent, default the temp dir),
+//! `KILN_BENCH_REPEAT` (5: cached re-solves in new Engines, for profiling), `KILN_BENCH_ONLY` (comma list of cases to run: chain, runs, layer; default all).
+
+use kiln::engine::{Engine, EngineOptions, SolveOptions, SolveResult};
+use kiln::graph::{Definition, ExecOptions, MkfileOptions, State};
+use kiln::solver::{ProgressEvent, ProgressSink};
+use kiln::{Error, ErrorKind, Result};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+fn env_num(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1e3)
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.3} s", d.as_secs_f64())
+}
+
+/// One solve: wall time, result and the progress events with their arrival times.
+struct Run {
+    wall: Duration,
+    result: SolveResult,
+    events: Vec<(Instant, ProgressEvent)>,
+}
+
+impl Run {
+    /// Total execution time of the vertices whose name contains `needle` (from their events).
+    fn vertex_time(&self, needle: &str) -> Duration {
+        self.events
+            .iter()
+            .filter_map(|(_, e)| match e {
+                ProgressEvent::VertexCompleted { name, duration, .. } if name.contains(needle) => Some(*duration),
+                _ => None,
+            })
+            .sum()
+    }
+
+    /// For a chain: (sum of vertex durations, sum of gaps between one vertex's completion and the
+    /// next vertex's start, which is solver bookkeeping outside any vertex).
+    fn split_time(&self) -> (Duration, Duration) {
+        let mut inside = Duration::ZERO;
+        let mut between = Duration::ZERO;
+        let mut last_done: Option<Instant> = None;
+        for (at, e) in &self.events {
+            match e {
+                ProgressEvent::VertexStarted { .. } => {
+                    if let Some(d) = last_done.take() {
+                        between += at.saturating_duration_since(d);
+                    }
+                }
+                ProgressEvent::VertexCompleted { duration, .. } => {
+                    inside += *duration;
+                    last_done = Some(*at);
+                }
+                _ => {}
+            }
+        }
+        (inside, between)
+    }
+
+    /// Execution time of exporter vertices (`export:*`).
+    fn export_time(&self) -> Duration {
+        self.events
+            .iter()
+            .filter_map(|(_, e)| match e {
+                ProgressEvent::VertexCompleted { vertex, duration, .. } if vertex.starts_with("export:") => {
+                    Some(*duration)
+                }
+                _ => None,
+            })
+            .sum()
+    }
+}
+
+async fn solve(engine: &Engine, def: &Definition, mut opts: SolveOptions) -> Result<Run> {
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let sink = events.clone();
+    opts.progress =
+        ProgressSink::new(move |e| sink.lock().unwrap_or_else(|p| p.into_inner()).push((Instant::now(), e)));
+    let t = Instant::now();
+    let result = engine.solve(def, opts).await?;
+    let wall = t.elapsed();
+    let events = std::mem::take(&mut *events.lock().unwrap_or_else(|p| p.into_inner()));
+    Ok(Run { wall, result, events })
+}
+
+fn open(root: &Path) -> Result<(Engine, Duration)> {
+    let t = Instant::now();
+    let e = Engine::open(EngineOptions::new(root))?;
+    Ok((e, t.elapsed()))
+}
+
+fn sh(cmd: &str) -> Result<Duration> {
+    let t = Instant::now();
+    let st =
+        std::process::Command::new("sh").arg("-c").arg(cmd).status().map_err(|e| Error::io("run sh -c", cmd, e))?;
+    if !st.success() {
+        return Err(Error::new(ErrorKind::Internal, format!("`{cmd}` failed: {st}")));
+    }
+    Ok(t.elapsed())
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            let Ok(md) = e.path().symlink_metadata() else { continue };
+            if md.is_dir() {
+                stack.push(e.path());
+            } else if md.is_file() {
+                total += md.len();
+            }
+        }
+    }
+    total
+}
+
+/// A chain of `n` file ops on scratch, each its own vertex.
+fn file_chain(n: u64) -> State {
+    let mut st = State::scratch();
+    for i in 0..n {
+        st = st
+            .mkfile(format!("/f{i}"), 0o644, format!("step {i}\n"), MkfileOptions::default())
+            .with_custom_name(format!("step {i}"));
+    }
+    st
+}
+
+async fn bench_file_chain(work: &Path, n: u64) -> Result<()> {
+    println!("== file-op chain: {n} vertices on scratch ==");
+    let t = Instant::now();
+    let def = file_chain(n).to_definition()?;
+    println!("marshal ({} ops incl. terminal):         {}", def.to_pb().def.len(), ms(t.elapsed()));
+    let root = work.join("chain-root");
+    let (engine, t_open) = open(&root)?;
+    println!("Engine::open (empty root):               {}", ms(t_open));
+    let cold = solve(&engine, &def, SolveOptions::default()).await?;
+    println!(
+        "cold solve:                              {}  (executed {}, cached {})",
+        secs(cold.wall),
+        cold.result.executed,
+        cold.result.cached
+    );
+    let (inside, between) = cold.split_time();
+    println!(
+        "  of which inside vertices (sum of their durations) {}, between vertices {}",
+        secs(inside),
+        secs(between)
+    );
+    let durs: Vec<Duration> = cold
+        .events
+        .iter()
+        .filter_map(|(_, e)| match e {
+            ProgressEvent::VertexCompleted { duration, .. } => Some(*duration),
+            _ => None,
+        })
+        .collect();
+    let tenth = (durs.len() / 10).max(1);
+    let mean = |d: &[Duration]| d.iter().sum::<Duration>() / d.len().max(1) as u32;
+    println!(
+        "  mean vertex time: first 10% {}, last 10% {}",
+        ms(mean(&durs[..tenth.min(durs.len())])),
+        ms(mean(&durs[durs.len().saturating_sub(tenth)..]))
+    );
+    let warm = solve(&engine, &def, SolveOptions::default()).await?;
+    println!("cached re-solve, same Engine:            {}  (cached {})", ms(warm.wall), warm.result.cached);
+    drop(engine);
+    let mut totals = Vec::new();
+    for i in 0..env_num("KILN_BENCH_REPEAT", 5) {
+        let (engine, t_open) = open(&root)?;
+        let r = solve(&engine, &def, SolveOptions::default()).await?;
+        println!(
+            "new Engine #{i}: open {:>9}, cached solve {:>9}, total {:>9}  (executed {}, cached {})",
+            ms(t_open),
+            ms(r.wall),
+            ms(t_open + r.wall),
+            r.result.executed,
+            r.result.cached
+        );
+        totals.push((t_open, r.wall));
+        drop(engine);
+    }
+    totals.sort_by_key(|(_, s)| *s);
+    let (o, s) = totals[totals.len() / 2];
+    println!("median cached re-solve in a new Engine:  {} (+ open {}; target < 50 ms)", ms(s), ms(o));
+    println!();
+    Ok(())
+}
+
+async fn bench_run_chain(work: &Path, rootfs: &Path, n: u64) -> Result<()> {
+    println!("== RUN chain: {n} RUN vertices on a busybox rootfs ==");
+    let mut st = State::local("rootfs");
+    for i in 0..n {
+        st = st.run(ExecOptions::shell(format!("echo {i} >> /log"))).root();
+    }
+    let def = st.to_definition()?;
+    let (engine, _) = open(&work.join("runchain-root"))?;
+    let opts = || SolveOptions::default().local("rootfs", rootfs);
+    let cold = solve(&engine, &def, opts()).await?;
+    let in_runs = cold.vertex_time("echo ");
+    println!(
+        "cold solve:                              {}  (executed {}; {} inside RUN vertices, {:.1} ms per RUN)",
+        secs(cold.wall),
+        cold.result.executed,
+        secs(in_runs),
+        cold.wall.as_secs_f64() * 1e3 / n as f64
+    );
+    drop(engine);
+    let (engine, t_open) = open(&work.join("runchain-root"))?;
+    let warm = solve(&engine, &def, opts()).await?;
+    println!("cached re-solve in a new Engine:         {} (+ open {})", ms(warm.wall), ms(t_open));
+    println!();
+    Ok(())
+}
+
+async fn bench_layer(work: &Path, rootfs: &Path, mb: u64, kind: &str) -> Result<()> {
+    let bytes = mb * 1_000_000;
+    let script = match kind {
+        "random" => format!("head -c {bytes} /dev/urandom > /data"),
+        _ => format!("seq 1 100000000 | head -c {bytes} > /data"),
+    };
+    println!("== {mb} MB RUN ({kind} data) + type=oci export ==");
+    let st = State::local("rootfs").run(ExecOptions::shell(script.clone())).root();
+    let def = st.to_definition()?;
+    let root = work.join(format!("layer-root-{kind}"));
+    let (engine, _) = open(&root)?;
+    let opts = || SolveOptions::default().local("rootfs", rootfs);
+
+    let run = solve(&engine, &def, opts()).await?;
+    let in_run = run.vertex_time("head -c");
+    println!(
+        "RUN solve, no export: total {}, container {}, kiln overhead {}",
+        secs(run.wall),
+        secs(in_run),
+        secs(run.wall.saturating_sub(in_run))
+    );
+
+    let oci = work.join(format!("oci-{kind}"));
+    let o = opts().output(&format!("type=oci,dest={},tar=false", oci.display()))?;
+    let export = solve(&engine, &def, o).await?;
+    let exp = export.export_time();
+    let blobs = dir_bytes(&oci.join("blobs"));
+
+    let oci2 = work.join(format!("oci2-{kind}"));
+    let o = opts().output(&format!("type=oci,dest={},tar=false", oci2.display()))?;
+    let again = solve(&engine, &def, o).await?;
+
+    let files = work.join(format!("files-{kind}"));
+    let o = opts().output(&format!("type=local,dest={}", files.display()))?;
+    solve(&engine, &def, o).await?;
+    let raw = dir_bytes(&files);
+    drop(engine);
+
+    let gz = sh(&format!("tar -c -C '{}' . | gzip -6 > /dev/null", files.display()))?;
+    // GNU tar skips reading file data when its output is /dev/null itself: pipe through cat.
+    let tar_only = sh(&format!("tar -c -C '{}' . | cat > /dev/null", files.display()))?;
+    let rate = |d: Duration| raw as f64 / 1e6 / d.as_secs_f64();
+    println!(
+        "oci export, RUN cached: total {}, exporter {}: {:.1} MB/s of layer creation over {:.1} MB of files ({:.1} MB of blobs)",
+        secs(export.wall),
+        secs(exp),
+        rate(export.wall),
+        raw as f64 / 1e6,
+        blobs as f64 / 1e6
+    );
+    println!("oci export again (layers known):  total {}", secs(again.wall));
+    println!("tar -c DIR | gzip -6 > /dev/null: {} ({:.1} MB/s); tar alone {}", secs(gz), rate(gz), secs(tar_only));
+    println!("kiln layer export / tar|gzip -6:  {:.2}x (target <= 1.5x)", export.wall.as_secs_f64() / gz.as_secs_f64());
+    println!();
+    Ok(())
+}
+
+async fn run() -> Result<()> {
+    let chain = env_num("KILN_BENCH_CHAIN", 1000);
+    let runs = env_num("KILN_BENCH_RUNS", 100);
+    let mb = env_num("KILN_BENCH_MB", 100);
+    let parent = std::env::var_os("KILN_BENCH_DIR").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+    let work = tempfile::Builder::new()
+        .prefix("kiln-bench-")
+        .tempdir_in(&parent)
+        .map_err(|e| Error::io("create bench work dir in", &parent, e))?;
+    let rootfs = work.path().join("rootfs");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/make-rootfs");
+    sh(&format!("sh '{}' '{}'", script.display(), rootfs.display()))?;
+    println!(
+        "kiln-bench: work dir {}, {} CPUs",
+        work.path().display(),
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+    );
+    println!();
+    let only = std::env::var("KILN_BENCH_ONLY").unwrap_or_default();
+    let want = |case: &str| only.is_empty() || only.split(',').any(|c| c.trim() == case);
+    if want("chain") {
+        bench_file_chain(work.path(), chain).await?;
+    }
+    if want("runs") {
+        bench_run_chain(work.path(), &rootfs, runs).await?;
+    }
+    if want("layer") {
+        bench_layer(work.path(), &rootfs, mb, "random").await?;
+        bench_layer(work.path(), &rootfs, mb, "text").await?;
+    }
+    Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("kiln-bench: cannot start runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kiln-bench: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

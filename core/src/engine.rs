@@ -386,6 +386,10 @@ fn remove_unreferenced(w: &Worker, recorded: &BTreeSet<(String, String)>) -> Res
     let mut freed = 0;
     loop {
         let all = w.snapshotter.list()?;
+        // The common case (nothing unreferenced) needs no parent lookups.
+        if all.iter().all(|s| recorded.contains(&(w.name.clone(), s.0.clone()))) {
+            return Ok((removed, freed));
+        }
         let mut parents = BTreeSet::new();
         for s in &all {
             if let Ok(Some(p)) = w.snapshotter.parent(s) {

@@ -303,3 +303,31 @@ async fn merge_keeps_previous_records_and_prune_keeps_newest_tags() {
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].tag, "c");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cache_mount_contents_travel_with_cache_mounts_true() {
+    let a = Kit::new();
+    let cache = a.path("cache");
+    let fill = base()
+        .run(sh("echo downloaded > /pkgs/dep.tgz").mount(MountSpec::cache("/pkgs", "pkg-cache", CacheSharing::Shared)))
+        .root();
+    let o = a.opts().cache_export(&format!("type=local,dest={},cache-mounts=true", cache.display())).unwrap();
+    let (r, _) = a.solve(&fill, o).await;
+    r.unwrap();
+
+    // A fresh root with the import: a step using the same cache mount sees the restored contents.
+    let b = Kit::new();
+    let out = b.path("out");
+    let read = base()
+        .run(sh("cat /pkgs/dep.tgz > /seen").mount(MountSpec::cache("/pkgs", "pkg-cache", CacheSharing::Shared)))
+        .root();
+    let o = b
+        .opts()
+        .output(&format!("type=local,dest={}", out.display()))
+        .unwrap()
+        .cache_import(&format!("type=local,src={}", cache.display()))
+        .unwrap();
+    let (r, ev) = b.solve(&read, o).await;
+    r.unwrap_or_else(|e| panic!("{e}: {ev:#?}"));
+    assert_eq!(std::fs::read_to_string(out.join("seen")).unwrap(), "downloaded\n");
+}

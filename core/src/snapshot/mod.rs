@@ -61,6 +61,9 @@ pub trait Snapshotter: Send + Sync + std::fmt::Debug {
     fn remove(&self, id: &SnapshotId) -> Result<()>;
     /// The snapshot's parent, if any.
     fn parent(&self, id: &SnapshotId) -> Result<Option<SnapshotId>>;
+    /// True when the snapshot exists and is committed. Cheap (one `stat`): the solver asks this
+    /// for every cache hit.
+    fn is_committed(&self, id: &SnapshotId) -> bool;
     /// Every fully created snapshot, sorted.
     fn list(&self) -> Result<Vec<SnapshotId>>;
     /// Bytes used by this snapshot's own data (not its parents').

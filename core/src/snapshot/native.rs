@@ -83,6 +83,10 @@ impl Snapshotter for Native {
         self.store.remove(&mut uses, id)
     }
 
+    fn is_committed(&self, id: &SnapshotId) -> bool {
+        self.store.is_committed(id)
+    }
+
     fn parent(&self, id: &SnapshotId) -> Result<Option<SnapshotId>> {
         Ok(self.store.info(id)?.parent)
     }

@@ -258,6 +258,10 @@ impl Snapshotter for Overlay {
         self.store.remove(&mut uses, id)
     }
 
+    fn is_committed(&self, id: &SnapshotId) -> bool {
+        self.store.is_committed(id)
+    }
+
     fn parent(&self, id: &SnapshotId) -> Result<Option<SnapshotId>> {
         Ok(self.store.info(id)?.parent)
     }

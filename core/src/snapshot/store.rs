@@ -114,6 +114,11 @@ impl Store {
         Ok(p)
     }
 
+    /// True when the snapshot exists and is committed (a single `stat`).
+    pub fn is_committed(&self, id: &SnapshotId) -> bool {
+        self.snap_dir(id).map(|d| d.join("committed").exists()).unwrap_or(false)
+    }
+
     /// Reads a snapshot's metadata; error if it does not exist.
     pub fn info(&self, id: &SnapshotId) -> Result<Info> {
         let d = self.snap_dir(id)?;

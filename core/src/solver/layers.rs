@@ -42,7 +42,7 @@ pub fn apply_chain(
         chain_key = Digest::of(format!("{chain_key}\n{}", layer.diff_id).as_bytes());
         if let Some(rec) = engine.meta.record(&record_key(&worker.name, &chain_key, 0))? {
             let id = SnapshotId(rec.snapshot);
-            if worker.snapshotter.parent(&id).is_ok() {
+            if worker.snapshotter.is_committed(&id) {
                 parent = Some(id);
                 continue;
             }

@@ -73,7 +73,7 @@ pub fn transfer(engine: &EngineInner, r: &ResultRef, to: &Arc<Worker>, key: &Dig
     let rk = record_key(&to.name, key, 0);
     if let Some(rec) = engine.meta.record(&rk)? {
         let id = SnapshotId(rec.snapshot);
-        if to.snapshotter.parent(&id).is_ok() {
+        if to.snapshotter.is_committed(&id) {
             return Ok(ResultRef { worker: to.clone(), snapshot: id });
         }
     }

@@ -339,7 +339,7 @@ impl Solve {
                 continue;
             }
             let id = SnapshotId(rec.snapshot);
-            if worker.snapshotter.parent(&id).is_err() {
+            if !worker.snapshotter.is_committed(&id) {
                 tracing::warn!(snapshot = %id, "cache record points at a missing snapshot; rebuilding");
                 return Ok(None);
             }
@@ -414,7 +414,8 @@ impl Solve {
                 }
                 let mut r = crate::content::layer::layer_reader(&this.engine.content, &l.digest, &l.media_type)?;
                 crate::snapshot::apply_layer(&dir, &mut r)?;
-                std::io::copy(&mut r, &mut std::io::sink()).map_err(|e| Error::io("verify cache mount layer", &dir, e))?;
+                std::io::copy(&mut r, &mut std::io::sink())
+                    .map_err(|e| Error::io("verify cache mount layer", &dir, e))?;
             }
             Ok(())
         })

@@ -398,6 +398,17 @@ async fn oci_export_is_valid_and_usable_as_source() {
         .output()
         .expect("umoci installed");
     assert!(uc.status.success(), "umoci: {}", String::from_utf8_lossy(&uc.stderr));
+    let oit = std::process::Command::new("oci-image-tool")
+        .args(["validate", "--type", "image", "--ref", "name=v1"])
+        .arg(&img_dir)
+        .output()
+        .expect("oci-image-tool installed");
+    assert!(
+        oit.status.success(),
+        "oci-image-tool: {}{}",
+        String::from_utf8_lossy(&oit.stdout),
+        String::from_utf8_lossy(&oit.stderr)
+    );
     let cfg = std::process::Command::new("skopeo")
         .arg("inspect")
         .arg("--config")

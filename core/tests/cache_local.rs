@@ -331,3 +331,29 @@ async fn cache_mount_contents_travel_with_cache_mounts_true() {
     r.unwrap_or_else(|e| panic!("{e}: {ev:#?}"));
     assert_eq!(std::fs::read_to_string(out.join("seen")).unwrap(), "downloaded\n");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn zstd_and_uncompressed_caches_round_trip() {
+    for (compression, media_suffix) in [("zstd", "zstd"), ("uncompressed", "tar")] {
+        let a = Kit::new();
+        let ctx = ctx_dir(&a);
+        let cache = a.path("cache");
+        let o = opts(&a, &ctx, &a.path("out"))
+            .cache_export(&format!("type=local,dest={},mode=max,compression={compression}", cache.display()))
+            .unwrap();
+        let (r, _) = a.solve(&graph(), o).await;
+        r.unwrap();
+        let layout = kiln::content::OciLayout::open(&cache).unwrap();
+        let records = kiln::remotecache::export::read_records(&layout, "latest").unwrap();
+        let layers: Vec<_> = records.iter().flat_map(|r| r.layers.iter().flatten()).collect();
+        assert!(!layers.is_empty());
+        assert!(layers.iter().all(|l| l.media_type.ends_with(media_suffix)), "{compression}: {layers:?}");
+        let b = Kit::new();
+        let out = b.path("out");
+        let o = opts(&b, &ctx, &out).cache_import(&format!("type=local,src={}", cache.display())).unwrap();
+        let (r, ev) = b.solve(&graph(), o).await;
+        r.unwrap();
+        assert!(started(&ev).iter().all(|n| n.starts_with("local://")), "{compression}: {:?}", started(&ev));
+        assert_eq!(std::fs::read_to_string(out.join("app/hello.txt")).unwrap(), "hello cache\n");
+    }
+}

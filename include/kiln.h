@@ -1036,6 +1036,20 @@ kiln_status kiln_exec_opts_add_secret_mount(kiln_exec_opts *opts,
 kiln_status kiln_exec_opts_set_custom_name(kiln_exec_opts *opts, const char *name);
 
 /**
+ * Never uses a cached result of the run (it always executes).
+ *
+ * Thread safety: mutates `opts`; no concurrent use of the same options.
+ */
+kiln_status kiln_exec_opts_set_ignore_cache(kiln_exec_opts *opts, bool ignore);
+
+/**
+ * Sets the hostname inside the run's container (copied).
+ *
+ * Thread safety: mutates `opts`; no concurrent use of the same options.
+ */
+kiln_status kiln_exec_opts_set_hostname(kiln_exec_opts *opts, const char *hostname);
+
+/**
  * Runs only on workers having label `key=value` (repeatable: all must match; copied).
  *
  * Thread safety: mutates `opts`; no concurrent use of the same options.
@@ -1105,6 +1119,33 @@ kiln_status kiln_state_rm(const kiln_state *base,
                           const char *path,
                           uint32_t flags,
                           kiln_state **out);
+
+/**
+ * Creates a symlink at `newpath` pointing to `oldpath` (kept verbatim) on `base`. Result in
+ * `*out` (caller owns it).
+ *
+ * Thread safety: any thread; `base` is only read.
+ */
+kiln_status kiln_state_symlink(const kiln_state *base,
+                               const char *oldpath,
+                               const char *newpath,
+                               kiln_state **out);
+
+/**
+ * `base` whose producing op never uses a cached result. Result in `*out` (caller owns it).
+ *
+ * Thread safety: any thread; `base` is only read.
+ */
+kiln_status kiln_state_ignore_cache(const kiln_state *base, kiln_state **out);
+
+/**
+ * `base` with hostname `hostname` for later runs. Result in `*out` (caller owns it).
+ *
+ * Thread safety: any thread; `base` is only read.
+ */
+kiln_status kiln_state_with_hostname(const kiln_state *base,
+                                     const char *hostname,
+                                     kiln_state **out);
 
 /**
  * Layers `states[0..n]` on top of each other (later ones win); every entry must be non-NULL.

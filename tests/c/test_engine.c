@@ -247,6 +247,51 @@ int main(void) {
     kiln_state_free(&s0);
   }
 
+  /* Symlinks, hostnames and ignore_cache: the run sees its hostname and the link, and with
+   * ignore_cache executes again on an otherwise cached graph. */
+  {
+    kiln_state *base = NULL, *h = NULL, *l = NULL, *root = NULL, *again = NULL;
+    kiln_exec_opts *eo = NULL;
+    kiln_exec *ex = NULL, *ex2 = NULL;
+    kiln_solve_opts *o = NULL;
+    kiln_result *r = NULL;
+    const char *argv[] = {"/bin/sh", "-c", "test \"$(hostname)\" = kiln-host && test \"$(readlink /lnk)\" = /etc/hostname"};
+    char *rootfs_dir = join(tmp, "rootfs");
+    CHECK_OK(kiln_state_local("rootfs", &base));
+    CHECK_OK(kiln_state_symlink(base, "/etc/hostname", "/lnk", &l));
+    CHECK_OK(kiln_state_with_hostname(l, "kiln-host", &h));
+    CHECK_OK(kiln_state_run(h, argv, 3, NULL, &ex));
+    CHECK_OK(kiln_exec_root(ex, &root));
+    CHECK_OK(kiln_solve_opts_new(&o));
+    CHECK_OK(kiln_solve_opts_add_local(o, "rootfs", rootfs_dir));
+    CHECK_OK(kiln_engine_solve(e, root, o, &r, NULL));
+    CHECK(kiln_result_executed(r) >= 2);
+    kiln_result_free(&r);
+    CHECK_OK(kiln_engine_solve(e, root, o, &r, NULL));
+    CHECK(kiln_result_executed(r) == 0);
+    kiln_result_free(&r);
+    kiln_state_free(&root);
+    CHECK_OK(kiln_exec_opts_new(&eo));
+    CHECK_OK(kiln_exec_opts_set_hostname(eo, "kiln-host"));
+    CHECK_OK(kiln_exec_opts_set_ignore_cache(eo, true));
+    CHECK_OK(kiln_state_run(l, argv, 3, eo, &ex2));
+    CHECK_OK(kiln_exec_root(ex2, &again));
+    CHECK_OK(kiln_engine_solve(e, again, o, &r, NULL));
+    CHECK(kiln_result_executed(r) == 1);
+    kiln_result_free(&r);
+    CHECK_OK(kiln_state_ignore_cache(l, &root));
+    kiln_state_free(&root);
+    free(rootfs_dir);
+    kiln_solve_opts_free(&o);
+    kiln_state_free(&again);
+    kiln_exec_free(&ex2);
+    kiln_exec_opts_free(&eo);
+    kiln_exec_free(&ex);
+    kiln_state_free(&h);
+    kiln_state_free(&l);
+    kiln_state_free(&base);
+  }
+
   /* Disk usage counts the records; prune(all) removes them and reports what went. */
   {
     size_t records = 0, removed = 0;

@@ -578,6 +578,28 @@ pub extern "C" fn kiln_exec_opts_set_custom_name(opts: *mut kiln_exec_opts, name
     })
 }
 
+/// Never uses a cached result of the run (it always executes).
+///
+/// Thread safety: mutates `opts`; no concurrent use of the same options.
+#[no_mangle]
+pub extern "C" fn kiln_exec_opts_set_ignore_cache(opts: *mut kiln_exec_opts, ignore: bool) -> kiln_status {
+    edit_exec(opts, |o| {
+        o.ignore_cache = ignore;
+        Ok(())
+    })
+}
+
+/// Sets the hostname inside the run's container (copied).
+///
+/// Thread safety: mutates `opts`; no concurrent use of the same options.
+#[no_mangle]
+pub extern "C" fn kiln_exec_opts_set_hostname(opts: *mut kiln_exec_opts, hostname: *const c_char) -> kiln_status {
+    edit_exec(opts, |o| {
+        o.hostname = Some(str_arg(hostname, "hostname")?.to_owned());
+        Ok(())
+    })
+}
+
 /// Runs only on workers having label `key=value` (repeatable: all must match; copied).
 ///
 /// Thread safety: mutates `opts`; no concurrent use of the same options.
@@ -715,6 +737,43 @@ pub extern "C" fn kiln_state_rm(
         };
         Ok(b.st.rm(p, o))
     })
+}
+
+/// Creates a symlink at `newpath` pointing to `oldpath` (kept verbatim) on `base`. Result in
+/// `*out` (caller owns it).
+///
+/// Thread safety: any thread; `base` is only read.
+#[no_mangle]
+pub extern "C" fn kiln_state_symlink(
+    base: *const kiln_state,
+    oldpath: *const c_char,
+    newpath: *const c_char,
+    out: *mut *mut kiln_state,
+) -> kiln_status {
+    new_state(out, || {
+        let b = ref_arg(base, "base")?;
+        Ok(b.st.symlink(str_arg(oldpath, "oldpath")?, str_arg(newpath, "newpath")?))
+    })
+}
+
+/// `base` whose producing op never uses a cached result. Result in `*out` (caller owns it).
+///
+/// Thread safety: any thread; `base` is only read.
+#[no_mangle]
+pub extern "C" fn kiln_state_ignore_cache(base: *const kiln_state, out: *mut *mut kiln_state) -> kiln_status {
+    new_state(out, || Ok(ref_arg(base, "base")?.st.clone().ignore_cache()))
+}
+
+/// `base` with hostname `hostname` for later runs. Result in `*out` (caller owns it).
+///
+/// Thread safety: any thread; `base` is only read.
+#[no_mangle]
+pub extern "C" fn kiln_state_with_hostname(
+    base: *const kiln_state,
+    hostname: *const c_char,
+    out: *mut *mut kiln_state,
+) -> kiln_status {
+    new_state(out, || Ok(ref_arg(base, "base")?.st.clone().with_hostname(str_arg(hostname, "hostname")?)))
 }
 
 /// Layers `states[0..n]` on top of each other (later ones win); every entry must be non-NULL.

@@ -337,6 +337,9 @@ impl PyEngine {
         let solver = engine.clone();
         let task = rt.spawn(async move {
             let r = solver.solve(&def, opts).await;
+            // The engine handle goes before the result: once `solve` returns, closing the engine
+            // releases the root at once (another engine may open it right away).
+            drop(solver);
             let _ = tx.send(Msg::Done(r));
         });
         // Cancelling drops the solve future (the aborted task is awaited so the drop has
@@ -443,9 +446,13 @@ impl PyEngine {
         let (done_tx, done_rx) = tokio::sync::watch::channel(false);
         let solver = engine.clone();
         let task = rt.spawn(async move {
-            // Declared first, dropped last: `done` turns true once the solve future is gone.
+            // Declared first, dropped last: `done` turns true once the solve future and the
+            // engine handle are gone (also when the task is aborted).
             let _done = DoneOnDrop(done_tx);
+            let solver = solver;
             let r = solver.solve(&def, opts).await;
+            // As in `solve`: release the engine handle before handing out the result.
+            drop(solver);
             let _ = result_tx.send(r);
         });
         let task =

@@ -332,8 +332,12 @@ impl PyEngine {
         let mut progress = Progress::from_py(py, progress)?;
         let rt = runtime().map_err(|e| PyRuntimeError::new_err(format!("tokio runtime: {e}")))?;
         let (tx, rx) = mpsc::channel::<Msg>();
-        let events = tx.clone();
-        opts.progress = ProgressSink::new(move |e| drop(events.send(Msg::Event(e))));
+        // Quiet: no event crosses to this thread at all (a cached 1,000-step solve would
+        // otherwise wake it 1,000 times for nothing).
+        if !matches!(progress, Progress::Quiet) {
+            let events = tx.clone();
+            opts.progress = ProgressSink::new(move |e| drop(events.send(Msg::Event(e))));
+        }
         let solver = engine.clone();
         let task = rt.spawn(async move {
             let r = solver.solve(&def, opts).await;

@@ -83,6 +83,11 @@
 #define KILN_RM_ALLOW_WILDCARD (1 << 1)
 
 /**
+ * `kiln_state_git` flag: keep the `.git` directory in the checkout.
+ */
+#define KILN_GIT_KEEP_GIT_DIR 1
+
+/**
  * The result of every fallible kiln function. Numbers are stable ABI: they never change
  * meaning, and a number that is retired stays reserved forever (it is never reused).
  *
@@ -263,6 +268,14 @@ typedef enum {
 typedef struct kiln_bytes kiln_bytes;
 
 /**
+ * A cancellation switch for solves (`kiln_solve_opts_set_cancel`). Once cancelled it stays
+ * cancelled: every solve using it, running or started later, returns KILN_ERR_CANCELLED.
+ * Thread-safe: `kiln_cancel_token_cancel` may be called from any thread, including a progress
+ * callback. Freed with `kiln_cancel_token_free` (options holding it keep their own reference).
+ */
+typedef struct kiln_cancel_token kiln_cancel_token;
+
+/**
  * An open engine holding one root directory (exclusively: a second engine on the same root gets
  * KILN_ERR_ROOT_IN_USE). Thread-safe: any number of threads may solve on one engine at once.
  * Freed with `kiln_engine_free`, which releases the root.
@@ -406,7 +419,9 @@ void kiln_engine_free(kiln_engine **engine);
  * with `kiln_error_free`) with the message, and for KILN_ERR_EXEC the exit code, vertex and log
  * tail; `*err` is set to NULL on success. The same error is also kept as this thread's
  * `kiln_error_last`. The progress callback of `opts`, if any, runs on engine threads and never
- * after this returns.
+ * after this returns. With a cancel token set (`kiln_solve_opts_set_cancel`) that gets
+ * cancelled, returns KILN_ERR_CANCELLED after the solve's containers are killed and its mounts
+ * released (note: that wait also covers other solves of the engine cancelled at the same time).
  *
  * Thread safety: `engine`, `state` and `opts` are only read; several threads may solve at once
  * with the same engine, state and options. Must not be called from a kiln engine thread, e.g. a
@@ -431,6 +446,58 @@ kiln_status kiln_engine_solve_definition(const kiln_engine *engine,
                                          const kiln_solve_opts *opts,
                                          kiln_result **out,
                                          kiln_error **err);
+
+/**
+ * How many workers the engine has (the default first); 0 if `engine` is NULL.
+ *
+ * Thread safety: any thread, concurrently.
+ */
+size_t kiln_engine_worker_count(const kiln_engine *engine);
+
+/**
+ * The name of worker `index` (`runc-overlayfs`); NULL if out of range or `engine` is NULL.
+ * Borrowed: valid until the engine is freed.
+ *
+ * Thread safety: any thread, concurrently.
+ */
+const char *kiln_engine_worker_name(const kiln_engine *engine, size_t index);
+
+/**
+ * The value of label `key` (`executor`, `snapshotter`, `hostname`, `name`) of worker `index`;
+ * NULL if absent, out of range, or an argument is NULL / not UTF-8. Borrowed: valid until the
+ * engine is freed.
+ *
+ * Thread safety: any thread, concurrently.
+ */
+const char *kiln_engine_worker_label(const kiln_engine *engine, size_t index, const char *key);
+
+/**
+ * The build cache's size: the number of cache records into `*records` and the bytes of their
+ * own data into `*bytes` (both required). Errors as `kiln_engine_solve` (`err` may be NULL).
+ *
+ * Thread safety: any thread except kiln engine threads (KILN_ERR_WRONG_THREAD); concurrent
+ * solves on the engine are fine.
+ */
+kiln_status kiln_engine_disk_usage(const kiln_engine *engine,
+                                   size_t *records,
+                                   uint64_t *bytes,
+                                   kiln_error **err);
+
+/**
+ * Removes build cache records, least recently used first, until at most `keep_bytes` remain
+ * (`all`: everything), then every snapshot nothing needs. What went is reported through
+ * `removed` (snapshots) and `freed_bytes`, each optional (NULL: not reported). Errors as
+ * `kiln_engine_solve` (`err` may be NULL).
+ *
+ * Thread safety: any thread except kiln engine threads (KILN_ERR_WRONG_THREAD); waits for
+ * running solves on the engine to finish first.
+ */
+kiln_status kiln_engine_prune(const kiln_engine *engine,
+                              uint64_t keep_bytes,
+                              bool all,
+                              size_t *removed,
+                              uint64_t *freed_bytes,
+                              kiln_error **err);
 
 /**
  * How many vertices of the solve came from the cache; 0 if `result` is NULL.
@@ -591,6 +658,37 @@ kiln_status kiln_error_kind_status(size_t index);
 const char *kiln_error_kind_name(size_t index);
 
 /**
+ * A new, not yet cancelled token into `*out` (caller owns it; free with `kiln_cancel_token_free`).
+ *
+ * Thread safety: any thread.
+ */
+kiln_status kiln_cancel_token_new(kiln_cancel_token **out);
+
+/**
+ * Cancels every solve using `token` (running ones and later ones). A running solve returns
+ * KILN_ERR_CANCELLED once its containers are killed and its mounts and snapshots released.
+ * Idempotent; returns at once (it does not wait for the solves). NULL: KILN_ERR_NULL_ARGUMENT.
+ *
+ * Thread safety: any thread, concurrently, including a progress callback.
+ */
+kiln_status kiln_cancel_token_cancel(const kiln_cancel_token *token);
+
+/**
+ * Whether `token` has been cancelled; false if `token` is NULL.
+ *
+ * Thread safety: any thread, concurrently.
+ */
+bool kiln_cancel_token_is_cancelled(const kiln_cancel_token *token);
+
+/**
+ * Frees a token and sets `*token` to NULL (NULL / `*token == NULL`: no-op). Options it was set on
+ * keep working with it (they hold their own reference).
+ *
+ * Thread safety: must not race with any other use of the same handle.
+ */
+void kiln_cancel_token_free(kiln_cancel_token **token);
+
+/**
  * New empty solve options into `*out` (caller owns them; free with `kiln_solve_opts_free`).
  *
  * Thread safety: any thread.
@@ -661,6 +759,15 @@ kiln_status kiln_solve_opts_set_progress(kiln_solve_opts *opts,
                                          void *userdata);
 
 /**
+ * Makes solves with these options cancellable through `token` (or with `token == NULL` not
+ * cancellable). The options keep their own reference: the caller may free `token` afterwards
+ * (keep it to be able to cancel). See `kiln_cancel_token_cancel`.
+ *
+ * Thread safety: mutates `opts`; no concurrent use of the same options; `token` is only read.
+ */
+kiln_status kiln_solve_opts_set_cancel(kiln_solve_opts *opts, const kiln_cancel_token *token);
+
+/**
  * Frees a state and sets `*state` to NULL (`state == NULL` or `*state == NULL`: no-op). The
  * rule against double free: free through the variable that holds the handle; a second
  * `kiln_state_free(&s)` is then a no-op and passing the NULLed `s` to any function returns
@@ -701,6 +808,90 @@ kiln_status kiln_state_image(const char *reference, kiln_state **out);
  * Thread safety: any thread.
  */
 kiln_status kiln_state_oci_layout(const char *dir, const char *reference, kiln_state **out);
+
+/**
+ * A file downloaded from `url` (http or https). `checksum` (`sha256:<64 hex>`, or NULL) is
+ * verified; `filename` (or NULL: the URL's last segment) names the file in the result. Result in
+ * `*out` (caller owns it). A malformed checksum returns KILN_ERR_INVALID_ARGUMENT.
+ *
+ * Thread safety: any thread.
+ */
+kiln_status kiln_state_http(const char *url,
+                            const char *checksum,
+                            const char *filename,
+                            kiln_state **out);
+
+/**
+ * A git checkout of `reference` (branch, tag or commit; NULL or "" = the default branch) from
+ * `url`; `subdir` (or NULL) keeps only that directory; `flags`: `KILN_GIT_KEEP_GIT_DIR`. Result
+ * in `*out` (caller owns it).
+ *
+ * Thread safety: any thread.
+ */
+kiln_status kiln_state_git(const char *url,
+                           const char *reference,
+                           const char *subdir,
+                           uint32_t flags,
+                           kiln_state **out);
+
+/**
+ * `base` with user `user` (`name`, `uid` or `uid:gid`) for later runs and the image config.
+ * Result in `*out` (caller owns it).
+ *
+ * Thread safety: any thread; `base` is only read.
+ */
+kiln_status kiln_state_with_user(const kiln_state *base, const char *user, kiln_state **out);
+
+/**
+ * `base` with image config entrypoint `argv[0..argc]`. Result in `*out` (caller owns it).
+ *
+ * Thread safety: any thread; `base` is only read.
+ */
+kiln_status kiln_state_with_entrypoint(const kiln_state *base,
+                                       const char *const *argv,
+                                       size_t argc,
+                                       kiln_state **out);
+
+/**
+ * `base` with image config cmd `argv[0..argc]`. Result in `*out` (caller owns it).
+ *
+ * Thread safety: any thread; `base` is only read.
+ */
+kiln_status kiln_state_with_cmd(const kiln_state *base,
+                                const char *const *argv,
+                                size_t argc,
+                                kiln_state **out);
+
+/**
+ * `base` with image config label `key=value`. Result in `*out` (caller owns it).
+ *
+ * Thread safety: any thread; `base` is only read.
+ */
+kiln_status kiln_state_with_label(const kiln_state *base,
+                                  const char *key,
+                                  const char *value,
+                                  kiln_state **out);
+
+/**
+ * `base` whose producing op shows as `name` in progress output. It also ends a chain of file
+ * actions: the next file action on the result becomes its own step. Result in `*out`.
+ *
+ * Thread safety: any thread; `base` is only read.
+ */
+kiln_status kiln_state_with_custom_name(const kiln_state *base, const char *name, kiln_state **out);
+
+/**
+ * `base` whose producing op runs only on workers having every label `keys[i]=values[i]`
+ * (`i < n`; see `kiln_engine_worker_label`); no worker matching fails the solve with
+ * KILN_ERR_WORKER. Result in `*out` (caller owns it).
+ *
+ * Thread safety: any thread; `base` is only read.
+ */
+kiln_status kiln_state_with_worker_selector(const kiln_state *base,
+                                            const char *const *keys,
+                                            const char *const *values,
+                                            size_t n,
+                                            kiln_state **out);
 
 /**
  * `base` with env var `key=value` for later runs. Result in `*out` (caller owns it).
@@ -838,6 +1029,36 @@ kiln_status kiln_exec_opts_add_secret_mount(kiln_exec_opts *opts,
                                             bool optional);
 
 /**
+ * Sets the display name of the run in progress output (copied).
+ *
+ * Thread safety: mutates `opts`; no concurrent use of the same options.
+ */
+kiln_status kiln_exec_opts_set_custom_name(kiln_exec_opts *opts, const char *name);
+
+/**
+ * Never uses a cached result of the run (it always executes).
+ *
+ * Thread safety: mutates `opts`; no concurrent use of the same options.
+ */
+kiln_status kiln_exec_opts_set_ignore_cache(kiln_exec_opts *opts, bool ignore);
+
+/**
+ * Sets the hostname inside the run's container (copied).
+ *
+ * Thread safety: mutates `opts`; no concurrent use of the same options.
+ */
+kiln_status kiln_exec_opts_set_hostname(kiln_exec_opts *opts, const char *hostname);
+
+/**
+ * Runs only on workers having label `key=value` (repeatable: all must match; copied).
+ *
+ * Thread safety: mutates `opts`; no concurrent use of the same options.
+ */
+kiln_status kiln_exec_opts_add_worker_selector(kiln_exec_opts *opts,
+                                               const char *key,
+                                               const char *value);
+
+/**
  * Makes the rootfs read-only for the run (the run then has no rootfs output).
  *
  * Thread safety: mutates `opts`; no concurrent use of the same options.
@@ -898,6 +1119,33 @@ kiln_status kiln_state_rm(const kiln_state *base,
                           const char *path,
                           uint32_t flags,
                           kiln_state **out);
+
+/**
+ * Creates a symlink at `newpath` pointing to `oldpath` (kept verbatim) on `base`. Result in
+ * `*out` (caller owns it).
+ *
+ * Thread safety: any thread; `base` is only read.
+ */
+kiln_status kiln_state_symlink(const kiln_state *base,
+                               const char *oldpath,
+                               const char *newpath,
+                               kiln_state **out);
+
+/**
+ * `base` whose producing op never uses a cached result. Result in `*out` (caller owns it).
+ *
+ * Thread safety: any thread; `base` is only read.
+ */
+kiln_status kiln_state_ignore_cache(const kiln_state *base, kiln_state **out);
+
+/**
+ * `base` with hostname `hostname` for later runs. Result in `*out` (caller owns it).
+ *
+ * Thread safety: any thread; `base` is only read.
+ */
+kiln_status kiln_state_with_hostname(const kiln_state *base,
+                                     const char *hostname,
+                                     kiln_state **out);
 
 /**
  * Layers `states[0..n]` on top of each other (later ones win); every entry must be non-NULL.

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict'
 import { readFileSync } from 'node:fs'
 import { execFileSync } from 'node:child_process'
 import { join } from 'node:path'
-import { kiln, base, newEngine, rootfsDir, tempDir, mountedUnder, settleLeaks } from './helpers.mjs'
+import { kiln, base, newEngine, rootfsDir, tempDir, mountedUnder } from './helpers.mjs'
 
 const locals = () => ({ rootfs: rootfsDir() })
 
@@ -132,7 +132,7 @@ test('AbortSignal cancels a running RUN; no container, process or mount is left'
     assert.equal(err.code, 'KILN_CANCELLED')
     return true
   })
-  await settleLeaks(e)
+  // The rejection settles only after the cancelled solve's cleanup: nothing is left right now.
   assert.deepEqual(e.runningContainers(), [])
   assert.ok(!mountedUnder(e.root), 'a mount under the engine root survived the cancel')
   const ps = execFileSync('ps', ['-eo', 'args'], { encoding: 'utf8' })
@@ -147,5 +147,58 @@ test('an already-aborted signal rejects without running anything', async () => {
   await assert.rejects(e.solve(base().run(['/bin/true']).root(), { locals: locals(), signal: ac.signal }), {
     code: 'KILN_CANCELLED',
   })
+  e.close()
+})
+
+test('imageConfig reflects the state and can be overridden per solve', async () => {
+  const st = kiln
+    .scratch()
+    .mkfile('/app', 'x')
+    .withEnv('A', '1')
+    .withCwd('/w')
+    .withUser('nobody')
+    .withEntrypoint(['/app'])
+    .withCmd(['--help'])
+    .withLabel('org.example', 'yes')
+  assert.deepEqual(st.imageConfig(), {
+    entrypoint: ['/app'],
+    cmd: ['--help'],
+    env: ['A=1'],
+    workingDir: '/w',
+    user: 'nobody',
+    labels: { 'org.example': 'yes' },
+  })
+  const e = newEngine()
+  const dir = tempDir()
+  const layout = (name) => join(dir, name)
+  await e.solve(st, { outputs: [`type=oci,dest=${layout('own')},tar=false`] })
+  await e.solve(st, {
+    outputs: [`type=oci,dest=${layout('override')},tar=false`],
+    imageConfig: { cmd: ['other'], env: ['B=2'] },
+  })
+  const config = (name) => {
+    const blob = (d) => join(layout(name), 'blobs', ...d.split(':'))
+    const index = JSON.parse(readFileSync(join(layout(name), 'index.json'), 'utf8'))
+    const manifest = JSON.parse(readFileSync(blob(index.manifests[0].digest), 'utf8'))
+    return JSON.parse(readFileSync(blob(manifest.config.digest), 'utf8')).config
+  }
+  assert.deepEqual(config('own').Cmd, ['--help'])
+  assert.deepEqual(config('own').Entrypoint, ['/app'])
+  assert.ok(config('own').Env.includes('A=1'))
+  assert.deepEqual(config('override').Cmd, ['other'])
+  assert.ok(config('override').Env.includes('B=2'))
+  e.close()
+})
+
+test('worker selectors pick a worker by label; an unknown label is a KILN_WORKER error', async () => {
+  const e = newEngine()
+  const w = e.workers()[0]
+  assert.ok(w.labels.snapshotter, JSON.stringify(w))
+  const ok = kiln.scratch().mkfile('/f', 'x').withWorkerSelector({ snapshotter: w.labels.snapshotter })
+  assert.ok((await e.solve(ok)).executed >= 1)
+  const r = await e.solve(base().run(['/bin/true'], { workerSelector: { name: w.name } }).root(), { locals: locals() })
+  assert.ok(r.executed >= 1)
+  const bad = kiln.scratch().mkfile('/g', 'x').withWorkerSelector({ snapshotter: 'no-such-snapshotter' })
+  await assert.rejects(e.solve(bad), { code: 'KILN_WORKER' })
   e.close()
 })

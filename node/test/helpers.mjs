@@ -45,14 +45,3 @@ export function mountedUnder(root) {
     .split('\n')
     .some((l) => l.includes(root))
 }
-
-/**
- * Waits (bounded) until no container and no mount of `engine` remains: container teardown after a
- * cancel finishes on the engine's runtime shortly after the promise settles.
- */
-export async function settleLeaks(engine) {
-  for (let i = 0; i < 300; i++) {
-    if (engine.runningContainers().length === 0 && !mountedUnder(engine.root)) return
-    await new Promise((r) => setTimeout(r, 20))
-  }
-}

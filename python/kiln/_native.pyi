@@ -1,7 +1,7 @@
 """Type stubs of the native module ``kiln._native`` (checked against it by tests/test_stubs.py)."""
 
 import os
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union, final
+from typing import Any, Awaitable, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union, final
 
 _Path = Union[str, "os.PathLike[str]"]
 _Owner = Union[int, Tuple[int, int]]
@@ -245,3 +245,9 @@ def secret_mount(
 ) -> Mount: ...
 def error_kinds() -> List[Tuple[str, str]]: ...
 def _raise_error(kind: str, message: str) -> None: ...
+
+class _SolveTask:
+    """A solve started by ``Engine.solve_async`` (internal; ``kiln._aio.run`` drives it)."""
+
+    def result(self) -> Awaitable[SolveResult]: ...
+    def cancel(self) -> Awaitable[None]: ...

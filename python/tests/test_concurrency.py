@@ -92,3 +92,18 @@ def test_fork_gets_a_fresh_runtime(engine, tmp_path):
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     assert read(tmp_path / "c" / "c") == "child"
+
+
+def test_closed_engine_releases_the_root_as_soon_as_solve_returns(tmp_path):
+    # No engine handle outlives a finished solve: a new engine opens the root right away.
+    st = kiln.scratch().mkfile("/a", "a")
+    for _ in range(3):
+        with kiln.Engine(tmp_path / "root") as e:
+            e.solve(st, progress="quiet")
+
+    async def main():
+        for _ in range(3):
+            with kiln.Engine(tmp_path / "root") as e:
+                await e.solve_async(st, progress="quiet")
+
+    asyncio.run(main())

@@ -1,7 +1,10 @@
-"""Ctrl-C during a RUN cancels the build: container killed, no mount of the root left."""
+"""Ctrl-C during a RUN, an exception in a progress callback, or cancelling a solve_async task
+cancels the build: once the cancellation reaches the caller the container is killed and no mount
+of the root is left (checked right away, no waiting)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import threading
@@ -67,3 +70,30 @@ def test_exception_in_progress_callback_cancels(engine, rootfs):
         engine.solve(st, locals={"rootfs": rootfs}, progress=on_event)
     assert mounts_under(engine.root) == []
     assert sleepers() == []
+
+
+def test_cancelling_solve_async_task_cleans_up_before_cancelled_error(engine, rootfs):
+    st = kiln.local("rootfs").run(["/bin/sh", "-c", "echo started; exec sleep 1000"])
+
+    async def main() -> None:
+        started = asyncio.Event()
+
+        def on_event(e: kiln.ProgressEvent) -> None:
+            if e.type == "log" and b"started" in e.data:
+                started.set()
+
+        task = asyncio.ensure_future(engine.solve_async(st, locals={"rootfs": rootfs}, progress=on_event))
+        await asyncio.wait_for(started.wait(), 60)
+        assert engine.running_containers() != []
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        # The CancelledError arrives only after the solve's cleanup: nothing is left right now.
+        assert engine.running_containers() == []
+        assert mounts_under(engine.root) == []
+        assert sleepers() == []
+        # The engine stays usable.
+        r = await engine.solve_async(kiln.local("rootfs").run(["/bin/true"]), locals={"rootfs": rootfs}, progress="quiet")
+        assert r.executed >= 1
+
+    asyncio.run(main())

@@ -1,8 +1,11 @@
-//! `kiln_engine` (an open root) and `kiln_result`; the blocking solve on this library's own tokio
-//! runtime, created on first use and shared by every engine of the process.
+//! `kiln_engine` (an open root) and `kiln_result`; the blocking solve (cancellable through a
+//! `kiln_cancel_token`) on this library's own tokio runtime, created on first use and shared by
+//! every engine of the process; workers, disk usage and prune.
 
 use crate::errors::{kiln_error, kiln_status};
-use crate::ffi::{bytes_arg, catch, cstring, guard, out_arg, put, ref_arg, str_arg, take_free};
+use crate::ffi::{
+    bytes_arg, catch, cstring, guard, optional_out, out_arg, put, ref_arg, str_arg, take_free, value_out,
+};
 use crate::solve::{kiln_solve_opts, ProgressGate};
 use crate::state::kiln_state;
 use kiln::engine::{Engine, EngineOptions, SolveOptions};
@@ -18,6 +21,8 @@ use tokio::runtime::Runtime;
 #[allow(non_camel_case_types)]
 pub struct kiln_engine {
     engine: Engine,
+    /// Worker names and sorted labels, fixed at open (the getters hand out borrowed strings).
+    workers: Vec<(CString, Vec<(CString, CString)>)>,
 }
 
 /// The outcome of a successful solve. Immutable; any thread; freed with `kiln_result_free`.
@@ -74,7 +79,15 @@ pub extern "C" fn kiln_engine_open(root: *const c_char, out: *mut *mut kiln_engi
         let rt = runtime()?;
         let _ctx = rt.enter();
         let engine = Engine::open(EngineOptions::new(root))?;
-        put(out, kiln_engine { engine });
+        let workers = engine
+            .workers()
+            .into_iter()
+            .map(|w| {
+                let labels = w.labels.iter().map(|(k, v)| (cstring(k.as_str()), cstring(v.as_str()))).collect();
+                (cstring(w.name), labels)
+            })
+            .collect();
+        put(out, kiln_engine { engine, workers });
         Ok(())
     })
 }
@@ -103,11 +116,11 @@ fn solve_def(
         let out = out_arg(out, "out")?;
         let engine = ref_arg(engine, "engine")?;
         let (def, image_config) = def()?;
-        let (mut so, progress) = if opts.is_null() {
-            (SolveOptions::default(), None)
+        let (mut so, progress, cancel) = if opts.is_null() {
+            (SolveOptions::default(), None, None)
         } else {
             let o = ref_arg(opts, "opts")?;
-            (o.inner.clone(), o.progress)
+            (o.inner.clone(), o.progress, o.cancel.clone())
         };
         if let Some(ic) = image_config {
             so.image_config = ic;
@@ -116,7 +129,22 @@ fn solve_def(
         let rt = runtime()?;
         let (sink, gate) = ProgressGate::sink(progress);
         so.progress = sink;
-        let r = rt.block_on(engine.engine.solve(&def, so));
+        let r = rt.block_on(async {
+            let Some(cancel) = cancel else { return engine.engine.solve(&def, so).await };
+            let finished = tokio::select! {
+                r = engine.engine.solve(&def, so) => Some(r),
+                _ = cancel.cancelled() => None,
+            };
+            match finished {
+                Some(r) => r,
+                None => {
+                    // The solve future is dropped by now; return only once its aborted steps have
+                    // cleaned up (containers killed, mounts and snapshots released).
+                    engine.engine.wait_idle().await;
+                    Err(kiln::Error::Cancelled)
+                }
+            }
+        });
         gate.close();
         let r = r?;
         put(
@@ -139,7 +167,9 @@ fn solve_def(
 /// with `kiln_error_free`) with the message, and for KILN_ERR_EXEC the exit code, vertex and log
 /// tail; `*err` is set to NULL on success. The same error is also kept as this thread's
 /// `kiln_error_last`. The progress callback of `opts`, if any, runs on engine threads and never
-/// after this returns.
+/// after this returns. With a cancel token set (`kiln_solve_opts_set_cancel`) that gets
+/// cancelled, returns KILN_ERR_CANCELLED after the solve's containers are killed and its mounts
+/// released (note: that wait also covers other solves of the engine cancelled at the same time).
 ///
 /// Thread safety: `engine`, `state` and `opts` are only read; several threads may solve at once
 /// with the same engine, state and options. Must not be called from a kiln engine thread, e.g. a
@@ -179,6 +209,106 @@ pub extern "C" fn kiln_engine_solve_definition(
     err: *mut *mut kiln_error,
 ) -> kiln_status {
     solve_def(engine, || Ok((Definition::from_bytes(bytes_arg(data, len, "data")?)?, None)), opts, out, err)
+}
+
+/// How many workers the engine has (the default first); 0 if `engine` is NULL.
+///
+/// Thread safety: any thread, concurrently.
+#[no_mangle]
+pub extern "C" fn kiln_engine_worker_count(engine: *const kiln_engine) -> usize {
+    catch(0, || ref_arg(engine, "engine").map(|e| e.workers.len()).unwrap_or(0))
+}
+
+/// The name of worker `index` (`runc-overlayfs`); NULL if out of range or `engine` is NULL.
+/// Borrowed: valid until the engine is freed.
+///
+/// Thread safety: any thread, concurrently.
+#[no_mangle]
+pub extern "C" fn kiln_engine_worker_name(engine: *const kiln_engine, index: usize) -> *const c_char {
+    catch(ptr::null(), || {
+        ref_arg(engine, "engine")
+            .ok()
+            .and_then(|e| e.workers.get(index))
+            .map(|(n, _)| n.as_ptr())
+            .unwrap_or(ptr::null())
+    })
+}
+
+/// The value of label `key` (`executor`, `snapshotter`, `hostname`, `name`) of worker `index`;
+/// NULL if absent, out of range, or an argument is NULL / not UTF-8. Borrowed: valid until the
+/// engine is freed.
+///
+/// Thread safety: any thread, concurrently.
+#[no_mangle]
+pub extern "C" fn kiln_engine_worker_label(
+    engine: *const kiln_engine,
+    index: usize,
+    key: *const c_char,
+) -> *const c_char {
+    catch(ptr::null(), || {
+        let (Ok(e), Ok(key)) = (ref_arg(engine, "engine"), str_arg(key, "key")) else { return ptr::null() };
+        e.workers
+            .get(index)
+            .and_then(|(_, labels)| labels.iter().find(|(k, _)| k.to_bytes() == key.as_bytes()))
+            .map(|(_, v)| v.as_ptr())
+            .unwrap_or(ptr::null())
+    })
+}
+
+/// The build cache's size: the number of cache records into `*records` and the bytes of their
+/// own data into `*bytes` (both required). Errors as `kiln_engine_solve` (`err` may be NULL).
+///
+/// Thread safety: any thread except kiln engine threads (KILN_ERR_WRONG_THREAD); concurrent
+/// solves on the engine are fine.
+#[no_mangle]
+pub extern "C" fn kiln_engine_disk_usage(
+    engine: *const kiln_engine,
+    records: *mut usize,
+    bytes: *mut u64,
+    err: *mut *mut kiln_error,
+) -> kiln_status {
+    guard(err, || {
+        let engine = ref_arg(engine, "engine")?;
+        let (records, bytes) = (value_out(records, "records")?, value_out(bytes, "bytes")?);
+        *records = 0;
+        *bytes = 0;
+        not_on_runtime_thread("kiln_engine_disk_usage")?;
+        let usage = runtime()?.block_on(engine.engine.disk_usage())?;
+        *records = usage.len();
+        *bytes = usage.iter().map(|u| u.size).sum();
+        Ok(())
+    })
+}
+
+/// Removes build cache records, least recently used first, until at most `keep_bytes` remain
+/// (`all`: everything), then every snapshot nothing needs. What went is reported through
+/// `removed` (snapshots) and `freed_bytes`, each optional (NULL: not reported). Errors as
+/// `kiln_engine_solve` (`err` may be NULL).
+///
+/// Thread safety: any thread except kiln engine threads (KILN_ERR_WRONG_THREAD); waits for
+/// running solves on the engine to finish first.
+#[no_mangle]
+pub extern "C" fn kiln_engine_prune(
+    engine: *const kiln_engine,
+    keep_bytes: u64,
+    all: bool,
+    removed: *mut usize,
+    freed_bytes: *mut u64,
+    err: *mut *mut kiln_error,
+) -> kiln_status {
+    guard(err, || {
+        let engine = ref_arg(engine, "engine")?;
+        let (removed, freed_bytes) = (optional_out(removed), optional_out(freed_bytes));
+        not_on_runtime_thread("kiln_engine_prune")?;
+        let report = runtime()?.block_on(engine.engine.prune(keep_bytes, all))?;
+        if let Some(r) = removed {
+            *r = report.removed;
+        }
+        if let Some(f) = freed_bytes {
+            *f = report.freed_bytes;
+        }
+        Ok(())
+    })
 }
 
 /// How many vertices of the solve came from the cache; 0 if `result` is NULL.

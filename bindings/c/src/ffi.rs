@@ -76,6 +76,18 @@ pub(crate) fn out_arg<'a, T>(out: *mut *mut T, arg: &str) -> Result<&'a mut *mut
     Ok(slot)
 }
 
+/// A required out-parameter of a plain value; NULL is an error naming `arg`.
+pub(crate) fn value_out<'a, T>(p: *mut T, arg: &str) -> Result<&'a mut T, kiln_error> {
+    // SAFETY: non-NULL `p` points to a writable `T` (API contract).
+    unsafe { p.as_mut() }.ok_or_else(|| kiln_error::null(arg))
+}
+
+/// An optional out-parameter of a plain value (NULL: the caller does not want it).
+pub(crate) fn optional_out<'a, T>(p: *mut T) -> Option<&'a mut T> {
+    // SAFETY: non-NULL `p` points to a writable `T` (API contract).
+    unsafe { p.as_mut() }
+}
+
 /// Moves `v` into a new heap handle owned by the caller.
 pub(crate) fn put<T>(out: &mut *mut T, v: T) {
     *out = Box::into_raw(Box::new(v));

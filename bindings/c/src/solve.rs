@@ -1,12 +1,14 @@
 //! `kiln_solve_opts`: what a solve exports and reads (outputs, locals, secrets, cache exports and
-//! imports, all in the CSV syntax of every kiln face) and the C progress callback.
+//! imports, all in the CSV syntax of every kiln face), the C progress callback and
+//! `kiln_cancel_token` (cancels blocking solves from any thread).
 
 use crate::errors::kiln_status;
-use crate::ffi::{bytes_arg, cstring, guard, mut_arg, out_arg, put, str_arg, take_free};
+use crate::ffi::{bytes_arg, catch, cstring, guard, mut_arg, out_arg, put, ref_arg, str_arg, take_free};
 use kiln::engine::SolveOptions;
 use kiln::solver::{LogStream, ProgressEvent, ProgressSink};
 use std::ffi::{c_char, c_void, CString};
 use std::ptr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Options of one solve. A mutable builder: not for concurrent use while being changed; once
@@ -16,6 +18,80 @@ use std::sync::{Arc, Mutex};
 pub struct kiln_solve_opts {
     pub(crate) inner: SolveOptions,
     pub(crate) progress: Option<(ProgressFn, UserData)>,
+    pub(crate) cancel: Option<Arc<CancelState>>,
+}
+
+/// A cancellation switch for solves (`kiln_solve_opts_set_cancel`). Once cancelled it stays
+/// cancelled: every solve using it, running or started later, returns KILN_ERR_CANCELLED.
+/// Thread-safe: `kiln_cancel_token_cancel` may be called from any thread, including a progress
+/// callback. Freed with `kiln_cancel_token_free` (options holding it keep their own reference).
+#[allow(non_camel_case_types)]
+pub struct kiln_cancel_token {
+    state: Arc<CancelState>,
+}
+
+/// The shared flag behind a token and every options object it was set on.
+#[derive(Default)]
+pub(crate) struct CancelState {
+    cancelled: AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl CancelState {
+    /// Completes once the token is cancelled (at once if it already is).
+    pub(crate) async fn cancelled(&self) {
+        loop {
+            // Registered before the check: a cancel between the check and the await still wakes us.
+            let notified = self.notify.notified();
+            if self.cancelled.load(Ordering::SeqCst) {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// A new, not yet cancelled token into `*out` (caller owns it; free with `kiln_cancel_token_free`).
+///
+/// Thread safety: any thread.
+#[no_mangle]
+pub extern "C" fn kiln_cancel_token_new(out: *mut *mut kiln_cancel_token) -> kiln_status {
+    guard(ptr::null_mut(), || {
+        put(out_arg(out, "out")?, kiln_cancel_token { state: Arc::default() });
+        Ok(())
+    })
+}
+
+/// Cancels every solve using `token` (running ones and later ones). A running solve returns
+/// KILN_ERR_CANCELLED once its containers are killed and its mounts and snapshots released.
+/// Idempotent; returns at once (it does not wait for the solves). NULL: KILN_ERR_NULL_ARGUMENT.
+///
+/// Thread safety: any thread, concurrently, including a progress callback.
+#[no_mangle]
+pub extern "C" fn kiln_cancel_token_cancel(token: *const kiln_cancel_token) -> kiln_status {
+    guard(ptr::null_mut(), || {
+        let t = ref_arg(token, "token")?;
+        t.state.cancelled.store(true, Ordering::SeqCst);
+        t.state.notify.notify_waiters();
+        Ok(())
+    })
+}
+
+/// Whether `token` has been cancelled; false if `token` is NULL.
+///
+/// Thread safety: any thread, concurrently.
+#[no_mangle]
+pub extern "C" fn kiln_cancel_token_is_cancelled(token: *const kiln_cancel_token) -> bool {
+    catch(false, || ref_arg(token, "token").map(|t| t.state.cancelled.load(Ordering::SeqCst)).unwrap_or(false))
+}
+
+/// Frees a token and sets `*token` to NULL (NULL / `*token == NULL`: no-op). Options it was set on
+/// keep working with it (they hold their own reference).
+///
+/// Thread safety: must not race with any other use of the same handle.
+#[no_mangle]
+pub extern "C" fn kiln_cancel_token_free(token: *mut *mut kiln_cancel_token) {
+    take_free(token)
 }
 
 /// What a progress event is. Stable numbers; retired numbers stay reserved.
@@ -181,7 +257,7 @@ fn deliver(cb: ProgressFn, ud: UserData, ev: &ProgressEvent) {
 #[no_mangle]
 pub extern "C" fn kiln_solve_opts_new(out: *mut *mut kiln_solve_opts) -> kiln_status {
     guard(ptr::null_mut(), || {
-        put(out_arg(out, "out")?, kiln_solve_opts { inner: SolveOptions::default(), progress: None });
+        put(out_arg(out, "out")?, kiln_solve_opts { inner: SolveOptions::default(), progress: None, cancel: None });
         Ok(())
     })
 }
@@ -291,6 +367,23 @@ pub extern "C" fn kiln_solve_opts_set_progress(
 ) -> kiln_status {
     edit(opts, |o| {
         o.progress = cb.map(|f| (f, UserData(userdata)));
+        Ok(())
+    })
+}
+
+/// Makes solves with these options cancellable through `token` (or with `token == NULL` not
+/// cancellable). The options keep their own reference: the caller may free `token` afterwards
+/// (keep it to be able to cancel). See `kiln_cancel_token_cancel`.
+///
+/// Thread safety: mutates `opts`; no concurrent use of the same options; `token` is only read.
+#[no_mangle]
+pub extern "C" fn kiln_solve_opts_set_cancel(
+    opts: *mut kiln_solve_opts,
+    token: *const kiln_cancel_token,
+) -> kiln_status {
+    edit(opts, |o| {
+        // NULL clears the token (instead of being an error as elsewhere).
+        o.cancel = if token.is_null() { None } else { Some(ref_arg(token, "token")?.state.clone()) };
         Ok(())
     })
 }

@@ -6,8 +6,8 @@ use crate::errors::{kiln_error, kiln_status};
 use crate::ffi::{array_arg, bytes_arg, catch, guard, mut_arg, out_arg, put, ref_arg, str_arg, take_free};
 use kiln::digest::Digest;
 use kiln::graph::{
-    CacheSharing, CopyOptions, ExecOptions, ExecState, MkdirOptions, MkfileOptions, MountSpec, Network, OciRef,
-    RmOptions, State,
+    CacheSharing, CopyOptions, ExecOptions, ExecState, GitOptions, HttpOptions, MkdirOptions, MkfileOptions, MountSpec,
+    Network, OciRef, RmOptions, State,
 };
 use std::ffi::c_char;
 use std::ptr;
@@ -83,6 +83,25 @@ pub const KILN_MKDIR_PARENTS: u32 = 1;
 pub const KILN_RM_ALLOW_NOT_FOUND: u32 = 1;
 /// `kiln_state_rm` flag: the path is a wildcard pattern.
 pub const KILN_RM_ALLOW_WILDCARD: u32 = 1 << 1;
+/// `kiln_state_git` flag: keep the `.git` directory in the checkout.
+pub const KILN_GIT_KEEP_GIT_DIR: u32 = 1;
+
+/// Decodes `argv[0..argc]` (every entry a UTF-8 string; `argv` may be NULL when `argc == 0`).
+fn strings_arg(argv: *const *const c_char, argc: usize, arg: &str) -> Result<Vec<String>, kiln_error> {
+    array_arg(argv, argc, arg)?
+        .iter()
+        .enumerate()
+        .map(|(i, a)| str_arg(*a, &format!("{arg}[{i}]")).map(str::to_owned))
+        .collect()
+}
+
+/// A NUL-terminated UTF-8 string, or None for NULL.
+fn optional_str(p: *const c_char, arg: &str) -> Result<Option<String>, kiln_error> {
+    if p.is_null() {
+        return Ok(None);
+    }
+    str_arg(p, arg).map(|s| Some(s.to_owned()))
+}
 
 fn check_flags(flags: u32, known: u32, what: &str) -> Result<(), kiln_error> {
     if flags & !known != 0 {
@@ -164,6 +183,146 @@ pub extern "C" fn kiln_state_oci_layout(
     })
 }
 
+/// A file downloaded from `url` (http or https). `checksum` (`sha256:<64 hex>`, or NULL) is
+/// verified; `filename` (or NULL: the URL's last segment) names the file in the result. Result in
+/// `*out` (caller owns it). A malformed checksum returns KILN_ERR_INVALID_ARGUMENT.
+///
+/// Thread safety: any thread.
+#[no_mangle]
+pub extern "C" fn kiln_state_http(
+    url: *const c_char,
+    checksum: *const c_char,
+    filename: *const c_char,
+    out: *mut *mut kiln_state,
+) -> kiln_status {
+    new_state(out, || {
+        let url = str_arg(url, "url")?;
+        let checksum = optional_str(checksum, "checksum")?
+            .map(|c| Digest::parse(&c).map_err(|e| kiln_error::invalid(format!("checksum: {e}"))))
+            .transpose()?;
+        let filename = optional_str(filename, "filename")?;
+        Ok(State::http(url, HttpOptions { checksum, filename, ..Default::default() }))
+    })
+}
+
+/// A git checkout of `reference` (branch, tag or commit; NULL or "" = the default branch) from
+/// `url`; `subdir` (or NULL) keeps only that directory; `flags`: `KILN_GIT_KEEP_GIT_DIR`. Result
+/// in `*out` (caller owns it).
+///
+/// Thread safety: any thread.
+#[no_mangle]
+pub extern "C" fn kiln_state_git(
+    url: *const c_char,
+    reference: *const c_char,
+    subdir: *const c_char,
+    flags: u32,
+    out: *mut *mut kiln_state,
+) -> kiln_status {
+    new_state(out, || {
+        let url = str_arg(url, "url")?;
+        let reference = optional_str(reference, "reference")?.unwrap_or_default();
+        check_flags(flags, KILN_GIT_KEEP_GIT_DIR, "git")?;
+        let o =
+            GitOptions { keep_git_dir: flags & KILN_GIT_KEEP_GIT_DIR != 0, subdir: optional_str(subdir, "subdir")? };
+        Ok(State::git_with(url, reference, o))
+    })
+}
+
+/// `base` with user `user` (`name`, `uid` or `uid:gid`) for later runs and the image config.
+/// Result in `*out` (caller owns it).
+///
+/// Thread safety: any thread; `base` is only read.
+#[no_mangle]
+pub extern "C" fn kiln_state_with_user(
+    base: *const kiln_state,
+    user: *const c_char,
+    out: *mut *mut kiln_state,
+) -> kiln_status {
+    new_state(out, || Ok(ref_arg(base, "base")?.st.clone().with_user(str_arg(user, "user")?)))
+}
+
+/// `base` with image config entrypoint `argv[0..argc]`. Result in `*out` (caller owns it).
+///
+/// Thread safety: any thread; `base` is only read.
+#[no_mangle]
+pub extern "C" fn kiln_state_with_entrypoint(
+    base: *const kiln_state,
+    argv: *const *const c_char,
+    argc: usize,
+    out: *mut *mut kiln_state,
+) -> kiln_status {
+    new_state(out, || {
+        let b = ref_arg(base, "base")?;
+        Ok(b.st.clone().with_entrypoint(strings_arg(argv, argc, "argv")?))
+    })
+}
+
+/// `base` with image config cmd `argv[0..argc]`. Result in `*out` (caller owns it).
+///
+/// Thread safety: any thread; `base` is only read.
+#[no_mangle]
+pub extern "C" fn kiln_state_with_cmd(
+    base: *const kiln_state,
+    argv: *const *const c_char,
+    argc: usize,
+    out: *mut *mut kiln_state,
+) -> kiln_status {
+    new_state(out, || {
+        let b = ref_arg(base, "base")?;
+        Ok(b.st.clone().with_cmd(strings_arg(argv, argc, "argv")?))
+    })
+}
+
+/// `base` with image config label `key=value`. Result in `*out` (caller owns it).
+///
+/// Thread safety: any thread; `base` is only read.
+#[no_mangle]
+pub extern "C" fn kiln_state_with_label(
+    base: *const kiln_state,
+    key: *const c_char,
+    value: *const c_char,
+    out: *mut *mut kiln_state,
+) -> kiln_status {
+    new_state(out, || {
+        let b = ref_arg(base, "base")?;
+        Ok(b.st.clone().with_label(str_arg(key, "key")?, str_arg(value, "value")?))
+    })
+}
+
+/// `base` whose producing op shows as `name` in progress output. It also ends a chain of file
+/// actions: the next file action on the result becomes its own step. Result in `*out`.
+///
+/// Thread safety: any thread; `base` is only read.
+#[no_mangle]
+pub extern "C" fn kiln_state_with_custom_name(
+    base: *const kiln_state,
+    name: *const c_char,
+    out: *mut *mut kiln_state,
+) -> kiln_status {
+    new_state(out, || Ok(ref_arg(base, "base")?.st.clone().with_custom_name(str_arg(name, "name")?)))
+}
+
+/// `base` whose producing op runs only on workers having every label `keys[i]=values[i]`
+/// (`i < n`; see `kiln_engine_worker_label`); no worker matching fails the solve with
+/// KILN_ERR_WORKER. Result in `*out` (caller owns it).
+///
+/// Thread safety: any thread; `base` is only read.
+#[no_mangle]
+pub extern "C" fn kiln_state_with_worker_selector(
+    base: *const kiln_state,
+    keys: *const *const c_char,
+    values: *const *const c_char,
+    n: usize,
+    out: *mut *mut kiln_state,
+) -> kiln_status {
+    new_state(out, || {
+        let b = ref_arg(base, "base")?;
+        let keys = strings_arg(keys, n, "keys")?;
+        let values = strings_arg(values, n, "values")?;
+        Ok(b.st.clone().with_worker_selector(keys.into_iter().zip(values).collect()))
+    })
+}
+
 /// `base` with env var `key=value` for later runs. Result in `*out` (caller owns it).
 ///
 /// Thread safety: any thread; `base` is only read.
@@ -212,11 +371,7 @@ pub extern "C" fn kiln_state_run(
         if argc == 0 {
             return Err(kiln_error::invalid("argc is 0; a run needs at least the program path in argv[0]"));
         }
-        let args = array_arg(argv, argc, "argv")?
-            .iter()
-            .enumerate()
-            .map(|(i, a)| str_arg(*a, &format!("argv[{i}]")).map(str::to_owned))
-            .collect::<Result<Vec<_>, _>>()?;
+        let args = strings_arg(argv, argc, "argv")?;
         let mut o = if opts.is_null() { ExecOptions::default() } else { ref_arg(opts, "opts")?.o.clone() };
         o.args = args;
         put(out, kiln_exec { ex: base.st.run(o) });
@@ -412,6 +567,54 @@ pub extern "C" fn kiln_exec_opts_add_secret_mount(
     })
 }
 
+/// Sets the display name of the run in progress output (copied).
+///
+/// Thread safety: mutates `opts`; no concurrent use of the same options.
+#[no_mangle]
+pub extern "C" fn kiln_exec_opts_set_custom_name(opts: *mut kiln_exec_opts, name: *const c_char) -> kiln_status {
+    edit_exec(opts, |o| {
+        o.custom_name = Some(str_arg(name, "name")?.to_owned());
+        Ok(())
+    })
+}
+
+/// Never uses a cached result of the run (it always executes).
+///
+/// Thread safety: mutates `opts`; no concurrent use of the same options.
+#[no_mangle]
+pub extern "C" fn kiln_exec_opts_set_ignore_cache(opts: *mut kiln_exec_opts, ignore: bool) -> kiln_status {
+    edit_exec(opts, |o| {
+        o.ignore_cache = ignore;
+        Ok(())
+    })
+}
+
+/// Sets the hostname inside the run's container (copied).
+///
+/// Thread safety: mutates `opts`; no concurrent use of the same options.
+#[no_mangle]
+pub extern "C" fn kiln_exec_opts_set_hostname(opts: *mut kiln_exec_opts, hostname: *const c_char) -> kiln_status {
+    edit_exec(opts, |o| {
+        o.hostname = Some(str_arg(hostname, "hostname")?.to_owned());
+        Ok(())
+    })
+}
+
+/// Runs only on workers having label `key=value` (repeatable: all must match; copied).
+///
+/// Thread safety: mutates `opts`; no concurrent use of the same options.
+#[no_mangle]
+pub extern "C" fn kiln_exec_opts_add_worker_selector(
+    opts: *mut kiln_exec_opts,
+    key: *const c_char,
+    value: *const c_char,
+) -> kiln_status {
+    edit_exec(opts, |o| {
+        o.worker_selector.insert(str_arg(key, "key")?.to_owned(), str_arg(value, "value")?.to_owned());
+        Ok(())
+    })
+}
+
 /// Makes the rootfs read-only for the run (the run then has no rootfs output).
 ///
 /// Thread safety: mutates `opts`; no concurrent use of the same options.
@@ -534,6 +737,43 @@ pub extern "C" fn kiln_state_rm(
         };
         Ok(b.st.rm(p, o))
     })
+}
+
+/// Creates a symlink at `newpath` pointing to `oldpath` (kept verbatim) on `base`. Result in
+/// `*out` (caller owns it).
+///
+/// Thread safety: any thread; `base` is only read.
+#[no_mangle]
+pub extern "C" fn kiln_state_symlink(
+    base: *const kiln_state,
+    oldpath: *const c_char,
+    newpath: *const c_char,
+    out: *mut *mut kiln_state,
+) -> kiln_status {
+    new_state(out, || {
+        let b = ref_arg(base, "base")?;
+        Ok(b.st.symlink(str_arg(oldpath, "oldpath")?, str_arg(newpath, "newpath")?))
+    })
+}
+
+/// `base` whose producing op never uses a cached result. Result in `*out` (caller owns it).
+///
+/// Thread safety: any thread; `base` is only read.
+#[no_mangle]
+pub extern "C" fn kiln_state_ignore_cache(base: *const kiln_state, out: *mut *mut kiln_state) -> kiln_status {
+    new_state(out, || Ok(ref_arg(base, "base")?.st.clone().ignore_cache()))
+}
+
+/// `base` with hostname `hostname` for later runs. Result in `*out` (caller owns it).
+///
+/// Thread safety: any thread; `base` is only read.
+#[no_mangle]
+pub extern "C" fn kiln_state_with_hostname(
+    base: *const kiln_state,
+    hostname: *const c_char,
+    out: *mut *mut kiln_state,
+) -> kiln_status {
+    new_state(out, || Ok(ref_arg(base, "base")?.st.clone().with_hostname(str_arg(hostname, "hostname")?)))
 }
 
 /// Layers `states[0..n]` on top of each other (later ones win); every entry must be non-NULL.

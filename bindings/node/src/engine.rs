@@ -1,9 +1,9 @@
 //! `Engine` in JavaScript: opens a root, solves graphs on napi's tokio runtime (the JS thread
 //! never blocks), forwards progress through a non-blocking threadsafe function, cancels on an
-//! `AbortSignal`, and reports disk usage, prune results and workers.
+//! `AbortSignal` (settling after the cancelled solve's cleanup), and reports disk usage, prune results and workers.
 
 use crate::errors;
-use crate::graph::{Definition, State};
+use crate::graph::{Definition, ImageConfig, State};
 use kiln::solver::{LogStream, ProgressEvent as CoreEvent, ProgressSink};
 use kiln::{Error, ErrorKind, SnapshotterKind};
 use napi::bindgen_prelude::JsObjectValue;
@@ -143,8 +143,11 @@ pub struct SolveOptions<'a> {
     /// Called with every progress event (on the JS thread, asynchronously).
     #[napi(ts_type = "(event: ProgressEvent) => void")]
     pub on_progress: Option<ProgressFn>,
-    /// Aborting it cancels the solve: containers are killed, mounts released, the promise
-    /// rejects with code `KILN_CANCELLED`.
+    /// The image config image exporters write (default: the solved state's own, from `withEnv`,
+    /// `withCwd`, `withCmd`, ...; a `Definition` has none).
+    pub image_config: Option<ImageConfig>,
+    /// Aborting it cancels the solve: the promise rejects with code `KILN_CANCELLED` once the
+    /// solve's containers are killed and its mounts and snapshots released.
     #[napi(ts_type = "AbortSignal")]
     pub signal: Option<Object<'a>>,
 }
@@ -340,8 +343,8 @@ impl Engine {
         };
         let cancel = Arc::new(Cancel::default());
         let mut pre_aborted = false;
-        let (mut locals, mut outputs, mut cexp, mut cimp, mut secrets, mut progress) =
-            (HashMap::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), None);
+        let (mut locals, mut outputs, mut cexp, mut cimp, mut secrets, mut progress, mut image_config) =
+            (HashMap::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), None, None);
         if let Some(o) = options {
             if let Some(sig) = &o.signal {
                 pre_aborted = watch_signal(env, sig, cancel.clone())?;
@@ -363,17 +366,24 @@ impl Engine {
                 })
                 .collect();
             progress = o.on_progress;
+            image_config = o.image_config;
         }
         let fut = async move {
             let engine = engine?;
             if pre_aborted {
                 return Err(Error::Cancelled);
             }
+            let mut so = build_solve_options(locals, outputs, cexp, cimp, secrets)?;
             let def = match graph {
-                Either::A(s) => s.to_definition()?,
+                Either::A(s) => {
+                    so.image_config = s.image_config();
+                    s.to_definition()?
+                }
                 Either::B(d) => d,
             };
-            let mut so = build_solve_options(locals, outputs, cexp, cimp, secrets)?;
+            if let Some(c) = image_config {
+                so.image_config = c.into();
+            }
             if let Some(f) = progress {
                 let f = Arc::new(f);
                 so.progress = ProgressSink::new(move |e| {
@@ -381,10 +391,17 @@ impl Engine {
                     let _ = f.call(ProgressEvent::from(e), ThreadsafeFunctionCallMode::NonBlocking);
                 });
             }
-            tokio::select! {
-                r = engine.solve(&def, so) => r,
-                _ = cancel.notify.notified() => {
+            let finished = tokio::select! {
+                r = engine.solve(&def, so) => Some(r),
+                _ = cancel.notify.notified() => None,
+            };
+            match finished {
+                Some(r) => r,
+                None => {
+                    // The solve future is dropped by now; settle only once its aborted steps have
+                    // cleaned up, so no container or mount outlives the rejection.
                     tracing::debug!("solve cancelled by AbortSignal");
+                    engine.wait_idle().await;
                     Err(Error::Cancelled)
                 }
             }

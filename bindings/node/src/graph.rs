@@ -64,6 +64,53 @@ pub struct RunOptions<'a> {
     pub custom_name: Option<String>,
     /// Never use a cached result of this step.
     pub ignore_cache: Option<bool>,
+    /// Run this step only on workers having all these labels (see `engine.workers()`).
+    pub worker_selector: Option<HashMap<String, String>>,
+}
+
+/// The OCI image config a state carries (`state.imageConfig()`) or a solve overrides
+/// (`solve(..., { imageConfig })`): what image exporters write. Missing fields are empty.
+#[napi(object)]
+#[derive(Clone, Default)]
+pub struct ImageConfig {
+    /// `Entrypoint`.
+    pub entrypoint: Option<Vec<String>>,
+    /// `Cmd`.
+    pub cmd: Option<Vec<String>>,
+    /// `Env` as `KEY=VALUE` strings.
+    pub env: Option<Vec<String>>,
+    /// `WorkingDir`.
+    pub working_dir: Option<String>,
+    /// `User`.
+    pub user: Option<String>,
+    /// `Labels`.
+    pub labels: Option<HashMap<String, String>>,
+}
+
+impl From<g::ImageConfig> for ImageConfig {
+    fn from(c: g::ImageConfig) -> Self {
+        ImageConfig {
+            entrypoint: c.entrypoint,
+            cmd: c.cmd,
+            env: Some(c.env),
+            working_dir: c.working_dir,
+            user: c.user,
+            labels: Some(c.labels.into_iter().collect()),
+        }
+    }
+}
+
+impl From<ImageConfig> for g::ImageConfig {
+    fn from(c: ImageConfig) -> Self {
+        g::ImageConfig {
+            entrypoint: c.entrypoint,
+            cmd: c.cmd,
+            env: c.env.unwrap_or_default(),
+            working_dir: c.working_dir,
+            user: c.user,
+            labels: c.labels.unwrap_or_default().into_iter().collect(),
+        }
+    }
 }
 
 /// Options of `mount(dest, state, options)`.
@@ -419,6 +466,7 @@ impl State {
             };
             eo.custom_name = o.custom_name;
             eo.ignore_cache = o.ignore_cache.unwrap_or(false);
+            eo.worker_selector = o.worker_selector.unwrap_or_default().into_iter().collect();
         }
         Ok(ExecState { inner: self.inner.run(eo) })
     }
@@ -528,6 +576,24 @@ impl State {
     #[napi]
     pub fn with_label(&self, key: String, value: String) -> State {
         self.inner.clone().with_label(key, value).into()
+    }
+
+    /// Adds a metadata description entry (`llb.customname`, ...) to the op producing this state.
+    #[napi]
+    pub fn with_description(&self, key: String, value: String) -> State {
+        self.inner.clone().with_description(key, value).into()
+    }
+
+    /// Restricts the op producing this state to workers having all these labels.
+    #[napi]
+    pub fn with_worker_selector(&self, labels: HashMap<String, String>) -> State {
+        self.inner.clone().with_worker_selector(labels.into_iter().collect()).into()
+    }
+
+    /// The image config this state carries (env, working dir, user, entrypoint, cmd, labels).
+    #[napi]
+    pub fn image_config(&self) -> ImageConfig {
+        self.inner.image_config().into()
     }
 
     /// Never use a cached result for the op producing this state.

@@ -1,6 +1,8 @@
 //! `Engine`: opens a root, solves (blocking with the GIL released, or as an asyncio awaitable),
 //! reports disk usage, prunes and lists workers. Ctrl-C during a blocking solve drops the solve
-//! future (core kills the containers and releases every mount) and raises KeyboardInterrupt.
+//! future, waits for `Engine::wait_idle` (core has then killed the containers and released every
+//! mount) and raises KeyboardInterrupt; cancelling a `solve_async` task does the same before its
+//! `CancelledError` propagates.
 
 use crate::errors::to_pyerr;
 use crate::graph::{image_config_from_py, local_dir, state_of, PyDefinition};
@@ -15,12 +17,10 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How long the waiting thread sleeps (GIL released) between checks for Ctrl-C.
 const SIGNAL_POLL: Duration = Duration::from_millis(50);
-/// Upper bound on waiting for a cancelled solve's containers and mounts to go away.
-const CANCEL_CLEANUP: Duration = Duration::from_secs(20);
 
 fn kerr(py: Python<'_>, e: Error) -> PyErr {
     to_pyerr(py, &e)
@@ -191,24 +191,53 @@ impl PyEngine {
     }
 }
 
-/// Waits (bounded) until a cancelled solve's containers and mounts under the root are gone:
-/// core releases them as the aborted vertex tasks are dropped on the runtime's threads.
-fn wait_cancel_cleanup(engine: &kiln::Engine) {
-    let root = engine.root().to_string_lossy().into_owned();
-    let deadline = Instant::now() + CANCEL_CLEANUP;
-    loop {
-        let containers = engine.running_containers().map(|c| c.is_empty()).unwrap_or(true);
-        let mounts = std::fs::read_to_string("/proc/self/mountinfo")
-            .map(|m| m.lines().any(|l| l.split(' ').nth(4).is_some_and(|p| p.starts_with(root.as_str()))))
-            .unwrap_or(false);
-        if containers && !mounts {
-            return;
-        }
-        if Instant::now() > deadline {
-            tracing::warn!(root, "cancelled solve: containers or mounts still present after the cleanup wait");
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(10));
+/// Sets its watch channel to true when dropped: the solve task's future is gone.
+struct DoneOnDrop(tokio::sync::watch::Sender<bool>);
+
+impl Drop for DoneOnDrop {
+    fn drop(&mut self) {
+        self.0.send_replace(true);
+    }
+}
+
+/// A solve started by `Engine.solve_async` (internal; `kiln._aio.run` drives it): `result()`
+/// awaits the outcome, `cancel()` aborts the solve and returns once its containers are killed and
+/// its mounts and snapshots released (`Engine::wait_idle`).
+#[pyclass(frozen, name = "_SolveTask", module = "kiln._native")]
+pub struct PySolveTask {
+    engine: kiln::Engine,
+    result: Mutex<Option<tokio::sync::oneshot::Receiver<kiln::Result<SolveResult>>>>,
+    abort: tokio::task::AbortHandle,
+    done: tokio::sync::watch::Receiver<bool>,
+}
+
+#[pymethods]
+impl PySolveTask {
+    /// Awaitable of the solve's `SolveResult` (raises the solve's `KilnError`). Once only.
+    fn result<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let rx = self
+            .result
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .ok_or_else(|| PyRuntimeError::new_err("the result of this solve was already awaited"))?;
+        pyo3_async_runtimes::generic::future_into_py::<KilnRuntime, _, PySolveResult>(py, async move {
+            // A dropped sender means the solve task was aborted.
+            let r = rx.await.unwrap_or(Err(Error::Cancelled));
+            r.map(PySolveResult::from).map_err(|e| Python::attach(|py| kerr(py, e)))
+        })
+    }
+
+    /// Awaitable that aborts the solve and completes when the aborted solve has cleaned up.
+    fn cancel<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.abort.abort();
+        let mut done = self.done.clone();
+        let engine = self.engine.clone();
+        pyo3_async_runtimes::generic::future_into_py::<KilnRuntime, _, ()>(py, async move {
+            let _ = done.wait_for(|d| *d).await;
+            engine.wait_idle().await;
+            Ok(())
+        })
     }
 }
 
@@ -303,22 +332,32 @@ impl PyEngine {
         let mut progress = Progress::from_py(py, progress)?;
         let rt = runtime().map_err(|e| PyRuntimeError::new_err(format!("tokio runtime: {e}")))?;
         let (tx, rx) = mpsc::channel::<Msg>();
-        let events = tx.clone();
-        opts.progress = ProgressSink::new(move |e| drop(events.send(Msg::Event(e))));
+        // Quiet: no event crosses to this thread at all (a cached 1,000-step solve would
+        // otherwise wake it 1,000 times for nothing).
+        if !matches!(progress, Progress::Quiet) {
+            let events = tx.clone();
+            opts.progress = ProgressSink::new(move |e| drop(events.send(Msg::Event(e))));
+        }
         let solver = engine.clone();
         let task = rt.spawn(async move {
             let r = solver.solve(&def, opts).await;
+            // The engine handle goes before the result: once `solve` returns, closing the engine
+            // releases the root at once (another engine may open it right away).
+            drop(solver);
             let _ = tx.send(Msg::Done(r));
         });
-        // Cancelling drops the solve future (core kills its containers and releases its mounts),
-        // waits for the task to be gone, then for the aborted vertex tasks' cleanup.
+        // Cancelling drops the solve future (the aborted task is awaited so the drop has
+        // happened), then waits until every aborted vertex task has run its cleanup: containers
+        // killed, mounts and snapshots released.
         let mut task = Some(task);
         let mut abort = |py: Python<'_>, engine: &kiln::Engine| {
             if let Some(t) = task.take() {
                 t.abort();
                 py.detach(|| {
-                    let _ = rt.block_on(t);
-                    wait_cancel_cleanup(engine);
+                    rt.block_on(async {
+                        let _ = t.await;
+                        engine.wait_idle().await;
+                    })
                 });
             }
         };
@@ -359,8 +398,9 @@ impl PyEngine {
         }
     }
 
-    /// `solve` as an asyncio awaitable. A callable `progress` is called on the event loop
-    /// (`call_soon_threadsafe`); cancelling the awaiting task cancels the solve.
+    /// `solve` as an asyncio coroutine (the solve starts right away). A callable `progress` is
+    /// called on the event loop (`call_soon_threadsafe`). Cancelling the awaiting task cancels the
+    /// solve; its `CancelledError` propagates once the containers are killed and the mounts gone.
     #[pyo3(signature = (target, *, locals=None, outputs=None, cache_exports=None, cache_imports=None,
                         secrets=None, image_config=None, progress=None))]
     #[allow(clippy::too_many_arguments)]
@@ -378,7 +418,7 @@ impl PyEngine {
     ) -> PyResult<Bound<'py, PyAny>> {
         let Prepared { engine, def, mut opts } =
             self.prepare(py, target, locals, outputs, cache_exports, cache_imports, secrets, image_config)?;
-        runtime().map_err(|e| PyRuntimeError::new_err(format!("tokio runtime: {e}")))?;
+        let rt = runtime().map_err(|e| PyRuntimeError::new_err(format!("tokio runtime: {e}")))?;
         let locals = pyo3_async_runtimes::generic::get_current_locals::<KilnRuntime>(py)?;
         opts.progress = match Progress::from_py(py, progress)? {
             Progress::Quiet => ProgressSink::none(),
@@ -403,14 +443,25 @@ impl PyEngine {
                 })
             }
         };
-        pyo3_async_runtimes::generic::future_into_py_with_locals::<KilnRuntime, _, PySolveResult>(
-            py,
-            locals,
-            async move {
-                let r = engine.solve(&def, opts).await;
-                r.map(PySolveResult::from).map_err(|e| Python::attach(|py| kerr(py, e)))
-            },
-        )
+        // The solve runs as its own task so that cancelling the awaiting Python task does not
+        // just drop a waiter: `kiln._aio.run` then calls `_SolveTask.cancel()`, which aborts the
+        // solve and waits for its cleanup before the CancelledError propagates.
+        let (result_tx, result_rx) = tokio::sync::oneshot::channel();
+        let (done_tx, done_rx) = tokio::sync::watch::channel(false);
+        let solver = engine.clone();
+        let task = rt.spawn(async move {
+            // Declared first, dropped last: `done` turns true once the solve future and the
+            // engine handle are gone (also when the task is aborted).
+            let _done = DoneOnDrop(done_tx);
+            let solver = solver;
+            let r = solver.solve(&def, opts).await;
+            // As in `solve`: release the engine handle before handing out the result.
+            drop(solver);
+            let _ = result_tx.send(r);
+        });
+        let task =
+            PySolveTask { engine, result: Mutex::new(Some(result_rx)), abort: task.abort_handle(), done: done_rx };
+        py.import("kiln._aio")?.call_method1("run", (task,))
     }
 
     /// Cache records and their sizes.

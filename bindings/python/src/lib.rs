@@ -37,6 +37,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<engine::PyUsageRecord>()?;
     m.add_class::<engine::PyPruneReport>()?;
     m.add_class::<engine::PyWorkerInfo>()?;
+    m.add_class::<engine::PySolveTask>()?;
     m.add_class::<progress::PyProgressEvent>()?;
     m.add_function(wrap_pyfunction!(graph::scratch, m)?)?;
     m.add_function(wrap_pyfunction!(graph::image, m)?)?;

@@ -89,6 +89,8 @@ pub struct SolveOptions {
     pub cache_exports: Vec<CacheExportSpec>,
     /// Cache importers consulted on a local cache miss.
     pub cache_imports: Vec<CacheImportSpec>,
+    /// Cancels this solve (see [`CancelToken`]).
+    pub cancel: Option<CancelToken>,
 }
 
 impl SolveOptions {
@@ -194,7 +196,61 @@ pub(crate) struct TaskCount {
 /// Held by a vertex task; dropped last when the task finishes or is aborted.
 pub(crate) struct TaskToken(Arc<TaskCount>);
 
+/// Cancels one solve. `cancel()` may be called from any thread; the solve then returns
+/// `Error::Cancelled` once its own containers are killed and its mounts and snapshots released
+/// (other solves on the engine are not waited for). Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct CancelToken {
+    inner: Arc<CancelInner>,
+}
+
+#[derive(Debug, Default)]
+struct CancelInner {
+    cancelled: std::sync::atomic::AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl CancelToken {
+    /// A token not yet cancelled.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Requests cancellation (idempotent).
+    pub fn cancel(&self) {
+        self.inner.cancelled.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.inner.notify.notify_waiters();
+    }
+
+    /// True once `cancel` was called.
+    pub fn is_cancelled(&self) -> bool {
+        self.inner.cancelled.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Resolves when the token is cancelled.
+    pub async fn cancelled(&self) {
+        loop {
+            let notified = self.inner.notify.notified();
+            if self.is_cancelled() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
 impl TaskCount {
+    /// Returns once no token is alive.
+    pub async fn wait_idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            if self.n.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
     pub fn token(self: &Arc<Self>) -> TaskToken {
         self.n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         TaskToken(self.clone())
@@ -308,13 +364,7 @@ impl Engine {
     /// Waits until no vertex task is alive: after a cancelled (dropped) solve, its containers are
     /// killed and its mounts and snapshots released when this returns.
     pub async fn wait_idle(&self) {
-        loop {
-            let notified = self.inner.tasks.idle.notified();
-            if self.inner.tasks.n.load(std::sync::atomic::Ordering::SeqCst) == 0 {
-                return;
-            }
-            notified.await;
-        }
+        self.inner.tasks.wait_idle().await
     }
 
     /// Cache records and their sizes.

@@ -22,6 +22,6 @@ pub mod source;
 pub mod worker;
 
 pub use digest::Digest;
-pub use engine::{Engine, EngineOptions, SnapshotterKind, SolveOptions, SolveResult};
+pub use engine::{CancelToken, Engine, EngineOptions, SnapshotterKind, SolveOptions, SolveResult};
 pub use error::{Error, ErrorKind, Result};
 pub use graph::{Definition, State};

@@ -467,3 +467,45 @@ async fn prune_and_disk_usage() {
     let (r, _) = k.solve(&st, k.opts()).await;
     assert!(r.unwrap().executed >= 2, "after prune everything rebuilds");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cancel_token_returns_after_this_solves_cleanup_only() {
+    let k = Kit::new();
+    // Another solve keeps running on the same engine; cancelling ours must not wait for it.
+    let other = base().run(sh("echo other-started; exec sleep 1002")).root().to_definition().unwrap();
+    let (otx, mut orx) = tokio::sync::mpsc::unbounded_channel();
+    let mut oopts = k.opts();
+    let other_token = kiln::CancelToken::new();
+    oopts.cancel = Some(other_token.clone());
+    oopts.progress = kiln::solver::ProgressSink::new(move |e| {
+        if matches!(&e, ProgressEvent::Log { data, .. } if data.starts_with(b"other-started")) {
+            let _ = otx.send(());
+        }
+    });
+    let engine = k.engine().clone();
+    let other_task = tokio::spawn(async move { engine.solve(&other, oopts).await });
+    orx.recv().await.expect("other started");
+
+    let ours = base().run(sh("echo ours-started; exec sleep 1003")).root().to_definition().unwrap();
+    let token = kiln::CancelToken::new();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut opts = k.opts();
+    opts.cancel = Some(token.clone());
+    opts.progress = kiln::solver::ProgressSink::new(move |e| {
+        if matches!(&e, ProgressEvent::Log { data, .. } if data.starts_with(b"ours-started")) {
+            let _ = tx.send(());
+        }
+    });
+    let engine = k.engine().clone();
+    let ours_task = tokio::spawn(async move { engine.solve(&ours, opts).await });
+    rx.recv().await.expect("ours started");
+    token.cancel();
+    let r = tokio::time::timeout(std::time::Duration::from_secs(60), ours_task).await.expect("returned").unwrap();
+    assert_eq!(r.unwrap_err().kind(), ErrorKind::Cancelled);
+    // Exactly one container (the other solve's) is left at this point.
+    assert_eq!(k.engine().running_containers().unwrap().len(), 1);
+    other_token.cancel();
+    let r = other_task.await.unwrap();
+    assert_eq!(r.unwrap_err().kind(), ErrorKind::Cancelled);
+    k.assert_no_leaks();
+}

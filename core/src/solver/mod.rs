@@ -20,7 +20,7 @@ pub use progress::{LogStream, ProgressEvent, ProgressSink};
 
 use crate::cache::metadata::record_key;
 use crate::digest::Digest;
-use crate::engine::{EngineInner, SolveOptions, SolveResult};
+use crate::engine::{EngineInner, SolveOptions, SolveResult, TaskCount};
 use crate::error::{Error, ErrorKind, Result};
 use crate::graph::pb::op::Op as OpKind;
 use crate::graph::{Definition, Vertex};
@@ -95,6 +95,8 @@ pub(crate) struct Solve {
     /// Downloads made while computing a source's key, reused when the source executes.
     pub fetched: Mutex<HashMap<Digest, tempfile::TempDir>>,
     aborts: Mutex<Vec<tokio::task::AbortHandle>>,
+    /// This solve's live vertex tasks (the engine counts them too).
+    tasks: Arc<TaskCount>,
 }
 
 /// Aborts every vertex task of a solve when the solve future is dropped.
@@ -117,6 +119,29 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Solves `def` on `engine`, runs the exporters and cache exporters.
 pub(crate) async fn solve(engine: Arc<EngineInner>, def: &Definition, opts: SolveOptions) -> Result<SolveResult> {
+    let Some(token) = opts.cancel.clone() else { return solve_inner(engine, def, opts, Arc::default()).await };
+    if token.is_cancelled() {
+        return Err(Error::Cancelled);
+    }
+    // The solve's own task count: a cancelled solve returns once its tasks ran their cleanup.
+    let tasks: Arc<TaskCount> = Arc::default();
+    let mut inner = Box::pin(solve_inner(engine, def, opts, tasks.clone()));
+    tokio::select! {
+        r = &mut inner => return r,
+        _ = token.cancelled() => {}
+    }
+    // Dropping the solve aborts every vertex task; then wait until their guards have run.
+    drop(inner);
+    tasks.wait_idle().await;
+    Err(Error::Cancelled)
+}
+
+async fn solve_inner(
+    engine: Arc<EngineInner>,
+    def: &Definition,
+    opts: SolveOptions,
+    tasks: Arc<TaskCount>,
+) -> Result<SolveResult> {
     crate::options::cache::validate_exports(&opts.cache_exports)?;
     let imports = {
         let engine = engine.clone();
@@ -137,6 +162,7 @@ pub(crate) async fn solve(engine: Arc<EngineInner>, def: &Definition, opts: Solv
         restored: Mutex::new(Default::default()),
         fetched: Mutex::new(HashMap::new()),
         aborts: Mutex::new(Vec::new()),
+        tasks,
     });
     let guard = AbortOnDrop(solve.clone());
     let result = match def.output() {
@@ -188,10 +214,10 @@ impl Solve {
         self: &Arc<Self>,
         fut: impl std::future::Future<Output = Result<Arc<T>>> + Send + 'static,
     ) -> Shared_<T> {
-        let token = self.engine.tasks.token();
+        let tokens = (self.engine.tasks.token(), self.tasks.token());
         let handle = tokio::spawn(async move {
             // Declared first, dropped last: the task counts as alive until its guards have run.
-            let _token = token;
+            let _tokens = tokens;
             fut.await
         });
         lock(&self.aborts).push(handle.abort_handle());

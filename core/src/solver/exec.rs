@@ -70,10 +70,13 @@ pub async fn run(
     let mut actives: Vec<(i64, Active)> = Vec::new();
     let mut throwaway: Vec<Active> = Vec::new();
     let mut leases = Vec::new();
+    // Secrets live in memory (tmpfs) when the host has /dev/shm, so their bytes never reach a disk.
+    let shm = std::path::Path::new("/dev/shm");
+    let secrets_parent = if shm.is_dir() { shm } else { solve.engine.tmp.as_path() };
     let secrets_dir = tempfile::Builder::new()
-        .prefix("secrets-")
-        .tempdir_in(&solve.engine.tmp)
-        .with_path("create secrets dir", &solve.engine.tmp)?;
+        .prefix("kiln-secrets-")
+        .tempdir_in(secrets_parent)
+        .with_path("create secrets dir", secrets_parent)?;
     let mut mounts: Vec<MountGuard> = Vec::new();
     let mut root_path = None;
     let mut readonly_rootfs = false;

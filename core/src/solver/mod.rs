@@ -92,6 +92,9 @@ pub(crate) struct Solve {
     status: Mutex<HashMap<Digest, Status>>,
     /// Cache mounts already restored from an imported cache in this solve.
     restored: Mutex<std::collections::HashSet<String>>,
+    /// What a source resolved to while computing its key (git commit, image manifest digest),
+    /// reused when it executes.
+    pinned: Mutex<HashMap<Digest, String>>,
     /// Downloads made while computing a source's key, reused when the source executes.
     pub fetched: Mutex<HashMap<Digest, tempfile::TempDir>>,
     aborts: Mutex<Vec<tokio::task::AbortHandle>>,
@@ -160,6 +163,7 @@ async fn solve_inner(
         results: Mutex::new(HashMap::new()),
         status: Mutex::new(HashMap::new()),
         restored: Mutex::new(Default::default()),
+        pinned: Mutex::new(HashMap::new()),
         fetched: Mutex::new(HashMap::new()),
         aborts: Mutex::new(Vec::new()),
         tasks,
@@ -255,6 +259,16 @@ impl Solve {
         let digest = d.clone();
         let fut = self.spawn(async move { this.eval_result(digest).await });
         lock(&self.results).entry(d.clone()).or_insert(fut).clone()
+    }
+
+    /// Remembers what source vertex `d` resolved to.
+    pub(crate) fn pin(&self, d: &Digest, resolved: &str) {
+        lock(&self.pinned).insert(d.clone(), resolved.to_owned());
+    }
+
+    /// What source vertex `d` resolved to while its key was computed.
+    pub(crate) fn pinned(&self, d: &Digest) -> Option<String> {
+        lock(&self.pinned).get(d).cloned()
     }
 
     /// Emits an event.

@@ -89,11 +89,13 @@ pub async fn content_key(solve: &Arc<Solve>, v: &Vertex, s: &pb::SourceOp) -> Re
         SourceSpec::Git { remote, reference, keep_git_dir, subdir } => {
             let g = GitFetch { remote, reference, keep_git_dir, subdir: subdir.clone() };
             let sha = blocking(move || resolve_git_ref(&g)).await?;
+            solve.pin(&v.digest, &sha);
             Ok(format!("git:{sha}:{keep_git_dir}:{subdir:?}"))
         }
         SourceSpec::DockerImage { reference } => {
             let (client, r) = registry_for(&reference)?;
             let (digest, _, _) = blocking(move || client.resolve(&r)).await?;
+            solve.pin(&v.digest, digest.as_str());
             Ok(format!("image:{digest}"))
         }
     }
@@ -176,8 +178,13 @@ pub async fn run(
         SourceSpec::Git { remote, reference, keep_git_dir, subdir } => {
             let g = GitFetch { remote, reference, keep_git_dir, subdir };
             let cache_dir = engine.root.join("git");
+            // The commit the key was computed from, so a branch moving meanwhile cannot mix commits.
+            let pinned = solve.pinned(&v.digest);
             blocking(move || {
-                let sha = resolve_git_ref(&g)?;
+                let sha = match pinned {
+                    Some(sha) => sha,
+                    None => resolve_git_ref(&g)?,
+                };
                 let a = Active::prepare(&worker.snapshotter, None)?;
                 {
                     let m = worker.snapshotter.mount(&a.id)?;
@@ -189,6 +196,11 @@ pub async fn run(
         }
         SourceSpec::DockerImage { reference } => {
             let (client, r) = registry_for(&reference)?;
+            // Pull exactly what the key was computed from, even if the tag moved meanwhile.
+            let r = match solve.pinned(&v.digest).map(|d| Digest::parse(&d)) {
+                Some(Ok(d)) => r.with_digest(d),
+                _ => r,
+            };
             blocking(move || {
                 let img = pull_image_metadata(&client, &r, &engine.content)?;
                 let pinned = r.with_digest(img.manifest_digest.clone());

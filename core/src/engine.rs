@@ -291,6 +291,7 @@ impl Engine {
         let lock = RootLock::acquire(&root)?;
         let meta = MetadataStore::open(&root.join("metadata.redb"))?;
         let content = ContentStore::open(&root.join("content"))?;
+        content.remove_stale_ingest()?;
         let tmp = root.join("tmp");
         if tmp.exists() {
             std::fs::remove_dir_all(&tmp).with_path("clean engine tmp", &tmp)?;

@@ -139,4 +139,10 @@ fn kill_9_during_export_leaves_the_directory_valid() {
     assert!(st.success());
     let _ = std::io::stdout().flush();
     verify_layout(&cache);
+    let ingest: Vec<_> = std::fs::read_dir(cache.join("ingest")).map(|d| d.flatten().collect()).unwrap_or_default();
+    assert!(ingest.is_empty(), "the killed exporter's temp files are collected");
+    assert!(
+        !cache.join("kiln-leases").read_dir().map(|mut d| d.next().is_some()).unwrap_or(false),
+        "stale lease removed"
+    );
 }

@@ -72,12 +72,31 @@ impl ContentStore {
         Error::new(ErrorKind::Content, format!("blob {d} not found in content store {}", self.dir.display()))
     }
 
+    /// Removes temp files of writers that no longer run (a process killed mid-write); returns how
+    /// many. Files of live processes are kept.
+    pub fn remove_stale_ingest(&self) -> Result<usize> {
+        let ingest = self.dir.join("ingest");
+        let Ok(entries) = fs::read_dir(&ingest) else { return Ok(0) };
+        let mut removed = 0;
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            let pid = name.strip_prefix("blob-").and_then(|r| r.split('-').next()).and_then(|p| p.parse::<u32>().ok());
+            let alive = pid.map(|p| Path::new(&format!("/proc/{p}")).exists()).unwrap_or(true);
+            if !alive {
+                fs::remove_file(e.path()).with_path("removing stale ingest file", e.path())?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
     /// A writer for a new blob: bytes are hashed as they are written; call
     /// [`BlobWriter::commit`] to place the blob (dropping it discards the data).
     pub fn writer(&self) -> Result<BlobWriter> {
         let ingest = self.ingest_dir()?;
+        // The pid in the name lets `remove_stale_ingest` tell a crashed writer's leftovers apart.
         let tmp = tempfile::Builder::new()
-            .prefix("blob-")
+            .prefix(&format!("blob-{}-", std::process::id()))
             .tempfile_in(&ingest)
             .with_path("creating temp file for blob in", &ingest)?;
         Ok(BlobWriter {

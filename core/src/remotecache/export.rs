@@ -113,6 +113,7 @@ pub fn read_records(layout: &OciLayout, tag: &str) -> Result<Vec<ExportRecord>> 
 /// live lease protects. Runs under the index lock so no tag changes meanwhile.
 pub fn gc(layout: &OciLayout) -> Result<(usize, u64)> {
     let mut removed = (0usize, 0u64);
+    layout.store().remove_stale_ingest()?;
     layout.update_index(|index| {
         let mut keep: BTreeSet<Digest> = BTreeSet::new();
         let mut todo: Vec<Digest> = Vec::new();

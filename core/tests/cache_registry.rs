@@ -91,3 +91,26 @@ async fn push_image_then_build_from_it_in_a_fresh_root() {
     assert_eq!(std::fs::read_to_string(out.join("seen")).unwrap(), "pushed\n");
     b.assert_no_leaks();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn registry_merge_keeps_previous_records() {
+    let reg = TestRegistry::start();
+    let one = base().run(sh("echo one > /one")).root();
+    let two = base().run(sh("echo two > /two")).root();
+    let a = Kit::new();
+    for (g, merge) in [(&one, false), (&two, true)] {
+        let o = a
+            .opts()
+            .cache_export(&format!("type=registry,ref={}/cache/merged:t,mode=max,merge={merge}", reg.addr))
+            .unwrap();
+        let (r, ev) = a.solve(g, o).await;
+        r.unwrap_or_else(|e| panic!("{e}: {ev:#?}"));
+    }
+    let b = Kit::new();
+    for g in [&one, &two] {
+        let o = b.opts().cache_import(&format!("type=registry,ref={}/cache/merged:t", reg.addr)).unwrap();
+        let (r, ev) = b.solve(g, o).await;
+        r.unwrap();
+        assert!(started(&ev).iter().all(|n| n.starts_with("local://")), "{:?}", started(&ev));
+    }
+}

@@ -84,6 +84,24 @@ pub fn export_registry(
 ) -> Result<Digest> {
     let r = crate::registry::Reference::parse(reference)?;
     let client = crate::registry::RegistryClient::new(insecure || crate::registry::is_loopback(&r))?;
+    let mut records = records;
+    if spec.merge {
+        // Keep the tag's existing records; their blobs are already in the registry (HEAD skips them).
+        let old = (|| -> Result<Vec<ExportRecord>> {
+            let (root, _, _) = client.get_manifest(&r)?;
+            let (layers, config) = parse_cache_root(&root)?;
+            let cd = descriptor_digest(&config)?;
+            client.fetch_blob(&r, &cd, engine_store)?;
+            Ok(from_config(&parse_cache_config(&engine_store.read(&cd)?)?, &layers))
+        })();
+        match old {
+            Ok(old) => {
+                let have: BTreeSet<Digest> = records.iter().map(|r| r.digest.clone()).collect();
+                records.extend(old.into_iter().filter(|r| !have.contains(&r.digest)));
+            }
+            Err(e) => tracing::debug!(reference, error = %e, "no existing cache to merge with"),
+        }
+    }
     let (cfg, layer_descs) = to_config(&records)?;
     let cfg_json = cfg.to_json()?;
     let cfg_desc = config_descriptor(&cfg_json)?;
@@ -93,7 +111,11 @@ pub fn export_registry(
         (cache_index_json(&layer_descs, &cfg_desc)?, MediaType::ImageIndex)
     };
     for d in &layer_descs {
-        client.push_blob(&r, &descriptor_digest(d)?, engine_store, None)?;
+        let digest = descriptor_digest(d)?;
+        if !engine_store.has(&digest) && client.blob_exists(&r, &digest)?.is_some() {
+            continue; // a merged record's blob, already in the registry
+        }
+        client.push_blob(&r, &digest, engine_store, None)?;
     }
     let cd = engine_store.write_bytes(&cfg_json)?;
     client.push_blob(&r, &cd, engine_store, None)?;

@@ -357,3 +357,32 @@ async fn zstd_and_uncompressed_caches_round_trip() {
         assert_eq!(std::fs::read_to_string(out.join("app/hello.txt")).unwrap(), "hello cache\n");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn docker_media_types_index_form_round_trips() {
+    let a = Kit::new();
+    let ctx = ctx_dir(&a);
+    let cache = a.path("cache");
+    let o = opts(&a, &ctx, &a.path("out"))
+        .cache_export(&format!(
+            "type=local,dest={},mode=max,oci-mediatypes=false,image-manifest=false",
+            cache.display()
+        ))
+        .unwrap();
+    let (r, _) = a.solve(&graph(), o).await;
+    r.unwrap();
+    let index: serde_json::Value = serde_json::from_slice(&std::fs::read(cache.join("index.json")).unwrap()).unwrap();
+    let root = &index["manifests"][0];
+    assert_eq!(root["mediaType"], "application/vnd.docker.distribution.manifest.list.v2+json");
+    let layout = kiln::content::OciLayout::open(&cache).unwrap();
+    let records = kiln::remotecache::export::read_records(&layout, "latest").unwrap();
+    assert!(records
+        .iter()
+        .flat_map(|r| r.layers.iter().flatten())
+        .all(|l| l.media_type.starts_with("application/vnd.docker.")));
+    let b = Kit::new();
+    let o = opts(&b, &ctx, &b.path("out")).cache_import(&format!("type=local,src={}", cache.display())).unwrap();
+    let (r, ev) = b.solve(&graph(), o).await;
+    r.unwrap();
+    assert!(started(&ev).iter().all(|n| n.starts_with("local://")), "{:?}", started(&ev));
+}

@@ -40,11 +40,7 @@ pub fn export_local(
     let (cfg, layer_descs) = to_config(&records)?;
     let cfg_json = cfg.to_json()?;
     let cfg_desc = config_descriptor(&cfg_json)?;
-    let (root, media_type) = if spec.image_manifest {
-        (cache_manifest_json(&layer_descs, &cfg_desc)?, MediaType::ImageManifest)
-    } else {
-        (cache_index_json(&layer_descs, &cfg_desc)?, MediaType::ImageIndex)
-    };
+    let (root, media_type) = root_document(spec, &layer_descs, &cfg_desc)?;
     let root_digest = Digest::of(&root);
     let mut blobs: Vec<Digest> = layer_descs.iter().map(descriptor_digest).collect::<Result<_>>()?;
     blobs.push(Digest::of(&cfg_json));
@@ -105,11 +101,7 @@ pub fn export_registry(
     let (cfg, layer_descs) = to_config(&records)?;
     let cfg_json = cfg.to_json()?;
     let cfg_desc = config_descriptor(&cfg_json)?;
-    let (root, media_type) = if spec.image_manifest {
-        (cache_manifest_json(&layer_descs, &cfg_desc)?, MediaType::ImageManifest)
-    } else {
-        (cache_index_json(&layer_descs, &cfg_desc)?, MediaType::ImageIndex)
-    };
+    let (root, media_type) = root_document(spec, &layer_descs, &cfg_desc)?;
     for d in &layer_descs {
         let digest = descriptor_digest(d)?;
         if !engine_store.has(&digest) && client.blob_exists(&r, &digest)?.is_some() {
@@ -121,6 +113,25 @@ pub fn export_registry(
     client.push_blob(&r, &cd, engine_store, None)?;
     client.put_manifest(&r, &media_type.to_string(), &root)
 }
+
+/// The document a cache tag points at: the image-manifest form, or the index form (a Docker
+/// manifest list when `oci-mediatypes=false`, as BuildKit writes it).
+fn root_document(spec: &CacheExportSpec, layers: &[Descriptor], config: &Descriptor) -> Result<(Vec<u8>, MediaType)> {
+    if spec.image_manifest {
+        return Ok((cache_manifest_json(layers, config)?, MediaType::ImageManifest));
+    }
+    let index = cache_index_json(layers, config)?;
+    if spec.oci_mediatypes {
+        return Ok((index, MediaType::ImageIndex));
+    }
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&index).map_err(|e| Error::with_source(ErrorKind::Internal, "cache index", e))?;
+    v["mediaType"] = serde_json::Value::String(DOCKER_MANIFEST_LIST.to_owned());
+    let bytes = serde_json::to_vec(&v).map_err(|e| Error::with_source(ErrorKind::Internal, "cache index", e))?;
+    Ok((bytes, MediaType::Other(DOCKER_MANIFEST_LIST.to_owned())))
+}
+
+const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 
 /// The records currently stored under `tag` in `layout`.
 pub fn read_records(layout: &OciLayout, tag: &str) -> Result<Vec<ExportRecord>> {

@@ -420,8 +420,8 @@ void kiln_engine_free(kiln_engine **engine);
  * tail; `*err` is set to NULL on success. The same error is also kept as this thread's
  * `kiln_error_last`. The progress callback of `opts`, if any, runs on engine threads and never
  * after this returns. With a cancel token set (`kiln_solve_opts_set_cancel`) that gets
- * cancelled, returns KILN_ERR_CANCELLED after the solve's containers are killed and its mounts
- * released (note: that wait also covers other solves of the engine cancelled at the same time).
+ * cancelled, returns KILN_ERR_CANCELLED once this solve's containers are killed and its mounts
+ * and snapshots released; other solves running on the engine are not waited for.
  *
  * Thread safety: `engine`, `state` and `opts` are only read; several threads may solve at once
  * with the same engine, state and options. Must not be called from a kiln engine thread, e.g. a
@@ -666,7 +666,8 @@ kiln_status kiln_cancel_token_new(kiln_cancel_token **out);
 
 /**
  * Cancels every solve using `token` (running ones and later ones). A running solve returns
- * KILN_ERR_CANCELLED once its containers are killed and its mounts and snapshots released.
+ * KILN_ERR_CANCELLED once its own containers are killed and its mounts and snapshots released
+ * (it does not wait for other solves of the engine).
  * Idempotent; returns at once (it does not wait for the solves). NULL: KILN_ERR_NULL_ARGUMENT.
  *
  * Thread safety: any thread, concurrently, including a progress callback.

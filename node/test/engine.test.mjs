@@ -140,6 +140,52 @@ test('AbortSignal cancels a running RUN; no container, process or mount is left'
   e.close()
 })
 
+test('aborting one solve settles without waiting for another solve on the same engine', async () => {
+  const e = newEngine()
+  const sleeping = (secs) => {
+    const ps = execFileSync('ps', ['-eo', 'args'], { encoding: 'utf8' })
+    return ps.split('\n').filter((l) => l.trim() === `sleep ${secs}`).length
+  }
+  const otherAc = new AbortController()
+  let otherStarted
+  const otherRunning = new Promise((res) => (otherStarted = res))
+  const other = e.solve(base().run(['/bin/sh', '-c', 'echo other-started; exec sleep 1011']).root(), {
+    locals: locals(),
+    signal: otherAc.signal,
+    onProgress: (ev) => {
+      if (ev.type === 'log' && ev.data.includes('other-started')) otherStarted()
+    },
+  })
+  const otherOutcome = other.then(
+    () => null,
+    (err) => err,
+  )
+  try {
+    await otherRunning
+    const ac = new AbortController()
+    const ours = e.solve(base().run(['/bin/sh', '-c', 'echo ours-started; exec sleep 1012']).root(), {
+      locals: locals(),
+      signal: ac.signal,
+      onProgress: (ev) => {
+        if (ev.type === 'log' && ev.data.includes('ours-started')) ac.abort()
+      },
+    })
+    await assert.rejects(ours, { code: 'KILN_CANCELLED' })
+    // Ours is cleaned up; the other solve's container is still running at this moment.
+    assert.equal(sleeping(1012), 0, 'the aborted solve left its container process')
+    assert.equal(sleeping(1011), 1, 'the other solve should still be running')
+    assert.equal(e.runningContainers().length, 1)
+  } finally {
+    otherAc.abort()
+  }
+  const err = await otherOutcome
+  assert.equal(err?.code, 'KILN_CANCELLED')
+  assert.deepEqual(e.runningContainers(), [])
+  assert.ok(!mountedUnder(e.root), 'a mount under the engine root survived the cancels')
+  assert.equal(sleeping(1011), 0, 'the other solve left its container process')
+  e.close()
+})
+
 test('an already-aborted signal rejects without running anything', async () => {
   const e = newEngine()
   const ac = new AbortController()

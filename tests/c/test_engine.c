@@ -1,15 +1,18 @@
 /* Engine-level C API: cancelling a blocking solve through a kiln_cancel_token (from the progress
  * callback thread and from another pthread), workers, disk usage, prune, and the http/git/image
  * config/worker selector builders. Leftovers are checked right after the cancelled solve returns:
- * it returns only once its containers are killed and its mounts released. */
+ * it returns only once its own containers are killed and its mounts released, without waiting for
+ * another solve still running on the same engine. */
 #include "common.h"
 #include <dirent.h>
 #include <pthread.h>
 #include <stdatomic.h>
 
-/* How many processes run `sleep 1000` (the cancelled RUN's container process). */
-static int sleepers(void) {
+/* How many processes run `sleep SECS` (a RUN's container process); each test sleeps its own time. */
+static int sleepers_of(const char *secs) {
   int n = 0;
+  char want[32];
+  int want_len = snprintf(want, sizeof want, "sleep%c%s", 0, secs) + 1; /* cmdline is NUL-separated */
   DIR *d = opendir("/proc");
   struct dirent *e;
   if (d == NULL) return -1;
@@ -21,12 +24,13 @@ static int sleepers(void) {
     if (f == NULL) continue;
     size_t len = fread(buf, 1, sizeof buf - 1, f);
     fclose(f);
-    /* cmdline is NUL-separated: "sleep\01000\0". */
-    if (len >= 11 && memcmp(buf, "sleep\0" "1000\0", 11) == 0) n++;
+    if (len >= (size_t)want_len && memcmp(buf, want, (size_t)want_len) == 0) n++;
   }
   closedir(d);
   return n;
 }
+
+static int sleepers(void) { return sleepers_of("1000"); }
 
 /* How many mounts of this process's namespace lie under `root`. */
 static int mounts_under(const char *root) {
@@ -102,16 +106,97 @@ static void *cancel_thread(void *arg) {
   return NULL;
 }
 
-static kiln_state *sleeper_graph(void) {
+static kiln_state *sleeper_graph_cmd(const char *cmd) {
   kiln_state *base = NULL, *root = NULL;
   kiln_exec *ex = NULL;
-  const char *argv[] = {"/bin/sh", "-c", "echo started; exec sleep 1000"};
+  const char *argv[] = {"/bin/sh", "-c", cmd};
   CHECK_OK(kiln_state_local("rootfs", &base));
   CHECK_OK(kiln_state_run(base, argv, 3, NULL, &ex));
   CHECK_OK(kiln_exec_root(ex, &root));
   kiln_exec_free(&ex);
   kiln_state_free(&base);
   return root;
+}
+
+static kiln_state *sleeper_graph(void) { return sleeper_graph_cmd("echo started; exec sleep 1000"); }
+
+/* A solve on its own pthread (cancelled through its token) that signals once its RUN started. */
+struct bg_solve {
+  const kiln_engine *engine;
+  kiln_state *st;
+  kiln_solve_opts *opts;
+  kiln_cancel_token *token;
+  kiln_status status;
+  atomic_int started;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+};
+
+static void on_bg_progress(const kiln_progress_event *ev, void *userdata) {
+  struct bg_solve *b = userdata;
+  if (ev->kind != KILN_PROGRESS_LOG || memmem(ev->data, ev->data_len, "started", 7) == NULL) return;
+  pthread_mutex_lock(&b->mu);
+  atomic_store(&b->started, 1);
+  pthread_cond_broadcast(&b->cv);
+  pthread_mutex_unlock(&b->mu);
+}
+
+static void *bg_solve_thread(void *arg) {
+  struct bg_solve *b = arg;
+  kiln_result *r = NULL;
+  b->status = kiln_engine_solve(b->engine, b->st, b->opts, &r, NULL);
+  kiln_result_free(&r);
+  return NULL;
+}
+
+/* Cancelling one solve returns once its own cleanup ran, while another solve of the same engine
+ * keeps running (its container is still there when the first returns); then that one is cancelled. */
+static void cancel_one_of_two(const kiln_engine *engine, const char *root, const char *rootfs) {
+  struct bg_solve b = {.engine = engine, .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+  struct cancel_ctx c = {0};
+  kiln_solve_opts *o = NULL;
+  kiln_result *r = NULL;
+  pthread_t t;
+  b.st = sleeper_graph_cmd("echo other-started; exec sleep 1011");
+  CHECK_OK(kiln_cancel_token_new(&b.token));
+  CHECK_OK(kiln_solve_opts_new(&b.opts));
+  CHECK_OK(kiln_solve_opts_add_local(b.opts, "rootfs", rootfs));
+  CHECK_OK(kiln_solve_opts_set_progress(b.opts, on_bg_progress, &b));
+  CHECK_OK(kiln_solve_opts_set_cancel(b.opts, b.token));
+  CHECK(pthread_create(&t, NULL, bg_solve_thread, &b) == 0);
+  pthread_mutex_lock(&b.mu);
+  while (!atomic_load(&b.started)) pthread_cond_wait(&b.cv, &b.mu);
+  pthread_mutex_unlock(&b.mu);
+
+  /* Ours: cancelled from its progress callback once its RUN started. */
+  kiln_state *st = sleeper_graph_cmd("echo ours-started; exec sleep 1012");
+  CHECK_OK(kiln_cancel_token_new(&c.token));
+  c.cancel_in_callback = 1;
+  c.root = root;
+  CHECK_OK(kiln_solve_opts_new(&o));
+  CHECK_OK(kiln_solve_opts_add_local(o, "rootfs", rootfs));
+  CHECK_OK(kiln_solve_opts_set_progress(o, on_progress, &c));
+  CHECK_OK(kiln_solve_opts_set_cancel(o, c.token));
+  CHECK_STATUS(kiln_engine_solve(engine, st, o, &r, NULL), KILN_ERR_CANCELLED);
+  CHECK(atomic_load(&c.started));
+  CHECK(atomic_load(&c.containers_seen) == 2); /* both RUNs were running */
+  /* Ours is gone; the other solve's container still runs. */
+  CHECK(sleepers_of("1012") == 0);
+  CHECK(sleepers_of("1011") == 1);
+  CHECK(runc_containers(root) == 1);
+
+  CHECK_OK(kiln_cancel_token_cancel(b.token));
+  CHECK(pthread_join(t, NULL) == 0);
+  CHECK(b.status == KILN_ERR_CANCELLED);
+  CHECK(sleepers_of("1011") == 0);
+  CHECK(mounts_under(root) == 0);
+  CHECK(runc_containers(root) == 0);
+  kiln_solve_opts_free(&o);
+  kiln_cancel_token_free(&c.token);
+  kiln_state_free(&st);
+  kiln_solve_opts_free(&b.opts);
+  kiln_cancel_token_free(&b.token);
+  kiln_state_free(&b.st);
 }
 
 static void cancelled_solve(const kiln_engine *engine, const char *root, const char *rootfs, int from_callback) {
@@ -163,6 +248,8 @@ int main(void) {
   /* Cancellation from the progress callback thread, then from another pthread. */
   cancelled_solve(e, root, rootfs, 1);
   cancelled_solve(e, root, rootfs, 0);
+  /* Cancelling one of two concurrent solves does not wait for the other. */
+  cancel_one_of_two(e, root, rootfs);
   CHECK_STATUS(kiln_cancel_token_cancel(NULL), KILN_ERR_NULL_ARGUMENT);
   CHECK(!kiln_cancel_token_is_cancelled(NULL));
   kiln_cancel_token_free(NULL);

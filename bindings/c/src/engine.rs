@@ -116,11 +116,13 @@ fn solve_def(
         let out = out_arg(out, "out")?;
         let engine = ref_arg(engine, "engine")?;
         let (def, image_config) = def()?;
-        let (mut so, progress, cancel) = if opts.is_null() {
-            (SolveOptions::default(), None, None)
+        // A cancel token set on the options travels inside them (`SolveOptions::cancel`): the
+        // solve then returns Cancelled once its own steps have cleaned up.
+        let (mut so, progress) = if opts.is_null() {
+            (SolveOptions::default(), None)
         } else {
             let o = ref_arg(opts, "opts")?;
-            (o.inner.clone(), o.progress, o.cancel.clone())
+            (o.inner.clone(), o.progress)
         };
         if let Some(ic) = image_config {
             so.image_config = ic;
@@ -129,22 +131,7 @@ fn solve_def(
         let rt = runtime()?;
         let (sink, gate) = ProgressGate::sink(progress);
         so.progress = sink;
-        let r = rt.block_on(async {
-            let Some(cancel) = cancel else { return engine.engine.solve(&def, so).await };
-            let finished = tokio::select! {
-                r = engine.engine.solve(&def, so) => Some(r),
-                _ = cancel.cancelled() => None,
-            };
-            match finished {
-                Some(r) => r,
-                None => {
-                    // The solve future is dropped by now; return only once its aborted steps have
-                    // cleaned up (containers killed, mounts and snapshots released).
-                    engine.engine.wait_idle().await;
-                    Err(kiln::Error::Cancelled)
-                }
-            }
-        });
+        let r = rt.block_on(engine.engine.solve(&def, so));
         gate.close();
         let r = r?;
         put(
@@ -168,8 +155,8 @@ fn solve_def(
 /// tail; `*err` is set to NULL on success. The same error is also kept as this thread's
 /// `kiln_error_last`. The progress callback of `opts`, if any, runs on engine threads and never
 /// after this returns. With a cancel token set (`kiln_solve_opts_set_cancel`) that gets
-/// cancelled, returns KILN_ERR_CANCELLED after the solve's containers are killed and its mounts
-/// released (note: that wait also covers other solves of the engine cancelled at the same time).
+/// cancelled, returns KILN_ERR_CANCELLED once this solve's containers are killed and its mounts
+/// and snapshots released; other solves running on the engine are not waited for.
 ///
 /// Thread safety: `engine`, `state` and `opts` are only read; several threads may solve at once
 /// with the same engine, state and options. Must not be called from a kiln engine thread, e.g. a

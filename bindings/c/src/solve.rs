@@ -4,11 +4,10 @@
 
 use crate::errors::kiln_status;
 use crate::ffi::{bytes_arg, catch, cstring, guard, mut_arg, out_arg, put, ref_arg, str_arg, take_free};
-use kiln::engine::SolveOptions;
+use kiln::engine::{CancelToken, SolveOptions};
 use kiln::solver::{LogStream, ProgressEvent, ProgressSink};
 use std::ffi::{c_char, c_void, CString};
 use std::ptr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Options of one solve. A mutable builder: not for concurrent use while being changed; once
@@ -18,7 +17,6 @@ use std::sync::{Arc, Mutex};
 pub struct kiln_solve_opts {
     pub(crate) inner: SolveOptions,
     pub(crate) progress: Option<(ProgressFn, UserData)>,
-    pub(crate) cancel: Option<Arc<CancelState>>,
 }
 
 /// A cancellation switch for solves (`kiln_solve_opts_set_cancel`). Once cancelled it stays
@@ -27,28 +25,8 @@ pub struct kiln_solve_opts {
 /// callback. Freed with `kiln_cancel_token_free` (options holding it keep their own reference).
 #[allow(non_camel_case_types)]
 pub struct kiln_cancel_token {
-    state: Arc<CancelState>,
-}
-
-/// The shared flag behind a token and every options object it was set on.
-#[derive(Default)]
-pub(crate) struct CancelState {
-    cancelled: AtomicBool,
-    notify: tokio::sync::Notify,
-}
-
-impl CancelState {
-    /// Completes once the token is cancelled (at once if it already is).
-    pub(crate) async fn cancelled(&self) {
-        loop {
-            // Registered before the check: a cancel between the check and the await still wakes us.
-            let notified = self.notify.notified();
-            if self.cancelled.load(Ordering::SeqCst) {
-                return;
-            }
-            notified.await;
-        }
-    }
+    /// Shared with every options object the token was set on (clones share one flag).
+    token: CancelToken,
 }
 
 /// A new, not yet cancelled token into `*out` (caller owns it; free with `kiln_cancel_token_free`).
@@ -57,22 +35,21 @@ impl CancelState {
 #[no_mangle]
 pub extern "C" fn kiln_cancel_token_new(out: *mut *mut kiln_cancel_token) -> kiln_status {
     guard(ptr::null_mut(), || {
-        put(out_arg(out, "out")?, kiln_cancel_token { state: Arc::default() });
+        put(out_arg(out, "out")?, kiln_cancel_token { token: CancelToken::new() });
         Ok(())
     })
 }
 
 /// Cancels every solve using `token` (running ones and later ones). A running solve returns
-/// KILN_ERR_CANCELLED once its containers are killed and its mounts and snapshots released.
+/// KILN_ERR_CANCELLED once its own containers are killed and its mounts and snapshots released
+/// (it does not wait for other solves of the engine).
 /// Idempotent; returns at once (it does not wait for the solves). NULL: KILN_ERR_NULL_ARGUMENT.
 ///
 /// Thread safety: any thread, concurrently, including a progress callback.
 #[no_mangle]
 pub extern "C" fn kiln_cancel_token_cancel(token: *const kiln_cancel_token) -> kiln_status {
     guard(ptr::null_mut(), || {
-        let t = ref_arg(token, "token")?;
-        t.state.cancelled.store(true, Ordering::SeqCst);
-        t.state.notify.notify_waiters();
+        ref_arg(token, "token")?.token.cancel();
         Ok(())
     })
 }
@@ -82,7 +59,7 @@ pub extern "C" fn kiln_cancel_token_cancel(token: *const kiln_cancel_token) -> k
 /// Thread safety: any thread, concurrently.
 #[no_mangle]
 pub extern "C" fn kiln_cancel_token_is_cancelled(token: *const kiln_cancel_token) -> bool {
-    catch(false, || ref_arg(token, "token").map(|t| t.state.cancelled.load(Ordering::SeqCst)).unwrap_or(false))
+    catch(false, || ref_arg(token, "token").map(|t| t.token.is_cancelled()).unwrap_or(false))
 }
 
 /// Frees a token and sets `*token` to NULL (NULL / `*token == NULL`: no-op). Options it was set on
@@ -257,7 +234,7 @@ fn deliver(cb: ProgressFn, ud: UserData, ev: &ProgressEvent) {
 #[no_mangle]
 pub extern "C" fn kiln_solve_opts_new(out: *mut *mut kiln_solve_opts) -> kiln_status {
     guard(ptr::null_mut(), || {
-        put(out_arg(out, "out")?, kiln_solve_opts { inner: SolveOptions::default(), progress: None, cancel: None });
+        put(out_arg(out, "out")?, kiln_solve_opts { inner: SolveOptions::default(), progress: None });
         Ok(())
     })
 }
@@ -383,7 +360,7 @@ pub extern "C" fn kiln_solve_opts_set_cancel(
 ) -> kiln_status {
     edit(opts, |o| {
         // NULL clears the token (instead of being an error as elsewhere).
-        o.cancel = if token.is_null() { None } else { Some(ref_arg(token, "token")?.state.clone()) };
+        o.inner.cancel = if token.is_null() { None } else { Some(ref_arg(token, "token")?.token.clone()) };
         Ok(())
     })
 }

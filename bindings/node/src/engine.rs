@@ -247,22 +247,17 @@ impl Engine {
     }
 }
 
-/// Cancels a solve once; a permit is stored if the solve is not waiting yet.
-#[derive(Default)]
-struct Cancel {
-    notify: tokio::sync::Notify,
-}
-
 /// `AbortSignal.prototype.addEventListener` as called here: `(type, listener)`.
 type AddListener<'a> = Function<'a, napi::bindgen_prelude::FnArgs<(&'a str, Function<'a, (), ()>)>, ()>;
 
-/// Hooks `signal` ('abort' event) to `cancel`; returns true when it is already aborted.
-fn watch_signal(env: &Env, signal: &Object, cancel: Arc<Cancel>) -> napi::Result<bool> {
+/// Hooks `signal` ('abort' event) to the solve's `cancel` token; returns true when it is already
+/// aborted.
+fn watch_signal(env: &Env, signal: &Object, cancel: kiln::CancelToken) -> napi::Result<bool> {
     if signal.get::<bool>("aborted")?.unwrap_or(false) {
         return Ok(true);
     }
     let listener = env.create_function_from_closure::<(), (), _>("onKilnAbort", move |_ctx| {
-        cancel.notify.notify_one();
+        cancel.cancel();
         Ok(())
     })?;
     let add: AddListener<'_> = signal.get_named_property("addEventListener")?;
@@ -341,7 +336,7 @@ impl Engine {
             Either::A(s) => Either::A(s.inner.clone()),
             Either::B(d) => Either::B(d.inner.clone()),
         };
-        let cancel = Arc::new(Cancel::default());
+        let cancel = kiln::CancelToken::new();
         let mut pre_aborted = false;
         let (mut locals, mut outputs, mut cexp, mut cimp, mut secrets, mut progress, mut image_config) =
             (HashMap::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), None, None);
@@ -391,20 +386,15 @@ impl Engine {
                     let _ = f.call(ProgressEvent::from(e), ThreadsafeFunctionCallMode::NonBlocking);
                 });
             }
-            let finished = tokio::select! {
-                r = engine.solve(&def, so) => Some(r),
-                _ = cancel.notify.notified() => None,
-            };
-            match finished {
-                Some(r) => r,
-                None => {
-                    // The solve future is dropped by now; settle only once its aborted steps have
-                    // cleaned up, so no container or mount outlives the rejection.
-                    tracing::debug!("solve cancelled by AbortSignal");
-                    engine.wait_idle().await;
-                    Err(Error::Cancelled)
-                }
+            // An abort trips the token: the solve then returns Cancelled once its own steps have
+            // cleaned up (no container or mount outlives the rejection), without waiting for
+            // other solves of the engine.
+            so.cancel = Some(cancel.clone());
+            let r = engine.solve(&def, so).await;
+            if matches!(&r, Err(Error::Cancelled)) {
+                tracing::debug!("solve cancelled by AbortSignal");
             }
+            r
         };
         env.spawn_future_with_callback(async move { Ok(fut.await) }, |env, r| match r {
             Ok(res) => Ok(SolveResult {

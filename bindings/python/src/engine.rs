@@ -1,7 +1,8 @@
 //! `Engine`: opens a root, solves (blocking with the GIL released, or as an asyncio awaitable),
-//! reports disk usage, prunes and lists workers. Ctrl-C during a blocking solve drops the solve
-//! future, waits for `Engine::wait_idle` (core has then killed the containers and released every
-//! mount) and raises KeyboardInterrupt; cancelling a `solve_async` task does the same before its
+//! reports disk usage, prunes and lists workers. Every solve carries its own `kiln::CancelToken`:
+//! Ctrl-C during a blocking solve cancels it, waits until the solve returns (core has then killed
+//! its containers and released its mounts, without waiting for other solves of the engine) and
+//! raises KeyboardInterrupt; cancelling a `solve_async` task does the same before its
 //! `CancelledError` propagates.
 
 use crate::errors::to_pyerr;
@@ -201,13 +202,13 @@ impl Drop for DoneOnDrop {
 }
 
 /// A solve started by `Engine.solve_async` (internal; `kiln._aio.run` drives it): `result()`
-/// awaits the outcome, `cancel()` aborts the solve and returns once its containers are killed and
-/// its mounts and snapshots released (`Engine::wait_idle`).
+/// awaits the outcome, `cancel()` cancels the solve (its `CancelToken`) and returns once the solve
+/// has returned: its containers are killed and its mounts and snapshots released (other solves of
+/// the engine are not waited for).
 #[pyclass(frozen, name = "_SolveTask", module = "kiln._native")]
 pub struct PySolveTask {
-    engine: kiln::Engine,
     result: Mutex<Option<tokio::sync::oneshot::Receiver<kiln::Result<SolveResult>>>>,
-    abort: tokio::task::AbortHandle,
+    cancel: kiln::CancelToken,
     done: tokio::sync::watch::Receiver<bool>,
 }
 
@@ -228,14 +229,13 @@ impl PySolveTask {
         })
     }
 
-    /// Awaitable that aborts the solve and completes when the aborted solve has cleaned up.
+    /// Awaitable that cancels the solve and completes when the cancelled solve has cleaned up.
     fn cancel<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        self.abort.abort();
+        self.cancel.cancel();
         let mut done = self.done.clone();
-        let engine = self.engine.clone();
         pyo3_async_runtimes::generic::future_into_py::<KilnRuntime, _, ()>(py, async move {
+            // The solve returns (Cancelled) only after its own tasks ran their cleanup.
             let _ = done.wait_for(|d| *d).await;
-            engine.wait_idle().await;
             Ok(())
         })
     }
@@ -338,7 +338,9 @@ impl PyEngine {
             let events = tx.clone();
             opts.progress = ProgressSink::new(move |e| drop(events.send(Msg::Event(e))));
         }
-        let solver = engine.clone();
+        let cancel = kiln::CancelToken::new();
+        opts.cancel = Some(cancel.clone());
+        let solver = engine;
         let task = rt.spawn(async move {
             let r = solver.solve(&def, opts).await;
             // The engine handle goes before the result: once `solve` returns, closing the engine
@@ -346,17 +348,16 @@ impl PyEngine {
             drop(solver);
             let _ = tx.send(Msg::Done(r));
         });
-        // Cancelling drops the solve future (the aborted task is awaited so the drop has
-        // happened), then waits until every aborted vertex task has run its cleanup: containers
-        // killed, mounts and snapshots released.
+        // Cancelling trips this solve's token and waits for the solve task to end: the solve
+        // returns Cancelled only once its own vertex tasks ran their cleanup (containers killed,
+        // mounts and snapshots released); other solves on the engine are not waited for.
         let mut task = Some(task);
-        let mut abort = |py: Python<'_>, engine: &kiln::Engine| {
+        let mut abort = |py: Python<'_>| {
             if let Some(t) = task.take() {
-                t.abort();
+                cancel.cancel();
                 py.detach(|| {
                     rt.block_on(async {
                         let _ = t.await;
-                        engine.wait_idle().await;
                     })
                 });
             }
@@ -372,7 +373,7 @@ impl PyEngine {
             match msg {
                 Ok(Msg::Event(e)) => {
                     if let Err(err) = progress.handle(py, &e) {
-                        abort(py, &engine);
+                        abort(py);
                         progress.finish();
                         return Err(err);
                     }
@@ -391,7 +392,7 @@ impl PyEngine {
                 }
             }
             if let Err(interrupt) = py.check_signals() {
-                abort(py, &engine);
+                abort(py);
                 progress.finish();
                 return Err(interrupt);
             }
@@ -444,14 +445,17 @@ impl PyEngine {
             }
         };
         // The solve runs as its own task so that cancelling the awaiting Python task does not
-        // just drop a waiter: `kiln._aio.run` then calls `_SolveTask.cancel()`, which aborts the
-        // solve and waits for its cleanup before the CancelledError propagates.
+        // just drop a waiter: `kiln._aio.run` then calls `_SolveTask.cancel()`, which cancels the
+        // solve's token and waits for it to return (after its cleanup) before the
+        // CancelledError propagates.
+        let cancel = kiln::CancelToken::new();
+        opts.cancel = Some(cancel.clone());
         let (result_tx, result_rx) = tokio::sync::oneshot::channel();
         let (done_tx, done_rx) = tokio::sync::watch::channel(false);
-        let solver = engine.clone();
+        let solver = engine;
         let task = rt.spawn(async move {
             // Declared first, dropped last: `done` turns true once the solve future and the
-            // engine handle are gone (also when the task is aborted).
+            // engine handle are gone.
             let _done = DoneOnDrop(done_tx);
             let solver = solver;
             let r = solver.solve(&def, opts).await;
@@ -459,8 +463,9 @@ impl PyEngine {
             drop(solver);
             let _ = result_tx.send(r);
         });
-        let task =
-            PySolveTask { engine, result: Mutex::new(Some(result_rx)), abort: task.abort_handle(), done: done_rx };
+        // The task runs to completion even when cancelled (the token makes it return early).
+        drop(task);
+        let task = PySolveTask { result: Mutex::new(Some(result_rx)), cancel, done: done_rx };
         py.import("kiln._aio")?.call_method1("run", (task,))
     }
 

@@ -442,7 +442,9 @@ impl Solve {
             let mut out = BTreeMap::new();
             for (i, hit) in chains {
                 let fetch = |d: &Digest| this.imports.fetch(hit.importer, d, &engine.content);
-                match layers::apply_chain(&engine, &worker, &hit.layers, &fetch, &name, &vertex, &this.opts.progress) {
+                // No byte-count events here: the vertex reports CACHED once its layers are in place.
+                match layers::apply_chain(&engine, &worker, &hit.layers, &fetch, &name, &vertex, &ProgressSink::none())
+                {
                     Ok(top) => {
                         let id = top.clone().unwrap_or_else(|| SnapshotId(String::new()));
                         refs::record(&engine, &worker, &key, i, &id, &name)?;

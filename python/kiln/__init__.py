@@ -16,6 +16,7 @@ Describe a build as a graph of states, then solve it with an :class:`Engine`::
 from __future__ import annotations
 
 from . import _native
+from . import errors as _errors
 from ._native import (
     Definition,
     Engine,
@@ -85,21 +86,6 @@ __all__ = [
     "scratch",
     "secret_mount",
     "tmpfs_mount",
-    "KilnError",
-    "DefinitionError",
-    "OptionError",
-    "ExecError",
-    "SourceError",
-    "FileOpError",
-    "WorkerError",
-    "SnapshotError",
-    "ContentError",
-    "CacheError",
-    "RegistryError",
-    "ExportError",
-    "RootInUseError",
-    "UnsupportedError",
-    "CancelledError",
-    "IoError",
-    "InternalError",
+    # every exception class, listed once in errors.py
+    *_errors.__all__,
 ]

@@ -208,7 +208,7 @@ pub async fn run(
         })
     };
     let req = ExecRequest {
-        id: super::exec::unique_id("kiln-"),
+        id: unique_id("kiln-"),
         rootfs,
         readonly_rootfs,
         args: meta.args.clone(),

@@ -180,7 +180,7 @@ fn apply(
             let _tmp;
             let _guard;
             let src_root: PathBuf = if j < 0 {
-                _tmp = tempfile::tempdir_in(&engine.tmp).map_err(|e| Error::io("create empty dir", &engine.tmp, e))?;
+                _tmp = empty_dir(engine)?;
                 _tmp.path().to_path_buf()
             } else if j < n {
                 match inputs.get(j as usize).and_then(|r| r.as_ref()) {
@@ -189,8 +189,7 @@ fn apply(
                         _guard.path().to_path_buf()
                     }
                     None => {
-                        _tmp = tempfile::tempdir_in(&engine.tmp)
-                            .map_err(|e| Error::io("create empty dir", &engine.tmp, e))?;
+                        _tmp = empty_dir(engine)?;
                         _tmp.path().to_path_buf()
                     }
                 }
@@ -213,6 +212,11 @@ fn apply(
             fileops::copy(&src_root, &c.src, root, &c.dest, &opts).map_err(ctx)
         }
     }
+}
+
+/// An empty directory standing for a scratch copy source (removed on drop).
+fn empty_dir(engine: &EngineInner) -> Result<tempfile::TempDir> {
+    tempfile::tempdir_in(&engine.tmp).map_err(|e| Error::io("create empty dir", &engine.tmp, e))
 }
 
 fn mode_or(mode: i32, default: u32) -> u32 {

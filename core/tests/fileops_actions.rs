@@ -76,7 +76,9 @@ fn mkfile_writes_and_replaces() {
     assert_eq!((m.mode() & 0o7777, m.uid(), m.gid(), m.mtime()), (0o640, 5, 6, 1_600_000_000));
     mkfile(root, "f", 0o600, b"bye", None, None).unwrap();
     assert_eq!(fs::read(root.join("f")).unwrap(), b"bye");
-    assert_eq!(mode(&root.join("f")), 0o600);
+    // As BuildKit (os.WriteFile): an existing file keeps its mode and owner.
+    assert_eq!(mode(&root.join("f")), 0o640);
+    assert_eq!(fs::metadata(root.join("f")).unwrap().uid(), 5);
     // no temporary files left behind
     assert_eq!(fs::read_dir(root).unwrap().count(), 1);
 }

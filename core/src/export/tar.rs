@@ -70,6 +70,9 @@ pub(crate) fn write_tree_tar(src_root: &Path, out: &mut dyn Write) -> Result<()>
         let ft = meta.file_type();
         let mut header = tar::Header::new_gnu();
         header.set_metadata_in_mode(&meta, tar::HeaderMode::Complete);
+        // Permission bits plus setuid/setgid/sticky only, as Go's archive/tar writes them (the
+        // file type is the entry type, never part of the mode field).
+        header.set_mode(meta.mode() & 0o7777);
         header.set_size(0);
         let res = if ft.is_file() {
             if meta.nlink() > 1 {
@@ -145,5 +148,21 @@ mod tests {
             ]
         );
         assert_eq!(fs::read_dir(dir.path().join("out")).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn header_mode_has_no_file_type_bits() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        fs::create_dir_all(src.join("d")).unwrap();
+        fs::set_permissions(src.join("d"), fs::Permissions::from_mode(0o1755)).unwrap();
+        fs::write(src.join("d/suid"), b"x").unwrap();
+        fs::set_permissions(src.join("d/suid"), fs::Permissions::from_mode(0o4755)).unwrap();
+        let dest = dir.path().join("x.tar");
+        export_tar(&src, &dest).unwrap();
+        let mut ar = tar::Archive::new(File::open(&dest).unwrap());
+        let modes: Vec<u32> = ar.entries().unwrap().map(|e| e.unwrap().header().mode().unwrap()).collect();
+        assert_eq!(modes, vec![0o1755, 0o4755]);
     }
 }

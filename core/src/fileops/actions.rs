@@ -52,9 +52,10 @@ pub fn mkdir(
     Ok(())
 }
 
-/// Writes a regular file `path` holding `data` with permission bits `mode`, replacing whatever
-/// non-directory was there (via a temporary file and a rename, so an existing device node or fifo
-/// is replaced, never written through). The parent directory must exist. Owner defaults to 0:0.
+/// Writes a regular file `path` holding `data`. A new file gets permission bits `mode & 0o777`
+/// and owner 0:0 unless `owner` is given; an existing regular file keeps its mode and owner (see
+/// [`overwrite_file`]); any other non-directory (a device node, a fifo) is replaced via a
+/// temporary file and a rename, never written through. The parent directory must exist.
 pub fn mkfile(
     root: &Path,
     path: &str,
@@ -73,6 +74,9 @@ pub fn mkfile(
         if m.is_dir() {
             return Err(op_err(&action, format!("{shown} is a directory")));
         }
+        if m.is_file() {
+            return overwrite_file(&action, &host, &shown, data, owner, timestamp);
+        }
     }
     let parent = host.parent().unwrap_or(root);
     if !std::fs::symlink_metadata(parent).map(|m| m.is_dir()).unwrap_or(false) {
@@ -85,12 +89,41 @@ pub fn mkfile(
     tmp.write_all(data).map_err(|e| io_err(&action, "cannot write", &shown, e))?;
     let f = tmp.as_file();
     chown_default(tmp.path(), owner).map_err(|e| io_err(&action, "cannot chown", &shown, e))?;
-    f.set_permissions(std::fs::Permissions::from_mode(mode & 0o7777))
+    // Like Go's `os.WriteFile(p, data, FileMode(mode)&0777)`: no setuid/setgid/sticky bits.
+    f.set_permissions(std::fs::Permissions::from_mode(mode & 0o777))
         .map_err(|e| io_err(&action, "cannot chmod", &shown, e))?;
     if let Some(ts) = timestamp {
         set_times(tmp.path(), ts).map_err(|e| io_err(&action, "cannot set times of", &shown, e))?;
     }
     tmp.persist(&host).map_err(|e| io_err(&action, "cannot rename into place", &shown, e.error))?;
+    Ok(())
+}
+
+/// mkfile over an existing regular file, as BuildKit's `os.WriteFile`: the content is replaced in
+/// place, so the file keeps its mode, owner (unless one is given) and hard links.
+fn overwrite_file(
+    action: &str,
+    host: &Path,
+    shown: &str,
+    data: &[u8],
+    owner: Option<Owner>,
+    timestamp: Option<i64>,
+) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(host)
+        .map_err(|e| io_err(action, "cannot open", shown, e))?;
+    f.write_all(data).map_err(|e| io_err(action, "cannot write", shown, e))?;
+    if let Some(o) = owner {
+        std::os::unix::fs::lchown(host, Some(o.uid), Some(o.gid))
+            .map_err(|e| io_err(action, "cannot chown", shown, e))?;
+    }
+    if let Some(ts) = timestamp {
+        set_times(host, ts).map_err(|e| io_err(action, "cannot set times of", shown, e))?;
+    }
     Ok(())
 }
 

@@ -769,6 +769,8 @@ impl State {
             cwd,
             user: o.user.clone().or_else(|| self.meta.user.clone()).unwrap_or_default(),
             hostname: o.hostname.clone().or_else(|| self.meta.hostname.clone()).unwrap_or_default(),
+            // Go `llb` (v0.11.6) sets this on every ExecOp it marshals.
+            remove_mount_stubs_recursive: true,
             ..Default::default()
         };
         let mut caps: BTreeSet<&'static str> = BTreeSet::from(["exec.meta.base"]);

@@ -219,6 +219,7 @@ pub async fn run(
         mounts: exec_mounts,
         network,
         extra_hosts: meta.extra_hosts.iter().map(|h| (h.host.clone(), h.ip.clone())).collect(),
+        remove_mount_stubs_recursive: meta.remove_mount_stubs_recursive,
     };
     let code = worker.executor.run(req, sink).await?;
     let ok = if meta.valid_exit_codes.is_empty() { code == 0 } else { meta.valid_exit_codes.contains(&code) };

@@ -65,6 +65,9 @@ pub struct ExecRequest {
     pub network: NetworkMode,
     /// Extra `/etc/hosts` entries as `(hostname, ip)`.
     pub extra_hosts: Vec<(String, String)>,
+    /// After the run, remove the missing ancestors created for mount points too, not only the
+    /// mount points themselves (LLB `Meta.removeMountStubsRecursive`).
+    pub remove_mount_stubs_recursive: bool,
 }
 
 /// Which stream an output chunk came from.

@@ -1,10 +1,14 @@
-//! Mount-point stubs: the empty directories and files the executor creates in a rootfs so that
-//! every mount has a destination before the container starts (the rootfs may become read-only),
-//! and their removal afterwards so they never end up in a snapshot or layer. Like BuildKit's
-//! `removeMountStubsRecursive`: only what was created here, only while still empty, and the
-//! parent directory's times are restored.
+//! Mount-point stubs: the empty directories and files a Run's mounts need in its rootfs, and
+//! their removal afterwards, exactly as BuildKit's `executor.MountStubsCleaner`: before the run,
+//! the paths of `/etc/resolv.conf`, `/etc/hosts` and every mount destination that do not exist
+//! yet are recorded (the missing leaf only, or every missing ancestor too when the op sets
+//! `removeMountStubsRecursive`); after the run each recorded path that is still an empty
+//! directory or an empty file is removed, keeping its parent directory's times. Mount points of
+//! the runtime's own mounts (`/dev`, `/proc`, `/sys`) are not stubs: they stay, as in BuildKit.
+//! The working directory is created owned by the Run's user (BuildKit's `MkdirAllAndChown`).
 
 use std::fs::{File, FileTimes};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, ErrorKind, IoContext, Result};
@@ -19,26 +23,35 @@ pub(crate) enum StubKind {
     File,
 }
 
-/// The stubs created in one rootfs, in creation order.
+/// The paths recorded as possible stubs of one run, in removal order (each mount's leaf, then
+/// its missing ancestors).
 #[derive(Debug, Default)]
 pub(crate) struct MountStubs {
-    /// Host paths created, parents before children.
-    created: Vec<PathBuf>,
-    /// For each first-created path, its parent directory and that parent's times before.
-    parents: Vec<(PathBuf, FileTimes)>,
+    paths: Vec<PathBuf>,
 }
 
-/// Creates every missing component of `dest` inside `root` (symlinks resolved inside `root`) and
-/// returns the host paths created, parents first, plus the times of the first created path's
-/// parent.
-fn create_missing(root: &Path, dest: &Path, kind: StubKind) -> Result<(Vec<PathBuf>, Option<(PathBuf, FileTimes)>)> {
+/// The host path of container path `dest` inside `root` (symlinks resolved inside `root`).
+fn host_path(root: &Path, dest: &Path) -> Result<PathBuf> {
     let components = resolve_components(root, dest).with_path("resolving mount point in rootfs", root.join(dest))?;
-    let mut created = Vec::new();
-    let mut parent_times = None;
+    let mut p = root.to_path_buf();
+    p.extend(components);
+    Ok(p)
+}
+
+fn missing(path: &Path) -> bool {
+    match std::fs::symlink_metadata(path) {
+        Ok(_) => false,
+        Err(e) => e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR),
+    }
+}
+
+/// Creates every missing component of `dest` inside `root` (directories 0755; the last one a
+/// file for [`StubKind::File`]), chowning what it creates to `owner` when given.
+fn create_missing(root: &Path, dest: &Path, kind: StubKind, owner: Option<(u32, u32)>) -> Result<()> {
+    let components = resolve_components(root, dest).with_path("resolving mount point in rootfs", root.join(dest))?;
     let mut cur = root.to_path_buf();
     let last = components.len().saturating_sub(1);
     for (i, comp) in components.iter().enumerate() {
-        let parent = cur.clone();
         cur.push(comp);
         match std::fs::symlink_metadata(&cur) {
             Ok(meta) => {
@@ -46,7 +59,7 @@ fn create_missing(root: &Path, dest: &Path, kind: StubKind) -> Result<(Vec<PathB
                     return Err(Error::new(
                         ErrorKind::Worker,
                         format!(
-                            "cannot create mount point {} in rootfs: {} exists and is not a directory",
+                            "cannot create {} in rootfs: {} exists and is not a directory",
                             dest.display(),
                             cur.display()
                         ),
@@ -54,13 +67,6 @@ fn create_missing(root: &Path, dest: &Path, kind: StubKind) -> Result<(Vec<PathB
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                if parent_times.is_none() {
-                    let meta = std::fs::metadata(&parent).with_path("reading times of", &parent)?;
-                    let times = FileTimes::new()
-                        .set_accessed(meta.accessed().with_path("reading atime of", &parent)?)
-                        .set_modified(meta.modified().with_path("reading mtime of", &parent)?);
-                    parent_times = Some((parent.clone(), times));
-                }
                 if i == last && kind == StubKind::File {
                     std::fs::OpenOptions::new()
                         .write(true)
@@ -68,61 +74,90 @@ fn create_missing(root: &Path, dest: &Path, kind: StubKind) -> Result<(Vec<PathB
                         .open(&cur)
                         .with_path("creating mount point file", &cur)?;
                 } else {
-                    std::fs::create_dir(&cur).with_path("creating mount point directory", &cur)?;
+                    std::fs::DirBuilder::new()
+                        .mode(0o755)
+                        .create(&cur)
+                        .with_path("creating directory in rootfs", &cur)?;
                 }
-                created.push(cur.clone());
+                if let Some((uid, gid)) = owner {
+                    std::os::unix::fs::lchown(&cur, Some(uid), Some(gid)).with_path("chowning", &cur)?;
+                }
             }
             Err(e) => return Err(Error::io("inspecting mount point", cur, e)),
         }
     }
-    Ok((created, parent_times))
+    Ok(())
 }
 
-/// Creates `dir` (a container path) inside `root` with its parents, keeping them (a process's
-/// working directory persists, as in BuildKit).
-pub(crate) fn ensure_dir(root: &Path, dir: &Path) -> Result<()> {
-    create_missing(root, dir, StubKind::Dir).map(|_| ())
+/// Creates the mount point `dest` (container path) in `root` with its missing parents.
+pub(crate) fn create_mount_point(root: &Path, dest: &Path, kind: StubKind) -> Result<()> {
+    create_missing(root, dest, kind, None)
+}
+
+/// Creates the working directory `dir` (container path) in `root` when it does not exist, its
+/// missing components 0755 and owned by the Run's user, as BuildKit does; it persists.
+pub(crate) fn ensure_workdir(root: &Path, dir: &Path, uid: u32, gid: u32) -> Result<()> {
+    let host = host_path(root, dir)?;
+    if std::fs::metadata(&host).is_ok() {
+        return Ok(());
+    }
+    create_missing(root, dir, StubKind::Dir, Some((uid, gid)))
 }
 
 impl MountStubs {
-    /// Makes sure the mount point `dest` (container path) exists in `root`, recording what was
-    /// created.
-    pub(crate) fn ensure(&mut self, root: &Path, dest: &Path, kind: StubKind) -> Result<()> {
-        let (created, parent) = create_missing(root, dest, kind)?;
-        self.created.extend(created);
-        self.parents.extend(parent);
-        Ok(())
-    }
-
-    /// The paths created so far (parents first).
-    #[cfg(test)]
-    pub(crate) fn created(&self) -> &[PathBuf] {
-        &self.created
-    }
-
-    /// Removes the created stubs that are still empty, children first, then restores the parents'
-    /// times. Failures are logged: a leftover stub is cosmetic and must not fail a finished run.
-    pub(crate) fn remove(&mut self) {
-        for path in self.created.drain(..).rev() {
-            let Ok(meta) = std::fs::symlink_metadata(&path) else { continue };
-            let result = if meta.is_dir() {
-                std::fs::remove_dir(&path)
-            } else if meta.is_file() && meta.len() == 0 {
-                std::fs::remove_file(&path)
-            } else {
-                continue;
-            };
-            if let Err(e) = result {
-                // A directory the process filled stays: it is now real content.
-                if e.raw_os_error() != Some(libc::ENOTEMPTY) && e.raw_os_error() != Some(libc::EEXIST) {
-                    tracing::warn!(path = %path.display(), error = %e, "could not remove mount stub");
-                }
+    /// Records the path of `dest` (container path) in `root` if it does not exist yet, and with
+    /// `recursive` also each missing ancestor. Call before anything is created for the run.
+    pub(crate) fn record(&mut self, root: &Path, dest: &Path, recursive: bool) {
+        let Ok(mut p) = host_path(root, dest) else { return };
+        while p != root && missing(&p) {
+            self.paths.push(p.clone());
+            if !recursive {
+                break;
+            }
+            match p.parent() {
+                Some(parent) => p = parent.to_path_buf(),
+                None => break,
             }
         }
-        for (parent, times) in self.parents.drain(..).rev() {
-            let restored = File::open(&parent).and_then(|f| f.set_times(times));
-            if let Err(e) = restored {
-                tracing::debug!(path = %parent.display(), error = %e, "could not restore times after removing mount stubs");
+    }
+
+    /// The paths recorded so far.
+    #[cfg(test)]
+    pub(crate) fn recorded(&self) -> &[PathBuf] {
+        &self.paths
+    }
+
+    /// Removes each recorded path that is an empty directory or an empty file, keeping its
+    /// parent's times as they are just before the removal. Failures are logged: a leftover stub
+    /// is cosmetic and must not fail a finished run.
+    pub(crate) fn remove(&mut self) {
+        for path in self.paths.drain(..) {
+            let Ok(meta) = std::fs::symlink_metadata(&path) else { continue };
+            let empty = if meta.is_dir() {
+                std::fs::read_dir(&path).map(|mut d| d.next().is_none()).unwrap_or(false)
+            } else {
+                meta.len() == 0
+            };
+            if !empty {
+                continue;
+            }
+            let Some(parent) = path.parent() else { continue };
+            let times = std::fs::metadata(parent)
+                .and_then(|m| Ok(FileTimes::new().set_accessed(m.accessed()?).set_modified(m.modified()?)));
+            let times = match times {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::warn!(path = %parent.display(), error = %e, "cannot read times of a mount stub's parent");
+                    continue;
+                }
+            };
+            let removed = if meta.is_dir() { std::fs::remove_dir(&path) } else { std::fs::remove_file(&path) };
+            if let Err(e) = removed {
+                tracing::warn!(path = %path.display(), error = %e, "could not remove mount stub");
+                continue;
+            }
+            if let Err(e) = File::open(parent).and_then(|f| f.set_times(times)) {
+                tracing::debug!(path = %parent.display(), error = %e, "could not restore times after removing a mount stub");
             }
         }
     }
@@ -131,51 +166,96 @@ impl MountStubs {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    fn plan(root: &Path, recursive: bool) -> MountStubs {
+        let mut stubs = MountStubs::default();
+        for dest in ["/etc/resolv.conf", "/etc/hosts", "/a/b/c", "/keep/file"] {
+            stubs.record(root, Path::new(dest), recursive);
+        }
+        stubs
+    }
+
+    fn create_all(root: &Path) {
+        create_mount_point(root, Path::new("/etc/resolv.conf"), StubKind::File).unwrap();
+        create_mount_point(root, Path::new("/etc/hosts"), StubKind::File).unwrap();
+        create_mount_point(root, Path::new("/a/b/c"), StubKind::Dir).unwrap();
+        create_mount_point(root, Path::new("/keep/file"), StubKind::File).unwrap();
+        // What the runtime creates for its own mounts is not a stub.
+        create_mount_point(root, Path::new("/proc"), StubKind::Dir).unwrap();
+    }
 
     #[test]
-    fn stubs_are_created_and_removed_only_when_empty() {
+    fn recursive_removes_every_created_empty_ancestor() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
-        std::fs::create_dir(root.join("etc")).unwrap();
-        let mut stubs = MountStubs::default();
-        stubs.ensure(root, Path::new("/a/b/c"), StubKind::Dir).unwrap();
-        stubs.ensure(root, Path::new("/etc/hosts"), StubKind::File).unwrap();
-        stubs.ensure(root, Path::new("/keep/file"), StubKind::File).unwrap();
-        assert_eq!(stubs.created().len(), 6);
-        assert!(root.join("a/b/c").is_dir());
-        assert!(root.join("etc/hosts").is_file());
+        let mut stubs = plan(root, true);
+        create_all(root);
         // The process wrote into one stub: it and its parent stay.
         std::fs::write(root.join("keep/file"), "data").unwrap();
         stubs.remove();
         assert!(!root.join("a").exists());
-        assert!(!root.join("etc/hosts").exists());
-        assert!(root.join("etc").is_dir());
+        assert!(!root.join("etc").exists());
         assert!(root.join("keep/file").is_file());
+        assert!(root.join("proc").is_dir());
+    }
+
+    #[test]
+    fn non_recursive_removes_only_the_leaf() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let mut stubs = plan(root, false);
+        assert_eq!(stubs.recorded().len(), 4);
+        create_all(root);
+        stubs.remove();
+        assert!(root.join("etc").is_dir());
+        assert!(!root.join("etc/hosts").exists());
+        assert!(root.join("a/b").is_dir());
+        assert!(!root.join("a/b/c").exists());
     }
 
     #[test]
     fn existing_paths_are_not_recorded_and_files_block_dirs() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
-        std::fs::create_dir_all(root.join("proc")).unwrap();
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        std::fs::write(root.join("etc/hosts"), "").unwrap();
         std::fs::write(root.join("file"), "").unwrap();
         let mut stubs = MountStubs::default();
-        stubs.ensure(root, Path::new("/proc"), StubKind::Dir).unwrap();
-        assert!(stubs.created().is_empty());
-        let e = stubs.ensure(root, Path::new("/file/x"), StubKind::Dir).unwrap_err();
+        stubs.record(root, Path::new("/etc/hosts"), true);
+        assert!(stubs.recorded().is_empty());
+        stubs.remove();
+        assert!(root.join("etc/hosts").is_file(), "an existing empty file is not a stub");
+        let e = create_mount_point(root, Path::new("/file/x"), StubKind::Dir).unwrap_err();
         assert!(e.to_string().contains("not a directory"), "{e}");
     }
 
     #[test]
-    fn parent_mtime_is_restored() {
+    fn parent_mtime_is_kept_across_removal() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         std::fs::create_dir(root.join("etc")).unwrap();
+        let mut stubs = MountStubs::default();
+        stubs.record(root, Path::new("/etc/resolv.conf"), true);
+        create_mount_point(root, Path::new("/etc/resolv.conf"), StubKind::File).unwrap();
         let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
         File::open(root.join("etc")).unwrap().set_modified(old).unwrap();
-        let mut stubs = MountStubs::default();
-        stubs.ensure(root, Path::new("/etc/resolv.conf"), StubKind::File).unwrap();
         stubs.remove();
+        assert!(!root.join("etc/resolv.conf").exists());
         assert_eq!(std::fs::metadata(root.join("etc")).unwrap().modified().unwrap(), old);
+    }
+
+    #[test]
+    fn workdir_is_owned_by_the_user() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        ensure_workdir(root, Path::new("/home/u/work"), 1000, 1001).unwrap();
+        for p in ["home", "home/u", "home/u/work"] {
+            let m = std::fs::metadata(root.join(p)).unwrap();
+            assert_eq!((m.uid(), m.gid(), m.mode() & 0o777), (1000, 1001, 0o755), "{p}");
+        }
+        // An existing directory keeps its owner.
+        ensure_workdir(root, Path::new("/home"), 0, 0).unwrap();
+        assert_eq!(std::fs::metadata(root.join("home")).unwrap().uid(), 1000);
     }
 }

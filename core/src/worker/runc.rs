@@ -11,7 +11,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::error::{Error, ErrorKind, IoContext, Result};
 use crate::worker::exec::{ExecRequest, NetworkMode, OutputSink, OutputStream};
-use crate::worker::mountstub::{ensure_dir, MountStubs};
+use crate::worker::mountstub::{create_mount_point, ensure_workdir, MountStubs};
 use crate::worker::spec::{build_spec, clean_container_path, plan_mounts, SpecInput, DEFAULT_HOSTNAME};
 use crate::worker::user::resolve_user;
 
@@ -260,14 +260,17 @@ impl RuncExecutor {
         std::fs::write(&resolv_path, resolv).with_path("writing", &resolv_path)?;
 
         let mounts = plan_mounts(&req, &hosts_path, &resolv_path)?;
-        // The working directory persists (as in BuildKit) unless a mount provides it.
-        if !mounts.iter().any(|m| cwd.starts_with(&m.dest)) {
-            ensure_dir(&rootfs, &cwd)?;
+        // As BuildKit: stubs are what is missing before anything is created for this run; the
+        // working directory is created next (in the rootfs, even under a mount) and persists.
+        for m in mounts.iter().filter(|m| m.is_stub_candidate()) {
+            guard.stubs.record(&rootfs, &m.dest, req.remove_mount_stubs_recursive);
         }
-        // All mount points exist before start, while the rootfs is still writable.
+        ensure_workdir(&rootfs, &cwd, uid, gid)?;
+        // Mount points in the rootfs exist before start, while the rootfs is still writable;
+        // those of the runtime's own mounts (/proc, /dev, /sys) are left to the runtime.
         for (i, m) in mounts.iter().enumerate() {
-            if m.needs_stub_in_rootfs(&mounts[..i]) {
-                guard.stubs.ensure(&rootfs, &m.dest, m.stub)?;
+            if m.is_stub_candidate() && m.needs_stub_in_rootfs(&mounts[..i]) {
+                create_mount_point(&rootfs, &m.dest, m.stub)?;
             }
         }
         let spec =

@@ -43,6 +43,9 @@ pub(crate) struct PlannedMount {
     pub mount: Mount,
     /// What kind of mount point it needs.
     pub stub: StubKind,
+    /// One of the runtime's standard mounts (/proc, /dev, /sys, ...): its mount point is the
+    /// runtime's to create and stays in the rootfs, as in BuildKit.
+    pub runtime: bool,
 }
 
 impl PlannedMount {
@@ -50,6 +53,12 @@ impl PlannedMount {
     /// runc creates it in that mount's filesystem).
     pub(crate) fn needs_stub_in_rootfs(&self, earlier: &[PlannedMount]) -> bool {
         !earlier.iter().any(|m| self.dest.starts_with(&m.dest))
+    }
+
+    /// Whether its mount point is a stub removed after the run when it was created for it
+    /// (BuildKit's list: /etc/hosts, /etc/resolv.conf and the Run's own mounts).
+    pub(crate) fn is_stub_candidate(&self) -> bool {
+        !self.runtime
     }
 }
 
@@ -102,7 +111,12 @@ fn default_mounts() -> Result<Vec<PlannedMount>> {
     ];
     defs.iter()
         .map(|(dest, typ, src, opts)| {
-            Ok(PlannedMount { dest: PathBuf::from(dest), mount: mount(dest, typ, src, opts)?, stub: StubKind::Dir })
+            Ok(PlannedMount {
+                dest: PathBuf::from(dest),
+                mount: mount(dest, typ, src, opts)?,
+                stub: StubKind::Dir,
+                runtime: true,
+            })
         })
         .collect()
 }
@@ -140,7 +154,7 @@ pub(crate) fn plan_mounts(req: &ExecRequest, hosts: &Path, resolv: &Path) -> Res
                 (mount(&dest_str, "tmpfs", "tmpfs", &opt_refs)?, StubKind::Dir)
             }
         };
-        user.push(PlannedMount { dest, mount: mnt, stub });
+        user.push(PlannedMount { dest, mount: mnt, stub, runtime: false });
     }
     user.sort_by_key(|m| m.dest.components().count());
 
@@ -155,6 +169,7 @@ pub(crate) fn plan_mounts(req: &ExecRequest, hosts: &Path, resolv: &Path) -> Res
             dest: PathBuf::from(dest),
             mount: mount(dest, "bind", &src, &["rbind", "ro"])?,
             stub: StubKind::File,
+            runtime: false,
         });
     }
     plan.extend(user);
@@ -307,6 +322,7 @@ mod tests {
             mounts: vec![],
             network: NetworkMode::None,
             extra_hosts: vec![],
+            remove_mount_stubs_recursive: true,
         }
     }
 

@@ -48,9 +48,12 @@ async fn export_one(solve: &Arc<Solve>, spec: &CacheExportSpec) -> Result<()> {
     let mut pending = Vec::new();
     for v in solve.def.vertices() {
         let ki = solve.key_future(&v.digest).await.map_err(|e| super::clone_error(&e.0))?;
+        // A local source's own result is the caller's build context: never exported (as in
+        // BuildKit), so files the build never used cannot reach a shared cache.
+        let local = matches!(v.source_spec(), Ok(Some(crate::graph::SourceSpec::Local { .. })));
         for idx in output_indexes(v) {
             let is_final = fin.as_ref().map(|(d, i)| d == &v.digest && *i == idx).unwrap_or(false);
-            let want = spec.mode == CacheMode::Max || is_final;
+            let want = !local && (spec.mode == CacheMode::Max || is_final);
             pending.push((ki.clone(), idx, want));
         }
     }

@@ -1,0 +1,62 @@
+//! Fault suite: the build context never leaks into caches. A file of a `local://` context that the
+//! build does not use must reach no blob of a `mode=max` cache export, local or registry (BuildKit
+//! never exports a local source's own result).
+
+mod common;
+
+use common::kit::{base, sh, Kit};
+use common::registry::TestRegistry;
+use kiln::graph::{CopyOptions, State};
+use std::io::Read;
+use std::path::Path;
+
+const CANARY: &str = "CANARY-credentials-7f3a9c1e";
+
+/// Every regular file under `dir`, decompressed when it is gzip or zstd.
+fn blobs_contain(dir: &Path, needle: &[u8]) -> Vec<String> {
+    let mut hits = Vec::new();
+    for e in walkdir::WalkDir::new(dir).into_iter().filter_map(|e| e.ok()).filter(|e| e.file_type().is_file()) {
+        let raw = std::fs::read(e.path()).unwrap();
+        let mut data = raw.clone();
+        if raw.starts_with(&[0x1f, 0x8b]) {
+            data.clear();
+            flate2::read::GzDecoder::new(raw.as_slice()).read_to_end(&mut data).unwrap();
+        } else if raw.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            data = zstd::decode_all(raw.as_slice()).unwrap();
+        }
+        if data.windows(needle.len()).any(|w| w == needle) {
+            hits.push(e.path().display().to_string());
+        }
+    }
+    hits
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unused_context_files_reach_no_cache_blob() {
+    let reg = TestRegistry::start();
+    let k = Kit::new();
+    let ctx = k.path("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("used.txt"), "used").unwrap();
+    std::fs::write(ctx.join(".env"), CANARY).unwrap();
+    let st = base().run(sh("echo ran > /ran")).root().copy(
+        &State::local("ctx"),
+        "/used.txt",
+        "/used.txt",
+        CopyOptions::default(),
+    );
+    let local = k.path("cache");
+    let opts = k
+        .opts()
+        .local("ctx", &ctx)
+        .cache_export(&format!("type=local,dest={},mode=max", local.display()))
+        .unwrap()
+        .cache_export(&format!("type=registry,ref={}/leak/check:max,mode=max", reg.addr))
+        .unwrap();
+    let (r, ev) = k.solve(&st, opts).await;
+    r.unwrap_or_else(|e| panic!("{e}: {ev:#?}"));
+    // The check itself works: the used file is in the cache.
+    assert!(!blobs_contain(&local, b"used").is_empty());
+    assert_eq!(blobs_contain(&local, CANARY.as_bytes()), Vec::<String>::new(), "canary in the local cache");
+    assert_eq!(blobs_contain(&reg.storage(), CANARY.as_bytes()), Vec::<String>::new(), "canary in the registry");
+}

@@ -276,6 +276,21 @@ impl EngineInner {
     }
 }
 
+/// Keeps the root private (0700, as BuildKit's): snapshots hold setuid binaries and device nodes
+/// no other local user may reach. A root found with another mode is fixed, with a warning.
+fn private_root(root: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(root).with_path("reading mode of engine root", root)?.permissions().mode() & 0o7777;
+    if mode != 0o700 {
+        if mode & 0o077 != 0 {
+            tracing::warn!(root = %root.display(), mode = format!("{mode:o}"), "engine root was accessible to other users; setting it to 0700");
+        }
+        std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700))
+            .with_path("making engine root private", root)?;
+    }
+    Ok(())
+}
+
 /// An open build engine on one root.
 #[derive(Debug, Clone)]
 pub struct Engine {
@@ -288,6 +303,7 @@ impl Engine {
         let root = opts.root.clone();
         std::fs::create_dir_all(&root).with_path("create engine root", &root)?;
         let root = root.canonicalize().with_path("resolve engine root", &root)?;
+        private_root(&root)?;
         let lock = RootLock::acquire(&root)?;
         let meta = MetadataStore::open(&root.join("metadata.redb"))?;
         let content = ContentStore::open(&root.join("content"))?;
@@ -358,6 +374,7 @@ impl Engine {
     /// Solves `def`, runs the exporters of `opts`. Dropping the future cancels the solve: running
     /// containers are killed and every snapshot and mount is released.
     pub async fn solve(&self, def: &Definition, opts: SolveOptions) -> Result<SolveResult> {
+        crate::options::destinations::check_outside_root(&self.inner.root, &opts.outputs, &opts.cache_exports)?;
         let _gc = self.inner.gc.read().await;
         solver::solve(self.inner.clone(), def, opts).await
     }

@@ -7,6 +7,7 @@
 
 pub mod cache;
 pub mod csv;
+pub(crate) mod destinations;
 pub mod output;
 
 pub use cache::{

@@ -1,6 +1,7 @@
-//! Fault suite: the build context never leaks into caches. A file of a `local://` context that the
-//! build does not use must reach no blob of a `mode=max` cache export, local or registry (BuildKit
-//! never exports a local source's own result).
+//! Fault suite, the defects found by probing kiln as an attacker would, each with its test: the
+//! build context never leaks into caches (a file of a `local://` context that the build does not
+//! use reaches no blob of a `mode=max` export, local or registry: BuildKit never exports a local
+//! source's own result); the engine root is private; outputs cannot overwrite the root.
 
 mod common;
 
@@ -59,4 +60,31 @@ async fn unused_context_files_reach_no_cache_blob() {
     assert!(!blobs_contain(&local, b"used").is_empty());
     assert_eq!(blobs_contain(&local, CANARY.as_bytes()), Vec::<String>::new(), "canary in the local cache");
     assert_eq!(blobs_contain(&reg.storage(), CANARY.as_bytes()), Vec::<String>::new(), "canary in the registry");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn engine_root_is_private_and_outputs_inside_it_are_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut k = Kit::new();
+    let root = k.engine().root().to_path_buf();
+    assert_eq!(std::fs::metadata(&root).unwrap().permissions().mode() & 0o7777, 0o700);
+    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).unwrap();
+    k.reopen();
+    assert_eq!(std::fs::metadata(&root).unwrap().permissions().mode() & 0o7777, 0o700, "fixed on open");
+
+    let st = State::scratch().mkfile("/f", 0o644, "x", Default::default());
+    for out in [
+        format!("type=tar,dest={}", root.join("metadata.redb").display()),
+        format!("type=local,dest={}", root.join("snapshots").display()),
+    ] {
+        let (r, _) = k.solve(&st, k.opts().output(&out).unwrap()).await;
+        let e = r.unwrap_err();
+        assert!(e.to_string().contains("inside the engine root"), "{e}");
+    }
+    let cache = format!("type=local,dest={}", root.join("cachedir").display());
+    let (r, _) = k.solve(&st, k.opts().cache_export(&cache).unwrap()).await;
+    assert!(r.unwrap_err().to_string().contains("inside the engine root"));
+    // The root still works.
+    let (r, _) = k.solve(&st, k.opts().output(&format!("type=tar,dest={}", k.path("ok.tar").display())).unwrap()).await;
+    r.unwrap();
 }

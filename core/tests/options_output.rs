@@ -118,3 +118,30 @@ fn secret_errors() {
         &["required", "unknown key", "id, type, src, source, env"],
     );
 }
+
+#[test]
+fn secrets_refuse_duplicate_ids_fifos_and_oversized_files_without_printing_values() {
+    use kiln::options::{read_secrets, SecretSpec};
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tok");
+    std::fs::write(&file, "hunter2").unwrap();
+    let spec = |s: String| s.parse::<SecretSpec>().unwrap();
+    let one = spec(format!("id=tok,src={}", file.display()));
+    assert_eq!(read_secrets(std::slice::from_ref(&one)).unwrap()["tok"], b"hunter2");
+    let e = read_secrets(&[one.clone(), one]).unwrap_err().to_string();
+    assert!(e.contains("more than once") && e.contains("tok") && !e.contains("hunter2"), "{e}");
+
+    let fifo = dir.path().join("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let e = read_secrets(&[spec(format!("id=f,src={}", fifo.display()))]).unwrap_err().to_string();
+    assert!(e.contains("not a regular file"), "{e}");
+    let e = read_secrets(&[spec("id=z,src=/dev/zero".into())]).unwrap_err().to_string();
+    assert!(e.contains("not a regular file"), "{e}");
+
+    let big = dir.path().join("big");
+    std::fs::write(&big, vec![b'x'; 600 * 1024]).unwrap();
+    let e = read_secrets(&[spec(format!("id=b,src={}", big.display()))]).unwrap_err().to_string();
+    assert!(e.contains("larger than"), "{e}");
+    let e = read_secrets(&[spec(format!("id=m,src={}", dir.path().join("missing").display()))]).unwrap_err();
+    assert!(e.to_string().contains("missing") && e.to_string().contains("\"m\""), "{e}");
+}

@@ -7,7 +7,7 @@ mod size;
 use clap::{Parser, Subcommand};
 use kiln::engine::{Engine, EngineOptions, SolveOptions};
 use kiln::graph::Definition;
-use kiln::options::{OutputSpec, SecretSource, SecretSpec};
+use kiln::options::{OutputSpec, SecretSpec};
 use kiln::solver::display::{DisplayMode, Printer};
 use kiln::solver::ProgressSink;
 use std::io::{IsTerminal, Read};
@@ -256,16 +256,8 @@ async fn build(root: Option<PathBuf>, b: BuildArgs) -> kiln::Result<()> {
     for o in &b.outputs {
         opts.outputs.push(o.parse::<OutputSpec>()?);
     }
-    for s in &b.secrets {
-        let spec: SecretSpec = s.parse()?;
-        let value = match &spec.source {
-            SecretSource::File(p) => std::fs::read(p).map_err(|e| kiln::Error::io("read secret", p, e))?,
-            SecretSource::Env(v) => std::env::var(v)
-                .map_err(|_| kiln::Error::option("env", v.as_str(), "the environment variable is not set"))?
-                .into_bytes(),
-        };
-        opts.secrets.insert(spec.id.clone(), value);
-    }
+    let secrets = b.secrets.iter().map(|s| s.parse::<SecretSpec>()).collect::<kiln::Result<Vec<_>>>()?;
+    opts.secrets = kiln::options::read_secrets(&secrets)?;
     for c in &b.export_cache {
         opts.cache_exports.push(if c.contains('=') {
             c.parse()?
@@ -286,9 +278,11 @@ async fn build(root: Option<PathBuf>, b: BuildArgs) -> kiln::Result<()> {
     opts.progress = ProgressSink::new(move |e| p.lock().unwrap_or_else(|x| x.into_inner()).handle(&e));
     let engine = open_engine(root)?;
     let solve = engine.solve(&def, opts);
+    // SIGINT, SIGTERM and SIGHUP all cancel: dropping the solve kills its containers and
+    // releases its mounts, snapshots and staged secrets before the process exits.
     let res = tokio::select! {
         r = solve => r,
-        _ = tokio::signal::ctrl_c() => Err(kiln::Error::Cancelled),
+        _ = termination() => Err(kiln::Error::Cancelled),
     };
     printer.lock().unwrap_or_else(|x| x.into_inner()).finish();
     let res = res?;
@@ -296,4 +290,27 @@ async fn build(root: Option<PathBuf>, b: BuildArgs) -> kiln::Result<()> {
         eprintln!("{k}: {v}");
     }
     Ok(())
+}
+
+/// Resolves on the first SIGINT, SIGTERM or SIGHUP (handlers are installed also where a signal
+/// was inherited as ignored, e.g. SIGINT in a background job). A signal whose handler cannot be
+/// installed keeps its default action.
+async fn termination() {
+    use tokio::signal::unix::{signal, SignalKind};
+    async fn one(kind: SignalKind) {
+        match signal(kind) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot install a signal handler");
+                std::future::pending::<()>().await
+            }
+        }
+    }
+    tokio::select! {
+        _ = one(SignalKind::interrupt()) => {}
+        _ = one(SignalKind::terminate()) => {}
+        _ = one(SignalKind::hangup()) => {}
+    }
 }

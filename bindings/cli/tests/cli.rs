@@ -513,3 +513,75 @@ fn find_named(dir: &Path, name: &str) -> Option<PathBuf> {
     }
     None
 }
+
+/// Waits (bounded) for `child` to exit.
+fn wait_bounded(child: &mut std::process::Child, limit: std::time::Duration) -> Option<std::process::ExitStatus> {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if let Some(st) = child.try_wait().expect("try_wait") {
+            return Some(st);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    None
+}
+
+#[test]
+fn sigterm_and_sighup_cancel_cleanly() {
+    for sig in ["TERM", "HUP"] {
+        let env = Env::new();
+        let value = format!("staged-secret-{sig}-{}", std::process::id());
+        std::fs::write(env.path("tok"), &value).unwrap();
+        let st = base()
+            .run(sh("echo started-long-run && sleep 300").mount(MountSpec::secret(
+                "/run/secrets/tok",
+                "tok",
+                0,
+                0,
+                0o400,
+                false,
+            )))
+            .root();
+        let rootfs = format!("rootfs={}", env.path("rootfs").display());
+        let secret = format!("id=tok,src={}", env.path("tok").display());
+        let mut child = env.spawn(&["build", "--progress", "plain", "--local", &rootfs, "--secret", &secret]);
+        child.stdin.take().unwrap().write_all(&def_bytes(&st)).unwrap();
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut seen = String::new();
+        loop {
+            let mut line = String::new();
+            assert!(stderr.read_line(&mut line).unwrap() > 0, "build ended before its RUN started:\n{seen}");
+            seen.push_str(&line);
+            if line.trim_end().ends_with(" started-long-run") {
+                break;
+            }
+        }
+        let t0 = std::time::Instant::now();
+        assert!(Command::new("kill").arg(format!("-{sig}")).arg(child.id().to_string()).status().unwrap().success());
+        let status = wait_bounded(&mut child, std::time::Duration::from_secs(30));
+        let status = status.unwrap_or_else(|| {
+            let _ = child.kill();
+            panic!("SIG{sig}: kiln did not exit within 30 s")
+        });
+        println!("SIG{sig}: exited in {:?} with {status}", t0.elapsed());
+        assert!(!status.success());
+        let root = env.root().canonicalize().unwrap();
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let left: Vec<&str> = mountinfo.lines().filter(|l| l.contains(root.to_str().unwrap())).collect();
+        assert!(left.is_empty(), "SIG{sig}: mounts left: {left:#?}");
+        let runc =
+            Command::new("runc").arg("--root").arg(root.join("runtime/runc")).args(["list", "-q"]).output().unwrap();
+        assert_eq!(text(&runc.stdout).trim(), "", "SIG{sig}: containers left");
+        for d in std::fs::read_dir("/dev/shm").unwrap().filter_map(|e| e.ok()) {
+            if d.file_name().to_string_lossy().starts_with("kiln-secrets-") {
+                // Other tests stage secrets concurrently: their dirs may vanish while we look.
+                for f in std::fs::read_dir(d.path()).into_iter().flatten().filter_map(|e| e.ok()) {
+                    let data = std::fs::read(f.path()).unwrap_or_default();
+                    assert!(!contains(&data, value.as_bytes()), "SIG{sig}: secret left in {}", f.path().display());
+                }
+            }
+        }
+        // The root opens and builds again.
+        ok(&env.build(&base().run(sh("echo again")).root(), &["--progress", "plain"]));
+    }
+}

@@ -14,7 +14,7 @@ pub use cache::{
     validate_exports, CacheCompression, CacheExportSpec, CacheImportSource, CacheImportSpec, CacheMode, CacheTarget,
 };
 pub use csv::parse_csv;
-pub use output::{OutputSpec, SecretSource, SecretSpec};
+pub use output::{read_secrets, OutputSpec, SecretSource, SecretSpec};
 
 use crate::error::{Error, Result};
 

@@ -259,6 +259,63 @@ impl SecretSpec {
     }
 }
 
+/// The largest secret value accepted (BuildKit's limit: 500 KiB).
+pub const MAX_SECRET_BYTES: u64 = 500 * 1024;
+
+impl SecretSource {
+    /// Reads the secret's value: a regular file (a fifo, device or directory is refused, so a
+    /// secret can never hang a build or read without end) of at most [`MAX_SECRET_BYTES`], or an
+    /// environment variable. Errors name the file or variable, never the value.
+    pub fn read(&self, id: &str) -> Result<Vec<u8>> {
+        use std::io::Read;
+        match self {
+            SecretSource::File(p) => {
+                let meta = std::fs::metadata(p).map_err(|e| Error::io(format!("reading secret {id:?}"), p, e))?;
+                if !meta.is_file() {
+                    return Err(Error::option(
+                        "src",
+                        path_str(p),
+                        format!("secret {id:?}: {} is not a regular file; give a file", p.display()),
+                    ));
+                }
+                let f = std::fs::File::open(p).map_err(|e| Error::io(format!("reading secret {id:?}"), p, e))?;
+                let mut value = Vec::new();
+                f.take(MAX_SECRET_BYTES + 1)
+                    .read_to_end(&mut value)
+                    .map_err(|e| Error::io(format!("reading secret {id:?}"), p, e))?;
+                if value.len() as u64 > MAX_SECRET_BYTES {
+                    return Err(Error::option(
+                        "src",
+                        path_str(p),
+                        format!("secret {id:?}: {} is larger than {MAX_SECRET_BYTES} bytes", p.display()),
+                    ));
+                }
+                Ok(value)
+            }
+            SecretSource::Env(v) => std::env::var_os(v).map(|s| s.into_encoded_bytes()).ok_or_else(|| {
+                Error::option("env", v.as_str(), format!("secret {id:?}: the environment variable {v} is not set"))
+            }),
+        }
+    }
+}
+
+/// Reads every secret of `specs` into an id → value map; an id given twice is an error (silently
+/// keeping one would build with the wrong secret).
+pub fn read_secrets(specs: &[SecretSpec]) -> Result<std::collections::BTreeMap<String, Vec<u8>>> {
+    let mut out = std::collections::BTreeMap::new();
+    for spec in specs {
+        if out.contains_key(&spec.id) {
+            return Err(Error::option(
+                "id",
+                spec.id.as_str(),
+                format!("secret id {:?} is given more than once; give each id once", spec.id),
+            ));
+        }
+        out.insert(spec.id.clone(), spec.source.read(&spec.id)?);
+    }
+    Ok(out)
+}
+
 fn non_empty<'a>(key: &str, v: &'a str) -> Result<&'a str> {
     if v.is_empty() {
         Err(Error::option(key, v, format!("{key} must not be empty")))

@@ -154,7 +154,7 @@ pub struct UsageRecord {
     pub worker: String,
     /// Vertex that made it.
     pub description: String,
-    /// Bytes of its own data.
+    /// Bytes of its own data, including its layer blobs in the content store.
     pub size: u64,
     /// Unix seconds of last use.
     pub last_used: u64,
@@ -165,7 +165,7 @@ pub struct UsageRecord {
 pub struct PruneReport {
     /// Snapshots removed.
     pub removed: usize,
-    /// Bytes freed.
+    /// Bytes freed (snapshots and the content store's layer blobs).
     pub freed_bytes: u64,
 }
 
@@ -390,18 +390,30 @@ impl Engine {
         let _gc = self.inner.gc.read().await;
         let mut seen = BTreeSet::new();
         let mut out = Vec::new();
+        let mut blobs = BlobUsage::of(&self.inner)?;
         for (_, rec) in self.inner.meta.records()? {
             if !seen.insert((rec.worker.clone(), rec.snapshot.clone())) {
                 continue;
             }
             let Some(w) = self.inner.workers.get(&rec.worker) else { continue };
-            let size = w.snapshotter.usage(&SnapshotId(rec.snapshot.clone())).unwrap_or(0);
+            let blobs: u64 = blobs.owned.remove(&rec.snapshot).unwrap_or(0);
+            let size = w.snapshotter.usage(&SnapshotId(rec.snapshot.clone())).unwrap_or(0) + blobs;
             out.push(UsageRecord {
                 id: rec.snapshot,
                 worker: rec.worker,
                 description: rec.description,
                 size,
                 last_used: rec.last_used,
+            });
+        }
+        let unowned = blobs.unowned + blobs.owned.values().sum::<u64>();
+        if unowned > 0 {
+            out.push(UsageRecord {
+                id: "content".into(),
+                worker: String::new(),
+                description: "layer blobs no cache record uses (freed by prune)".into(),
+                size: unowned,
+                last_used: 0,
             });
         }
         Ok(out)
@@ -446,6 +458,64 @@ impl Engine {
         }
         Ok(())
     }
+}
+
+/// The content store's blobs by the snapshot whose layer they are (a snapshot's layers are
+/// computed for exports and kept with it), and the bytes of blobs no snapshot owns.
+struct BlobUsage {
+    owned: HashMap<String, u64>,
+    unowned: u64,
+}
+
+/// Snapshot id → digests of its layer blobs, from the metadata's layer entries.
+fn layer_owners(inner: &EngineInner) -> Result<Vec<(String, String)>> {
+    Ok(inner
+        .meta
+        .layer_entries()?
+        .into_iter()
+        .filter_map(|(key, v)| {
+            let snapshot = key.split('/').next()?.to_owned();
+            let digest = v.get("digest")?.as_str()?.to_owned();
+            Some((snapshot, digest))
+        })
+        .collect())
+}
+
+impl BlobUsage {
+    fn of(inner: &EngineInner) -> Result<BlobUsage> {
+        let owner: HashMap<String, String> = layer_owners(inner)?.into_iter().map(|(s, d)| (d, s)).collect();
+        let mut usage = BlobUsage { owned: HashMap::new(), unowned: 0 };
+        for (d, size) in inner.content.list()? {
+            match owner.get(&d.to_string()) {
+                Some(s) => *usage.owned.entry(s.clone()).or_default() += size,
+                None => usage.unowned += size,
+            }
+        }
+        Ok(usage)
+    }
+}
+
+/// Forgets the layer entries of snapshots that no longer exist, then deletes every blob of the
+/// content store that no remaining entry names (computed layers and fetched blobs are cache:
+/// they are made again when needed). Runs under the GC write lock, so no solve is using them.
+fn collect_blobs(inner: &EngineInner) -> Result<(usize, u64)> {
+    let mut existing = BTreeSet::new();
+    for w in inner.workers.all() {
+        existing.extend(w.snapshotter.list()?.into_iter().map(|s| s.0));
+    }
+    let owners = layer_owners(inner)?;
+    let stale: Vec<String> = owners.iter().filter(|(s, _)| !existing.contains(s)).map(|(s, _)| s.clone()).collect();
+    inner.meta.remove_layers_of(&stale)?;
+    let live: BTreeSet<&String> = owners.iter().filter(|(s, _)| existing.contains(s)).map(|(_, d)| d).collect();
+    let (mut n, mut freed) = (0, 0);
+    for (d, size) in inner.content.list()? {
+        if !live.contains(&d.to_string()) {
+            inner.content.delete(&d)?;
+            n += 1;
+            freed += size;
+        }
+    }
+    Ok((n, freed))
 }
 
 /// Removes the snapshots of `w` that no record references and that have no children, repeatedly.
@@ -529,6 +599,8 @@ fn prune_blocking(inner: &EngineInner, keep_bytes: u64, all: bool) -> Result<Pru
         let gone: Vec<String> = before.difference(&after).cloned().collect();
         inner.meta.remove_layers_of(&gone)?;
     }
-    tracing::debug!(removed = report.removed, freed = report.freed_bytes, at = now_secs(), "prune done");
+    let (blobs, blob_bytes) = collect_blobs(inner)?;
+    report.freed_bytes += blob_bytes;
+    tracing::debug!(removed = report.removed, blobs, freed = report.freed_bytes, at = now_secs(), "prune done");
     Ok(report)
 }

@@ -88,3 +88,41 @@ async fn engine_root_is_private_and_outputs_inside_it_are_refused() {
     let (r, _) = k.solve(&st, k.opts().output(&format!("type=tar,dest={}", k.path("ok.tar").display())).unwrap()).await;
     r.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn layer_blobs_are_counted_by_du_and_freed_by_prune() {
+    let k = Kit::new();
+    let st = base().run(sh("head -c 3000000 /dev/urandom > /big")).root();
+    let cache = k.path("cache");
+    let opts = k.opts().cache_export(&format!("type=local,dest={},mode=max", cache.display())).unwrap();
+    let (r, ev) = k.solve(&st, opts).await;
+    r.unwrap_or_else(|e| panic!("{e}: {ev:#?}"));
+    let blobs = |k: &Kit| -> u64 {
+        walkdir::WalkDir::new(k.engine().root().join("content/blobs"))
+            .into_iter()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_type().is_file())
+            .map(|e| e.metadata().unwrap().len())
+            .sum()
+    };
+    let on_disk = blobs(&k);
+    assert!(on_disk > 3_000_000, "the export left its compressed layers in the content store: {on_disk}");
+    let du: u64 = k.engine().disk_usage().await.unwrap().iter().map(|u| u.size).sum();
+    assert!(du >= on_disk + 3_000_000, "du counts snapshots and blobs: du={du} blobs={on_disk}");
+    let report = k.engine().prune(0, true).await.unwrap();
+    assert!(report.freed_bytes >= on_disk, "{report:?}");
+    assert_eq!(blobs(&k), 0, "prune --all frees the content store");
+    assert!(k.engine().disk_usage().await.unwrap().is_empty());
+    // The exported cache is untouched and still imports.
+    let k2 = Kit::new();
+    let out = k2.path("out");
+    let opts = k2
+        .opts()
+        .cache_import(&format!("type=local,src={}", cache.display()))
+        .unwrap()
+        .output(&format!("type=local,dest={}", out.display()))
+        .unwrap();
+    let (r, ev) = k2.solve(&st, opts).await;
+    r.unwrap_or_else(|e| panic!("{e}: {ev:#?}"));
+    assert_eq!(std::fs::metadata(out.join("big")).unwrap().len(), 3_000_000);
+}

@@ -118,8 +118,11 @@ pub fn owned(dir: &Path) -> Result<(), String> {
     pin_mtimes(dir)
 }
 
+/// `--local NAME=DIR` pairs and `--secret` CSV values every build gets.
+pub type Inputs = (Vec<(String, PathBuf)>, Vec<String>);
+
 /// Creates every fixture under `base`; returns the `--local` pairs and `--secret` values.
-pub fn create(base: &Path) -> Result<(Vec<(String, PathBuf)>, Vec<String>), String> {
+pub fn create(base: &Path) -> Result<Inputs, String> {
     let rootfs_dir = base.join("rootfs");
     let ctx_dir = base.join("ctx");
     rootfs(&rootfs_dir)?;

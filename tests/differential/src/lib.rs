@@ -146,8 +146,9 @@ impl Env {
         Ok((run_cmd(b, def, work, "buildctl-dump")?, run_cmd(k, def, work, "kiln-dump")?))
     }
 
-    /// Runs one graph; `Ok(())` when both engines agree, else the report lines.
-    pub fn check(&self, g: &Graph, job: usize) -> Result<(), Vec<String>> {
+    /// Runs one graph; `Ok(notes)` when both engines agree (notes: both errors of a refused
+    /// graph), else the report lines.
+    pub fn check(&self, g: &Graph, job: usize) -> Result<Vec<String>, Vec<String>> {
         let root = &self.kiln_roots[job % self.kiln_roots.len().max(1)];
         let bytes = marshal(g).map_err(|e| vec![e])?;
         let work = self.work.join(g.name);
@@ -183,7 +184,7 @@ impl Env {
             if b.ok || k.ok || problems.iter().any(|p| !p.starts_with("    ")) {
                 return Err(problems);
             }
-            return Ok(());
+            return Ok(problems);
         }
         if !b.ok || !k.ok {
             problems.push(format!(
@@ -212,7 +213,7 @@ impl Env {
             (_, Err(e)) => problems.push(format!("kiln tar: {e}")),
         }
         if problems.is_empty() {
-            Ok(())
+            Ok(Vec::new())
         } else {
             Err(problems)
         }

@@ -117,7 +117,14 @@ fn run() -> Result<bool, String> {
                 let r = env.check(g, job);
                 let secs = t.elapsed().as_secs_f32();
                 let text = match &r {
-                    Ok(()) => format!("differential: {:<40} identical ({secs:.1}s)", g.name),
+                    Ok(notes) => {
+                        let verdict = if g.refused { "refused by both" } else { "identical" };
+                        let mut t = format!("differential: {:<40} {verdict} ({secs:.1}s)", g.name);
+                        for n in notes {
+                            t.push_str(&format!("\n    [{}] {n}", g.name));
+                        }
+                        t
+                    }
                     Err(problems) => {
                         let mut t = format!("differential: {:<40} DIFFERENT ({secs:.1}s)", g.name);
                         for p in problems.iter().take(40) {

@@ -152,6 +152,11 @@ fn main() -> ExitCode {
 }
 
 fn read_definition(file: Option<&PathBuf>) -> kiln::Result<Definition> {
+    Definition::from_bytes(&read_definition_bytes(file)?)
+}
+
+/// The marshalled definition from FILE or stdin (refusing a terminal or empty stdin).
+fn read_definition_bytes(file: Option<&PathBuf>) -> kiln::Result<Vec<u8>> {
     let bytes = match file {
         Some(f) => std::fs::read(f).map_err(|e| kiln::Error::io("read definition", f, e))?,
         None => {
@@ -175,7 +180,7 @@ fn read_definition(file: Option<&PathBuf>) -> kiln::Result<Definition> {
             b
         }
     };
-    Definition::from_bytes(&bytes)
+    Ok(bytes)
 }
 
 fn open_engine(root: Option<PathBuf>) -> kiln::Result<Engine> {
@@ -238,8 +243,8 @@ async fn run(cli: Cli) -> kiln::Result<()> {
             Ok(())
         }
         Cmd::Debug { cmd: DebugCmd::DumpLlb { file } } => {
-            let def = read_definition(file.as_ref())?;
-            print!("{}", def.to_json_lines());
+            // Decoded without validation, as buildctl does: invalid definitions dump too.
+            print!("{}", kiln::graph::json::dump_llb(&read_definition_bytes(file.as_ref())?)?);
             Ok(())
         }
     }

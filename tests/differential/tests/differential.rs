@@ -1,0 +1,157 @@
+//! `cargo test -p kiln-differential`: runs every graph of the table on buildkitd and on kiln.
+//! Never passes by skipping: a missing buildkit, kiln binary or busybox fails the run.
+//!
+//! Environment: `KILN_BUILDKIT_ADDR` (use a running buildkitd), `KILN_BUILDKIT_DIR` (where
+//! `start`, `stop` and `buildctl` are; default `<repo>/../shared/buildkit`), `KILN_BIN` (the
+//! kiln binary; default `<target>/debug/kiln`), `DIFF_ONLY` (comma-separated graph names),
+//! `DIFF_JOBS` (graphs run at once, default 2), `DIFF_KEEP` (a directory: keep both tars and
+//! the definition of every graph there).
+
+use kiln_differential::{fixtures, graphs::GRAPHS, start_daemon, Env, Graph};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Instant, SystemTime};
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap_or_else(|_| PathBuf::from("."))
+}
+
+/// `<target>/debug/kiln`: this test binary is `<target>/debug/deps/differential-HASH`.
+fn kiln_bin() -> Result<PathBuf, String> {
+    if let Some(p) = std::env::var_os("KILN_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+    let profile_dir = exe.parent().and_then(Path::parent).ok_or("cannot locate the target dir")?;
+    let bin = profile_dir.join("kiln");
+    let hint = "build it first with `cargo build -p kiln-cli` (scripts/test does) or set KILN_BIN";
+    let meta = std::fs::metadata(&bin).map_err(|_| format!("{} does not exist: {hint}", bin.display()))?;
+    // A stale binary would test old code: refuse one older than any source it is built from.
+    let built = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+    let root = repo_root();
+    for dir in ["core/src", "core/proto", "bindings/cli/src"] {
+        if let Some(newer) = newest(&root.join(dir)).filter(|(t, _)| *t > built) {
+            return Err(format!("{} is older than {}: {hint}", bin.display(), newer.1.display()));
+        }
+    }
+    Ok(bin)
+}
+
+fn newest(dir: &Path) -> Option<(SystemTime, PathBuf)> {
+    let mut best: Option<(SystemTime, PathBuf)> = None;
+    for e in std::fs::read_dir(dir).ok()?.flatten() {
+        let p = e.path();
+        let cand = if p.is_dir() { newest(&p) } else { e.metadata().ok()?.modified().ok().map(|t| (t, p)) };
+        if let Some(c) = cand {
+            if best.as_ref().is_none_or(|b| c.0 > b.0) {
+                best = Some(c);
+            }
+        }
+    }
+    best
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("differential: FAILED: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<bool, String> {
+    let start = Instant::now();
+    let kiln = kiln_bin()?;
+    let bk_dir = match std::env::var_os("KILN_BUILDKIT_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => repo_root().join("../shared/buildkit"),
+    };
+    let buildctl = bk_dir.join("buildctl");
+    if !buildctl.exists() {
+        return Err(format!(
+            "no BuildKit at {} (looked for {}); set KILN_BUILDKIT_DIR to the directory holding buildctl, start and stop",
+            bk_dir.display(),
+            buildctl.display()
+        ));
+    }
+    let tmp = tempfile::Builder::new().prefix("kiln-differential-").tempdir().map_err(|e| format!("tempdir: {e}"))?;
+    let (locals, secrets) = fixtures::create(&tmp.path().join("fixtures"))?;
+
+    // The daemon guard stops buildkitd on every return path (and on panic unwinding).
+    let mut _daemon = None;
+    let addr = match std::env::var("KILN_BUILDKIT_ADDR") {
+        Ok(a) if !a.is_empty() => a,
+        _ => {
+            let (addr, guard) = start_daemon(&bk_dir, &tmp.path().join("buildkitd"))?;
+            _daemon = Some(guard);
+            addr
+        }
+    };
+    let work = tmp.path().join("work");
+    std::fs::create_dir_all(&work).map_err(|e| format!("mkdir {}: {e}", work.display()))?;
+    let env = Env { buildctl, addr, kiln, kiln_roots: Vec::new(), locals, secrets, work };
+
+    let only: Option<Vec<String>> =
+        std::env::var("DIFF_ONLY").ok().map(|s| s.split(',').map(|x| x.trim().to_owned()).collect());
+    let selected: Vec<&Graph> =
+        GRAPHS.iter().filter(|g| only.as_ref().is_none_or(|o| o.iter().any(|n| n == g.name))).collect();
+    if selected.is_empty() {
+        return Err("no graph selected (check DIFF_ONLY)".into());
+    }
+    let jobs = std::env::var("DIFF_JOBS").ok().and_then(|j| j.parse::<usize>().ok()).unwrap_or(2).max(1);
+    let env = Env { kiln_roots: (0..jobs).map(|j| tmp.path().join(format!("kiln-root-{j}"))).collect(), ..env };
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<(usize, bool)>> = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for job in 0..jobs {
+            let (next, results, env, selected) = (&next, &results, &env, &selected);
+            s.spawn(move || loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                let Some(g) = selected.get(i) else { break };
+                let t = Instant::now();
+                let r = env.check(g, job);
+                let secs = t.elapsed().as_secs_f32();
+                let text = match &r {
+                    Ok(notes) => {
+                        let verdict = if g.refused { "refused by both" } else { "identical" };
+                        let mut t = format!("differential: {:<40} {verdict} ({secs:.1}s)", g.name);
+                        for n in notes {
+                            t.push_str(&format!("\n    [{}] {n}", g.name));
+                        }
+                        t
+                    }
+                    Err(problems) => {
+                        let mut t = format!("differential: {:<40} DIFFERENT ({secs:.1}s)", g.name);
+                        for p in problems.iter().take(40) {
+                            t.push_str(&format!("\n    [{}] {p}", g.name));
+                        }
+                        if problems.len() > 40 {
+                            t.push_str(&format!("\n    [{}] ... {} more", g.name, problems.len() - 40));
+                        }
+                        t
+                    }
+                };
+                println!("{text}");
+                if let Ok(mut v) = results.lock() {
+                    v.push((i, r.is_ok()));
+                }
+            });
+        }
+    });
+    let results = results.into_inner().map_err(|_| "a worker thread panicked".to_owned())?;
+    let same = results.iter().filter(|(_, ok)| *ok).count();
+    let mut failed: Vec<&str> = results.iter().filter(|(_, ok)| !ok).map(|(i, _)| selected[*i].name).collect();
+    failed.sort();
+    println!(
+        "differential: {same}/{} graphs identical ({:.0}s){}",
+        selected.len(),
+        start.elapsed().as_secs_f32(),
+        if failed.is_empty() { String::new() } else { format!("; different: {}", failed.join(", ")) }
+    );
+    Ok(same == selected.len() && results.len() == selected.len())
+}

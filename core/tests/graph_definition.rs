@@ -216,13 +216,14 @@ fn unsupported_caps_are_listed() {
     let src = go_encode(&source("local://a"));
     let sd = Digest::of(&src);
     let t = terminal(&sd, 0);
-    let bytes = def_of(vec![src, t], vec![(sd.clone(), caps(&["source.local", "exec.mount.ssh", "diffop"]))]);
-    expect_err(&bytes, ErrorKind::Unsupported, &[sd.as_str(), "exec.mount.ssh", "diffop"]);
+    let bytes = def_of(vec![src, t], vec![(sd.clone(), caps(&["source.local", "exec.mount.ssh", "exec.secretenv"]))]);
+    expect_err(&bytes, ErrorKind::Unsupported, &[sd.as_str(), "exec.mount.ssh", "exec.secretenv"]);
+    assert!(SUPPORTED_CAPS.contains(&"diffop"));
     assert!(SUPPORTED_CAPS.contains(&"source.local"));
 }
 
 #[test]
-fn build_and_diff_ops_are_unsupported() {
+fn build_ops_are_unsupported_and_diff_ops_checked() {
     let build = go_encode(&pb::Op { op: Some(PbOp::Build(pb::BuildOp::default())), ..Default::default() });
     let bd = Digest::of(&build);
     let t = terminal(&bd, 0);
@@ -234,7 +235,23 @@ fn build_and_diff_ops_are_unsupported() {
     let diff = go_encode(&pb::Op { op: Some(PbOp::Diff(pb::DiffOp::default())), ..Default::default() });
     let dd = Digest::of(&diff);
     let t = terminal(&dd, 0);
-    expect_err(&def_of(vec![diff, t], vec![]), ErrorKind::Unsupported, &[dd.as_str(), "DiffOp"]);
+    expect_err(&def_of(vec![diff, t], vec![]), ErrorKind::Definition, &[dd.as_str(), "no lower input"]);
+    let diff_op = |lower, upper| {
+        go_encode(&pb::Op {
+            op: Some(PbOp::Diff(pb::DiffOp {
+                lower: Some(pb::LowerDiffInput { input: lower }),
+                upper: Some(pb::UpperDiffInput { input: upper }),
+            })),
+            ..Default::default()
+        })
+    };
+    let bad = diff_op(0, -1);
+    let bd = Digest::of(&bad);
+    let t = terminal(&bd, 0);
+    expect_err(&def_of(vec![bad, t], vec![]), ErrorKind::Definition, &[bd.as_str(), "lower input 0 out of range"]);
+    let ok = diff_op(-1, -1);
+    let t = terminal(&Digest::of(&ok), 0);
+    Definition::from_bytes(&def_of(vec![ok, t], vec![])).unwrap();
 }
 
 #[test]

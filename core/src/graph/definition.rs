@@ -60,6 +60,7 @@ pub const SUPPORTED_CAPS: &[&str] = &[
     "meta.description",
     "meta.exportcache",
     "mergeop",
+    "diffop",
 ];
 
 /// The kind of an op.
@@ -73,7 +74,7 @@ pub enum OpKind {
     File,
     /// `MergeOp`: layers stacked.
     Merge,
-    /// `DiffOp` (never in a validated definition: unsupported).
+    /// `DiffOp`: the changes between two states (whiteouts included).
     Diff,
     /// `BuildOp` (never in a validated definition: unsupported).
     Build,
@@ -467,8 +468,16 @@ fn validate_op(d: &Digest, op: &pb::Op) -> Result<()> {
             d,
             "BuildOp is not supported by kiln (nested LLB builds); use exec, source, file or merge ops",
         )),
-        Some(PbOp::Diff(_)) => {
-            Err(unsupported(d, "DiffOp is not supported by kiln; use exec, source, file or merge ops"))
+        Some(PbOp::Diff(df)) => {
+            // Go's llb always sets both; input -1 means scratch.
+            let lower = df.lower.as_ref().map(|l| l.input).ok_or_else(|| derr(d, "diff op has no lower input"))?;
+            let upper = df.upper.as_ref().map(|u| u.input).ok_or_else(|| derr(d, "diff op has no upper input"))?;
+            for (what, i) in [("lower", lower), ("upper", upper)] {
+                if i < -1 || i >= n_in {
+                    return Err(derr(d, format!("diff {what} input {i} out of range (op has {n_in} inputs)")));
+                }
+            }
+            Ok(())
         }
         Some(PbOp::Source(s)) => {
             if !op.inputs.is_empty() {

@@ -60,16 +60,30 @@ fn take_inputs(kind: &mut NodeKind) -> Vec<Arc<Node>> {
             v.extend(f.actions.iter_mut().filter_map(|(_, s)| s.as_mut().and_then(Option::take)).map(|o| o.node));
         }
         NodeKind::Merge(inputs) => v.extend(inputs.drain(..).map(|o| o.node)),
+        NodeKind::Diff { lower, upper } => {
+            v.extend(lower.take().map(|o| o.node));
+            v.extend(upper.take().map(|o| o.node));
+        }
     }
     v
 }
 
 #[derive(Debug, Clone)]
 enum NodeKind {
-    Source { identifier: String, attrs: BTreeMap<String, String>, caps: Vec<&'static str>, platform_specific: bool },
+    Source {
+        identifier: String,
+        attrs: BTreeMap<String, String>,
+        caps: Vec<&'static str>,
+        platform_specific: bool,
+    },
     Exec(Box<ExecNode>),
     File(FileChain),
     Merge(Vec<Output>),
+    /// `lower` is always set when built (Option only so `Drop` can unlink it); `upper` None = scratch.
+    Diff {
+        lower: Option<Output>,
+        upper: Option<Output>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -1020,6 +1034,15 @@ impl State {
         }
     }
 
+    /// The changes that turn `lower` into `upper` (Go's `llb.Diff`): a scratch `lower` gives
+    /// `upper` itself, scratch and scratch give scratch. Deletions are kept as whiteouts, so
+    /// merging the diff onto another state deletes there too; exported alone, only what was
+    /// added or changed (and its parent directories) is visible.
+    pub fn diff(lower: &State, upper: &State) -> State {
+        let Some(l) = &lower.output else { return upper.clone() };
+        State::from_node(NodeKind::Diff { lower: Some(l.clone()), upper: upper.output.clone() }, Constraints::default())
+    }
+
     // -- marshal -------------------------------------------------------------------------------
 
     /// Marshals every reachable op once (identical ops deduplicated by digest), inputs before
@@ -1093,6 +1116,7 @@ fn children(node: &Node) -> Vec<&Arc<Node>> {
             v
         }
         NodeKind::Merge(inputs) => inputs.iter().map(|o| &o.node).collect(),
+        NodeKind::Diff { lower, upper } => lower.iter().chain(upper.iter()).map(|o| &o.node).collect(),
     }
 }
 
@@ -1224,6 +1248,21 @@ impl Marshaller {
                 op.op = Some(pb::op::Op::Merge(merge));
                 op.platform = platform();
                 caps.insert("mergeop");
+            }
+            NodeKind::Diff { lower, upper } => {
+                // As Go's `DiffOp.Marshal`: no platform, inputs in (lower, upper) order, -1 = scratch.
+                let mut diff = pb::DiffOp::default();
+                let mut index = |o: &Option<Output>| match o {
+                    Some(o) => {
+                        op.inputs.push(self.input(o));
+                        op.inputs.len() as i64 - 1
+                    }
+                    None => -1,
+                };
+                diff.lower = Some(pb::LowerDiffInput { input: index(lower) });
+                diff.upper = Some(pb::UpperDiffInput { input: index(upper) });
+                op.op = Some(pb::op::Op::Diff(diff));
+                caps.insert("diffop");
             }
         }
         let bytes = encode_op(&op);

@@ -46,7 +46,13 @@ fn bad_entry(name: &Path, why: impl std::fmt::Display) -> Error {
 /// by the layer) pointing outside root; hardlink targets must be inside root. Returns the bytes
 /// of regular file content extracted.
 pub fn apply_layer(root: &Path, tar: impl Read) -> Result<u64> {
-    let mut a = Applier { root: root.to_path_buf(), created: HashSet::new(), dirs: Vec::new(), bytes: 0 };
+    apply_layer_counting(root, tar).map(|(bytes, _)| bytes)
+}
+
+/// [`apply_layer`], also counting the layer's whiteout and opaque markers (whether or not they
+/// hid anything): returns (content bytes, markers).
+pub fn apply_layer_counting(root: &Path, tar: impl Read) -> Result<(u64, u64)> {
+    let mut a = Applier { root: root.to_path_buf(), created: HashSet::new(), dirs: Vec::new(), bytes: 0, whiteouts: 0 };
     let mut archive = tar::Archive::new(tar);
     let entries = archive.entries().map_err(|e| Error::with_source(ErrorKind::Snapshot, "reading layer tar", e))?;
     for entry in entries {
@@ -57,7 +63,7 @@ pub fn apply_layer(root: &Path, tar: impl Read) -> Result<u64> {
     for (d, mtime) in a.dirs.iter().rev() {
         set_times(d, (*mtime, 0), (*mtime, 0))?;
     }
-    Ok(a.bytes)
+    Ok((a.bytes, a.whiteouts))
 }
 
 struct Applier {
@@ -66,6 +72,8 @@ struct Applier {
     created: HashSet<PathBuf>,
     dirs: Vec<(PathBuf, i64)>,
     bytes: u64,
+    /// Whiteout and opaque markers seen.
+    whiteouts: u64,
 }
 
 /// Splits an entry name into normal components, rejecting `..`.
@@ -162,6 +170,7 @@ impl Applier {
         };
         let base_b = base.as_bytes();
         if base_b == OPAQUE.as_bytes() {
+            self.whiteouts += 1;
             if let Some(dir) = self.resolve_dir(&name, parent, false)? {
                 for child in super::fsutil::sorted_names(&dir)? {
                     let p = dir.join(child);
@@ -176,6 +185,7 @@ impl Applier {
             if hidden.is_empty() || hidden == b"." || hidden == b".." {
                 return Err(bad_entry(&name, "whiteout names no file"));
             }
+            self.whiteouts += 1;
             if let Some(dir) = self.resolve_dir(&name, parent, false)? {
                 let p = dir.join(OsStr::from_bytes(hidden));
                 if !self.created.contains(&p) {

@@ -21,6 +21,7 @@
 //! ```
 
 mod apply;
+mod changes;
 mod diff;
 mod fsutil;
 mod native;
@@ -32,7 +33,8 @@ use std::sync::Arc;
 
 use crate::error::Result;
 
-pub use apply::apply_layer;
+pub use apply::{apply_layer, apply_layer_counting};
+pub use changes::ChangeSet;
 
 /// Identifier of a snapshot (opaque short string, safe as a directory name).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]

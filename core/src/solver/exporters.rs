@@ -165,7 +165,8 @@ fn layer_of(
             }
         }
     }
-    let l = write_layer(&engine.content, compression, oci, |w| worker.snapshotter.diff(s, w))?;
+    let l =
+        write_layer(&engine.content, compression, oci, |w| super::diff::write_snapshot_layer(engine, worker, s, w))?;
     engine.meta.put_layer(&s.0, wanted, &l)?;
     Ok(l)
 }

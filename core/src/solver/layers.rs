@@ -10,7 +10,7 @@ use crate::content::layer::{layer_reader, LayerBlob};
 use crate::digest::Digest;
 use crate::engine::EngineInner;
 use crate::error::Result;
-use crate::snapshot::{apply_layer, SnapshotId};
+use crate::snapshot::{apply_layer_counting, SnapshotId};
 use crate::worker::pool::Worker;
 use std::sync::Arc;
 
@@ -51,10 +51,10 @@ pub fn apply_chain(
             fetch(&layer.digest)?;
         }
         let a = Active::prepare(&worker.snapshotter, parent.as_ref())?;
-        {
+        let whiteouts = {
             let g = worker.snapshotter.mount(&a.id)?;
             let mut reader = layer_reader(&engine.content, &layer.digest, &layer.media_type)?;
-            let n = apply_layer(g.path(), &mut reader)?;
+            let (n, whiteouts) = apply_layer_counting(g.path(), &mut reader)?;
             // Read to the end so the blob's digest is verified even past the tar's end marker.
             std::io::copy(&mut reader, &mut std::io::sink())
                 .map_err(|e| crate::Error::io("verify layer", engine.content.blob_path(&layer.digest), e))?;
@@ -64,6 +64,12 @@ pub fn apply_chain(
                 current: n,
                 total: None,
             });
+            whiteouts
+        };
+        if parent.is_none() && whiteouts > 0 {
+            // A base layer's whiteouts hide nothing in its own tree but are part of the layer (an
+            // exported diff result): keep the blob authoritative so merges still delete.
+            engine.meta.put_layer(&a.id.0, super::diff::DIFF_LAYER, layer)?;
         }
         let r = commit_and_record(engine, worker, &chain_key, 0, a, &format!("{name} layer {}", i + 1))?;
         engine.meta.put_layer(&r.snapshot.0, layer_format(&layer.media_type), layer)?;

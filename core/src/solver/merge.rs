@@ -6,13 +6,12 @@ use super::Solve;
 use crate::cache::metadata::record_key;
 use crate::digest::Digest;
 use crate::engine::EngineInner;
-use crate::error::{Error, ErrorKind, IoContext, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::graph::pb;
 use crate::graph::Vertex;
-use crate::snapshot::{apply_layer, SnapshotId, Snapshotter};
+use crate::snapshot::SnapshotId;
 use crate::worker::pool::Worker;
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
 
 /// Runs a merge op.
@@ -46,7 +45,8 @@ pub async fn run(
             let g = sn.mount(&a.id)?;
             for r in rest {
                 for s in chain(r)? {
-                    apply_diff(&r.worker.snapshotter, &s, g.path())?;
+                    // A diff result's authoritative layer carries its whiteouts (see diff.rs).
+                    super::diff::apply_snapshot_layer(&engine, &r.worker, &s, g.path())?;
                 }
             }
         }
@@ -54,18 +54,6 @@ pub async fn run(
     })
     .await
     .map_err(|e| Error::with_source(ErrorKind::Internal, "merge task", e))?
-}
-
-/// Streams `s`'s diff (relative to its parent) into the mounted view at `root`.
-pub fn apply_diff(sn: &Arc<dyn Snapshotter>, s: &SnapshotId, root: &Path) -> Result<u64> {
-    let (reader, mut writer) = std::io::pipe().with_path("create pipe", root)?;
-    std::thread::scope(|scope| {
-        let producer = scope.spawn(move || sn.diff(s, &mut writer));
-        let applied = apply_layer(root, reader);
-        let produced = producer.join().map_err(|_| Error::new(ErrorKind::Internal, "diff thread panicked"))?;
-        produced?;
-        applied
-    })
 }
 
 /// Copies result `r` onto worker `to` (flattened) and records it under `key`, once.

@@ -5,6 +5,7 @@
 //! identical work once. Each vertex runs as its own task; dropping the solve aborts them all.
 mod cache_export;
 pub mod cache_mounts;
+mod diff;
 pub mod display;
 mod exec;
 mod exporters;
@@ -357,6 +358,7 @@ impl Solve {
             Some(OpKind::Exec(e)) => exec::run(&self, &v, e, &worker, &key, &inputs).await,
             Some(OpKind::File(f)) => fileop::run(&self, &v, f, &worker, &key, &inputs).await,
             Some(OpKind::Merge(m)) => merge::run(&self, &v, m, &worker, &key, &inputs).await,
+            Some(OpKind::Diff(df)) => diff::run(&self, &v, df, &worker, &key, &inputs).await,
             Some(OpKind::Source(s)) => sources::run(&self, &v, s, &worker, &key).await,
             _ => Err(Error::new(ErrorKind::Unsupported, format!("op {d} is not supported by kiln"))),
         };

@@ -21,7 +21,7 @@ pub use resolve::resolve_in_root;
 
 pub(crate) use checksum::{finish as finish_checksum, hash_entries};
 pub(crate) use copy::Writer;
-pub(crate) use meta::MetaOverride;
+pub(crate) use meta::{is_root, MetaOverride};
 
 /// A numeric owner for created files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]

@@ -65,13 +65,16 @@ pub fn checksum_local(src: &LocalSource) -> Result<Digest> {
 }
 
 /// Copies the selected paths of `dir` into `dest_root` (an empty writable view): regular files,
-/// dirs, symlinks (not followed), modes, mtimes; ownership kept as on the host (root runs the
-/// engine); fifos/sockets/devices skipped with a debug log. Returns the bytes of file content
+/// dirs, symlinks (not followed), modes, mtimes, every entry owned by 0:0 (as BuildKit's clients
+/// send a context); fifos/sockets/devices skipped with a debug log. Returns the bytes of file content
 /// copied.
 pub fn sync_local(src: &LocalSource, dest_root: &Path) -> Result<u64> {
     let entries = src.selected()?;
     let action = format!("sync local source {}", src.dir.display());
-    let mut w = Writer::new(&action, dest_root, MetaOverride::default(), true, true);
+    // Owned by root, like BuildKit's clients send a local context (buildctl's resetUIDAndGID).
+    let root_owner = crate::fileops::is_root().then_some(crate::fileops::Owner { uid: 0, gid: 0 });
+    let ov = MetaOverride { owner: root_owner, ..MetaOverride::default() };
+    let mut w = Writer::new(&action, dest_root, ov, true, true);
     let top = std::fs::metadata(dest_root).map_err(|e| {
         Error::with_source(ErrorKind::Source, format!("{action}: destination {} unusable: {e}", dest_root.display()), e)
     })?;

@@ -235,7 +235,16 @@ impl RuncExecutor {
             return Err(worker_err(format!("rootfs {} is not a directory", rootfs.display())));
         }
         let cwd = clean_container_path(if req.cwd.is_empty() { "/" } else { &req.cwd }, "working directory")?;
-        let (uid, gid, additional_gids) = resolve_user(&rootfs, &req.user)?;
+        // As BuildKit: no user means "0" looked up like any other (falling back to 0:0), and the
+        // primary group is always one of the additional groups (containerd's ensureAdditionalGids).
+        let (uid, gid, mut additional_gids) = if req.user.is_empty() {
+            resolve_user(&rootfs, "0").unwrap_or((0, 0, Vec::new()))
+        } else {
+            resolve_user(&rootfs, &req.user)?
+        };
+        if !additional_gids.contains(&gid) {
+            additional_gids.insert(0, gid);
+        }
 
         let bundle = self.bundle_dir.join(&req.id);
         std::fs::create_dir(&bundle).map_err(|e| {

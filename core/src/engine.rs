@@ -6,7 +6,7 @@ use crate::cache::{MetadataStore, RootLock};
 use crate::content::ContentStore;
 use crate::error::{Error, ErrorKind, IoContext, Result};
 use crate::graph::{Definition, ImageConfig};
-use crate::options::{CacheExportSpec, CacheImportSpec, OutputSpec};
+use crate::options::{CacheExportSpec, CacheImportSpec, Entitlement, OutputSpec};
 use crate::snapshot::{self, SnapshotId, Snapshotter};
 use crate::solver::{self, ProgressSink};
 use crate::worker::pool::{Worker, WorkerPool};
@@ -91,6 +91,13 @@ pub struct SolveOptions {
     pub cache_imports: Vec<CacheImportSpec>,
     /// Cancels this solve (see [`CancelToken`]).
     pub cancel: Option<CancelToken>,
+    /// SSH agent sockets by id (`ssh` mounts; buildctl's `--ssh ID=SOCKET`, id `default` when
+    /// the mount names none). Each mount gets its own relay socket owned by the mount's uid/gid.
+    pub ssh: BTreeMap<String, PathBuf>,
+    /// Entitlements granted to this solve (buildctl's `--allow`): execs with `network=host` need
+    /// [`Entitlement::NetworkHost`], `security=insecure` needs [`Entitlement::SecurityInsecure`];
+    /// a definition using one that is not granted is refused before anything runs.
+    pub entitlements: BTreeSet<Entitlement>,
 }
 
 impl SolveOptions {
@@ -115,6 +122,18 @@ impl SolveOptions {
     /// Adds a secret value by id.
     pub fn secret(mut self, id: impl Into<String>, value: impl Into<Vec<u8>>) -> Self {
         self.secrets.insert(id.into(), value.into());
+        self
+    }
+
+    /// Adds an SSH agent socket for `ssh` mounts with this id.
+    pub fn ssh(mut self, id: impl Into<String>, socket: impl Into<PathBuf>) -> Self {
+        self.ssh.insert(id.into(), socket.into());
+        self
+    }
+
+    /// Grants an entitlement.
+    pub fn allow(mut self, entitlement: Entitlement) -> Self {
+        self.entitlements.insert(entitlement);
         self
     }
 

@@ -296,7 +296,8 @@ fn bad_sources_and_execs_name_the_op() {
     });
     let d = Digest::of(&ssh);
     let t = terminal(&d, 0);
-    expect_err(&def_of(vec![ssh, t], vec![]), ErrorKind::Unsupported, &[d.as_str(), "ssh"]);
+    // SSH mounts are supported; one without its SSHOpt is malformed.
+    expect_err(&def_of(vec![ssh, t], vec![]), ErrorKind::Definition, &[d.as_str(), "ssh mount /ssh has no SSHOpt"]);
 
     let bad_mount = go_encode(&pb::Op {
         op: Some(PbOp::Exec(pb::ExecOp {

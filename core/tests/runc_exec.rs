@@ -45,6 +45,7 @@ impl Env {
             mounts: vec![],
             network: NetworkMode::None,
             extra_hosts: vec![],
+            ..Default::default()
         }
     }
 

@@ -7,12 +7,14 @@
 
 pub mod cache;
 pub mod csv;
+pub mod grants;
 pub mod output;
 
 pub use cache::{
     validate_exports, CacheCompression, CacheExportSpec, CacheImportSource, CacheImportSpec, CacheMode, CacheTarget,
 };
 pub use csv::parse_csv;
+pub use grants::{check_ssh_socket, parse_ssh, Entitlement, DEFAULT_SSH_ID};
 pub use output::{OutputSpec, SecretSource, SecretSpec};
 
 use crate::error::{Error, Result};

@@ -216,9 +216,13 @@ fn unsupported_caps_are_listed() {
     let src = go_encode(&source("local://a"));
     let sd = Digest::of(&src);
     let t = terminal(&sd, 0);
-    let bytes = def_of(vec![src, t], vec![(sd.clone(), caps(&["source.local", "exec.mount.ssh", "diffop"]))]);
-    expect_err(&bytes, ErrorKind::Unsupported, &[sd.as_str(), "exec.mount.ssh", "diffop"]);
+    let bytes =
+        def_of(vec![src, t], vec![(sd.clone(), caps(&["source.local", "exec.meta.security.devices.v1", "diffop"]))]);
+    expect_err(&bytes, ErrorKind::Unsupported, &[sd.as_str(), "exec.meta.security.devices.v1", "diffop"]);
     assert!(SUPPORTED_CAPS.contains(&"source.local"));
+    for cap in ["exec.mount.ssh", "exec.meta.security", "exec.meta.ulimit", "exec.secretenv", "exec.validexitcode"] {
+        assert!(SUPPORTED_CAPS.contains(&cap), "{cap}");
+    }
 }
 
 #[test]

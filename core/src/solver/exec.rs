@@ -298,11 +298,12 @@ pub(crate) fn check_entitlements(v: &Vertex, granted: &BTreeSet<Entitlement>) ->
     }
     for ent in needed {
         if !granted.contains(&ent) {
-            return Err(Error::definition(
-                Some(v.digest.as_str()),
+            return Err(Error::new(
+                ErrorKind::Definition,
                 format!(
-                    "{ent} is not allowed: {} needs the {ent} entitlement; grant it with --allow {ent} \
+                    "{ent} is not allowed: op {} ({}) needs the {ent} entitlement; grant it with --allow {ent} \
                      (SolveOptions::allow(Entitlement::{ent:?}))",
+                    v.digest,
                     v.name()
                 ),
             ));

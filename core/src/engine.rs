@@ -6,7 +6,7 @@ use crate::cache::{MetadataStore, RootLock};
 use crate::content::ContentStore;
 use crate::error::{Error, ErrorKind, IoContext, Result};
 use crate::graph::{Definition, ImageConfig};
-use crate::options::{CacheExportSpec, CacheImportSpec, OutputSpec};
+use crate::options::{CacheExportSpec, CacheImportSpec, Entitlement, OutputSpec};
 use crate::snapshot::{self, SnapshotId, Snapshotter};
 use crate::solver::{self, ProgressSink};
 use crate::worker::pool::{Worker, WorkerPool};
@@ -91,6 +91,13 @@ pub struct SolveOptions {
     pub cache_imports: Vec<CacheImportSpec>,
     /// Cancels this solve (see [`CancelToken`]).
     pub cancel: Option<CancelToken>,
+    /// SSH agent sockets by id (`ssh` mounts; buildctl's `--ssh ID=SOCKET`, id `default` when
+    /// the mount names none). Each mount gets its own relay socket owned by the mount's uid/gid.
+    pub ssh: BTreeMap<String, PathBuf>,
+    /// Entitlements granted to this solve (buildctl's `--allow`): execs with `network=host` need
+    /// [`Entitlement::NetworkHost`], `security=insecure` needs [`Entitlement::SecurityInsecure`];
+    /// a definition using one that is not granted is refused before anything runs.
+    pub entitlements: BTreeSet<Entitlement>,
 }
 
 impl SolveOptions {
@@ -115,6 +122,18 @@ impl SolveOptions {
     /// Adds a secret value by id.
     pub fn secret(mut self, id: impl Into<String>, value: impl Into<Vec<u8>>) -> Self {
         self.secrets.insert(id.into(), value.into());
+        self
+    }
+
+    /// Adds an SSH agent socket for `ssh` mounts with this id.
+    pub fn ssh(mut self, id: impl Into<String>, socket: impl Into<PathBuf>) -> Self {
+        self.ssh.insert(id.into(), socket.into());
+        self
+    }
+
+    /// Grants an entitlement.
+    pub fn allow(mut self, entitlement: Entitlement) -> Self {
+        self.entitlements.insert(entitlement);
         self
     }
 
@@ -277,12 +296,12 @@ impl EngineInner {
 }
 
 /// Keeps the root private (0700, as BuildKit's): snapshots hold setuid binaries and device nodes
-/// no other local user may reach. A root found with another mode is fixed, with a warning.
-fn private_root(root: &Path) -> Result<()> {
+/// no other local user may reach. An existing root found open to others is fixed, with a warning.
+fn private_root(root: &Path, existed: bool) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(root).with_path("reading mode of engine root", root)?.permissions().mode() & 0o7777;
     if mode != 0o700 {
-        if mode & 0o077 != 0 {
+        if existed && mode & 0o077 != 0 {
             tracing::warn!(root = %root.display(), mode = format!("{mode:o}"), "engine root was accessible to other users; setting it to 0700");
         }
         std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700))
@@ -301,9 +320,17 @@ impl Engine {
     /// Opens (creating if needed) the root; fails with `RootInUse` if another engine holds it.
     pub fn open(opts: EngineOptions) -> Result<Engine> {
         let root = opts.root.clone();
-        std::fs::create_dir_all(&root).with_path("create engine root", &root)?;
+        let existed = root.exists();
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&root)
+                .with_path("create engine root", &root)?;
+        }
         let root = root.canonicalize().with_path("resolve engine root", &root)?;
-        private_root(&root)?;
+        private_root(&root, existed)?;
         let lock = RootLock::acquire(&root)?;
         let meta = MetadataStore::open(&root.join("metadata.redb"))?;
         let content = ContentStore::open(&root.join("content"))?;

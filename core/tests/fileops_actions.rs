@@ -126,17 +126,16 @@ fn rm_variants() {
     rm(root, "/d", false, false).unwrap();
     assert!(!root.join("d").exists());
 
-    let e = rm(root, "/d", false, false).unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::FileOp);
-    assert_eq!(e.to_string(), "rm /d: /d not found");
+    // As BuildKit v0.11.6 (os.RemoveAll): nothing to remove is not an error.
+    rm(root, "/d", false, false).unwrap();
     rm(root, "/d", true, false).unwrap();
 
     rm(root, "/*.txt", false, true).unwrap();
     assert!(!root.join("a.txt").exists() && !root.join("b.txt").exists() && root.join("c.log").exists());
-    assert!(rm(root, "/*.txt", false, true).is_err());
+    rm(root, "/*.txt", false, true).unwrap();
     rm(root, "/*.txt", true, true).unwrap();
     // without allow_wildcard the star is literal
-    assert!(rm(root, "/*.log", false, false).is_err());
+    rm(root, "/*.log", false, false).unwrap();
     assert!(root.join("c.log").exists());
 
     // a symlink is removed, never followed

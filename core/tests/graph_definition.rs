@@ -216,10 +216,16 @@ fn unsupported_caps_are_listed() {
     let src = go_encode(&source("local://a"));
     let sd = Digest::of(&src);
     let t = terminal(&sd, 0);
-    let bytes = def_of(vec![src, t], vec![(sd.clone(), caps(&["source.local", "exec.mount.ssh", "exec.secretenv"]))]);
-    expect_err(&bytes, ErrorKind::Unsupported, &[sd.as_str(), "exec.mount.ssh", "exec.secretenv"]);
+    let bytes = def_of(
+        vec![src, t],
+        vec![(sd.clone(), caps(&["source.local", "exec.meta.security.devices.v1", "unknown.cap"]))],
+    );
+    expect_err(&bytes, ErrorKind::Unsupported, &[sd.as_str(), "exec.meta.security.devices.v1", "unknown.cap"]);
     assert!(SUPPORTED_CAPS.contains(&"diffop"));
     assert!(SUPPORTED_CAPS.contains(&"source.local"));
+    for cap in ["exec.mount.ssh", "exec.meta.security", "exec.meta.ulimit", "exec.secretenv", "exec.validexitcode"] {
+        assert!(SUPPORTED_CAPS.contains(&cap), "{cap}");
+    }
 }
 
 #[test]
@@ -313,7 +319,8 @@ fn bad_sources_and_execs_name_the_op() {
     });
     let d = Digest::of(&ssh);
     let t = terminal(&d, 0);
-    expect_err(&def_of(vec![ssh, t], vec![]), ErrorKind::Unsupported, &[d.as_str(), "ssh"]);
+    // SSH mounts are supported; one without its SSHOpt is malformed.
+    expect_err(&def_of(vec![ssh, t], vec![]), ErrorKind::Definition, &[d.as_str(), "ssh mount /ssh has no SSHOpt"]);
 
     let bad_mount = go_encode(&pb::Op {
         op: Some(PbOp::Exec(pb::ExecOp {

@@ -7,7 +7,7 @@ mod size;
 use clap::{Parser, Subcommand};
 use kiln::engine::{Engine, EngineOptions, SolveOptions};
 use kiln::graph::Definition;
-use kiln::options::{OutputSpec, SecretSpec};
+use kiln::options::{Entitlement, OutputSpec, SecretSpec};
 use kiln::solver::display::{DisplayMode, Printer};
 use kiln::solver::ProgressSink;
 use std::io::{IsTerminal, Read};
@@ -122,6 +122,35 @@ struct BuildArgs {
     /// Progress display: auto, tty, plain, rawjson (or quiet).
     #[arg(long, default_value = "auto")]
     progress: String,
+    /// Forward an SSH agent socket to `ssh` mounts: ID=SOCKET, or `default` (or any bare ID)
+    /// for $SSH_AUTH_SOCK (repeatable).
+    #[arg(long = "ssh", value_name = "ID[=SOCKET]")]
+    ssh: Vec<String>,
+    /// Grant an entitlement: security.insecure or network.host (repeatable).
+    #[arg(long = "allow", value_name = "ENTITLEMENT")]
+    allow: Vec<String>,
+}
+
+/// Adds `--ssh` and `--allow` values to `opts` as buildctl parses them; `ssh_auth_sock` is the
+/// caller's `$SSH_AUTH_SOCK`. Every socket must exist (buildctl checks them up front too).
+fn apply_grants(
+    opts: &mut SolveOptions,
+    ssh: &[String],
+    allow: &[String],
+    ssh_auth_sock: Option<&str>,
+) -> kiln::Result<()> {
+    for a in allow {
+        opts.entitlements.insert(a.parse::<Entitlement>()?);
+    }
+    for s in ssh {
+        let (id, path) = kiln::options::parse_ssh(s, ssh_auth_sock)?;
+        if opts.ssh.contains_key(&id) {
+            return Err(kiln::Error::option("ssh", s.as_str(), format!("invalid duplicate ID {id}")));
+        }
+        kiln::options::check_ssh_socket(&id, &path)?;
+        opts.ssh.insert(id, path);
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -277,6 +306,8 @@ async fn build(root: Option<PathBuf>, b: BuildArgs) -> kiln::Result<()> {
             kiln::options::CacheImportSpec::parse_legacy(c, &b.import_cache_opts)?
         });
     }
+    let ssh_auth_sock = std::env::var("SSH_AUTH_SOCK").ok();
+    apply_grants(&mut opts, &b.ssh, &b.allow, ssh_auth_sock.as_deref())?;
     let mode: DisplayMode = b.progress.parse()?;
     let printer = Arc::new(Mutex::new(Printer::new(std::io::stderr(), mode.resolve())));
     let p = printer.clone();
@@ -317,5 +348,57 @@ async fn termination() {
         _ = one(SignalKind::interrupt()) => {}
         _ = one(SignalKind::terminate()) => {}
         _ = one(SignalKind::hangup()) => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn build_args(args: &[&str]) -> BuildArgs {
+        let mut argv = vec!["kiln", "build"];
+        argv.extend_from_slice(args);
+        match Cli::try_parse_from(argv).map(|c| c.cmd) {
+            Ok(Cmd::Build(b)) => b,
+            other => panic!("not a build: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn ssh_and_allow_flags_parse_like_buildctl() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("agent.sock");
+        let _l = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        let other = dir.path().join("other.sock");
+        let _l2 = std::os::unix::net::UnixListener::bind(&other).unwrap();
+        let b = build_args(&[
+            "--ssh",
+            "default",
+            "--ssh",
+            &format!("gh={}", other.display()),
+            "--allow",
+            "network.host",
+            "--allow",
+            "security.insecure",
+        ]);
+        let mut opts = SolveOptions::default();
+        apply_grants(&mut opts, &b.ssh, &b.allow, Some(sock.to_str().unwrap())).unwrap();
+        assert_eq!(opts.ssh.get("default"), Some(&sock));
+        assert_eq!(opts.ssh.get("gh"), Some(&other));
+        assert!(opts.entitlements.contains(&Entitlement::NetworkHost));
+        assert!(opts.entitlements.contains(&Entitlement::SecurityInsecure));
+
+        // Unknown entitlement, missing SSH_AUTH_SOCK, duplicate id, a path that is no socket.
+        let e = apply_grants(&mut SolveOptions::default(), &[], &["network.none".into()], None).unwrap_err();
+        assert!(e.to_string().contains("unknown entitlement network.none"), "{e}");
+        let e = apply_grants(&mut SolveOptions::default(), &["default".into()], &[], None).unwrap_err();
+        assert!(e.to_string().contains("SSH_AUTH_SOCK"), "{e}");
+        let dup = vec![format!("a={}", sock.display()), format!("a={}", other.display())];
+        let e = apply_grants(&mut SolveOptions::default(), &dup, &[], None).unwrap_err();
+        assert!(e.to_string().contains("duplicate ID a"), "{e}");
+        let file = dir.path().join("id_rsa");
+        std::fs::write(&file, "key").unwrap();
+        let e = apply_grants(&mut SolveOptions::default(), &[format!("k={}", file.display())], &[], None).unwrap_err();
+        assert!(e.to_string().contains("not a unix socket"), "{e}");
     }
 }

@@ -127,21 +127,16 @@ fn overwrite_file(
     Ok(())
 }
 
-/// Removes `path` (recursively for directories; a final symlink is removed, not followed). A
-/// missing path is an error unless `allow_not_found`. With `allow_wildcard`, `path` may hold
-/// `filepath.Match` wildcards and every match is removed; no match counts as not found.
-pub fn rm(root: &Path, path: &str, allow_not_found: bool, allow_wildcard: bool) -> Result<()> {
+/// Removes `path` (recursively for directories; a final symlink is removed, not followed). With
+/// `allow_wildcard`, `path` may hold `filepath.Match` wildcards and every match is removed. A
+/// missing path (or no match) is not an error whatever `allow_not_found` says: BuildKit v0.11.6
+/// removes with Go's `os.RemoveAll`, which succeeds when there is nothing to remove, and kiln
+/// gives the same results (see ARCHITECTURE.md).
+pub fn rm(root: &Path, path: &str, _allow_not_found: bool, allow_wildcard: bool) -> Result<()> {
     let clean = clean_abs(path);
     let action = format!("rm {clean}");
     let targets = if allow_wildcard && path_has_wildcard(&clean) {
-        let m = resolve_wildcards(root, &clean).map_err(|e| in_action(&action, e))?;
-        if m.is_empty() {
-            if allow_not_found {
-                return Ok(());
-            }
-            return Err(op_err(&action, format!("no path matches {clean}")));
-        }
-        m
+        resolve_wildcards(root, &clean).map_err(|e| in_action(&action, e))?
     } else {
         vec![clean.clone()]
     };
@@ -153,12 +148,7 @@ pub fn rm(root: &Path, path: &str, allow_not_found: bool, allow_wildcard: bool) 
         let shown = display_in_root(root, &host);
         let meta = match std::fs::symlink_metadata(&host) {
             Ok(m) => m,
-            Err(e) if is_missing(&e) => {
-                if allow_not_found {
-                    continue;
-                }
-                return Err(op_err(&action, format!("{t} not found")));
-            }
+            Err(e) if is_missing(&e) => continue,
             Err(e) => return Err(io_err(&action, "cannot stat", &shown, e)),
         };
         let res = if meta.is_dir() { std::fs::remove_dir_all(&host) } else { std::fs::remove_file(&host) };

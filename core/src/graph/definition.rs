@@ -41,6 +41,7 @@ pub const SUPPORTED_CAPS: &[&str] = &[
     "source.ocilayout",
     "exec.meta.base",
     "exec.meta.network",
+    "exec.meta.proxyenv",
     "exec.meta.setsdefaultpath",
     "exec.mount.bind",
     "exec.mount.bind.readwrite-nooutput",
@@ -50,6 +51,12 @@ pub const SUPPORTED_CAPS: &[&str] = &[
     "exec.mount.tmpfs",
     "exec.mount.tmpfs.size",
     "exec.mount.secret",
+    "exec.mount.ssh",
+    "exec.meta.security",
+    "exec.meta.ulimit",
+    "exec.meta.cgroup.parent",
+    "exec.secretenv",
+    "exec.validexitcode",
     "file.base",
     "file.rm.wildcard",
     "file.copy.includeexcludepatterns",
@@ -509,20 +516,23 @@ fn validate_exec(d: &Digest, e: &pb::ExecOp, n_in: i64) -> Result<()> {
     if meta.args.is_empty() {
         return Err(derr(d, "exec op has no args"));
     }
-    if e.security != pb::SecurityMode::Sandbox as i32 {
-        return Err(unsupported(d, "exec security mode insecure is not supported by kiln (only sandbox)"));
+    if pb::SecurityMode::try_from(e.security).is_err() {
+        return Err(derr(d, format!("unknown security mode {}; accepted: 0 (sandbox), 1 (insecure)", e.security)));
     }
-    if !e.secretenv.is_empty() {
-        return Err(unsupported(d, "secret environment variables are not supported by kiln; use secret mounts"));
+    for s in &e.secretenv {
+        if s.name.is_empty() {
+            return Err(derr(d, format!("secret env for secret {:?} has no variable name", s.id)));
+        }
     }
-    if !meta.ulimit.is_empty() || !meta.cgroup_parent.is_empty() || !meta.valid_exit_codes.is_empty() {
-        return Err(unsupported(d, "exec ulimit, cgroupParent and validExitCodes are not supported by kiln"));
+    for u in &meta.ulimit {
+        if format!("RLIMIT_{}", u.name.to_uppercase()).parse::<oci_spec::runtime::PosixRlimitType>().is_err() {
+            return Err(derr(d, format!("unknown ulimit {:?} (expected nofile, nproc, core, stack, ...)", u.name)));
+        }
     }
-    if !meta.extra_hosts.is_empty() {
-        return Err(unsupported(d, "exec extraHosts are not supported by kiln"));
-    }
-    if meta.proxy_env.is_some() {
-        tracing::debug!(op = %d, "ignoring exec proxy_env");
+    for h in &meta.extra_hosts {
+        if h.ip.parse::<std::net::IpAddr>().is_err() {
+            return Err(derr(d, format!("failed to parse IP {} of extra host {:?}", h.ip, h.host)));
+        }
     }
     if pb::NetMode::try_from(e.network).is_err() {
         return Err(derr(d, format!("unknown network mode {}; accepted: 0 (sandbox), 1 (host), 2 (none)", e.network)));
@@ -567,7 +577,11 @@ fn validate_exec(d: &Digest, e: &pb::ExecOp, n_in: i64) -> Result<()> {
                     return Err(derr(d, format!("secret mount {} has no secretOpt", m.dest)));
                 }
             }
-            pb::MountType::Ssh => return Err(unsupported(d, format!("ssh mount {} is not supported by kiln", m.dest))),
+            pb::MountType::Ssh => {
+                if m.ssh_opt.is_none() {
+                    return Err(derr(d, format!("ssh mount {} has no SSHOpt", m.dest)));
+                }
+            }
         }
         if m.content_cache != 0 || !m.result_id.is_empty() {
             tracing::debug!(op = %d, dest = %m.dest, "ignoring mount contentCache/resultID");

@@ -11,5 +11,5 @@ pub use image_config::ImageConfig;
 pub use source::{OciRef, SourceSpec};
 pub use state::{
     CacheSharing, CopyOptions, ExecOptions, ExecState, GitOptions, HttpOptions, LocalOptions, MkdirOptions,
-    MkfileOptions, MountSpec, Network, Owner, RmOptions, State,
+    MkfileOptions, MountSpec, Network, Owner, RmOptions, SecretEnv, Security, SshSocket, State,
 };

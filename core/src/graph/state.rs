@@ -99,6 +99,8 @@ struct ExecNode {
     /// Sorted by dest (secrets last), outputs already numbered; `input` filled at marshal time.
     mounts: Vec<(Option<Output>, pb::Mount)>,
     caps: BTreeSet<&'static str>,
+    security: i32,
+    secretenv: Vec<pb::SecretEnv>,
 }
 
 #[derive(Debug, Clone)]
@@ -268,6 +270,92 @@ pub struct ExecOptions {
     pub worker_selector: BTreeMap<String, String>,
     /// Never use a cached result of this exec.
     pub ignore_cache: bool,
+    /// Extra `/etc/hosts` entries `(host, ip)`, in order (Go's `llb.AddExtraHost`).
+    pub extra_hosts: Vec<(String, std::net::IpAddr)>,
+    /// Resource limits (Go's `llb.AddUlimit`; adds cap `exec.meta.ulimit`).
+    pub ulimits: Vec<pb::Ulimit>,
+    /// Cgroup parent (Go's `llb.WithCgroupParent`).
+    pub cgroup_parent: Option<String>,
+    /// Exit codes that count as success; empty = only 0 (BuildKit ≥ v0.12's
+    /// `llb.ValidExitCodes`; adds cap `exec.validexitcode`).
+    pub valid_exit_codes: Vec<i32>,
+    /// Secrets as environment variables (Go's `llb.AddSecret(.., llb.SecretAsEnv(true))`).
+    pub secret_env: Vec<SecretEnv>,
+    /// SSH agent sockets (Go's `llb.AddSSHSocket`).
+    pub ssh: Vec<SshSocket>,
+    /// Privileges (Go's `llb.Security`); `Insecure` needs the `security.insecure` entitlement.
+    pub security: Security,
+}
+
+/// Privileges of an exec (BuildKit's `pb.SecurityMode`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Security {
+    /// The default sandbox.
+    #[default]
+    Sandbox,
+    /// Privileged (`security.insecure` entitlement).
+    Insecure,
+}
+
+/// A secret exposed as an environment variable of an exec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretEnv {
+    /// The variable's name.
+    pub name: String,
+    /// The secret's id.
+    pub id: String,
+    /// Tolerate a missing secret (the variable is then set to `""`, as BuildKit does).
+    pub optional: bool,
+}
+
+/// An SSH agent socket forwarded into an exec (Go's `SSHInfo`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SshSocket {
+    /// Agent id given at solve time (`""` = `default`).
+    pub id: String,
+    /// Socket path in the container; `None` = `/run/buildkit/ssh_agent.N` (N = its index).
+    pub target: Option<String>,
+    /// Socket owner uid.
+    pub uid: u32,
+    /// Socket owner gid.
+    pub gid: u32,
+    /// Socket permission bits (default 0o600).
+    pub mode: u32,
+    /// Tolerate a missing agent (no socket is mounted then).
+    pub optional: bool,
+}
+
+impl Default for SshSocket {
+    fn default() -> Self {
+        SshSocket { id: String::new(), target: None, uid: 0, gid: 0, mode: 0o600, optional: false }
+    }
+}
+
+impl SshSocket {
+    /// The agent `id` at the default target, owned by root, mode 0600.
+    pub fn new(id: impl Into<String>) -> SshSocket {
+        SshSocket { id: id.into(), ..Default::default() }
+    }
+
+    /// Sets the socket path in the container.
+    pub fn target(mut self, target: impl Into<String>) -> Self {
+        self.target = Some(target.into());
+        self
+    }
+
+    /// Sets owner and mode (Go's `SSHSocketOpt`).
+    pub fn owner(mut self, uid: u32, gid: u32, mode: u32) -> Self {
+        self.uid = uid;
+        self.gid = gid;
+        self.mode = mode;
+        self
+    }
+
+    /// Tolerates a missing agent.
+    pub fn optional(mut self) -> Self {
+        self.optional = true;
+        self
+    }
 }
 
 impl ExecOptions {
@@ -342,6 +430,49 @@ impl ExecOptions {
     /// Never use a cached result.
     pub fn ignore_cache(mut self) -> Self {
         self.ignore_cache = true;
+        self
+    }
+
+    /// Adds an `/etc/hosts` entry.
+    pub fn extra_host(mut self, host: impl Into<String>, ip: std::net::IpAddr) -> Self {
+        self.extra_hosts.push((host.into(), ip));
+        self
+    }
+
+    /// Adds a resource limit: `name` as in `ulimit` (`nofile`, `nproc`, `core`, ...); negative
+    /// values mean unlimited.
+    pub fn ulimit(mut self, name: impl Into<String>, soft: i64, hard: i64) -> Self {
+        self.ulimits.push(pb::Ulimit { name: name.into(), soft, hard });
+        self
+    }
+
+    /// Sets the cgroup parent.
+    pub fn cgroup_parent(mut self, parent: impl Into<String>) -> Self {
+        self.cgroup_parent = Some(parent.into());
+        self
+    }
+
+    /// Sets the exit codes that count as success.
+    pub fn valid_exit_codes(mut self, codes: impl IntoIterator<Item = i32>) -> Self {
+        self.valid_exit_codes = codes.into_iter().collect();
+        self
+    }
+
+    /// Exposes secret `id` as environment variable `name`.
+    pub fn secret_env(mut self, name: impl Into<String>, id: impl Into<String>, optional: bool) -> Self {
+        self.secret_env.push(SecretEnv { name: name.into(), id: id.into(), optional });
+        self
+    }
+
+    /// Forwards an SSH agent socket.
+    pub fn ssh(mut self, socket: SshSocket) -> Self {
+        self.ssh.push(socket);
+        self
+    }
+
+    /// Runs privileged (needs the `security.insecure` entitlement).
+    pub fn insecure(mut self) -> Self {
+        self.security = Security::Insecure;
         self
     }
 }
@@ -773,6 +904,18 @@ impl State {
         if !env.iter().any(|(k, _)| k == "PATH") {
             env.insert(0, ("PATH".to_owned(), DEFAULT_PATH.to_owned()));
         }
+        // Go's ExecOp.Marshal: default ssh targets, and SSH_AUTH_SOCK = the first one's unless set.
+        let ssh_targets: Vec<String> = o
+            .ssh
+            .iter()
+            .enumerate()
+            .map(|(i, s)| s.target.clone().unwrap_or_else(|| format!("/run/buildkit/ssh_agent.{i}")))
+            .collect();
+        if let Some(first) = ssh_targets.first() {
+            if !env.iter().any(|(k, _)| k == "SSH_AUTH_SOCK") {
+                env.push(("SSH_AUTH_SOCK".to_owned(), first.clone()));
+            }
+        }
         let cwd = match &o.cwd {
             Some(c) => normalize_path(self.cwd(), c, false),
             None => self.cwd().to_owned(),
@@ -785,11 +928,36 @@ impl State {
             hostname: o.hostname.clone().or_else(|| self.meta.hostname.clone()).unwrap_or_default(),
             // Go `llb` (v0.11.6) sets this on every ExecOp it marshals.
             remove_mount_stubs_recursive: true,
+            extra_hosts: o
+                .extra_hosts
+                .iter()
+                .map(|(h, ip)| pb::HostIp { host: h.clone(), ip: ip.to_string() })
+                .collect(),
+            ulimit: o.ulimits.clone(),
+            cgroup_parent: o.cgroup_parent.clone().unwrap_or_default(),
+            valid_exit_codes: o.valid_exit_codes.clone(),
             ..Default::default()
         };
         let mut caps: BTreeSet<&'static str> = BTreeSet::from(["exec.meta.base"]);
         if o.network != Network::Sandbox {
             caps.insert("exec.meta.network");
+        }
+        if !o.ulimits.is_empty() {
+            caps.insert("exec.meta.ulimit");
+        }
+        if !o.valid_exit_codes.is_empty() {
+            caps.insert("exec.validexitcode");
+        }
+        if o.security != Security::Sandbox {
+            caps.insert("exec.meta.security");
+        }
+        if !o.secret_env.is_empty() {
+            // Go adds the secret-mount cap for any secret, env or file.
+            caps.insert("exec.mount.secret");
+            caps.insert("exec.secretenv");
+        }
+        if !o.ssh.is_empty() {
+            caps.insert("exec.mount.ssh");
         }
         // (source, mount, is-writable-output)
         let mut plain: Vec<(Option<Output>, pb::Mount, bool)> = Vec::new();
@@ -885,6 +1053,18 @@ impl State {
             mounts.push((src, m));
         }
         mounts.extend(secrets.into_iter().map(|m| (None, m)));
+        for (s, target) in o.ssh.iter().zip(ssh_targets) {
+            let ssh_opt = pb::SshOpt { id: s.id.clone(), uid: s.uid, gid: s.gid, mode: s.mode, optional: s.optional };
+            let mount = pb::Mount {
+                input: -1,
+                output: -1,
+                dest: target,
+                mount_type: pb::MountType::Ssh as i32,
+                ssh_opt: Some(ssh_opt),
+                ..Default::default()
+            };
+            mounts.push((None, mount));
+        }
 
         let mut constraints = Constraints { ignore_cache: o.ignore_cache, ..Default::default() };
         if let Some(n) = &o.custom_name {
@@ -900,8 +1080,19 @@ impl State {
             .iter()
             .map(|(_, m)| (m.dest.clone(), m.output, m.mount_type == pb::MountType::Bind as i32))
             .collect();
-        let node =
-            Arc::new(Node { kind: NodeKind::Exec(Box::new(ExecNode { meta, network, mounts, caps })), constraints });
+        let security = match o.security {
+            Security::Sandbox => pb::SecurityMode::Sandbox,
+            Security::Insecure => pb::SecurityMode::Insecure,
+        } as i32;
+        let secretenv = o
+            .secret_env
+            .iter()
+            .map(|s| pb::SecretEnv { id: s.id.clone(), name: s.name.clone(), optional: s.optional })
+            .collect();
+        let node = Arc::new(Node {
+            kind: NodeKind::Exec(Box::new(ExecNode { meta, network, mounts, caps, security, secretenv })),
+            constraints,
+        });
         let out_state = |idx: i64, meta: StateMeta| State {
             output: Some(Output { node: node.clone(), index: idx }),
             meta,
@@ -1198,7 +1389,8 @@ impl Marshaller {
                     meta: Some(e.meta.clone()),
                     mounts,
                     network: e.network,
-                    ..Default::default()
+                    security: e.security,
+                    secretenv: e.secretenv.clone(),
                 }));
                 op.platform = platform();
                 caps.extend(e.caps.iter().copied());
@@ -1245,8 +1437,8 @@ impl Marshaller {
                     op.inputs.push(self.input(o));
                     merge.inputs.push(pb::MergeInput { input: op.inputs.len() as i64 - 1 });
                 }
+                // As Go's `MergeOp.Marshal`: a merge is not platform specific.
                 op.op = Some(pb::op::Op::Merge(merge));
-                op.platform = platform();
                 caps.insert("mergeop");
             }
             NodeKind::Diff { lower, upper } => {

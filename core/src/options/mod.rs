@@ -8,12 +8,14 @@
 pub mod cache;
 pub mod csv;
 pub(crate) mod destinations;
+pub mod grants;
 pub mod output;
 
 pub use cache::{
     validate_exports, CacheCompression, CacheExportSpec, CacheImportSource, CacheImportSpec, CacheMode, CacheTarget,
 };
 pub use csv::parse_csv;
+pub use grants::{check_ssh_socket, parse_ssh, Entitlement, DEFAULT_SSH_ID};
 pub use output::{read_secrets, OutputSpec, SecretSource, SecretSpec};
 
 use crate::error::{Error, Result};

@@ -11,10 +11,11 @@ use crate::digest::Digest;
 use crate::error::{Error, ErrorKind, IoContext, Result};
 use crate::graph::pb;
 use crate::graph::Vertex;
+use crate::options::{Entitlement, DEFAULT_SSH_ID};
 use crate::snapshot::MountGuard;
 use crate::worker::pool::Worker;
-use crate::worker::{ExecMount, ExecRequest, MountSource, NetworkMode, OutputSink, OutputStream};
-use std::collections::{BTreeMap, VecDeque};
+use crate::worker::{ExecMount, ExecRequest, MountSource, NetworkMode, OutputSink, OutputStream, SecurityMode, Ulimit};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -41,20 +42,20 @@ pub async fn run(
     if meta.args.is_empty() {
         return Err(Error::definition(Some(op), "exec op has no args"));
     }
-    if e.security == pb::SecurityMode::Insecure as i32 {
-        return Err(Error::new(ErrorKind::Unsupported, format!("op {op}: security.insecure is not supported by kiln")));
-    }
+    let security = match pb::SecurityMode::try_from(e.security) {
+        Ok(pb::SecurityMode::Sandbox) => SecurityMode::Sandbox,
+        Ok(pb::SecurityMode::Insecure) => SecurityMode::Insecure,
+        Err(_) => return Err(Error::definition(Some(op), format!("unknown security mode {}", e.security))),
+    };
+    // Checked again here (the solve checks every op up front) so no path runs an exec ungranted.
+    check_entitlements(v, &solve.opts.entitlements)?;
+    crate::worker::platform::check_exec(op, v.op.platform.as_ref())?;
     let network = match pb::NetMode::try_from(e.network) {
         Ok(pb::NetMode::None) => NetworkMode::None,
         Ok(_) => NetworkMode::Host,
         Err(_) => return Err(Error::definition(Some(op), format!("unknown network mode {}", e.network))),
     };
-    if !e.secretenv.is_empty() {
-        return Err(Error::new(
-            ErrorKind::Unsupported,
-            format!("op {op}: secret environment variables are not supported yet; use a secret mount"),
-        ));
-    }
+    let secret_env = secret_env(solve, v, e)?;
     let sn = worker.snapshotter.clone();
     let input_ref = |i: i64| -> Result<Option<ResultRef>> {
         if i < 0 {
@@ -81,6 +82,7 @@ pub async fn run(
     let mut root_path = None;
     let mut readonly_rootfs = false;
     let mut exec_mounts = Vec::new();
+    let mut ssh_proxies = Vec::new();
 
     for m in &e.mounts {
         let mtype = pb::MountType::try_from(m.mount_type)
@@ -173,10 +175,29 @@ pub async fn run(
                     .push(ExecMount { dest: m.dest.clone(), source: MountSource::Bind { path: file, readonly: true } });
             }
             pb::MountType::Ssh => {
-                return Err(Error::new(
-                    ErrorKind::Unsupported,
-                    format!("op {op}: ssh mounts are not supported by kiln"),
-                ));
+                let opt = m.ssh_opt.clone().unwrap_or_default();
+                let id = if opt.id.is_empty() { DEFAULT_SSH_ID } else { opt.id.as_str() };
+                let Some(agent) = solve.opts.ssh.get(id) else {
+                    if opt.optional {
+                        continue;
+                    }
+                    let known: Vec<&String> = solve.opts.ssh.keys().collect();
+                    return Err(Error::new(
+                        ErrorKind::Source,
+                        format!(
+                            "no SSH key {id:?} forwarded from the client: {} mounts it at {}; provide it with \
+                             --ssh {id}=SOCKET (SolveOptions::ssh) (provided: {known:?})",
+                            v.name(),
+                            m.dest
+                        ),
+                    ));
+                };
+                let proxy = super::ssh::start(agent, opt.uid, opt.gid, opt.mode)?;
+                exec_mounts.push(ExecMount {
+                    dest: m.dest.clone(),
+                    source: MountSource::Bind { path: proxy.socket().to_path_buf(), readonly: false },
+                });
+                ssh_proxies.push(proxy);
             }
         }
     }
@@ -212,7 +233,7 @@ pub async fn run(
         rootfs,
         readonly_rootfs,
         args: meta.args.clone(),
-        env: meta.env.clone(),
+        env: run_env(&meta, secret_env),
         cwd: if meta.cwd.is_empty() { "/".into() } else { meta.cwd.clone() },
         user: meta.user.clone(),
         hostname: meta.hostname.clone(),
@@ -220,6 +241,9 @@ pub async fn run(
         network,
         extra_hosts: meta.extra_hosts.iter().map(|h| (h.host.clone(), h.ip.clone())).collect(),
         remove_mount_stubs_recursive: meta.remove_mount_stubs_recursive,
+        ulimits: meta.ulimit.iter().map(|u| Ulimit { name: u.name.clone(), soft: u.soft, hard: u.hard }).collect(),
+        cgroup_parent: meta.cgroup_parent.clone(),
+        security,
     };
     let code = worker.executor.run(req, sink).await?;
     let ok = if meta.valid_exit_codes.is_empty() { code == 0 } else { meta.valid_exit_codes.contains(&code) };
@@ -231,6 +255,7 @@ pub async fn run(
         }
         return Err(Error::Exec { vertex: v.name(), command: meta.args.join(" "), exit_code: code, log_tail });
     }
+    drop(ssh_proxies);
     drop(mounts);
     drop(leases);
     drop(secrets_dir);
@@ -258,4 +283,89 @@ fn write_secret(path: &std::path::Path, value: &[u8], opt: &pb::SecretOpt) -> Re
     nix::unistd::chown(path, Some(nix::unistd::Uid::from_raw(opt.uid)), Some(nix::unistd::Gid::from_raw(opt.gid)))
         .map_err(|e| Error::io("chown secret", path, e.into()))?;
     Ok(())
+}
+
+/// BuildKit's `ValidateEntitlements`: an exec with `network=host` needs `network.host`, one with
+/// `security=insecure` needs `security.insecure`. The message starts as BuildKit's
+/// (`network.host is not allowed`) and says how to grant it.
+pub(crate) fn check_entitlements(v: &Vertex, granted: &BTreeSet<Entitlement>) -> Result<()> {
+    let Some(pb::op::Op::Exec(e)) = &v.op.op else { return Ok(()) };
+    let mut needed = Vec::new();
+    if e.network == pb::NetMode::Host as i32 {
+        needed.push(Entitlement::NetworkHost);
+    }
+    if e.security == pb::SecurityMode::Insecure as i32 {
+        needed.push(Entitlement::SecurityInsecure);
+    }
+    for ent in needed {
+        if !granted.contains(&ent) {
+            return Err(Error::new(
+                ErrorKind::Definition,
+                format!(
+                    "{ent} is not allowed: op {} ({}) needs the {ent} entitlement; grant it with --allow {ent} \
+                     (SolveOptions::allow(Entitlement::{ent:?}))",
+                    v.digest,
+                    v.name()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The process environment, in BuildKit's order: the op's env, its proxy settings (both
+/// spellings, as BuildKit's `proxyEnvList`), a default `PATH` when none is set, then the secret env.
+fn run_env(meta: &pb::Meta, secret_env: Vec<String>) -> Vec<String> {
+    let mut env = meta.env.clone();
+    if let Some(p) = &meta.proxy_env {
+        for (upper, lower, v) in [
+            ("HTTP_PROXY", "http_proxy", &p.http_proxy),
+            ("HTTPS_PROXY", "https_proxy", &p.https_proxy),
+            ("FTP_PROXY", "ftp_proxy", &p.ftp_proxy),
+            ("NO_PROXY", "no_proxy", &p.no_proxy),
+            ("ALL_PROXY", "all_proxy", &p.all_proxy),
+        ] {
+            if !v.is_empty() {
+                env.push(format!("{upper}={v}"));
+                env.push(format!("{lower}={v}"));
+            }
+        }
+    }
+    crate::worker::add_default_path(&mut env);
+    env.extend(secret_env);
+    env
+}
+
+/// The `NAME=value` entries of the op's secret env (BuildKit's `loadSecretEnv`): appended after
+/// the op's env; an optional secret that is missing gives `NAME=` (as BuildKit does). Errors name
+/// the secret id and variable, never a value.
+fn secret_env(solve: &Solve, v: &Vertex, e: &pb::ExecOp) -> Result<Vec<String>> {
+    let mut out = Vec::with_capacity(e.secretenv.len());
+    for s in &e.secretenv {
+        if s.id.is_empty() {
+            return Err(Error::definition(
+                Some(v.digest.as_str()),
+                format!("secret ID missing for {:?} environment variable", s.name),
+            ));
+        }
+        let value = match solve.opts.secrets.get(&s.id) {
+            Some(value) => value.as_slice(),
+            None if s.optional => &[],
+            None => {
+                let known: Vec<&String> = solve.opts.secrets.keys().collect();
+                return Err(Error::new(
+                    ErrorKind::Source,
+                    format!(
+                        "secret {:?} required by {} (environment variable {}) was not provided (provided: {known:?})",
+                        s.id,
+                        v.name(),
+                        s.name
+                    ),
+                ));
+            }
+        };
+        // Go's string(dt): the bytes as they are (invalid UTF-8 is replaced here).
+        out.push(format!("{}={}", s.name, String::from_utf8_lossy(value)));
+    }
+    Ok(out)
 }

@@ -25,10 +25,22 @@ pub fn output_key(key: &Digest, index: i64) -> Digest {
 pub fn op_identity(op: &pb::Op) -> Digest {
     let mut op = op.clone();
     op.inputs.clear();
-    if let Some(OpKind::Source(s)) = &mut op.op {
-        for a in SESSION_ATTRS {
-            s.attrs.remove(*a);
+    match &mut op.op {
+        Some(OpKind::Source(s)) => {
+            for a in SESSION_ATTRS {
+                s.attrs.remove(*a);
+            }
         }
+        // As BuildKit's `ExecOp.CacheMap`: extra hosts' IPs and proxy settings are not part of a
+        // run's key. (BuildKit moves mount selectors into its dependency keys; kiln's input keys
+        // carry no selector, so selectors stay in the op's identity.)
+        Some(OpKind::Exec(e)) => {
+            if let Some(meta) = e.meta.as_mut() {
+                meta.extra_hosts.iter_mut().for_each(|h| h.ip.clear());
+                meta.proxy_env = None;
+            }
+        }
+        _ => {}
     }
     Digest::of(&op.encode_to_vec())
 }

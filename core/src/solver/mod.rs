@@ -16,6 +16,7 @@ mod merge;
 pub mod progress;
 pub(crate) mod refs;
 mod sources;
+mod ssh;
 
 pub use progress::{LogStream, ProgressEvent, ProgressSink};
 
@@ -147,6 +148,9 @@ async fn solve_inner(
     tasks: Arc<TaskCount>,
 ) -> Result<SolveResult> {
     crate::options::cache::validate_exports(&opts.cache_exports)?;
+    for v in def.vertices() {
+        exec::check_entitlements(v, &opts.entitlements)?;
+    }
     let imports = {
         let engine = engine.clone();
         let specs = opts.cache_imports.clone();

@@ -14,6 +14,30 @@ pub enum NetworkMode {
     None,
 }
 
+/// The container's privileges (BuildKit's `pb.SecurityMode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SecurityMode {
+    /// BuildKit's default capability set, masked and read-only /proc paths, read-only /sys,
+    /// no device access.
+    #[default]
+    Sandbox,
+    /// Privileged (BuildKit's `security.insecure`): every capability kiln itself has, nothing
+    /// masked, /sys and /sys/fs/cgroup writable, all devices allowed, fuse/tun/kvm/loop nodes.
+    Insecure,
+}
+
+/// One resource limit (`RLIMIT_<NAME>`) of the container's process; negative values mean
+/// unlimited (they are passed as `u64` like Go's `uint64(int64)`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ulimit {
+    /// Lower-case name as in LLB (`nofile`, `nproc`, `core`, ...).
+    pub name: String,
+    /// Soft limit.
+    pub soft: i64,
+    /// Hard limit.
+    pub hard: i64,
+}
+
 /// What is mounted at an [`ExecMount`]'s destination.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MountSource {
@@ -41,7 +65,7 @@ pub struct ExecMount {
 }
 
 /// Everything needed to run one process in a container.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ExecRequest {
     /// Container id, unique per run; letters, digits and `_ + - .` only (runc's rule).
     pub id: String,
@@ -68,6 +92,14 @@ pub struct ExecRequest {
     /// After the run, remove the missing ancestors created for mount points too, not only the
     /// mount points themselves (LLB `Meta.removeMountStubsRecursive`).
     pub remove_mount_stubs_recursive: bool,
+    /// Resource limits; when non-empty they replace the default `RLIMIT_NOFILE` (as BuildKit
+    /// replaces its spec's rlimits with the op's ulimits).
+    pub ulimits: Vec<Ulimit>,
+    /// Cgroup parent (BuildKit's `meta.cgroupParent`): `""` lets runc use `/<id>`; `X.slice:`
+    /// (systemd form) gives `X.slice:<id>`; anything else `/X/buildkit/<id>`.
+    pub cgroup_parent: String,
+    /// Privileges.
+    pub security: SecurityMode,
 }
 
 /// Which stream an output chunk came from.

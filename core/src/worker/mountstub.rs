@@ -8,7 +8,7 @@
 //! The working directory is created owned by the Run's user (BuildKit's `MkdirAllAndChown`).
 
 use std::fs::{File, FileTimes};
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, ErrorKind, IoContext, Result};
@@ -78,6 +78,9 @@ fn create_missing(root: &Path, dest: &Path, kind: StubKind, owner: Option<(u32, 
                         .mode(0o755)
                         .create(&cur)
                         .with_path("creating directory in rootfs", &cur)?;
+                    // Whatever the process umask: a directory that stays must be 0755 as in BuildKit.
+                    std::fs::set_permissions(&cur, std::fs::Permissions::from_mode(0o755))
+                        .with_path("setting mode of", &cur)?;
                 }
                 if let Some((uid, gid)) = owner {
                     std::os::unix::fs::lchown(&cur, Some(uid), Some(gid)).with_path("chowning", &cur)?;

@@ -303,6 +303,16 @@ impl RuncExecutor {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        // The runtime creates the mount points of its own mounts (/dev, /proc, /sys) in the
+        // rootfs; with umask 0, as under buildkitd, their modes never depend on ours.
+        // SAFETY: the closure runs in the forked child before exec and only calls umask(2),
+        // which is async-signal-safe and cannot fail.
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::sys::stat::umask(nix::sys::stat::Mode::empty());
+                Ok(())
+            });
+        }
         let mut child = cmd.spawn().map_err(|e| {
             Error::with_source(ErrorKind::Worker, format!("cannot start container runtime {:?}: {e}", self.binary), e)
         })?;

@@ -11,7 +11,7 @@ use oci_spec::runtime::{
 };
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::worker::exec::{ExecRequest, MountSource, NetworkMode};
+use crate::worker::exec::{ExecRequest, MountSource, NetworkMode, SecurityMode, Ulimit};
 use crate::worker::mountstub::StubKind;
 
 /// `PATH` used when the request's environment has none (BuildKit's default).
@@ -176,13 +176,17 @@ pub(crate) fn plan_mounts(req: &ExecRequest, hosts: &Path, resolv: &Path) -> Res
     Ok(plan)
 }
 
-/// `req.env` with a default `PATH` in front when it has none.
-pub(crate) fn process_env(env: &[String]) -> Vec<String> {
-    let mut out = Vec::with_capacity(env.len() + 1);
+/// Appends the default `PATH` when `env` has none (BuildKit's `addDefaultEnvvar`).
+pub(crate) fn add_default_path(env: &mut Vec<String>) {
     if !env.iter().any(|e| e.starts_with("PATH=")) {
-        out.push(DEFAULT_PATH.to_owned());
+        env.push(DEFAULT_PATH.to_owned());
     }
-    out.extend(env.iter().cloned());
+}
+
+/// `req.env` with the default `PATH` appended when it has none.
+pub(crate) fn process_env(env: &[String]) -> Vec<String> {
+    let mut out = env.to_vec();
+    add_default_path(&mut out);
     out
 }
 
@@ -242,12 +246,16 @@ pub(crate) fn build_spec(input: SpecInput<'_>) -> Result<Spec> {
         .additional_gids(input.additional_gids)
         .build()
         .map_err(|e| oci_err("user", e))?;
-    let rlimit = PosixRlimitBuilder::default()
-        .typ(PosixRlimitType::RlimitNofile)
-        .soft(nofile_limit())
-        .hard(nofile_limit())
-        .build()
-        .map_err(|e| oci_err("rlimits", e))?;
+    let rlimits = if req.ulimits.is_empty() {
+        vec![PosixRlimitBuilder::default()
+            .typ(PosixRlimitType::RlimitNofile)
+            .soft(nofile_limit())
+            .hard(nofile_limit())
+            .build()
+            .map_err(|e| oci_err("rlimits", e))?]
+    } else {
+        ulimit_rlimits(&req.ulimits)?
+    };
     let process = ProcessBuilder::default()
         .terminal(false)
         .user(user)
@@ -255,7 +263,7 @@ pub(crate) fn build_spec(input: SpecInput<'_>) -> Result<Spec> {
         .env(process_env(&req.env))
         .cwd(input.cwd)
         .capabilities(capabilities)
-        .rlimits(vec![rlimit])
+        .rlimits(rlimits)
         // Like Docker/BuildKit: setuid helpers (su, sudo) keep working in build steps.
         .no_new_privileges(false)
         .build()
@@ -280,20 +288,23 @@ pub(crate) fn build_spec(input: SpecInput<'_>) -> Result<Spec> {
         LinuxResourcesBuilder::default().devices(vec![deny_all]).build().map_err(|e| oci_err("resources", e))?;
     // No cgroupsPath: runc then uses /<id> in every hierarchy and removes it on delete, so nothing
     // is left behind (a shared parent such as /kiln would be).
-    let linux = LinuxBuilder::default()
+    let mut linux = LinuxBuilder::default()
         .namespaces(namespaces)
         .resources(resources)
         .masked_paths(oci_spec::runtime::get_default_maskedpaths())
         .readonly_paths(oci_spec::runtime::get_default_readonly_paths())
         .build()
         .map_err(|e| oci_err("linux", e))?;
+    if let Some(path) = cgroups_path(&req.cgroup_parent, &req.id) {
+        linux.set_cgroups_path(Some(path));
+    }
     let root = RootBuilder::default()
         .path(input.rootfs)
         .readonly(req.readonly_rootfs)
         .build()
         .map_err(|e| oci_err("root", e))?;
     let hostname = if req.hostname.is_empty() { DEFAULT_HOSTNAME.to_owned() } else { req.hostname.clone() };
-    SpecBuilder::default()
+    let mut spec = SpecBuilder::default()
         .version("1.0.2-dev")
         .root(root)
         .hostname(hostname)
@@ -301,7 +312,57 @@ pub(crate) fn build_spec(input: SpecInput<'_>) -> Result<Spec> {
         .mounts(input.mounts.iter().map(|m| m.mount.clone()).collect::<Vec<_>>())
         .linux(linux)
         .build()
-        .map_err(|e| oci_err("spec", e))
+        .map_err(|e| oci_err("spec", e))?;
+    if req.security == SecurityMode::Insecure {
+        super::insecure::apply(&mut spec)?;
+    }
+    Ok(spec)
+}
+
+/// BuildKit's rlimits for an op's ulimits (`generateRlimitOpts`): `RLIMIT_<NAME upper>` with the
+/// values as `uint64`, in the op's order; they replace every default limit.
+pub(crate) fn ulimit_rlimits(ulimits: &[Ulimit]) -> Result<Vec<oci_spec::runtime::PosixRlimit>> {
+    ulimits
+        .iter()
+        .map(|u| {
+            let typ: PosixRlimitType = format!("RLIMIT_{}", u.name.to_uppercase()).parse().map_err(|_| {
+                worker_err(format!(
+                    "unknown ulimit {:?}: expected one of core, cpu, data, fsize, locks, memlock, msgqueue, nice, \
+                     nofile, nproc, rss, rtprio, rttime, sigpending, stack, as",
+                    u.name
+                ))
+            })?;
+            PosixRlimitBuilder::default()
+                .typ(typ)
+                .soft(u.soft as u64)
+                .hard(u.hard as u64)
+                .build()
+                .map_err(|e| oci_err("rlimits", e))
+        })
+        .collect()
+}
+
+/// BuildKit's `linux.cgroupsPath` for a cgroup parent (executor/oci/spec.go): the systemd form
+/// `NAME.slice:` + id when the parent contains `.slice` and ends with `:`, else
+/// `/PARENT/buildkit/<id>` (cleaned like Go's `filepath.Join`); `None` for no parent.
+pub(crate) fn cgroups_path(parent: &str, id: &str) -> Option<PathBuf> {
+    if parent.is_empty() {
+        return None;
+    }
+    if parent.contains(".slice") && parent.ends_with(':') {
+        return Some(PathBuf::from(format!("{parent}{id}")));
+    }
+    let mut out = PathBuf::from("/");
+    for c in Path::new(parent).join("buildkit").join(id).components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::ParentDir => {
+                out.pop();
+            }
+            _ => {}
+        }
+    }
+    Some(out)
 }
 
 #[cfg(test)]
@@ -323,6 +384,7 @@ mod tests {
             network: NetworkMode::None,
             extra_hosts: vec![],
             remove_mount_stubs_recursive: true,
+            ..Default::default()
         }
     }
 
@@ -373,8 +435,8 @@ mod tests {
         let json = serde_json::to_value(&spec).unwrap();
         assert_eq!(json["root"]["readonly"], true);
         assert_eq!(json["hostname"], "kiln");
-        assert_eq!(json["process"]["env"][0], DEFAULT_PATH);
-        assert_eq!(json["process"]["env"][1], "A=1");
+        assert_eq!(json["process"]["env"][0], "A=1");
+        assert_eq!(json["process"]["env"][1], DEFAULT_PATH);
         assert_eq!(json["process"]["user"]["additionalGids"][0], 3);
         assert_eq!(json["process"]["capabilities"]["bounding"].as_array().unwrap().len(), 14);
         assert_eq!(json["process"]["rlimits"][0]["soft"], nofile_limit());

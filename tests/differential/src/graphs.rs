@@ -1,14 +1,15 @@
 //! The graph table. One function per graph; adding a graph is one entry in [`GRAPHS`].
 //!
 //! Locals every graph may use: `rootfs` (busybox rootfs, see `fixtures::rootfs`), `ctx` (see
-//! `fixtures::ctx`) and `owned` (non-root owners, `fixtures::owned`); secret `mysecret`. Graphs that export a Run's whole rootfs also exercise
+//! `fixtures::ctx`) and `owned` (non-root owners, `fixtures::owned`); secret `mysecret`; SSH agent
+//! socket `default` (a listening socket nobody answers: graphs only look at the mount). Graphs that export a Run's whole rootfs also exercise
 //! mount-stub cleanup; graphs that copy a Run's result out with a file op isolate one behaviour.
 
 use crate::{Built, Graph};
 use kiln::graph::pb;
 use kiln::graph::{
     CacheSharing, CopyOptions, ExecOptions, LocalOptions, MkdirOptions, MkfileOptions, MountSpec, Network, Owner,
-    RmOptions, State,
+    RmOptions, SshSocket, State,
 };
 use kiln::Digest;
 use prost::Message;
@@ -137,6 +138,28 @@ pub const GRAPHS: &[Graph] = &[
     ok("merge_dir_and_file", merge_dir_and_file),
     ok("merge_execs", merge_execs),
     ok("copy_from_merge", copy_from_merge),
+    // -- diff -----------------------------------------------------------------------------------
+    ok("diff_run_alone", diff_run_alone),
+    ok("diff_merged_onto_other_base", diff_merged_onto_other_base),
+    ok("diff_two_runs_merged", diff_two_runs_merged),
+    ok("diff_scratch_lower", diff_scratch_lower),
+    ok("diff_not_ancestor", diff_not_ancestor),
+    ok("diff_as_mount", diff_as_mount),
+    // -- exec features --------------------------------------------------------------------------
+    ok("exec_default_hostname_and_hosts", exec_default_hostname_and_hosts),
+    ok("exec_extra_hosts", exec_extra_hosts),
+    ok("exec_ulimit", exec_ulimit),
+    ok("exec_secret_env", exec_secret_env),
+    ok("exec_secret_env_optional_missing", exec_secret_env_optional_missing),
+    refused("exec_secret_env_missing", exec_secret_env_missing),
+    ok("exec_ssh_mount", exec_ssh_mount),
+    ok("exec_ssh_mount_owner_mode", exec_ssh_mount_owner_mode),
+    ok("exec_ssh_optional_missing", exec_ssh_optional_missing),
+    refused("exec_ssh_missing", exec_ssh_missing),
+    ok("exec_cgroup_parent", exec_cgroup_parent),
+    refused("exec_network_host_not_granted", exec_network_host_not_granted),
+    refused("exec_insecure_not_granted", exec_insecure_not_granted),
+    ok("exec_outputs_and_readonly_mounts", exec_outputs_and_readonly_mounts),
 ];
 
 // ---------------------------------------------------------------------------------------------
@@ -789,4 +812,148 @@ fn merge_execs() -> R {
 fn copy_from_merge() -> R {
     let m = State::merge(vec![ctx(), State::scratch().mkdir("/dir", md()).mkfile("/dir/extra", 0o644, "e", mf())]);
     st(State::scratch().copy(&m, "/dir", "/merged", CopyOptions::default()))
+}
+
+// ---------------------------------------------------------------------------------------------
+// diff
+
+/// A Run on the rootfs that adds, changes and deletes files (and dirs) under /data.
+fn data_base() -> State {
+    run(
+        &rootfs(),
+        "mkdir -p /data/sub /data/keep && echo a > /data/a && echo m > /data/m && echo d > /data/del && \
+         echo s > /data/sub/s && echo k > /data/keep/k",
+    )
+}
+
+fn data_changes(base: &State) -> State {
+    run(
+        base,
+        "echo new > /data/new && echo changed > /data/m && rm /data/del && rm -r /data/sub && echo k2 > /data/keep/k2",
+    )
+}
+
+fn other_base() -> State {
+    State::scratch()
+        .mkdir("/data", md())
+        .mkfile("/data/a", 0o644, "a2", mf())
+        .mkfile("/data/del", 0o644, "other del", mf())
+        .mkdir("/data/sub", md())
+        .mkfile("/data/sub/s", 0o644, "other s", mf())
+}
+
+fn diff_run_alone() -> R {
+    let base = data_base();
+    st(State::diff(&base, &data_changes(&base)))
+}
+
+fn diff_merged_onto_other_base() -> R {
+    let base = data_base();
+    st(State::merge(vec![other_base(), State::diff(&base, &data_changes(&base))]))
+}
+
+fn diff_two_runs_merged() -> R {
+    let base = data_base();
+    let one = run(&base, "echo t > /data/tmpf && echo x > /data/x");
+    let two = run(&one, "rm /data/tmpf /data/a");
+    st(State::merge(vec![other_base().mkfile("/data/tmpf", 0o644, "t2", mf()), State::diff(&base, &two)]))
+}
+
+fn diff_scratch_lower() -> R {
+    st(State::diff(&State::scratch(), &State::scratch().mkdir("/d", md()).mkfile("/d/f", 0o600, "f", mf())))
+}
+
+fn diff_not_ancestor() -> R {
+    let lower = State::scratch().mkfile("/same", 0o644, "same", mf()).mkfile("/gone", 0o644, "gone", mf());
+    let upper = State::scratch().mkfile("/same", 0o644, "same", mf()).mkfile("/added", 0o644, "added", mf());
+    st(State::merge(vec![lower.clone(), State::diff(&lower, &upper)]))
+}
+
+fn diff_as_mount() -> R {
+    let base = data_base();
+    let d = State::diff(&base, &data_changes(&base));
+    let s = rootfs().run(sh("find /mnt | sort > /tmp/found").mount(MountSpec::bind("/mnt", &d, true)));
+    st(extract(&s, "/tmp"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// exec features
+
+fn exec_default_hostname_and_hosts() -> R {
+    st(extract(&rootfs().run(sh("hostname > /tmp/h && cat /etc/hosts > /tmp/hosts")).root(), "/tmp"))
+}
+
+fn exec_extra_hosts() -> R {
+    let o = sh("cat /etc/hosts > /tmp/hosts")
+        .extra_host("db.internal", "10.1.2.3".parse().map_err(|e| format!("{e}"))?)
+        .extra_host("v6.internal", "fd00::1".parse().map_err(|e| format!("{e}"))?);
+    st(extract(&rootfs().run(o).root(), "/tmp"))
+}
+
+fn exec_ulimit() -> R {
+    let o = sh("{ ulimit -n; ulimit -Hn; ulimit -s; } > /tmp/limits").ulimit("nofile", 1024, 2048).ulimit(
+        "stack",
+        8192 * 1024,
+        8192 * 1024,
+    );
+    st(extract(&rootfs().run(o).root(), "/tmp"))
+}
+
+fn exec_secret_env() -> R {
+    let o = sh("echo \"[$TOKEN]\" > /tmp/env").secret_env("TOKEN", "mysecret", false);
+    st(extract(&rootfs().run(o).root(), "/tmp"))
+}
+
+fn exec_secret_env_optional_missing() -> R {
+    let o = sh("echo \"[${NOPE-unset}]\" > /tmp/env").secret_env("NOPE", "not-given", true);
+    st(extract(&rootfs().run(o).root(), "/tmp"))
+}
+
+fn exec_secret_env_missing() -> R {
+    st(rootfs().run(sh("true").secret_env("NOPE", "not-given", false)).root())
+}
+
+fn exec_ssh_mount() -> R {
+    let o = sh("stat -c '%a %u %g %F' /run/buildkit/ssh_agent.0 > /tmp/ssh && echo $SSH_AUTH_SOCK >> /tmp/ssh")
+        .ssh(SshSocket::new("default"));
+    st(extract(&rootfs().run(o).root(), "/tmp"))
+}
+
+fn exec_ssh_mount_owner_mode() -> R {
+    let o = sh("stat -c '%a %u %g %F' /agent/sock > /tmp/ssh && echo $SSH_AUTH_SOCK >> /tmp/ssh")
+        .ssh(SshSocket::new("default").target("/agent/sock").owner(1000, 50, 0o640));
+    st(extract(&rootfs().run(o).root(), "/tmp"))
+}
+
+fn exec_ssh_optional_missing() -> R {
+    let o = sh("ls -a /run > /tmp/run").ssh(SshSocket::new("not-given").optional());
+    st(extract(&rootfs().run(o).root(), "/tmp"))
+}
+
+fn exec_ssh_missing() -> R {
+    st(rootfs().run(sh("true").ssh(SshSocket::new("not-given"))).root())
+}
+
+fn exec_cgroup_parent() -> R {
+    st(extract(&rootfs().run(sh("echo ran > /tmp/ran").cgroup_parent("kilndiff")).root(), "/tmp"))
+}
+
+fn exec_network_host_not_granted() -> R {
+    st(rootfs().run(sh("true").network(Network::Host)).root())
+}
+
+fn exec_insecure_not_granted() -> R {
+    st(rootfs().run(sh("true").insecure()).root())
+}
+
+fn exec_outputs_and_readonly_mounts() -> R {
+    let e = rootfs().run(
+        sh("echo one > /o1/f && echo two > /o2/f && cat /ro/dir/a.txt > /o1/copied")
+            .mount(MountSpec::bind("/o1", &State::scratch(), false))
+            .mount(MountSpec::bind("/o2", &State::scratch().mkdir("/keep", md()), false))
+            .mount(MountSpec::bind("/ro", &ctx(), true)),
+    );
+    let o1 = e.mount_output("/o1").ok_or("no /o1 output")?;
+    let o2 = e.mount_output("/o2").ok_or("no /o2 output")?;
+    st(State::merge(vec![o1, State::scratch().copy(&o2, "/", "/second", CopyOptions::default())]))
 }

@@ -50,6 +50,8 @@ pub struct Env {
     pub locals: Vec<(String, PathBuf)>,
     /// `--secret` CSV values given to both engines.
     pub secrets: Vec<String>,
+    /// `--ssh ID=SOCKET` values given to both engines.
+    pub ssh: Vec<String>,
     /// Scratch directory for definitions and outputs.
     pub work: PathBuf,
 }
@@ -123,6 +125,9 @@ impl Env {
         for s in &self.secrets {
             c.arg("--secret").arg(s);
         }
+        for s in &self.ssh {
+            c.arg("--ssh").arg(s);
+        }
         run_cmd(c, def, work, "buildctl-build")
     }
 
@@ -134,6 +139,9 @@ impl Env {
         }
         for s in &self.secrets {
             c.arg("--secret").arg(s);
+        }
+        for s in &self.ssh {
+            c.arg("--ssh").arg(s);
         }
         run_cmd(c, def, work, "kiln-build")
     }

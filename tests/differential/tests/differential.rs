@@ -94,7 +94,12 @@ fn run() -> Result<bool, String> {
     };
     let work = tmp.path().join("work");
     std::fs::create_dir_all(&work).map_err(|e| format!("mkdir {}: {e}", work.display()))?;
-    let env = Env { buildctl, addr, kiln, kiln_roots: Vec::new(), locals, secrets, work };
+    // An SSH agent socket for `--ssh default=...`: graphs look at the mount, nobody connects.
+    let agent = tmp.path().join("agent.sock");
+    let _agent =
+        std::os::unix::net::UnixListener::bind(&agent).map_err(|e| format!("bind {}: {e}", agent.display()))?;
+    let ssh = vec![format!("default={}", agent.display())];
+    let env = Env { buildctl, addr, kiln, kiln_roots: Vec::new(), locals, secrets, ssh, work };
 
     let only: Option<Vec<String>> =
         std::env::var("DIFF_ONLY").ok().map(|s| s.split(',').map(|x| x.trim().to_owned()).collect());

@@ -147,7 +147,7 @@ async fn env_cwd_and_user() {
 async fn hostname_and_hosts() {
     let env = setup();
     let (_, out, _) = env.run(env.request("defhost", "hostname")).await;
-    assert_eq!(out, "kiln\n");
+    assert_eq!(out, "buildkitsandbox\n");
     let mut req = env.request("host", "hostname; cat /etc/hosts; touch /etc/hosts");
     req.hostname = "builder".into();
     req.extra_hosts = vec![("db.local".into(), "10.1.2.3".into())];

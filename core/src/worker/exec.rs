@@ -81,7 +81,7 @@ pub struct ExecRequest {
     pub cwd: String,
     /// `""`, `name`, `uid`, `uid:gid`, `name:group`, resolved with [`crate::worker::resolve_user`].
     pub user: String,
-    /// The container's hostname; `""` means `kiln`.
+    /// The container's hostname; `""` means `buildkitsandbox` (BuildKit's default).
     pub hostname: String,
     /// Extra mounts, applied parents first.
     pub mounts: Vec<ExecMount>,

@@ -16,8 +16,9 @@ use crate::worker::mountstub::StubKind;
 
 /// `PATH` used when the request's environment has none (BuildKit's default).
 pub(crate) const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-/// Hostname used when the request leaves it empty.
-pub(crate) const DEFAULT_HOSTNAME: &str = "kiln";
+/// Hostname used when the request leaves it empty: BuildKit's, since a Run's results may record
+/// it (`hostname > file`, `/etc/hosts`) and must be identical to BuildKit's.
+pub(crate) const DEFAULT_HOSTNAME: &str = "buildkitsandbox";
 /// RLIMIT_NOFILE soft and hard limit (BuildKit's default), lowered to our own hard limit when
 /// that is smaller (without CAP_SYS_RESOURCE runc cannot raise it and the start fails).
 const NOFILE_LIMIT: u64 = 1_048_576;
@@ -434,7 +435,7 @@ mod tests {
         .unwrap();
         let json = serde_json::to_value(&spec).unwrap();
         assert_eq!(json["root"]["readonly"], true);
-        assert_eq!(json["hostname"], "kiln");
+        assert_eq!(json["hostname"], "buildkitsandbox");
         assert_eq!(json["process"]["env"][0], "A=1");
         assert_eq!(json["process"]["env"][1], DEFAULT_PATH);
         assert_eq!(json["process"]["user"]["additionalGids"][0], 3);

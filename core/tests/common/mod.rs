@@ -3,3 +3,4 @@
 pub mod busybox;
 pub mod kit;
 pub mod registry;
+pub mod fault;

@@ -22,8 +22,11 @@ pub(crate) const WHITEOUT_PREFIX: &str = ".wh.";
 /// Name of the OCI opaque-directory marker.
 pub(crate) const OPAQUE: &str = ".wh..wh..opq";
 
+/// A failure writing one tar entry. The cause is part of the message (defect 13a: a full disk
+/// showed only "writing layer entry in/part2"); the blob writer's errors name the blob file.
 fn tar_err(what: &str, path: &Path, e: std::io::Error) -> Error {
-    Error::with_source(ErrorKind::Snapshot, format!("writing layer entry {what} {}", path.display()), e)
+    let sep = if what.is_empty() { "" } else { " " };
+    Error::with_source(ErrorKind::Snapshot, format!("writing layer entry {what}{sep}{}: {e}", path.display()), e)
 }
 
 /// Streams tar entries for a layer, turning repeated inodes into hardlink entries.

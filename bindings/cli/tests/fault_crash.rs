@@ -30,7 +30,8 @@ fn referenced_blobs(cache: &Path) -> BTreeSet<String> {
         else {
             continue;
         };
-        let root = layout.store().read(&kiln::digest::Digest::parse(&m.digest().to_string()).expect("digest")).expect("root");
+        let root =
+            layout.store().read(&kiln::digest::Digest::parse(&m.digest().to_string()).expect("digest")).expect("root");
         let v: serde_json::Value = serde_json::from_slice(&root).expect("cache root json");
         if let Some(c) = v.get("config").and_then(|c| c.get("digest")).and_then(|d| d.as_str()) {
             out.insert(c.to_owned());
@@ -104,7 +105,9 @@ enum Dest<'a> {
 impl Dest<'_> {
     fn export(&self, tag: &str) -> Vec<String> {
         match self {
-            Dest::Local(dir) => vec!["--export-cache".into(), format!("type=local,dest={},tag={tag},mode=max", dir.display())],
+            Dest::Local(dir) => {
+                vec!["--export-cache".into(), format!("type=local,dest={},tag={tag},mode=max", dir.display())]
+            }
             Dest::Registry(addr) => {
                 vec!["--export-cache".into(), format!("type=registry,ref={addr}/kiln/crash:{tag},mode=max")]
             }
@@ -287,7 +290,8 @@ fn kill9_local_export_and_cache_prune() {
             problems.push(format!("prune trial {i}: unreferenced blobs {extra:?}, {temp} ingest/lease files"));
         }
         // The newest tag left still imports fully CACHED.
-        if let Some(t) = tags.iter().max_by_key(|t| t.trim_start_matches(['t', 'b', 'a', 's', 'e']).parse::<i64>().unwrap_or(-1))
+        if let Some(t) =
+            tags.iter().max_by_key(|t| t.trim_start_matches(['t', 'b', 'a', 's', 'e']).parse::<i64>().unwrap_or(-1))
         {
             let def = env.path(&format!("local-{t}.pb"));
             if let Err(e) = imports_fully_cached(&env, "prune", &def, Dest::Local(&cache).import(t)) {

@@ -46,7 +46,11 @@ fn full_export_destination_fails_clearly_and_keeps_the_previous_cache() {
     assert_eq!(tags, vec!["prev".to_owned()]);
     let leftovers = count_entries(&cache.join("ingest")) + count_entries(&cache.join("kiln-leases"));
     let left = leaks(&root);
-    let o = run(env.build_cmd(&env.path("fresh"), &prev, &["--import-cache".into(), format!("type=local,src={},tag=prev", cache.display())]));
+    let o = run(env.build_cmd(
+        &env.path("fresh"),
+        &prev,
+        &["--import-cache".into(), format!("type=local,src={},tag=prev", cache.display())],
+    ));
     assert!(o.status.success() && fully_cached(&text(&o.stderr)), "prev imports fully CACHED:\n{}", text(&o.stderr));
     // The destination takes a small export again, and the engine root builds.
     ok(env.build_cmd(&root, &env.def("after", &tiny("after", 64)), &export_local(&cache, "after", "max")));
@@ -96,7 +100,11 @@ fn full_engine_root_names_path_and_cause_and_recovers() {
     let left = leaks(&root);
     let ingest = count_entries(&root.join("content/ingest"));
     // The previous cache is intact.
-    let o = run(env.build_cmd(&env.path("fresh"), &prev, &["--import-cache".into(), format!("type=local,src={},tag=prev", cache.display())]));
+    let o = run(env.build_cmd(
+        &env.path("fresh"),
+        &prev,
+        &["--import-cache".into(), format!("type=local,src={},tag=prev", cache.display())],
+    ));
     assert!(o.status.success() && fully_cached(&text(&o.stderr)), "prev imports fully CACHED:\n{}", text(&o.stderr));
     assert_eq!(verify_layout(&cache).expect("cache"), vec!["prev".to_owned()]);
     // Free space (prune the root's records), then the root builds, exports and reports usage.

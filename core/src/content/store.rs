@@ -285,23 +285,17 @@ impl std::fmt::Debug for BlobWriter {
 
 impl Write for BlobWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.out.write(buf).map_err(|e| self.io_error("writing blob", e))?;
+        let n = self.out.write(buf)?;
         self.hasher.update(&buf[..n]);
         self.len += n as u64;
         Ok(n)
     }
     fn flush(&mut self) -> io::Result<()> {
-        self.out.flush().map_err(|e| self.io_error("flushing blob", e))
+        self.out.flush()
     }
 }
 
 impl BlobWriter {
-    /// An I/O error of this writer naming its temp file, keeping the kind and the OS error's
-    /// text (e.g. "No space left on device (os error 28)") for whoever wraps it.
-    fn io_error(&self, what: &str, e: io::Error) -> io::Error {
-        io::Error::new(e.kind(), format!("{what} {}: {e}", self.out.get_ref().path().display()))
-    }
-
     /// Bytes written so far.
     pub fn len(&self) -> u64 {
         self.len

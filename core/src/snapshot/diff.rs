@@ -23,7 +23,7 @@ pub(crate) const WHITEOUT_PREFIX: &str = ".wh.";
 pub(crate) const OPAQUE: &str = ".wh..wh..opq";
 
 /// A failure writing one tar entry. The cause is part of the message (defect 13a: a full disk
-/// showed only "writing layer entry in/part2"); the blob writer's errors name the blob file.
+/// showed only "writing layer entry in/part2"); the temp file's errors name its path.
 fn tar_err(what: &str, path: &Path, e: std::io::Error) -> Error {
     let sep = if what.is_empty() { "" } else { " " };
     Error::with_source(ErrorKind::Snapshot, format!("writing layer entry {what}{sep}{}: {e}", path.display()), e)

@@ -94,7 +94,13 @@ pub fn text(b: &[u8]) -> String {
 #[track_caller]
 pub fn ok(cmd: Command) -> String {
     let o = run(cmd);
-    assert!(o.status.success(), "kiln failed ({}):\nstdout:\n{}\nstderr:\n{}", o.status, text(&o.stdout), text(&o.stderr));
+    assert!(
+        o.status.success(),
+        "kiln failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        text(&o.stdout),
+        text(&o.stderr)
+    );
     text(&o.stderr)
 }
 

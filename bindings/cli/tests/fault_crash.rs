@@ -48,6 +48,12 @@ fn referenced_blobs(cache: &Path) -> BTreeSet<String> {
     out.into_iter().map(|d| d.trim_start_matches("sha256:").to_owned()).collect()
 }
 
+/// Bytes under an engine root other than its metadata database (whose free pages redb keeps).
+fn root_bytes(root: &Path) -> u64 {
+    let db = std::fs::metadata(root.join("metadata.redb")).map(|m| m.len()).unwrap_or(0);
+    dir_bytes(root).saturating_sub(db)
+}
+
 /// Blobs stored in a local cache directory that no tag references.
 fn unreferenced_blobs(cache: &Path) -> Vec<String> {
     let referenced = referenced_blobs(cache);
@@ -150,13 +156,13 @@ fn kill_builds(env: &Env, probe: &str, dest: &Dest, seed: u64) -> Vec<(&'static 
     let mut c = kiln(&root);
     c.args(["prune", "--all"]);
     ok(c);
-    let baseline = dir_bytes(&root);
+    let baseline = root_bytes(&root);
     ok(env.build_cmd(&root, &base_def, &dest.export("base")));
     // The kill points range over one build like a trial's (the rootfs is already recorded).
     let took =
         calibrate(env.build_cmd(&root, &env.def(&format!("{probe}-calib"), &tiny(&format!("{probe}-calib"), 64)), &[]));
     let range_ms = (took.as_millis() as u64 * 13 / 10).max(50);
-    let (mut failures, mut leaked, mut finished) = (0usize, 0usize, 0usize);
+    let (mut failures, mut leaked, mut finished, mut left_by_kill) = (0usize, 0usize, 0usize, 0usize);
     let mut tags = vec!["base".to_owned()];
     let mut problems = Vec::new();
     for i in 0..TRIALS {
@@ -165,6 +171,14 @@ fn kill_builds(env: &Env, probe: &str, dest: &Dest, seed: u64) -> Vec<(&'static 
         let delay = Duration::from_millis(rng.below(range_ms));
         if spawn_and_kill(env.build_cmd(&root, &def, &dest.export(&tag)), delay) {
             finished += 1;
+        }
+        // Right after the kill the cache reopens with every earlier tag intact. (Mounts and
+        // containers a killed process left are counted, not failed: the next solve removes them.)
+        left_by_kill += leaks(&root).len();
+        let check = if matches!(dest, Dest::Local(_)) { tags.clone() } else { vec!["base".to_owned()] };
+        if let Err(e) = dest.verify(&check) {
+            failures += 1;
+            problems.push(format!("trial {i} ({delay:?}): after the kill: {e}"));
         }
         // The next solve: the root reopens and the same build completes its export.
         let o = run(env.build_cmd(&root, &def, &dest.export(&tag)));
@@ -192,7 +206,11 @@ fn kill_builds(env: &Env, probe: &str, dest: &Dest, seed: u64) -> Vec<(&'static 
                 problems.push(format!("trial {i} ({delay:?}): unreferenced blobs after the next export: {extra:?}"));
             }
         }
-        // An earlier tag (seeded pick) still imports fully CACHED on a fresh root.
+        // An earlier tag (seeded pick) still imports fully CACHED on a fresh root (every other
+        // trial, to keep the suite fast; the last trial always).
+        if i % 2 == 0 && i + 1 != TRIALS {
+            continue;
+        }
         let pick = tags[rng.below(tags.len() as u64 - 1) as usize].clone();
         let pick_def = env.path(&format!("{probe}-{pick}.pb"));
         if let Err(e) = imports_fully_cached(env, probe, &pick_def, dest.import(&pick)) {
@@ -214,16 +232,15 @@ fn kill_builds(env: &Env, probe: &str, dest: &Dest, seed: u64) -> Vec<(&'static 
     if !left.is_empty() {
         problems.push(format!("left after prune: {left:#?}"));
     }
-    let max_growth = dir_bytes(&root) as i64 - baseline as i64;
+    let max_growth = root_bytes(&root) as i64 - baseline as i64;
     // Every tag is still there and every blob it names verifies.
     if let Err(e) = dest.verify(&tags) {
         failures += 1;
         problems.push(format!("final verification: {e}"));
     }
     assert!(problems.is_empty(), "{probe}: {} problem(s):\n{}", problems.len(), problems.join("\n"));
-    // Metadata (redb) may keep a few free pages; garbage would grow by a 64 KiB layer (and a
-    // snapshot) per trial.
-    assert!(max_growth < 512 * 1024, "{probe}: root grew by {max_growth} bytes after prune --all");
+    // Garbage would grow by a 64 KiB layer (and a snapshot) per trial.
+    assert!(max_growth < 64 * 1024, "{probe}: root grew by {max_growth} bytes after prune --all");
     vec![
         ("trials", TRIALS.to_string()),
         ("failures", failures.to_string()),
@@ -231,20 +248,31 @@ fn kill_builds(env: &Env, probe: &str, dest: &Dest, seed: u64) -> Vec<(&'static 
         ("finished_before_kill", finished.to_string()),
         ("kill_range_ms", range_ms.to_string()),
         ("root_growth_bytes", max_growth.to_string()),
+        ("left_by_kill_cleaned", left_by_kill.to_string()),
         ("tags_verified", tags.len().to_string()),
     ]
 }
 
 #[test]
-fn kill9_local_export_and_cache_prune() {
+fn kill9_local_export() {
     let env = Env::new();
     let cache = env.path("cache");
     let figures = kill_builds(&env, "local", &Dest::Local(&cache), 0x5eed_0001);
     record("fault_crash", "kill9_build_export_local", &figures);
+}
 
-    // kill -9 of `kiln cache prune` on the 31 tags just exported: each trial keeps one tag
-    // fewer, so every prune has work to do.
+#[test]
+fn kill9_cache_prune() {
+    let env = Env::new();
+    let cache = env.path("cache");
+    // 31 tags made by file ops (no container: quick), each trial keeps one tag fewer, so every
+    // prune has work to do.
     let root = env.path("root-prune");
+    for k in 0..=TRIALS {
+        let t = format!("t{k}");
+        let def = env.def(&format!("prune-{t}"), &small_file(&format!("prune-{t}")));
+        ok(env.build_cmd(&root, &def, &Dest::Local(&cache).export(&t)));
+    }
     let mut rng = Lcg::new(0x5eed_0003);
     let mut tags = verify_layout(&cache).expect("cache before prune trials");
     assert_eq!(tags.len(), TRIALS + 1, "{tags:?}");
@@ -299,7 +327,7 @@ fn kill9_local_export_and_cache_prune() {
         if let Some(t) =
             tags.iter().max_by_key(|t| t.trim_start_matches(['t', 'b', 'a', 's', 'e']).parse::<i64>().unwrap_or(-1))
         {
-            let def = env.path(&format!("local-{t}.pb"));
+            let def = env.path(&format!("prune-{t}.pb"));
             if let Err(e) = imports_fully_cached(&env, "prune", &def, Dest::Local(&cache).import(t)) {
                 failures += 1;
                 problems.push(format!("prune trial {i}: {e}"));
@@ -388,46 +416,4 @@ fn sigint_and_sigterm_stop_a_build_quickly() {
         // The root opens and builds again.
         ok(env.build_cmd(&root, &env.def("again", &tiny("again", 1)), &[]));
     }
-}
-
-#[test]
-#[ignore]
-fn timing_probe() {
-    let env = Env::new();
-    let root = env.path("root");
-    let cache = env.path("cache");
-    let t = |what: &str, cmd: Command| {
-        let t0 = Instant::now();
-        let o = run(cmd);
-        println!("{what}: {:?} {}", t0.elapsed(), o.status);
-    };
-    let d0 = env.def("a", &tiny("a", 64));
-    let d1 = env.def("b", &tiny("b", 64));
-    let exp = |tag: &str| {
-        vec!["--export-cache".to_string(), format!("type=local,dest={},tag={tag},mode=max", cache.display())]
-    };
-    t("first build+export", env.build_cmd(&root, &d0, &exp("a")));
-    t("second build+export", env.build_cmd(&root, &d1, &exp("b")));
-    t("cached build+export", env.build_cmd(&root, &d1, &exp("b")));
-    t("cached build", env.build_cmd(&root, &d1, &[]));
-    t(
-        "fresh import",
-        env.build_cmd(
-            &env.path("r2"),
-            &d1,
-            &["--import-cache".into(), format!("type=local,src={},tag=b", cache.display())],
-        ),
-    );
-    let mut c = kiln(&root);
-    c.arg("du");
-    t("du", c);
-    let mut c = kiln(&root);
-    c.args(["prune", "--all"]);
-    t("prune", c);
-    let mut c = kiln(&root);
-    c.args(["cache", "ls", "--dir"]).arg(&cache);
-    t("cache ls", c);
-    let mut c = kiln(&root);
-    c.arg("workers");
-    t("workers", c);
 }

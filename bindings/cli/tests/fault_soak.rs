@@ -72,15 +72,6 @@ fn imports_all(env: &Env, name: &str, tags: &[String], import: impl Fn(&str) -> 
     }
 }
 
-/// A build graph without a container: 16 KiB of seeded bytes in `/<tag>.tag` on scratch (the
-/// soak is about sharing caches; containers are covered by `fault_crash`).
-fn small_file(tag: &str) -> State {
-    let mut rng =
-        Lcg::new(tag.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)));
-    let data: Vec<u8> = (0..16 * 1024).map(|_| rng.next() as u8).collect();
-    State::scratch().mkfile(format!("/{tag}.tag"), 0o644, data, kiln::graph::MkfileOptions::default())
-}
-
 fn exports(cache: &Path, registry: &str, repo: &str, tag: &str) -> Vec<String> {
     vec![
         "--export-cache".into(),

@@ -62,6 +62,15 @@ pub fn tiny(tag: &str, kib: u32) -> State {
         .root()
 }
 
+/// A build graph without a container: 16 KiB of seeded bytes in `/<tag>.tag` on scratch (for
+/// probes about caches rather than containers).
+pub fn small_file(tag: &str) -> State {
+    let mut rng =
+        Lcg::new(tag.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)));
+    let data: Vec<u8> = (0..16 * 1024).map(|_| rng.next() as u8).collect();
+    State::scratch().mkfile(format!("/{tag}.tag"), 0o644, data, kiln::graph::MkfileOptions::default())
+}
+
 /// `kiln --root ROOT` with a clean environment.
 pub fn kiln(root: &Path) -> Command {
     let mut c = Command::new(KILN);

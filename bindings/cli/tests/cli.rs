@@ -527,8 +527,8 @@ fn wait_bounded(child: &mut std::process::Child, limit: std::time::Duration) -> 
 }
 
 #[test]
-fn sigterm_and_sighup_cancel_cleanly() {
-    for sig in ["TERM", "HUP"] {
+fn sigint_sigterm_and_sighup_cancel_cleanly() {
+    for sig in ["INT", "TERM", "HUP"] {
         let env = Env::new();
         let value = format!("staged-secret-{sig}-{}", std::process::id());
         std::fs::write(env.path("tok"), &value).unwrap();

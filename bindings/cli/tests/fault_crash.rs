@@ -31,7 +31,7 @@ fn referenced_blobs(cache: &Path) -> BTreeSet<String> {
             continue;
         };
         let root =
-            layout.store().read(&kiln::digest::Digest::parse(&m.digest().to_string()).expect("digest")).expect("root");
+            layout.store().read(&kiln::digest::Digest::parse(m.digest().as_ref()).expect("digest")).expect("root");
         let v: serde_json::Value = serde_json::from_slice(&root).expect("cache root json");
         if let Some(c) = v.get("config").and_then(|c| c.get("digest")).and_then(|d| d.as_str()) {
             out.insert(c.to_owned());
@@ -364,7 +364,7 @@ fn sigint_and_sigterm_stop_a_build_quickly() {
     for sig in ["INT", "TERM"] {
         let root = env.path(&format!("root-{sig}"));
         let st = kiln::graph::State::local("rootfs")
-            .run(kiln::graph::ExecOptions::shell(&format!("echo started-long-run-{sig} && sleep 300")))
+            .run(kiln::graph::ExecOptions::shell(format!("echo started-long-run-{sig} && sleep 300")))
             .root();
         let def = env.def(&format!("sig-{sig}"), &st);
         let mut child = env.build_cmd(&root, &def, &[]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();

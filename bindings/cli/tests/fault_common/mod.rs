@@ -58,7 +58,7 @@ impl Env {
 /// A tiny graph: one RUN on the busybox rootfs writing `tag` and `kib` KiB of random bytes.
 pub fn tiny(tag: &str, kib: u32) -> State {
     State::local("rootfs")
-        .run(ExecOptions::shell(&format!("echo {tag} > /tag && head -c {} /dev/urandom > /r", kib * 1024)))
+        .run(ExecOptions::shell(format!("echo {tag} > /tag && head -c {} /dev/urandom > /r", kib * 1024)))
         .root()
 }
 

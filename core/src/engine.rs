@@ -340,6 +340,7 @@ impl Engine {
             std::fs::remove_dir_all(&tmp).with_path("clean engine tmp", &tmp)?;
         }
         std::fs::create_dir_all(&tmp).with_path("create engine tmp", &tmp)?;
+        solver::exec::remove_stale_secret_dirs(&tmp);
         let executor =
             Arc::new(RuncExecutor::new(&opts.runtime, root.join("runtime").join(&opts.runtime), root.join("bundles"))?);
         executor.cleanup_stale()?;

@@ -7,7 +7,7 @@ mod cache_export;
 pub mod cache_mounts;
 mod diff;
 pub mod display;
-mod exec;
+pub(crate) mod exec;
 mod exporters;
 mod fileop;
 mod keys;

@@ -560,7 +560,9 @@ fn hostile_option_strings_are_clear_errors() {
     let n = inputs.len();
     let mut accepted = 0;
     let t0 = Instant::now();
+    let mut slowest = (0u128, "");
     for (what, s) in &inputs {
+        let t = Instant::now();
         let _ = parse_csv(s);
         for r in [
             OutputSpec::parse(s).map(|_| ()),
@@ -578,6 +580,11 @@ fn hostile_option_strings_are_clear_errors() {
                 }
             }
         }
+        let ms = t.elapsed().as_millis();
+        println!("option case {what}: {ms} ms");
+        if ms > slowest.0 {
+            slowest = (ms, what);
+        }
     }
     record(
         "hostile_options",
@@ -586,6 +593,7 @@ fn hostile_option_strings_are_clear_errors() {
             ("accepted", accepted.to_string()),
             ("failures", "0".into()),
             ("ms", t0.elapsed().as_millis().to_string()),
+            ("slowest", slowest.1.replace(' ', "_")),
         ],
     );
 }

@@ -105,7 +105,10 @@ async fn good_cache(cache: &Path) {
 }
 
 /// A fresh engine imports `cache`, builds `graph()` to a directory; returns (warnings, ran?).
-async fn import_and_build(cache: &Path, extra: impl FnOnce(SolveOptions) -> SolveOptions) -> (Vec<String>, PathBuf, Kit) {
+async fn import_and_build(
+    cache: &Path,
+    extra: impl FnOnce(SolveOptions) -> SolveOptions,
+) -> (Vec<String>, PathBuf, Kit) {
     let k = Kit::native();
     let out = k.path("out");
     let o = k
@@ -349,7 +352,8 @@ async fn lying_diff_ids_are_refused_and_oci_export_is_valid() {
     let oci = t.path().join("oci");
     let oci2 = oci.clone();
     let (warns, _, _k) =
-        import_and_build(&cache, move |o| o.output(&format!("type=oci,dest={},tar=false", oci2.display())).unwrap()).await;
+        import_and_build(&cache, move |o| o.output(&format!("type=oci,dest={},tar=false", oci2.display())).unwrap())
+            .await;
     assert!(warns.iter().any(|w| w.contains("diffID")), "{warns:?}");
     assert_eq!(tree_hash(&cache), before);
     // Every exported diff_id is the sha256 of the decompressed layer.
@@ -480,7 +484,11 @@ fn metadata_files_must_be_regular_and_capped() {
         }
     }
     let grew = vm_hwm_kib().saturating_sub(hwm0) / 1024;
-    record(TEST, "metadata_files", &[("cases", "5".into()), ("refused", refused.to_string()), ("vmhwm_growth_mb", grew.to_string())]);
+    record(
+        TEST,
+        "metadata_files",
+        &[("cases", "5".into()), ("refused", refused.to_string()), ("vmhwm_growth_mb", grew.to_string())],
+    );
     assert_eq!(refused, 5);
     assert!(grew < 64, "{grew}");
 }
@@ -542,7 +550,8 @@ async fn oci_layout_source_is_never_linked_modified_or_deleted() {
     let app = State::oci_layout(&user, OciRef::Tag("1".into())).run(sh("cat /base > /out")).root();
     let k = Kit::native();
     let out = k.path("out");
-    let (r, ev) = k.solve(&app, SolveOptions::default().output(&format!("type=local,dest={}", out.display())).unwrap()).await;
+    let (r, ev) =
+        k.solve(&app, SolveOptions::default().output(&format!("type=local,dest={}", out.display())).unwrap()).await;
     r.unwrap_or_else(|e| panic!("{e}: {ev:#?}"));
     assert_eq!(std::fs::read_to_string(out.join("out")).unwrap(), "base\n");
     assert_eq!(tree_hash(&user), before, "the source layout changed");
@@ -654,7 +663,9 @@ fn hostile_layer_tars_stay_inside_the_snapshot() {
             |root, r| {
                 // As in BuildKit, device nodes are created, and only inside the snapshot.
                 r.is_ok()
-                    && std::fs::symlink_metadata(root.join("null")).map(|m| m.file_type().is_char_device()).unwrap_or(false)
+                    && std::fs::symlink_metadata(root.join("null"))
+                        .map(|m| m.file_type().is_char_device())
+                        .unwrap_or(false)
                     && std::fs::symlink_metadata(root.join("fifo")).map(|m| m.file_type().is_fifo()).unwrap_or(false)
             },
         ),

@@ -52,12 +52,14 @@ impl ContentStore {
                 Ok(m) if m.file_type().is_symlink() => {
                     return Err(Error::new(
                         ErrorKind::Content,
-                        format!("{} is a symbolic link; refusing to read blobs outside {}", sub.display(), dir.display()),
+                        format!(
+                            "{} is a symbolic link; refusing to read blobs outside {}",
+                            sub.display(),
+                            dir.display()
+                        ),
                     ))
                 }
-                Ok(_) => {
-                    return Err(Error::new(ErrorKind::Content, format!("{} is not a directory", sub.display())))
-                }
+                Ok(_) => return Err(Error::new(ErrorKind::Content, format!("{} is not a directory", sub.display()))),
                 // No blobs at all: every blob is simply missing.
                 Err(e) if e.kind() == io::ErrorKind::NotFound => break,
                 Err(e) => return Err(Error::io("inspecting blob directory", sub, e)),

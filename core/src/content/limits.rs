@@ -184,7 +184,7 @@ mod tests {
     fn json_depth() {
         let deep = format!("{}{}", "[".repeat(65), "]".repeat(65));
         assert!(check_json_depth(deep.as_bytes(), "x").is_err());
-        let ok = format!("{{\"a\":\"{}\",\"b\":{}{}}}", "[".repeat(100), "[".repeat(64), "]".repeat(64));
+        let ok = format!("{{\"a\":\"{}\",\"b\":{}{}}}", "[".repeat(100), "[".repeat(63), "]".repeat(63));
         check_json_depth(ok.as_bytes(), "x").unwrap();
     }
 }

@@ -37,10 +37,15 @@ pub struct Imports {
 
 impl Imports {
     /// Loads every importer's metadata; failures become warnings on `progress`.
-    pub fn load(store: &ContentStore, specs: &[CacheImportSpec], progress: &ProgressSink) -> Imports {
+    pub fn load(
+        store: &ContentStore,
+        specs: &[CacheImportSpec],
+        progress: &ProgressSink,
+        registry: &crate::registry::ClientSettings,
+    ) -> Imports {
         let mut imports = Imports::default();
         for spec in specs {
-            match load_one(store, spec) {
+            match load_one(store, spec, registry) {
                 Ok((origin, records)) => {
                     let idx = imports.origins.len();
                     imports.origins.push(origin);
@@ -53,6 +58,8 @@ impl Imports {
                     }
                     tracing::debug!(import = %spec, results = n, "cache import loaded");
                 }
+                // A cancelled solve stops here; its caller reports the cancellation.
+                Err(Error::Cancelled) => return imports,
                 Err(e) => progress.emit(ProgressEvent::Warning { message: format!("cache import {spec}: {e}") }),
             }
         }
@@ -79,7 +86,11 @@ impl Imports {
     }
 }
 
-fn load_one(store: &ContentStore, spec: &CacheImportSpec) -> Result<(Origin, Vec<super::records::ExportRecord>)> {
+fn load_one(
+    store: &ContentStore,
+    spec: &CacheImportSpec,
+    registry: &crate::registry::ClientSettings,
+) -> Result<(Origin, Vec<super::records::ExportRecord>)> {
     match &spec.source {
         CacheImportSource::Local { dir, tag, digest } => {
             let layout = OciLayout::open(dir)?;
@@ -96,7 +107,7 @@ fn load_one(store: &ContentStore, spec: &CacheImportSpec) -> Result<(Origin, Vec
         }
         CacheImportSource::Registry { reference, insecure } => {
             let r = crate::registry::Reference::parse(reference)?;
-            let client = crate::registry::RegistryClient::new(*insecure || crate::registry::is_loopback(&r))?;
+            let client = registry.client(&r, *insecure)?;
             let (root, _, _) = client.get_manifest(&r)?;
             let (layers, config) = parse_cache_root(&root)?;
             let cd = descriptor_digest(&config)?;

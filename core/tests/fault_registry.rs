@@ -324,6 +324,20 @@ async fn registry_answering_500_is_retried_then_import_misses_and_export_fails()
     assert_eq!(heads, 3, "the blob HEAD is tried 3 times: {:?}", fake.requests.lock().unwrap());
     // Upload sessions are never replayed: no POST was even reached.
     assert_eq!(fake.count("POST"), 0);
+
+    // An image push meets the same limits: a clear error, bounded retries.
+    let k = kit(RegistryOptions { attempts: 3, ..fast() });
+    let before = fake.count("HEAD");
+    let o = k.opts().output(&format!("type=image,name={}/kiln/img:1,push=true", fake.addr)).unwrap();
+    let (r, ev) = tokio::time::timeout(BOUND, k.solve(&graph(), o)).await.expect("image push hung");
+    let e = match r {
+        Ok(_) => panic!("image push to a failing registry succeeded: {ev:#?}"),
+        Err(e) => e,
+    };
+    println!("image push error: {e}");
+    assert_eq!(e.kind(), ErrorKind::Registry, "{e}");
+    assert!(e.to_string().contains(&fake.addr) && e.to_string().contains("HTTP 500"), "{e}");
+    assert_eq!(fake.count("HEAD") - before, 3);
     record(
         TEST,
         "http-500 export",

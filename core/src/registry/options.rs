@@ -200,3 +200,42 @@ impl Interrupt {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        let o = RegistryOptions { backoff: Duration::from_millis(500), ..RegistryOptions::default() };
+        assert_eq!(o.backoff_for(1), Duration::from_millis(500));
+        assert_eq!(o.backoff_for(2), Duration::from_secs(1));
+        assert_eq!(o.backoff_for(3), Duration::from_secs(2));
+        assert_eq!(o.backoff_for(40), MAX_BACKOFF);
+    }
+
+    #[test]
+    fn sanitized_keeps_values_in_range() {
+        let o = RegistryOptions {
+            connect_timeout: Duration::ZERO,
+            read_timeout: Duration::ZERO,
+            attempts: 0,
+            backoff: Duration::from_secs(3600),
+        }
+        .sanitized();
+        assert!(o.connect_timeout > Duration::ZERO && o.read_timeout > Duration::ZERO);
+        assert_eq!(o.attempts, 1);
+        assert_eq!(o.backoff, MAX_BACKOFF);
+    }
+
+    #[test]
+    fn interrupt_ends_a_wait() {
+        let i = Interrupt::new();
+        assert!(i.wait(Duration::from_millis(1)).is_ok());
+        let j = i.clone();
+        let t = std::thread::spawn(move || j.wait(Duration::from_secs(600)));
+        i.fire();
+        assert!(matches!(t.join().map_err(|_| ()), Ok(Err(Error::Cancelled))));
+        assert!(i.is_fired());
+    }
+}

@@ -60,8 +60,7 @@ async fn export_one(solve: &Arc<Solve>, spec: &CacheExportSpec) -> Result<()> {
     let solve2 = solve.clone();
     let spec = spec.clone();
     let tokens = solve.task_tokens();
-    tokio::task::spawn_blocking(move || {
-        let _tokens = tokens;
+    super::spawn_counted(tokens, move || {
         let solve = solve2;
         let comp = compression(&spec);
         let mut records = Vec::with_capacity(pending.len());

@@ -27,12 +27,9 @@ pub async fn run(solve: &Arc<Solve>, result: Option<&ResultRef>) -> Result<BTree
         let t0 = std::time::Instant::now();
         let registry = solve.registry.clone();
         let tokens = solve.task_tokens();
-        let res = tokio::task::spawn_blocking(move || {
-            let _tokens = tokens;
-            export_one(&engine, result.as_ref(), &out, &config, &registry)
-        })
-        .await
-        .map_err(|e| Error::with_source(ErrorKind::Internal, "export task", e))?;
+        let res = super::spawn_counted(tokens, move || export_one(&engine, result.as_ref(), &out, &config, &registry))
+            .await
+            .map_err(|e| Error::with_source(ErrorKind::Internal, "export task", e))?;
         match res {
             Ok(meta) => {
                 response.extend(meta);

@@ -134,6 +134,20 @@ impl Drop for InterruptOnDrop {
     }
 }
 
+/// `spawn_blocking` for work that uses the engine: the thread counts as a live task (of the engine
+/// and of the solve, `tokens`) until `f` returned and everything it captured was dropped, so a
+/// cancelled solve returns only once the thread let go of the engine (and its root lock).
+pub(crate) fn spawn_counted<T: Send + 'static>(
+    tokens: (crate::engine::TaskToken, crate::engine::TaskToken),
+    f: impl FnOnce() -> T + Send + 'static,
+) -> tokio::task::JoinHandle<T> {
+    tokio::task::spawn_blocking(move || {
+        let _tokens = tokens;
+        // Calling `f` consumes it: its captures are dropped before `_tokens`.
+        f()
+    })
+}
+
 /// Solves `def` on `engine`, runs the exporters and cache exporters.
 pub(crate) async fn solve(engine: Arc<EngineInner>, def: &Definition, opts: SolveOptions) -> Result<SolveResult> {
     let registry = crate::registry::ClientSettings { options: engine.registry.clone(), interrupt: Default::default() };
@@ -178,12 +192,9 @@ async fn solve_inner(
         let registry = registry.clone();
         // Counted as a task: a cancelled solve returns once this thread let go of the engine.
         let tokens = (engine.tasks.token(), tasks.token());
-        tokio::task::spawn_blocking(move || {
-            let _tokens = tokens;
-            crate::remotecache::Imports::load(&engine.content, &specs, &progress, &registry)
-        })
-        .await
-        .map_err(|e| Error::with_source(ErrorKind::Internal, "cache import task", e))?
+        spawn_counted(tokens, move || crate::remotecache::Imports::load(&engine.content, &specs, &progress, &registry))
+            .await
+            .map_err(|e| Error::with_source(ErrorKind::Internal, "cache import task", e))?
     };
     if registry.interrupt.is_fired() {
         return Err(Error::Cancelled);
@@ -482,8 +493,7 @@ impl Solve {
         let this = self.clone();
         // Counted as a task: the thread outlives an aborted vertex task until it returns.
         let tokens = self.task_tokens();
-        tokio::task::spawn_blocking(move || {
-            let _tokens = tokens;
+        spawn_counted(tokens, move || {
             let mut out = BTreeMap::new();
             for (i, hit) in chains {
                 let fetch = |d: &Digest| this.imports.fetch(hit.importer, d, &engine.content);

@@ -95,11 +95,9 @@ pub async fn content_key(solve: &Arc<Solve>, v: &Vertex, s: &pb::SourceOp) -> Re
         SourceSpec::DockerImage { reference } => {
             let (client, r) = registry_for(solve, &reference)?;
             let tokens = solve.task_tokens();
-            let (digest, _, _) = blocking(move || {
-                let _tokens = tokens;
-                client.resolve(&r)
-            })
-            .await?;
+            let (digest, _, _) = super::spawn_counted(tokens, move || client.resolve(&r))
+                .await
+                .map_err(|e| Error::with_source(ErrorKind::Internal, "source task", e))??;
             solve.pin(&v.digest, digest.as_str());
             Ok(format!("image:{digest}"))
         }
@@ -208,14 +206,14 @@ pub async fn run(
                 _ => r,
             };
             let tokens = solve.task_tokens();
-            blocking(move || {
-                let _tokens = tokens;
+            super::spawn_counted(tokens, move || {
                 let img = pull_image_metadata(&client, &r, &engine.content)?;
                 let pinned = r.with_digest(img.manifest_digest.clone());
                 let fetch = |d: &Digest| client.fetch_blob(&pinned, d, &engine.content);
                 image_layers(&engine, &worker, &key, &name, &vertex, &img, &reference, &fetch, &progress)
             })
             .await
+            .map_err(|e| Error::with_source(ErrorKind::Internal, "source task", e))?
         }
     }
 }

@@ -111,6 +111,8 @@ fn result_layers(
             if !solve.engine.content.has(&l.digest) {
                 solve.imports.fetch(hit.importer, &l.digest, &solve.engine.content)?;
             }
+            // Never re-export a diffID the imported cache only claimed.
+            crate::content::layer::verify_diff_id(&solve.engine.content, l)?;
         }
         return Ok(Some(hit.layers));
     }

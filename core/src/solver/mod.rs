@@ -435,7 +435,7 @@ impl Solve {
         }
         let ki = self.key_future(d).await.map_err(|e| clone_error(&e.0))?;
         let local = self.lookup(&ki.worker, &ki.key, &[index])?.is_some();
-        if !local && self.imports.lookup(&keys::output_key(&ki.key, index)).is_none() {
+        if !local && !self.imports.contains(&keys::output_key(&ki.key, index)) {
             return Ok(false);
         }
         self.mark(d, Status::Cached);
@@ -536,7 +536,7 @@ impl Solve {
                 if !this.engine.content.has(&l.digest) {
                     this.imports.fetch(hit.importer, &l.digest, &this.engine.content)?;
                 }
-                let mut r = crate::content::layer::layer_reader(&this.engine.content, &l.digest, &l.media_type)?;
+                let mut r = crate::content::layer::layer_reader_verified(&this.engine.content, l)?;
                 crate::snapshot::apply_layer(&dir, &mut r)?;
                 std::io::copy(&mut r, &mut std::io::sink())
                     .map_err(|e| Error::io("verify cache mount layer", &dir, e))?;

@@ -68,7 +68,7 @@ pub async fn content_key(solve: &Arc<Solve>, v: &Vertex, s: &pb::SourceOp) -> Re
         }
         SourceSpec::OciLayout { path, reference } => {
             let r = layout_ref(&reference);
-            let desc = tokio::task::spawn_blocking(move || OciLayout::open(&path)?.resolve(&r))
+            let desc = tokio::task::spawn_blocking(move || OciLayout::open_readonly(&path)?.resolve(&r))
                 .await
                 .map_err(|e| Error::with_source(ErrorKind::Internal, "resolve task", e))??;
             Ok(format!("image:{}", desc.digest()))

@@ -46,6 +46,12 @@ pub struct EngineOptions {
     /// Workers to create, in order (the first that opens is the default). A snapshotter that
     /// cannot work here is skipped with a warning.
     pub snapshotters: Vec<SnapshotterKind>,
+    /// Timeouts and retries of registry requests (image pulls and pushes, registry caches).
+    /// `None`: the defaults (connect 30 s, idle read/write 60 s, 3 attempts of idempotent
+    /// requests), overridden by `KILN_REGISTRY_CONNECT_TIMEOUT`, `KILN_REGISTRY_READ_TIMEOUT`
+    /// (seconds) and `KILN_REGISTRY_RETRIES` when set — read by [`Engine::open`], which fails on
+    /// an invalid value.
+    pub registry: Option<crate::registry::RegistryOptions>,
 }
 
 impl EngineOptions {
@@ -56,6 +62,7 @@ impl EngineOptions {
             parallelism: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).max(2),
             runtime: "runc".into(),
             snapshotters: vec![SnapshotterKind::Overlayfs, SnapshotterKind::Native],
+            registry: None,
         }
     }
 
@@ -202,6 +209,8 @@ pub(crate) struct EngineInner {
     pub tmp: PathBuf,
     /// Vertex tasks alive (including cancelled ones still cleaning up).
     pub tasks: Arc<TaskCount>,
+    /// Timeouts and retries of every registry client.
+    pub registry: crate::registry::RegistryOptions,
     _lock: RootLock,
 }
 
@@ -370,6 +379,10 @@ pub struct Engine {
 impl Engine {
     /// Opens (creating if needed) the root; fails with `RootInUse` if another engine holds it.
     pub fn open(opts: EngineOptions) -> Result<Engine> {
+        let registry = match &opts.registry {
+            Some(r) => r.clone(),
+            None => crate::registry::RegistryOptions::from_env()?,
+        };
         let root = opts.root.clone();
         let existed = root.exists();
         {
@@ -433,6 +446,7 @@ impl Engine {
             gc: Default::default(),
             tmp,
             tasks: Default::default(),
+            registry,
             _lock: lock,
         };
         let engine = Engine { inner: Arc::new(inner) };

@@ -77,9 +77,10 @@ pub fn export_registry(
     insecure: bool,
     spec: &CacheExportSpec,
     records: Vec<ExportRecord>,
+    registry: &crate::registry::ClientSettings,
 ) -> Result<Digest> {
     let r = crate::registry::Reference::parse(reference)?;
-    let client = crate::registry::RegistryClient::new(insecure || crate::registry::is_loopback(&r))?;
+    let client = registry.client(&r, insecure)?;
     let mut records = records;
     if spec.merge {
         // Keep the tag's existing records; their blobs are already in the registry (HEAD skips them).

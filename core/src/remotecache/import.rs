@@ -50,10 +50,15 @@ pub struct Imports {
 
 impl Imports {
     /// Loads every importer's metadata; failures become warnings on `progress`.
-    pub fn load(store: &ContentStore, specs: &[CacheImportSpec], progress: &ProgressSink) -> Imports {
+    pub fn load(
+        store: &ContentStore,
+        specs: &[CacheImportSpec],
+        progress: &ProgressSink,
+        registry: &crate::registry::ClientSettings,
+    ) -> Imports {
         let mut imports = Imports::default();
         for spec in specs {
-            match load_one(store, spec) {
+            match load_one(store, spec, registry) {
                 Ok((origin, cfg, table)) => {
                     let idx = imports.origins.len();
                     imports.origins.push(origin);
@@ -67,6 +72,8 @@ impl Imports {
                     imports.tables.push(Arc::new(table));
                     tracing::debug!(import = %spec, results = n, "cache import loaded");
                 }
+                // A cancelled solve stops here; its caller reports the cancellation.
+                Err(Error::Cancelled) => return imports,
                 Err(e) => progress.emit(ProgressEvent::Warning { message: format!("cache import {spec}: {e}") }),
             }
         }
@@ -100,7 +107,11 @@ impl Imports {
     }
 }
 
-fn load_one(store: &ContentStore, spec: &CacheImportSpec) -> Result<(Origin, super::config::CacheConfig, LayerTable)> {
+fn load_one(
+    store: &ContentStore,
+    spec: &CacheImportSpec,
+    registry: &crate::registry::ClientSettings,
+) -> Result<(Origin, super::config::CacheConfig, LayerTable)> {
     match &spec.source {
         CacheImportSource::Local { dir, tag, digest } => {
             // Read-only: a corrupt blob there is a miss, never deleted.
@@ -119,7 +130,7 @@ fn load_one(store: &ContentStore, spec: &CacheImportSpec) -> Result<(Origin, sup
         }
         CacheImportSource::Registry { reference, insecure } => {
             let r = crate::registry::Reference::parse(reference)?;
-            let client = crate::registry::RegistryClient::new(*insecure || crate::registry::is_loopback(&r))?;
+            let client = registry.client(&r, *insecure)?;
             let (root, _, _) = client.get_manifest(&r)?;
             // parse_cache_root refuses a document over the metadata cap.
             let (layers, config) = parse_cache_root(&root)?;

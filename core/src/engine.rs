@@ -46,6 +46,12 @@ pub struct EngineOptions {
     /// Workers to create, in order (the first that opens is the default). A snapshotter that
     /// cannot work here is skipped with a warning.
     pub snapshotters: Vec<SnapshotterKind>,
+    /// Timeouts and retries of registry requests (image pulls and pushes, registry caches).
+    /// `None`: the defaults (connect 30 s, idle read/write 60 s, 3 attempts of idempotent
+    /// requests), overridden by `KILN_REGISTRY_CONNECT_TIMEOUT`, `KILN_REGISTRY_READ_TIMEOUT`
+    /// (seconds) and `KILN_REGISTRY_RETRIES` when set — read by [`Engine::open`], which fails on
+    /// an invalid value.
+    pub registry: Option<crate::registry::RegistryOptions>,
 }
 
 impl EngineOptions {
@@ -56,6 +62,7 @@ impl EngineOptions {
             parallelism: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).max(2),
             runtime: "runc".into(),
             snapshotters: vec![SnapshotterKind::Overlayfs, SnapshotterKind::Native],
+            registry: None,
         }
     }
 
@@ -196,12 +203,14 @@ pub(crate) struct EngineInner {
     pub content: ContentStore,
     pub workers: WorkerPool,
     pub limiter: Arc<tokio::sync::Semaphore>,
-    pub key_locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    pub key_locks: KeyLocks,
     pub gc: tokio::sync::RwLock<()>,
     pub cache_mounts: solver::cache_mounts::CacheMounts,
     pub tmp: PathBuf,
     /// Vertex tasks alive (including cancelled ones still cleaning up).
     pub tasks: Arc<TaskCount>,
+    /// Timeouts and retries of every registry client.
+    pub registry: crate::registry::RegistryOptions,
     _lock: RootLock,
 }
 
@@ -286,12 +295,63 @@ impl Drop for TaskToken {
 
 impl EngineInner {
     /// The async lock serialising work on one cache key (dedup of identical vertices).
-    pub fn key_lock(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut m = self.key_locks.lock().unwrap_or_else(|p| p.into_inner());
-        if m.len() > 4096 {
-            m.retain(|_, l| Arc::strong_count(l) > 1);
+    pub fn key_lock(&self, key: &str) -> KeyLockHandle<'_> {
+        self.key_locks.handle(key)
+    }
+}
+
+/// Per-key async locks (dedup of identical vertices across solves). An entry lives exactly as
+/// long as a [`KeyLockHandle`] for its key does: the last handle dropped removes it, so the map
+/// holds only keys in use and every operation is O(1) however many keys are held at once (a
+/// 200,000-op chain holds one per op while it waits for its inputs).
+#[derive(Debug, Default)]
+pub(crate) struct KeyLocks {
+    map: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl KeyLocks {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<tokio::sync::Mutex<()>>>> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A handle on `key`'s lock (created on first use). Every clone and drop of the shared
+    /// `Arc`s happens under the map's mutex, so the strong count seen there is exact.
+    pub fn handle(&self, key: &str) -> KeyLockHandle<'_> {
+        let lock = self.map().entry(key.to_owned()).or_default().clone();
+        KeyLockHandle { locks: self, key: key.to_owned(), lock }
+    }
+
+    /// Keys with a live handle.
+    pub fn len(&self) -> usize {
+        self.map().len()
+    }
+}
+
+/// A reference to one key's lock; see [`KeyLocks`].
+#[derive(Debug)]
+pub(crate) struct KeyLockHandle<'a> {
+    locks: &'a KeyLocks,
+    key: String,
+    lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl KeyLockHandle<'_> {
+    /// Waits for the key's lock.
+    pub async fn lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.lock.lock().await
+    }
+}
+
+impl Drop for KeyLockHandle<'_> {
+    fn drop(&mut self) {
+        let mut m = self.locks.map();
+        // Taken out (leaving a private placeholder) so our reference is released under the mutex.
+        let l = std::mem::take(&mut self.lock);
+        // Ours and the map's: we are the last handle.
+        if Arc::strong_count(&l) == 2 && m.get(&self.key).is_some_and(|cur| Arc::ptr_eq(cur, &l)) {
+            m.remove(&self.key);
         }
-        m.entry(key.to_owned()).or_default().clone()
+        drop(l);
     }
 }
 
@@ -319,6 +379,10 @@ pub struct Engine {
 impl Engine {
     /// Opens (creating if needed) the root; fails with `RootInUse` if another engine holds it.
     pub fn open(opts: EngineOptions) -> Result<Engine> {
+        let registry = match &opts.registry {
+            Some(r) => r.clone(),
+            None => crate::registry::RegistryOptions::from_env()?,
+        };
         let root = opts.root.clone();
         let existed = root.exists();
         {
@@ -340,6 +404,7 @@ impl Engine {
             std::fs::remove_dir_all(&tmp).with_path("clean engine tmp", &tmp)?;
         }
         std::fs::create_dir_all(&tmp).with_path("create engine tmp", &tmp)?;
+        solver::exec::remove_stale_secret_dirs(&tmp);
         let executor =
             Arc::new(RuncExecutor::new(&opts.runtime, root.join("runtime").join(&opts.runtime), root.join("bundles"))?);
         executor.cleanup_stale()?;
@@ -381,6 +446,7 @@ impl Engine {
             gc: Default::default(),
             tmp,
             tasks: Default::default(),
+            registry,
             _lock: lock,
         };
         let engine = Engine { inner: Arc::new(inner) };
@@ -468,6 +534,13 @@ impl Engine {
     /// Distinct (worker, snapshot) pairs referenced by cache records.
     pub fn recorded_snapshots(&self) -> Result<BTreeSet<(String, String)>> {
         Ok(self.inner.meta.records()?.into_iter().map(|(_, r)| (r.worker, r.snapshot)).collect())
+    }
+
+    /// Cache keys whose dedup lock is in use right now (0 when the engine is idle): the lock
+    /// map holds only keys in use. For tests.
+    #[doc(hidden)]
+    pub fn key_locks_in_use(&self) -> usize {
+        self.inner.key_locks.len()
     }
 
     /// Containers the runtime still knows about (for leak checks).
@@ -630,4 +703,64 @@ fn prune_blocking(inner: &EngineInner, keep_bytes: u64, all: bool) -> Result<Pru
     report.freed_bytes += blob_bytes;
     tracing::debug!(removed = report.removed, blobs, freed = report.freed_bytes, at = now_secs(), "prune done");
     Ok(report)
+}
+
+#[cfg(test)]
+mod key_lock_tests {
+    use super::KeyLocks;
+    use std::sync::Arc;
+
+    #[test]
+    fn entries_live_as_long_as_their_handles() {
+        let locks = KeyLocks::default();
+        let a = locks.handle("k");
+        let b = locks.handle("k");
+        assert_eq!(locks.len(), 1);
+        drop(a);
+        assert_eq!(locks.len(), 1, "b still holds k");
+        drop(b);
+        assert_eq!(locks.len(), 0);
+    }
+
+    #[test]
+    fn many_held_keys_stay_linear() {
+        // 200,000 keys held at once (a 200,000-op chain): each handle is O(1); the old map rescanned
+        // every entry on each call once 4,096 were held.
+        let locks = KeyLocks::default();
+        let handles: Vec<_> = (0..200_000).map(|i| locks.handle(&format!("w/{i}"))).collect();
+        assert_eq!(locks.len(), 200_000);
+        drop(handles);
+        assert_eq!(locks.len(), 0);
+    }
+
+    #[test]
+    fn serialises_and_cleans_up_under_concurrency() {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build().expect("runtime");
+        let locks = Arc::new(KeyLocks::default());
+        let inside = Arc::new(AtomicUsize::new(0));
+        let busy: Arc<Vec<AtomicBool>> = Arc::new((0..8).map(|_| AtomicBool::new(false)).collect());
+        rt.block_on(async {
+            let mut tasks = Vec::new();
+            for t in 0..64 {
+                let (locks, inside, busy) = (locks.clone(), inside.clone(), busy.clone());
+                tasks.push(tokio::spawn(async move {
+                    for i in 0..200 {
+                        let k = (t + i) % 8;
+                        let h = locks.handle(&format!("k{k}"));
+                        let _g = h.lock().await;
+                        assert!(!busy[k].swap(true, Ordering::SeqCst), "two holders of k{k} at once");
+                        inside.fetch_add(1, Ordering::SeqCst);
+                        tokio::task::yield_now().await;
+                        busy[k].store(false, Ordering::SeqCst);
+                    }
+                }));
+            }
+            for t in tasks {
+                assert!(t.await.is_ok());
+            }
+        });
+        assert_eq!(inside.load(Ordering::SeqCst), 64 * 200);
+        assert_eq!(locks.len(), 0, "every entry removed with its last handle");
+    }
 }

@@ -196,9 +196,15 @@ impl Error {
         Error::Definition { op: op.map(str::to_owned), message: message.into() }
     }
 
-    /// An invalid-option error naming key, value and what is accepted.
+    /// An invalid-option error naming key, value and what is accepted. Parts longer than a few
+    /// KiB (a hostile or mistaken megabyte value) are clipped, so an error never echoes an
+    /// option string whole into logs.
     pub fn option(key: impl Into<String>, value: impl Into<String>, expected: impl Into<String>) -> Self {
-        Error::Option { key: key.into(), value: value.into(), expected: expected.into() }
+        Error::Option {
+            key: clip(key.into(), 1024),
+            value: clip(value.into(), 1024),
+            expected: clip(expected.into(), 4096),
+        }
     }
 
     /// An I/O error with what kiln was doing and the path.
@@ -216,6 +222,18 @@ impl Error {
             other => other,
         }
     }
+}
+
+/// `s` cut to at most `max` bytes (at a char boundary), noting the full length.
+fn clip(s: String, max: usize) -> String {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... ({} bytes)", &s[..end], s.len())
 }
 
 /// Extension to attach a path and context to `std::io::Result`.

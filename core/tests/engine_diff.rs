@@ -162,7 +162,11 @@ async fn diff_over_several_layers_keeps_every_deletion() {
 async fn diff_of_unrelated_states_compares_trees() {
     let k = Kit::new();
     let lo =
-        base().run(sh("mkdir /data && echo 1 > /data/one && echo same > /data/same && echo g > /data/gone")).root();
+        // Old mtimes in `lo`: the two runs may execute in the same clock tick.
+        base()
+            .run(sh("mkdir /data && echo 1 > /data/one && echo same > /data/same && echo g > /data/gone && \
+                     touch -t 200101010000 /data/one /data/same"))
+            .root();
     let hi = base()
         .run(sh("mkdir /data && echo 2 > /data/one && echo same > /data/same && echo added > /data/added"))
         .root();

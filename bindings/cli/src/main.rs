@@ -166,7 +166,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(cli)) {
+    let res = rt.block_on(run(cli));
+    // Blocking threads still running (a registry request whose connect is still bounded by its
+    // timeout) do not keep the process: the solve released everything it held before returning.
+    rt.shutdown_timeout(std::time::Duration::from_secs(2));
+    match res {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
@@ -313,12 +317,23 @@ async fn build(root: Option<PathBuf>, b: BuildArgs) -> kiln::Result<()> {
     let p = printer.clone();
     opts.progress = ProgressSink::new(move |e| p.lock().unwrap_or_else(|x| x.into_inner()).handle(&e));
     let engine = open_engine(root)?;
+    let cancel = kiln::CancelToken::new();
+    opts.cancel = Some(cancel.clone());
     let solve = engine.solve(&def, opts);
-    // SIGINT, SIGTERM and SIGHUP all cancel: dropping the solve kills its containers and
-    // releases its mounts, snapshots and staged secrets before the process exits.
+    tokio::pin!(solve);
+    // SIGINT, SIGTERM and SIGHUP all cancel: the solve ends its registry requests, kills its
+    // containers and releases its mounts, snapshots and staged secrets, then returns Cancelled.
+    // A second signal (or 30 s of cleanup) stops waiting: dropping the solve still aborts it.
     let res = tokio::select! {
-        r = solve => r,
-        _ = termination() => Err(kiln::Error::Cancelled),
+        r = &mut solve => r,
+        _ = termination() => {
+            cancel.cancel();
+            tokio::select! {
+                r = &mut solve => r,
+                _ = termination() => Err(kiln::Error::Cancelled),
+                _ = tokio::time::sleep(std::time::Duration::from_secs(30)) => Err(kiln::Error::Cancelled),
+            }
+        }
     };
     printer.lock().unwrap_or_else(|x| x.into_inner()).finish();
     let res = res?;

@@ -42,6 +42,7 @@ pub struct ResolvedImage {
 fn read_desc(store: &ContentStore, desc: &Descriptor) -> Result<(Digest, Vec<u8>)> {
     let d = from_oci_digest(desc.digest())?;
     let bytes = store.read(&d)?;
+    crate::content::limits::check_json_depth(&bytes, &format!("blob {d}"))?;
     if bytes.len() as u64 != desc.size() {
         return Err(Error::new(
             ErrorKind::Content,

@@ -185,6 +185,68 @@ pub fn layer_reader(store: &ContentStore, digest: &Digest, media_type: &str) -> 
     })
 }
 
+/// Like [`layer_reader`], and the uncompressed stream is also checked against `layer.diff_id`
+/// when it ends (a mismatch surfaces as an `InvalidData` error on the final read): a layer whose
+/// diffID annotation lies is refused, never applied or exported under that diffID. Read it to
+/// the end.
+pub fn layer_reader_verified(store: &ContentStore, layer: &LayerBlob) -> Result<Box<dyn Read + Send>> {
+    let inner = layer_reader(store, &layer.digest, &layer.media_type)?;
+    Ok(Box::new(DiffIdReader {
+        inner,
+        hasher: Some(<sha2::Sha256 as sha2::Digest>::new()),
+        expected: layer.diff_id.clone(),
+        blob: layer.digest.clone(),
+        failed: None,
+    }))
+}
+
+/// Checks that layer `layer` (present in `store`) decompresses to its diffID: one streaming
+/// pass, nothing kept. A `Content` error names both digests.
+pub fn verify_diff_id(store: &ContentStore, layer: &LayerBlob) -> Result<()> {
+    let mut r = layer_reader_verified(store, layer)?;
+    io::copy(&mut r, &mut io::sink()).map_err(|e| {
+        crate::content::store::read_error(e, "verifying the diffID of layer", &store.blob_path(&layer.digest))
+    })?;
+    Ok(())
+}
+
+/// Uncompressed layer stream that checks the diffID at the end.
+struct DiffIdReader {
+    inner: Box<dyn Read + Send>,
+    /// `None` once the end was reached and checked.
+    hasher: Option<sha2::Sha256>,
+    expected: Digest,
+    blob: Digest,
+    failed: Option<String>,
+}
+
+impl Read for DiffIdReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use sha2::Digest as _;
+        if let Some(msg) = &self.failed {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, msg.clone()));
+        }
+        let n = self.inner.read(buf)?;
+        let Some(hasher) = self.hasher.as_mut() else { return Ok(n) };
+        if n > 0 || buf.is_empty() {
+            hasher.update(&buf[..n]);
+            return Ok(n);
+        }
+        let hasher = self.hasher.take().unwrap_or_default();
+        let actual = format!("sha256:{}", hex::encode(hasher.finalize()));
+        if actual != self.expected.as_str() {
+            let msg = format!(
+                "layer {} decompresses to {actual}, not to its declared diffID {}: refusing the layer",
+                self.blob, self.expected
+            );
+            tracing::warn!(blob = %self.blob, declared = %self.expected, %actual, "layer diffID mismatch");
+            self.failed = Some(msg.clone());
+            return Err(io::Error::new(io::ErrorKind::InvalidData, msg));
+        }
+        Ok(0)
+    }
+}
+
 type RawBlob = BufReader<Box<dyn Read + Send>>;
 
 /// Decompressor that drains the compressed blob at the end, so its digest check runs.

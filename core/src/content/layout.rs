@@ -3,12 +3,13 @@
 //! `index.json` is rewritten only while holding an exclusive flock on `index.json.lock` (the lock
 //! BuildKit takes too, so both tools can share a directory), via temp file + fsync + rename.
 
+use crate::content::limits::read_metadata_file;
 use crate::content::store::{sync_dir, ContentStore};
 use crate::digest::Digest;
 use crate::error::{Error, ErrorKind, IoContext, Result};
 use oci_spec::image::{Descriptor, ImageIndex, MediaType};
 use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -28,18 +29,31 @@ pub struct OciLayout {
 }
 
 impl OciLayout {
-    /// Opens an existing layout; a directory without a valid `oci-layout` file is an error.
+    /// Opens an existing layout kiln may write to (an export destination); a directory without a
+    /// valid `oci-layout` file is an error.
     pub fn open(dir: &Path) -> Result<OciLayout> {
+        Self::check_marker(dir)?;
+        Ok(OciLayout { dir: dir.to_path_buf(), store: ContentStore::open(dir)? })
+    }
+
+    /// Opens an existing layout as a source: nothing in it is ever created, modified or deleted
+    /// (see [`ContentStore::open_readonly`]); `blobs/sha256` must not be a symlink.
+    pub fn open_readonly(dir: &Path) -> Result<OciLayout> {
+        Self::check_marker(dir)?;
+        Ok(OciLayout { dir: dir.to_path_buf(), store: ContentStore::open_readonly(dir)? })
+    }
+
+    fn check_marker(dir: &Path) -> Result<()> {
         let marker = dir.join("oci-layout");
-        let text = match fs::read_to_string(&marker) {
-            Ok(t) => t,
+        let text = match read_metadata_file(&marker, "oci-layout file")? {
+            Some(t) => String::from_utf8_lossy(&t).into_owned(),
             // Tools that copy only index.json and blobs (as BuildKit fixtures do) still make a
             // readable layout; accept it when index.json is present.
-            Err(e) if e.kind() == io::ErrorKind::NotFound && dir.join("index.json").is_file() => {
+            None if dir.join("index.json").exists() => {
                 tracing::debug!(dir = %dir.display(), "OCI layout without an oci-layout file; reading index.json anyway");
                 OCI_LAYOUT_FILE.to_owned()
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            None => {
                 return Err(Error::new(
                     ErrorKind::Content,
                     format!(
@@ -49,7 +63,6 @@ impl OciLayout {
                     ),
                 ))
             }
-            Err(e) => return Err(Error::io("reading", marker, e)),
         };
         let version = serde_json::from_str::<serde_json::Value>(&text)
             .ok()
@@ -63,7 +76,7 @@ impl OciLayout {
                 ))
             }
         }
-        Ok(OciLayout { dir: dir.to_path_buf(), store: ContentStore::open(dir)? })
+        Ok(())
     }
 
     /// Opens the layout at `dir`, creating the directory, `oci-layout` and an empty `index.json`
@@ -95,14 +108,12 @@ impl OciLayout {
         self.dir.join("index.json")
     }
 
-    /// The current `index.json`; a missing one reads as an empty index.
+    /// The current `index.json`; a missing one reads as an empty index. Only a regular file of
+    /// at most the metadata cap is read (see [`crate::content::limits`]).
     pub fn index(&self) -> Result<ImageIndex> {
         let path = self.index_path();
-        let bytes = match fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(empty_index()),
-            Err(e) => return Err(Error::io("reading", path, e)),
-        };
+        let Some(bytes) = read_metadata_file(&path, "index.json")? else { return Ok(empty_index()) };
+        crate::content::limits::check_json_depth(&bytes, &format!("{}", path.display()))?;
         serde_json::from_slice(&bytes).map_err(|e| {
             Error::with_source(ErrorKind::Content, format!("{} is not a valid OCI image index", path.display()), e)
         })

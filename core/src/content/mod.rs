@@ -4,12 +4,16 @@
 //! - [`layer`]: layer blobs written in one streaming pass and read back decompressed.
 //! - [`layout`]: OCI image layout directories, tags in `index.json` under an flock.
 //! - [`image`]: image manifests and configs.
+//! - [`limits`]: caps on metadata documents read from outside (size, regular files only).
 pub mod image;
 pub mod layer;
 pub mod layout;
+pub mod limits;
 pub mod store;
 
 pub use image::{read_image, write_image, ResolvedImage};
-pub use layer::{layer_reader, media_type_for, write_layer, Compression, LayerBlob};
+pub use layer::{
+    layer_reader, layer_reader_verified, media_type_for, verify_diff_id, write_layer, Compression, LayerBlob,
+};
 pub use layout::OciLayout;
 pub use store::{BlobWriter, ContentStore};

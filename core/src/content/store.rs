@@ -3,6 +3,13 @@
 //! OCI layout directories. Writes go through a temp file in `DIR/ingest` (same filesystem) and are
 //! renamed into place only after their digest is known; every read is verified and a blob whose
 //! content does not match its name is deleted so that it is fetched or rebuilt instead of reused.
+//!
+//! A store opened with [`ContentStore::open_readonly`] is a *source* (an `oci-layout://` dir, a
+//! cache import dir): nothing in it is ever created, modified or deleted — a corrupt blob there is
+//! only an error (a miss) — its `blobs/sha256` must be a real directory (not a symlink elsewhere)
+//! and its blobs regular files. Blobs leave a source by reflink or copy, never by hard link, so the
+//! user's files never share an inode with the store. The store hard-links only its own blobs, which
+//! it makes read-only (mode 0444), into export directories.
 
 use crate::digest::Digest;
 use crate::error::{Error, ErrorKind, IoContext, Result};
@@ -12,13 +19,17 @@ use std::io::{self, BufWriter, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-/// Mode of committed blobs: readable by everyone (other tools such as skopeo may read the layout).
-const BLOB_MODE: u32 = 0o644;
+/// Mode of committed blobs: readable by everyone (other tools such as skopeo may read the layout)
+/// and writable by no one, so a hard link of a blob is never edited in place by accident. Only
+/// files without write bits are hard-linked out of a store (see [`ContentStore::link_from`]).
+const BLOB_MODE: u32 = 0o444;
 
 /// A content-addressed blob store rooted at a directory. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct ContentStore {
     dir: PathBuf,
+    /// A source: never written to, nothing deleted (see the module docs).
+    read_only: bool,
 }
 
 impl ContentStore {
@@ -28,7 +39,61 @@ impl ContentStore {
         if !blobs.is_dir() {
             fs::create_dir_all(&blobs).with_path("creating content store blob directory", &blobs)?;
         }
-        Ok(ContentStore { dir: dir.to_path_buf() })
+        Ok(ContentStore { dir: dir.to_path_buf(), read_only: false })
+    }
+
+    /// Opens the blobs of a directory kiln must not modify (a source): nothing is created, a
+    /// corrupt blob is reported but kept, and `blobs` and `blobs/sha256` must be real directories
+    /// (a symlink to another directory is refused).
+    pub fn open_readonly(dir: &Path) -> Result<ContentStore> {
+        for sub in [dir.join("blobs"), dir.join("blobs").join("sha256")] {
+            match fs::symlink_metadata(&sub) {
+                Ok(m) if m.file_type().is_dir() => {}
+                Ok(m) if m.file_type().is_symlink() => {
+                    return Err(Error::new(
+                        ErrorKind::Content,
+                        format!(
+                            "{} is a symbolic link; refusing to read blobs outside {}",
+                            sub.display(),
+                            dir.display()
+                        ),
+                    ))
+                }
+                Ok(_) => return Err(Error::new(ErrorKind::Content, format!("{} is not a directory", sub.display()))),
+                // No blobs at all: every blob is simply missing.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => break,
+                Err(e) => return Err(Error::io("inspecting blob directory", sub, e)),
+            }
+        }
+        Ok(ContentStore { dir: dir.to_path_buf(), read_only: true })
+    }
+
+    /// True for a store opened with [`ContentStore::open_readonly`].
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
+    fn refuse_write(&self, what: &str) -> Result<()> {
+        if self.read_only {
+            return Err(Error::new(
+                ErrorKind::Internal,
+                format!("{what} in {}: it is a source, opened read-only", self.dir.display()),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Opens blob `d` (a regular file, never through a symlink, never blocking on a FIFO).
+    fn open_blob(&self, d: &Digest) -> Result<File> {
+        let path = self.blob_path(d);
+        match super::limits::open_regular(&path, true) {
+            Ok(f) => Ok(f),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(self.missing(d)),
+            Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
+                Err(Error::new(ErrorKind::Content, format!("blob {d} at {}: {e}", path.display())))
+            }
+            Err(e) => Err(Error::io("opening blob", path, e)),
+        }
     }
 
     /// The store's root directory.
@@ -46,6 +111,7 @@ impl ContentStore {
     }
 
     fn ingest_dir(&self) -> Result<PathBuf> {
+        self.refuse_write("writing a blob")?;
         let ingest = self.dir.join("ingest");
         if !ingest.is_dir() {
             fs::create_dir_all(&ingest).with_path("creating content store ingest directory", &ingest)?;
@@ -55,13 +121,14 @@ impl ContentStore {
 
     /// True when blob `d` is present (its content is verified only when read).
     pub fn has(&self, d: &Digest) -> bool {
-        self.blob_path(d).is_file()
+        // A symlink is not a blob (it would read outside the store).
+        fs::symlink_metadata(self.blob_path(d)).map(|m| m.file_type().is_file()).unwrap_or(false)
     }
 
     /// The size of blob `d`; a missing blob is a `Content` error.
     pub fn size(&self, d: &Digest) -> Result<u64> {
         let path = self.blob_path(d);
-        match fs::metadata(&path) {
+        match fs::symlink_metadata(&path) {
             Ok(m) => Ok(m.len()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Err(self.missing(d)),
             Err(e) => Err(Error::io("reading size of blob", path, e)),
@@ -75,6 +142,9 @@ impl ContentStore {
     /// Removes temp files of writers that no longer run (a process killed mid-write); returns how
     /// many. Files of live processes are kept.
     pub fn remove_stale_ingest(&self) -> Result<usize> {
+        if self.read_only {
+            return Ok(0);
+        }
         let ingest = self.dir.join("ingest");
         let Ok(entries) = fs::read_dir(&ingest) else { return Ok(0) };
         let mut removed = 0;
@@ -119,18 +189,16 @@ impl ContentStore {
         Ok(d)
     }
 
-    /// Reads blob `d` whole, verifying it. A blob whose content does not match is deleted and
-    /// reported as a `Content` error.
+    /// Reads metadata blob `d` (a manifest, index or config) whole, verifying it; blobs larger
+    /// than the metadata cap ([`super::limits::max_metadata_bytes`]) are refused unread. A blob
+    /// whose content does not match is reported as a `Content` error (and deleted, unless this
+    /// store is a read-only source).
     pub fn read(&self, d: &Digest) -> Result<Vec<u8>> {
         let path = self.blob_path(d);
-        let data = match fs::read(&path) {
-            Ok(data) => data,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(self.missing(d)),
-            Err(e) => return Err(Error::io("reading blob", path, e)),
-        };
+        let data = super::limits::read_capped(self.open_blob(d)?, &path, "blob")?;
         let actual = Digest::of(&data);
         if &actual != d {
-            return Err(corrupt(&path, d, &actual));
+            return Err(corrupt(&path, d, &actual, !self.read_only));
         }
         Ok(data)
     }
@@ -139,17 +207,24 @@ impl ContentStore {
     /// the end and the content does not match `d`, that read returns an `InvalidData` error and
     /// the corrupt blob is deleted. Callers must read to the end for the check to happen.
     pub fn open_reader(&self, d: &Digest) -> Result<Box<dyn Read + Send>> {
-        let path = self.blob_path(d);
-        let file = match File::open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(self.missing(d)),
-            Err(e) => return Err(Error::io("opening blob", path, e)),
-        };
-        Ok(Box::new(VerifyingReader { file, path, expected: d.clone(), hasher: Some(Sha256::new()), failed: None }))
+        let file = self.open_blob(d)?;
+        Ok(Box::new(self.verifying(file, d)))
+    }
+
+    fn verifying(&self, file: File, d: &Digest) -> VerifyingReader {
+        VerifyingReader {
+            file,
+            path: self.blob_path(d),
+            expected: d.clone(),
+            hasher: Some(Sha256::new()),
+            failed: None,
+            delete_corrupt: !self.read_only,
+        }
     }
 
     /// Deletes blob `d`; deleting a missing blob is not an error.
     pub fn delete(&self, d: &Digest) -> Result<()> {
+        self.refuse_write("deleting a blob")?;
         let path = self.blob_path(d);
         match fs::remove_file(&path) {
             Ok(()) => Ok(()),
@@ -175,50 +250,107 @@ impl ContentStore {
         Ok(out)
     }
 
-    /// Places blob `d` from another store into this one: a hardlink when both are on the same
-    /// filesystem, else a copy. The source is verified either way. No-op if already present.
+    /// Places blob `d` from another store into this one, verified. Hard-linked only when `other`
+    /// is a kiln store and its file is one the store made read-only (no write bits); from a
+    /// source (a read-only store: a user's OCI layout or cache dir) the blob is reflinked where
+    /// the filesystem can, else copied — never linked, so editing the user's file can never
+    /// change the store's, and nothing in the source is modified or deleted. No-op if present.
     pub fn link_from(&self, other: &ContentStore, d: &Digest) -> Result<()> {
         if self.has(d) {
             return Ok(());
         }
+        self.refuse_write("placing a blob")?;
         let src = other.blob_path(d);
-        if !src.is_file() {
-            return Err(other.missing(d));
-        }
-        // Verify the source before sharing its inode: a link would import corruption silently.
-        io::copy(&mut other.open_reader(d)?, &mut io::sink()).map_err(|e| read_error(e, "verifying blob", &src))?;
-        let dst = self.blob_path(d);
-        match fs::hard_link(&src, &dst) {
-            Ok(()) => {
-                sync_dir(&self.blobs_dir())?;
-                tracing::debug!(blob = %d, from = %other.dir.display(), to = %self.dir.display(), "hardlinked blob");
-                return Ok(());
+        let file = other.open_blob(d)?;
+        let mode = file.metadata().with_path("inspecting blob", &src)?.permissions().mode();
+        if !other.read_only && mode & 0o222 == 0 {
+            // Verify the source before sharing its inode: a link would import corruption silently.
+            io::copy(&mut other.verifying(file, d), &mut io::sink())
+                .map_err(|e| read_error(e, "verifying blob", &src))?;
+            let dst = self.blob_path(d);
+            match fs::hard_link(&src, &dst) {
+                Ok(()) => {
+                    sync_dir(&self.blobs_dir())?;
+                    tracing::debug!(blob = %d, from = %other.dir.display(), to = %self.dir.display(), "hardlinked blob");
+                    return Ok(());
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
+                // EXDEV (other filesystem), EPERM (protected_hardlinks) and friends: copy instead.
+                Err(e) => tracing::debug!(blob = %d, error = %e, "hardlink failed, copying blob"),
             }
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
-            // EXDEV (other filesystem), EPERM (protected_hardlinks) and friends: copy instead.
-            Err(e) => tracing::debug!(blob = %d, error = %e, "hardlink failed, copying blob"),
+            let file = other.open_blob(d)?;
+            return self.copy_in(other, file, d);
         }
+        self.copy_in(other, file, d)
+    }
+
+    /// Reflinks (FICLONE) or copies `file` (blob `d` of `other`) into a new blob of this store;
+    /// the new file is verified, so a source changing meanwhile cannot slip in.
+    fn copy_in(&self, other: &ContentStore, file: File, d: &Digest) -> Result<()> {
+        let src = other.blob_path(d);
         let mut w = self.writer()?;
-        io::copy(&mut other.open_reader(d)?, &mut w).map_err(|e| read_error(e, "copying blob", &src))?;
-        w.commit(Some(d))?;
+        if reflink(&file, w.out.get_ref().as_file()).is_ok() {
+            // Our clone cannot change under us: hash it.
+            let tmp_path = w.out.get_ref().path().to_path_buf();
+            let mut clone = File::open(&tmp_path).with_path("reading reflinked blob", &tmp_path)?;
+            let mut buf = vec![0u8; 256 * 1024];
+            loop {
+                let n = clone.read(&mut buf).with_path("reading reflinked blob", &tmp_path)?;
+                if n == 0 {
+                    break;
+                }
+                w.hasher.update(&buf[..n]);
+                w.len += n as u64;
+            }
+            tracing::debug!(blob = %d, from = %other.dir.display(), "reflinked blob");
+        } else {
+            let mut r = other.verifying(file, d);
+            io::copy(&mut r, &mut w).map_err(|e| read_error(e, "copying blob", &src))?;
+        }
+        w.commit(Some(d)).map_err(|e| {
+            if other.read_only {
+                e.context(format!("blob {d} of {} (left unchanged: kiln never modifies a source)", other.dir.display()))
+            } else {
+                e
+            }
+        })?;
         Ok(())
+    }
+}
+
+/// `ioctl(FICLONE)`: shares `src`'s extents with `dst` (copy-on-write) on filesystems that can.
+fn reflink(src: &File, dst: &File) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // _IOW(0x94, 9, int)
+    const FICLONE: libc::c_ulong = 0x4004_9409;
+    // SAFETY: both descriptors are open for the duration of the call; FICLONE takes an fd value.
+    let rc = unsafe { libc::ioctl(dst.as_raw_fd(), FICLONE as _, src.as_raw_fd()) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }
 
 /// Maps an I/O error from a verifying reader: a digest mismatch stays a `Content` error.
 pub(crate) fn read_error(e: io::Error, context: &str, path: &Path) -> Error {
     if e.kind() == io::ErrorKind::InvalidData {
-        Error::with_source(ErrorKind::Content, format!("{context} {}", path.display()), e)
+        Error::new(ErrorKind::Content, format!("{context} {}: {e}", path.display()))
     } else {
         Error::io(context, path, e)
     }
 }
 
-/// Builds the corruption error and deletes the corrupt blob.
-fn corrupt(path: &Path, expected: &Digest, actual: &Digest) -> Error {
-    let removed = match fs::remove_file(path) {
-        Ok(()) => "deleted it".to_owned(),
-        Err(e) => format!("could not delete it: {e}"),
+/// Builds the corruption error and deletes the corrupt blob (only when `delete`: a source's
+/// blob is never deleted, it is a miss).
+fn corrupt(path: &Path, expected: &Digest, actual: &Digest, delete: bool) -> Error {
+    let removed = if !delete {
+        "left it in place (a source is never modified)".to_owned()
+    } else {
+        match fs::remove_file(path) {
+            Ok(()) => "deleted it".to_owned(),
+            Err(e) => format!("could not delete it: {e}"),
+        }
     };
     tracing::warn!(blob = %expected, actual = %actual, path = %path.display(), "corrupt blob");
     Error::new(
@@ -244,6 +376,8 @@ struct VerifyingReader {
     hasher: Option<Sha256>,
     /// The mismatch message, repeated on every later read so a retry cannot look like success.
     failed: Option<String>,
+    /// Delete the blob when it does not match (never for a source).
+    delete_corrupt: bool,
 }
 
 impl Read for VerifyingReader {
@@ -261,7 +395,7 @@ impl Read for VerifyingReader {
         let actual = Digest::parse(&format!("sha256:{}", hex::encode(hasher.finalize())))
             .map_err(|e| io::Error::other(e.to_string()))?;
         if actual != self.expected {
-            let msg = corrupt(&self.path, &self.expected, &actual).to_string();
+            let msg = corrupt(&self.path, &self.expected, &actual, self.delete_corrupt).to_string();
             self.failed = Some(msg.clone());
             return Err(io::Error::new(io::ErrorKind::InvalidData, msg));
         }
@@ -359,7 +493,7 @@ mod tests {
         s.open_reader(&d).unwrap().read_to_end(&mut buf).unwrap();
         assert_eq!(buf, b"hello");
         let mode = fs::metadata(s.blob_path(&d)).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o644);
+        assert_eq!(mode, 0o444);
         s.delete(&d).unwrap();
         assert!(!s.has(&d));
         s.delete(&d).unwrap();

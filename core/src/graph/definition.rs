@@ -197,6 +197,77 @@ fn output_count(op: &pb::Op) -> usize {
     output_indexes(op).len()
 }
 
+/// Size limits on a marshalled definition ([`Definition::from_bytes_with_limits`]). BuildKit has
+/// none; kiln's defaults are far above any real build (Dockerfile frontends emit thousands of
+/// ops) and only stop a hostile input from making the decoder allocate without bound: every op is
+/// an owned buffer, so a definition of millions of empty ops would cost ~24 bytes of bookkeeping
+/// per 2 input bytes before any validation ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DefinitionLimits {
+    /// Largest accepted marshalled definition, in bytes (default 1 GiB).
+    pub max_bytes: usize,
+    /// Most ops (terminal included) accepted (default 10,000,000).
+    pub max_ops: usize,
+}
+
+impl DefinitionLimits {
+    /// 1 GiB of definition.
+    pub const DEFAULT_MAX_BYTES: usize = 1 << 30;
+    /// Ten million ops.
+    pub const DEFAULT_MAX_OPS: usize = 10_000_000;
+}
+
+impl Default for DefinitionLimits {
+    fn default() -> Self {
+        DefinitionLimits { max_bytes: Self::DEFAULT_MAX_BYTES, max_ops: Self::DEFAULT_MAX_OPS }
+    }
+}
+
+/// Counts the top-level `def` fields (field 1) of a marshalled `pb.Definition` without
+/// decoding them, stopping once `limit` is passed. A malformed buffer stops the walk: the real
+/// decoder then reports it.
+fn count_ops(mut b: &[u8], limit: usize) -> usize {
+    fn varint(b: &mut &[u8]) -> Option<u64> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let (&byte, rest) = b.split_first()?;
+            *b = rest;
+            v |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Some(v);
+            }
+        }
+        None
+    }
+    let mut n = 0;
+    while !b.is_empty() && n <= limit {
+        let Some(key) = varint(&mut b) else { break };
+        let skip = match key & 7 {
+            0 => {
+                if varint(&mut b).is_none() {
+                    break;
+                }
+                0
+            }
+            1 => 8,
+            2 => match varint(&mut b).and_then(|l| usize::try_from(l).ok()) {
+                Some(l) => l,
+                None => break,
+            },
+            5 => 4,
+            _ => break,
+        };
+        if skip > b.len() {
+            break;
+        }
+        b = &b[skip..];
+        if key >> 3 == 1 && key & 7 == 2 {
+            n += 1;
+        }
+    }
+    n
+}
+
 /// A validated build definition.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Definition {
@@ -220,8 +291,32 @@ fn unsupported(d: &Digest, msg: impl std::fmt::Display) -> Error {
 }
 
 impl Definition {
-    /// Decodes a marshalled `pb.Definition` and validates it.
+    /// Decodes a marshalled `pb.Definition` and validates it, within the default
+    /// [`DefinitionLimits`] (1 GiB, 10,000,000 ops).
     pub fn from_bytes(bytes: &[u8]) -> Result<Definition> {
+        Definition::from_bytes_with_limits(bytes, DefinitionLimits::default())
+    }
+
+    /// [`Definition::from_bytes`] with explicit size limits; a definition over them is a
+    /// `Definition` error naming the limit, raised before anything is decoded.
+    pub fn from_bytes_with_limits(bytes: &[u8], limits: DefinitionLimits) -> Result<Definition> {
+        if bytes.len() > limits.max_bytes {
+            return Err(Error::definition(
+                None,
+                format!(
+                    "definition is {} bytes, over the limit of {} bytes (DefinitionLimits::max_bytes)",
+                    bytes.len(),
+                    limits.max_bytes
+                ),
+            ));
+        }
+        let ops = count_ops(bytes, limits.max_ops);
+        if ops > limits.max_ops {
+            return Err(Error::definition(
+                None,
+                format!("definition has more than {} ops (DefinitionLimits::max_ops)", limits.max_ops),
+            ));
+        }
         let def = pb::Definition::decode(bytes)
             .map_err(|e| Error::definition(None, format!("cannot decode pb.Definition protobuf: {e}")))?;
         Definition::from_pb(def)
@@ -675,6 +770,24 @@ mod tests {
         assert_eq!(def.len(), 1);
         assert!(def.vertex(&b).is_none());
         assert_eq!(def.output(), Some((a, 0)));
+    }
+
+    #[test]
+    fn op_count_walks_top_level_fields_only() {
+        let def = pb::Definition {
+            def: vec![vec![1, 2, 3], vec![], vec![0x0a, 0x00]],
+            metadata: [("x".to_owned(), pb::OpMetadata::default())].into_iter().collect(),
+            source: None,
+        };
+        let b = def.encode_to_vec();
+        assert_eq!(count_ops(&b, 100), 3);
+        assert_eq!(count_ops(&b, 1), 2, "stops once over the limit");
+        assert_eq!(count_ops(&[0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f], 100), 0, "huge length prefix");
+        let limits = DefinitionLimits { max_bytes: 1 << 20, max_ops: 2 };
+        let e = Definition::from_bytes_with_limits(&b, limits).unwrap_err();
+        assert!(e.to_string().contains("more than 2 ops"), "{e}");
+        let e = Definition::from_bytes_with_limits(&b, DefinitionLimits { max_bytes: 4, max_ops: 10 }).unwrap_err();
+        assert!(e.to_string().contains("over the limit"), "{e}");
     }
 
     #[test]

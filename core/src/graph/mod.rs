@@ -6,7 +6,9 @@ pub mod pb;
 pub mod source;
 pub mod state;
 
-pub use definition::{parse_worker_filter, Definition, OpKind, Vertex, CUSTOM_NAME_KEY, SUPPORTED_CAPS};
+pub use definition::{
+    parse_worker_filter, Definition, DefinitionLimits, OpKind, Vertex, CUSTOM_NAME_KEY, SUPPORTED_CAPS,
+};
 pub use image_config::ImageConfig;
 pub use source::{OciRef, SourceSpec};
 pub use state::{

@@ -30,15 +30,19 @@ impl OptionMap {
     /// Lowercases keys and rejects a key given twice (silently keeping one would hide a typo).
     pub(crate) fn new(pairs: Vec<(String, String)>) -> Result<OptionMap> {
         let mut out: Vec<(String, String)> = Vec::with_capacity(pairs.len());
+        // Key -> index in `out`: a linear scan per key made thousands of keys quadratic.
+        let mut seen: std::collections::HashMap<String, usize> =
+            std::collections::HashMap::with_capacity(out.capacity());
         for (k, v) in pairs {
             let k = k.to_ascii_lowercase();
-            if let Some((_, first)) = out.iter().find(|(ok, _)| *ok == k) {
+            if let Some((_, first)) = seen.get(&k).and_then(|&i| out.get(i)) {
                 return Err(Error::option(
                     k.clone(),
                     v,
                     format!("{k} is given more than once (first as {k}={first}); give each key once"),
                 ));
             }
+            seen.insert(k.clone(), out.len());
             out.push((k, v));
         }
         Ok(OptionMap { pairs: out })

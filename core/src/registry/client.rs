@@ -4,8 +4,15 @@
 //!
 //! Request bodies are replayable (bytes, or a file range reopened on retry) so that a request
 //! refused for lack of auth can be sent again with credentials without buffering blobs in memory.
+//!
+//! Every network wait is bounded ([`RegistryOptions`]): connecting by the connect timeout, every
+//! read and write by the idle (read) timeout. Idempotent requests are retried with exponential
+//! backoff on connection errors, timeouts, HTTP 5xx and 429; blob downloads restart when their
+//! body stalls. A client made [`interruptible`](RegistryClient::interruptible) ends blocked
+//! requests at once when its [`Interrupt`] fires (a cancelled solve), with [`Error::Cancelled`].
 
 use super::auth::{base64_encode, parse_challenge, Challenge, Credential, Credentials};
+use super::options::{Interrupt, RegistryOptions, ENV_CONNECT_TIMEOUT, ENV_READ_TIMEOUT, MAX_BACKOFF};
 use super::reference::Reference;
 use crate::content::image::{DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST};
 use crate::content::ContentStore;
@@ -28,7 +35,6 @@ pub const DEFAULT_CHUNK_SIZE: u64 = 8 * 1024 * 1024;
 const MAX_MANIFEST_BYTES: u64 = 8 * 1024 * 1024;
 /// Error bodies are read only this far.
 const MAX_ERROR_BODY: u64 = 64 * 1024;
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Tokens without `expires_in` are valid for 60 s per the token spec; refresh a little early.
 const DEFAULT_TOKEN_TTL: u64 = 60;
 
@@ -56,11 +62,13 @@ pub struct PushStats {
 pub struct RegistryClient {
     inner: Arc<Inner>,
     chunk_size: u64,
+    interrupt: Option<Interrupt>,
 }
 
 #[derive(Debug)]
 struct Inner {
-    agent: ureq::Agent,
+    agent: Arc<ureq::Agent>,
+    options: RegistryOptions,
     scheme: &'static str,
     creds: Credentials,
     /// Per registry: how it challenged us last (unknown until its first `401`).
@@ -121,19 +129,33 @@ impl RegistryClient {
     /// registries the user explicitly marked insecure). Credentials are read now from
     /// `$DOCKER_CONFIG/config.json` or `~/.docker/config.json`; without an entry for a registry
     /// the client is anonymous there.
+    ///
+    /// Timeouts and retries come from [`RegistryOptions::from_env`] (the defaults unless
+    /// `KILN_REGISTRY_*` variables are set).
     pub fn new(insecure: bool) -> Result<RegistryClient> {
+        RegistryClient::with_options(insecure, &RegistryOptions::from_env()?)
+    }
+
+    /// A client with explicit timeouts and retries (see [`RegistryClient::new`]).
+    pub fn with_options(insecure: bool, options: &RegistryOptions) -> Result<RegistryClient> {
         let creds = Credentials::load()?;
+        let options = options.sanitized();
         let agent = ureq::Agent::config_builder()
-            .timeout_connect(Some(CONNECT_TIMEOUT))
+            .timeout_resolve(Some(options.connect_timeout))
+            .timeout_connect(Some(options.connect_timeout))
+            // Idle timeouts, not deadlines: a large blob streams as long as bytes keep moving.
+            .timeout_per_read(Some(options.read_timeout))
+            .timeout_per_write(Some(options.read_timeout))
             // Statuses are checked by the caller so that errors carry the registry's message.
             .http_status_as_error(false)
             .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
             .build()
             .new_agent();
-        tracing::debug!(insecure, credentials = ?creds.path, "registry client");
+        tracing::debug!(insecure, credentials = ?creds.path, ?options, "registry client");
         Ok(RegistryClient {
             inner: Arc::new(Inner {
-                agent,
+                agent: Arc::new(agent),
+                options,
                 scheme: if insecure { "http" } else { "https" },
                 creds,
                 challenges: Mutex::new(HashMap::new()),
@@ -141,7 +163,81 @@ impl RegistryClient {
                 stats: Mutex::new(PushStats::default()),
             }),
             chunk_size: DEFAULT_CHUNK_SIZE,
+            interrupt: None,
         })
+    }
+
+    /// The same client, ended by `interrupt`: when it fires, requests blocked on the network
+    /// return at once and every request after it fails, with [`Error::Cancelled`].
+    pub fn interruptible(mut self, interrupt: &Interrupt) -> RegistryClient {
+        interrupt.register(&self.inner.agent);
+        self.interrupt = Some(interrupt.clone());
+        self
+    }
+
+    /// The timeouts and retries this client uses.
+    pub fn options(&self) -> &RegistryOptions {
+        &self.inner.options
+    }
+
+    fn interrupted(&self) -> bool {
+        self.interrupt.as_ref().is_some_and(Interrupt::is_fired)
+    }
+
+    fn check_interrupt(&self) -> Result<()> {
+        if self.interrupted() {
+            return Err(Error::Cancelled);
+        }
+        Ok(())
+    }
+
+    /// Waits before a retry (ended early, with `Cancelled`, by the interrupt).
+    fn pause(&self, d: Duration) -> Result<()> {
+        match &self.interrupt {
+            Some(i) => i.wait(d),
+            None => {
+                std::thread::sleep(d);
+                Ok(())
+            }
+        }
+    }
+
+    /// The error for a failed network exchange of `method url` with `r`'s registry:
+    /// `Cancelled` when the interrupt ended it, else what happened (timeouts name the limit and
+    /// the variable that sets it).
+    fn network_error(&self, r: &Reference, method: &Method, url: &str, e: ureq::Error, attempts: u32) -> Error {
+        if self.interrupted() {
+            return Error::Cancelled;
+        }
+        let o = &self.inner.options;
+        let what = match &e {
+            ureq::Error::Timeout(t) => match t {
+                ureq::Timeout::Resolve | ureq::Timeout::Connect => format!(
+                    "timed out: no connection to registry {} within {} ({ENV_CONNECT_TIMEOUT})",
+                    r.registry,
+                    secs(o.connect_timeout)
+                ),
+                ureq::Timeout::PerWrite | ureq::Timeout::SendRequest | ureq::Timeout::SendBody => format!(
+                    "timed out: registry {} accepted no data for {} ({ENV_READ_TIMEOUT})",
+                    r.registry,
+                    secs(o.read_timeout)
+                ),
+                _ => format!(
+                    "timed out: registry {} sent nothing for {} ({ENV_READ_TIMEOUT})",
+                    r.registry,
+                    secs(o.read_timeout)
+                ),
+            },
+            ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+                format!("registry {} refused the connection ({io})", r.registry)
+            }
+            ureq::Error::Io(io) => format!("connection to registry {} failed: {io}", r.registry),
+            ureq::Error::HostNotFound => format!("registry host {} not found", r.registry),
+            ureq::Error::ConnectionFailed => format!("could not connect to registry {}", r.registry),
+            other => format!("registry {}: {other}", r.registry),
+        };
+        let tries = if attempts > 1 { format!(" (after {attempts} attempts)") } else { String::new() };
+        Error::with_source(ErrorKind::Registry, format!("{method} {url}: {what}{tries}"), e)
     }
 
     /// The same client with another upload chunk size (bytes, at least 1): blobs larger than it
@@ -220,7 +316,7 @@ impl RegistryClient {
             .limit(MAX_MANIFEST_BYTES)
             .reader()
             .read_to_end(&mut bytes)
-            .map_err(|e| Error::with_source(ErrorKind::Registry, format!("reading manifest {r} from {url}"), e))?;
+            .map_err(|e| self.body_error(r, &Method::GET, &url, e).context(format!("reading manifest {r}")))?;
         let digest = Digest::of(&bytes);
         if let Some(want) = &r.digest {
             if want != &digest {
@@ -259,15 +355,41 @@ impl RegistryClient {
             return Ok(());
         }
         let url = self.repo_url(r, &format!("blobs/{d}"));
-        let resp = self.send(r, &[pull_scope(&r.repository)], Method::GET, &url, &[], &Payload::Empty)?;
-        if resp.status() != StatusCode::OK {
-            return Err(status_error(&format!("fetching blob {d} of {}", r.repository), "GET", &url, resp));
-        }
-        let mut reader = resp.into_body().into_reader();
-        let mut out = Hashing::new(into.writer()?);
-        std::io::copy(&mut reader, &mut out)
-            .map_err(|e| Error::with_source(ErrorKind::Registry, format!("downloading blob {d} from {url}"), e))?;
-        let (writer, actual, len) = out.finish();
+        // A download whose body fails (stalls past the read timeout, connection lost) starts
+        // again, as many times as a request is attempted; each start discards what came before.
+        let attempts = self.inner.options.attempts;
+        let mut attempt = 1;
+        let (writer, actual, len) = loop {
+            let resp = self.send(r, &[pull_scope(&r.repository)], Method::GET, &url, &[], &Payload::Empty)?;
+            if resp.status() != StatusCode::OK {
+                return Err(status_error(&format!("fetching blob {d} of {}", r.repository), "GET", &url, resp));
+            }
+            let mut reader = resp.into_body().into_reader();
+            let mut out = Hashing::new(into.writer()?);
+            match copy_body(&mut reader, &mut out) {
+                Ok(()) => break out.finish(),
+                // The store could not take the bytes (a full disk): not the registry's fault.
+                Err(Copy::Write(e)) => {
+                    return Err(Error::with_source(
+                        ErrorKind::Content,
+                        format!("storing blob {d} downloaded from {url}: {e}"),
+                        e,
+                    ))
+                }
+                Err(Copy::Read(e)) => {
+                    let err = self.network_error(r, &Method::GET, &url, ureq::Error::from(e), attempt);
+                    if attempt >= attempts || matches!(err, Error::Cancelled) {
+                        return Err(err.context(format!("downloading blob {d}")));
+                    }
+                    let wait = self.inner.options.backoff_for(attempt);
+                    tracing::warn!(blob = %d, %url, error = %err, attempt, attempts, ?wait, "blob download failed; restarting");
+                    // Dropping the writer discards the partial temp file.
+                    drop(out);
+                    self.pause(wait)?;
+                    attempt += 1;
+                }
+            }
+        };
         if &actual != d {
             // Dropping the writer discards the temp file: nothing is stored.
             drop(writer);
@@ -285,6 +407,11 @@ impl RegistryClient {
     /// the same registry (`repo/name`, optionally prefixed with the registry), else an upload:
     /// one PUT for blobs up to the chunk size, PATCH chunks for larger ones, streamed from disk.
     pub fn push_blob(&self, r: &Reference, d: &Digest, from: &ContentStore, mount_from: Option<&str>) -> Result<()> {
+        self.push_blob_inner(r, d, from, mount_from)
+            .map_err(|e| e.context(format!("pushing blob {d} to {}/{}", r.registry, r.repository)))
+    }
+
+    fn push_blob_inner(&self, r: &Reference, d: &Digest, from: &ContentStore, mount_from: Option<&str>) -> Result<()> {
         let size = from.size(d)?;
         let path = from.blob_path(d);
         let scope = push_scope(&r.repository);
@@ -402,7 +529,10 @@ impl RegistryClient {
         Ok(digest)
     }
 
-    /// Sends a request, answering one `401` challenge with credentials or a token.
+    /// Sends a request, answering one `401` challenge with credentials or a token. Idempotent
+    /// requests (`GET`, `HEAD`, and `PUT` of a byte body: manifests) are retried with backoff
+    /// on connection errors, timeouts, HTTP 5xx and 429; the response then records how many
+    /// attempts were made ([`Attempts`]) for the caller's error message.
     fn send(
         &self,
         r: &Reference,
@@ -412,18 +542,62 @@ impl RegistryClient {
         headers: &[(&str, String)],
         payload: &Payload<'_>,
     ) -> Result<Response<ureq::Body>> {
+        let idempotent = matches!(method, Method::GET | Method::HEAD)
+            || (method == Method::PUT && matches!(payload, Payload::Bytes(_)));
+        let attempts = if idempotent { self.inner.options.attempts } else { 1 };
+        let mut attempt = 1;
+        loop {
+            self.check_interrupt()?;
+            let wait = match self.send_authorized(r, scopes, &method, url, headers, payload) {
+                Ok(resp) if attempt < attempts && retryable_status(resp.status()) => {
+                    let wait = retry_after(&resp).unwrap_or_else(|| self.inner.options.backoff_for(attempt));
+                    tracing::warn!(%method, %url, status = %resp.status(), attempt, attempts, ?wait, "registry request failed; retrying");
+                    wait
+                }
+                Ok(mut resp) => {
+                    resp.extensions_mut().insert(Attempts(attempt));
+                    return Ok(resp);
+                }
+                Err(Failure::Net(e)) if attempt < attempts && !self.interrupted() => {
+                    let wait = self.inner.options.backoff_for(attempt);
+                    tracing::warn!(%method, %url, error = %e, attempt, attempts, ?wait, "registry request failed; retrying");
+                    wait
+                }
+                Err(Failure::Net(e)) => return Err(self.network_error(r, &method, url, e, attempt)),
+                Err(Failure::Local(e)) => return Err(e),
+            };
+            self.pause(wait)?;
+            attempt += 1;
+        }
+    }
+
+    /// One exchange (plus one answered `401` challenge).
+    fn send_authorized(
+        &self,
+        r: &Reference,
+        scopes: &[String],
+        method: &Method,
+        url: &str,
+        headers: &[(&str, String)],
+        payload: &Payload<'_>,
+    ) -> std::result::Result<Response<ureq::Body>, Failure> {
         let mut refused_with_auth = false;
         for attempt in 0..2 {
-            let auth = self.authorization(r, scopes)?;
+            let auth = self.authorization(r, scopes).map_err(Failure::Local)?;
             let had_auth = auth.is_some();
-            let resp = self.send_once(&method, url, headers, auth, payload)?;
+            let resp = self.send_once(method, url, headers, auth, payload)?;
             if resp.status() != StatusCode::UNAUTHORIZED {
                 return Ok(resp);
             }
             let challenge = header(&resp, "www-authenticate").and_then(parse_challenge);
             tracing::debug!(%url, ?challenge, attempt, "registry asked for authentication");
             let Some(challenge) = challenge else {
-                return Err(self.auth_error(r, &method, url, "without a Basic or Bearer WWW-Authenticate challenge"));
+                return Err(Failure::Local(self.auth_error(
+                    r,
+                    method,
+                    url,
+                    "without a Basic or Bearer WWW-Authenticate challenge",
+                )));
             };
             if had_auth {
                 refused_with_auth = true;
@@ -436,7 +610,7 @@ impl RegistryClient {
             }
         }
         let why = if refused_with_auth { "and refused the credentials" } else { "" };
-        Err(self.auth_error(r, &method, url, why))
+        Err(Failure::Local(self.auth_error(r, method, url, why)))
     }
 
     fn auth_error(&self, r: &Reference, method: &Method, url: &str, why: &str) -> Error {
@@ -454,8 +628,10 @@ impl RegistryClient {
         headers: &[(&str, String)],
         auth: Option<String>,
         payload: &Payload<'_>,
-    ) -> Result<Response<ureq::Body>> {
-        let transport = |e: &dyn std::fmt::Display| format!("{method} {url}: {e}");
+    ) -> std::result::Result<Response<ureq::Body>, Failure> {
+        if self.interrupted() {
+            return Err(Failure::Local(Error::Cancelled));
+        }
         let mut builder = ureq::http::Request::builder().method(method.clone()).uri(url);
         for (k, v) in headers {
             builder = builder.header(*k, v.as_str());
@@ -477,20 +653,27 @@ impl RegistryClient {
                 SendBody::from_owned_reader(std::io::Cursor::new(b.to_vec()))
             }
             Payload::File { path, offset, len } => {
-                let mut f = std::fs::File::open(path).map_err(|e| Error::io("opening blob to upload", *path, e))?;
-                f.seek(SeekFrom::Start(*offset)).map_err(|e| Error::io("seeking in blob to upload", *path, e))?;
+                let mut f = std::fs::File::open(path)
+                    .map_err(|e| Failure::Local(Error::io("opening blob to upload", *path, e)))?;
+                f.seek(SeekFrom::Start(*offset))
+                    .map_err(|e| Failure::Local(Error::io("seeking in blob to upload", *path, e)))?;
                 builder = builder.header("Content-Length", *len);
                 SendBody::from_owned_reader(f.take(*len))
             }
         };
         let request = builder.body(body).map_err(|e| {
-            Error::with_source(
+            Failure::Local(Error::with_source(
                 ErrorKind::Registry,
                 format!("building request {method} {url}: invalid URL or header"),
                 e,
-            )
+            ))
         })?;
-        self.inner.agent.run(request).map_err(|e| Error::with_source(ErrorKind::Registry, transport(&e), e))
+        self.inner.agent.run(request).map_err(Failure::Net)
+    }
+
+    /// The error for a response body that could not be read (`Cancelled` when interrupted).
+    fn body_error(&self, r: &Reference, method: &Method, url: &str, e: std::io::Error) -> Error {
+        self.network_error(r, method, url, ureq::Error::from(e), 1)
     }
 
     /// The `Authorization` header for `r`'s registry, once it has challenged us.
@@ -562,7 +745,16 @@ impl RegistryClient {
                 self.send_once(&Method::GET, &url, &[], auth, &Payload::Empty)
             }
         };
-        let resp = result.map_err(|e| e.context(format!("getting a token for registry {}", r.registry)))?;
+        let resp = result
+            .map_err(|f| match f {
+                Failure::Local(e) => e,
+                Failure::Net(e) => {
+                    let method =
+                        if matches!(cred, Some(Credential::IdentityToken { .. })) { Method::POST } else { Method::GET };
+                    self.network_error(r, &method, realm, e, 1)
+                }
+            })
+            .map_err(|e| e.context(format!("getting a token for registry {}", r.registry)))?;
         if resp.status() != StatusCode::OK {
             let e = status_error(&format!("getting a token for registry {}", r.registry), "GET", realm, resp);
             return Err(e.context(self.inner.creds.describe(&r.registry)));
@@ -587,6 +779,58 @@ impl RegistryClient {
             })?;
         let ttl = v.get("expires_in").and_then(|e| e.as_u64()).unwrap_or(DEFAULT_TOKEN_TTL);
         Ok((token.to_owned(), ttl))
+    }
+}
+
+/// Which side of a body copy failed.
+enum Copy {
+    Read(std::io::Error),
+    Write(std::io::Error),
+}
+
+/// Copies a response body into `out`, telling a failed read (the network) from a failed write.
+fn copy_body(from: &mut impl Read, out: &mut impl std::io::Write) -> std::result::Result<(), Copy> {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Copy::Read(e)),
+        };
+        out.write_all(&buf[..n]).map_err(Copy::Write)?;
+    }
+}
+
+/// Why one exchange failed: locally (not worth retrying) or on the network.
+enum Failure {
+    Local(Error),
+    Net(ureq::Error),
+}
+
+/// How many attempts a response took (a response extension, for error messages).
+#[derive(Debug, Clone, Copy)]
+struct Attempts(u32);
+
+/// Statuses worth another attempt of an idempotent request.
+fn retryable_status(s: StatusCode) -> bool {
+    s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS
+}
+
+/// A `Retry-After` in seconds (the HTTP-date form is ignored), capped at the longest backoff.
+fn retry_after(resp: &Response<ureq::Body>) -> Option<Duration> {
+    header(resp, "retry-after")
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|s| Duration::from_secs(s).min(MAX_BACKOFF))
+}
+
+/// `1.5 s`, `30 s`.
+fn secs(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s.fract() == 0.0 {
+        format!("{} s", d.as_secs())
+    } else {
+        format!("{s:.3} s").replace(".000", "")
     }
 }
 
@@ -615,13 +859,15 @@ fn media_type_from_json(bytes: &[u8]) -> String {
 /// the registry's own error messages (`{"errors":[{"code","message","detail"}]}`).
 fn status_error(what: &str, method: &str, url: &str, resp: Response<ureq::Body>) -> Error {
     let status = resp.status();
+    let attempts = resp.extensions().get::<Attempts>().map(|a| a.0).unwrap_or(1);
     let mut body = Vec::new();
     // The error body is best effort: the status alone is still reported when it cannot be read.
     let _ = resp.into_body().into_with_config().limit(MAX_ERROR_BODY).reader().read_to_end(&mut body);
     let detail = registry_messages(&body)
         .unwrap_or_else(|| String::from_utf8_lossy(&body).trim().chars().take(300).collect::<String>());
     let detail = if detail.is_empty() { String::new() } else { format!(": {detail}") };
-    registry_error(format!("{what}: {method} {url} returned HTTP {status}{detail}"))
+    let tries = if attempts > 1 { format!(" (after {attempts} attempts)") } else { String::new() };
+    registry_error(format!("{what}: {method} {url} returned HTTP {status}{tries}{detail}"))
 }
 
 fn registry_messages(body: &[u8]) -> Option<String> {

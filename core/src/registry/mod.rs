@@ -5,15 +5,37 @@
 //! - [`client`]: the blocking [`RegistryClient`] (HEAD-before-push, cross-repository mounts,
 //!   monolithic or chunked uploads streamed from disk, verified downloads).
 //! - `auth`: `config.json` credentials and `WWW-Authenticate` challenges.
+//! - [`options`]: timeouts and retries ([`RegistryOptions`]) and the [`Interrupt`] a cancelled
+//!   solve fires to end its requests.
 //!
 //! The client is blocking (`ureq`); async callers run it on a blocking thread.
 
 mod auth;
 pub mod client;
+pub mod options;
 pub mod reference;
 
 pub use client::{PushStats, RegistryClient, DEFAULT_CHUNK_SIZE};
+pub use options::{Interrupt, RegistryOptions};
 pub use reference::Reference;
+
+/// What the registry clients of one solve share: the engine's [`RegistryOptions`] and the
+/// solve's [`Interrupt`] (fired when the solve is cancelled or dropped).
+#[derive(Debug, Clone, Default)]
+pub struct ClientSettings {
+    /// Timeouts and retries.
+    pub options: RegistryOptions,
+    /// Ends every request of these clients when fired.
+    pub interrupt: Interrupt,
+}
+
+impl ClientSettings {
+    /// A client for `r`'s registry: plain http when `insecure` or when the registry is on the
+    /// loopback interface ([`is_loopback`]).
+    pub fn client(&self, r: &Reference, insecure: bool) -> Result<RegistryClient> {
+        Ok(RegistryClient::with_options(insecure || is_loopback(r), &self.options)?.interruptible(&self.interrupt))
+    }
+}
 
 use crate::content::image::{host_platform, read_image, ResolvedImage, DOCKER_MANIFEST_LIST, OCI_INDEX};
 use crate::content::layout::{from_oci_digest, to_oci_digest};

@@ -142,23 +142,38 @@ impl CacheConfig {
                 )));
             }
         }
-        // Each layer has one parent, so a cycle shows as a walk longer than the layer count.
-        let mut chain_ok = vec![false; nl];
+        // Each layer has one parent: walk up from every layer until a layer already known to
+        // end at a base (Done), marking the walk's layers (OnWalk(start)); meeting a layer of the
+        // current walk is a loop. Every layer is walked once, so this is linear.
+        #[derive(Clone, Copy, PartialEq)]
+        enum Mark {
+            New,
+            OnWalk(usize),
+            Done,
+        }
+        let mut mark = vec![Mark::New; nl];
+        let mut walk = Vec::new();
         for start in 0..nl {
-            let mut seen = Vec::new();
+            walk.clear();
             let mut cur = start as i64;
-            while cur != -1 && !chain_ok[cur as usize] {
-                if seen.contains(&cur) {
-                    return Err(content_err(format!(
-                        "cache config layer {start} ({}): its parent chain loops back to layer {cur}",
-                        self.layers[start].blob
-                    )));
+            while cur != -1 {
+                match mark[cur as usize] {
+                    Mark::Done => break,
+                    Mark::OnWalk(s) if s == start => {
+                        return Err(content_err(format!(
+                            "cache config layer {start} ({}): its parent chain loops back to layer {cur}",
+                            self.layers[start].blob
+                        )));
+                    }
+                    // Walks that did not reach Done return early with an error.
+                    Mark::OnWalk(_) | Mark::New => {}
                 }
-                seen.push(cur);
+                mark[cur as usize] = Mark::OnWalk(start);
+                walk.push(cur as usize);
                 cur = self.layers[cur as usize].parent;
             }
-            for s in seen {
-                chain_ok[s as usize] = true;
+            for &l in &walk {
+                mark[l] = Mark::Done;
             }
         }
         let nr = self.records.len();
@@ -257,6 +272,8 @@ impl CacheConfig {
 
 /// Parses and validates a cache config blob.
 pub fn parse_cache_config(bytes: &[u8]) -> Result<CacheConfig> {
+    crate::content::limits::check_size(bytes.len(), "cache config")?;
+    crate::content::limits::check_json_depth(bytes, "cache config")?;
     let config: CacheConfig = serde_json::from_slice(bytes)
         .map_err(|e| Error::with_source(ErrorKind::Content, format!("invalid cache config JSON: {e}"), e))?;
     config.validate()?;
@@ -276,6 +293,8 @@ fn checked(d: Descriptor, what: &str) -> Result<Descriptor> {
 /// Parses BuildKit's index form: an OCI index whose `manifests[]` holds the layer descriptors and
 /// exactly one cache config descriptor. Returns (layers, config).
 pub fn parse_cache_index(bytes: &[u8]) -> Result<(Vec<Descriptor>, Descriptor)> {
+    crate::content::limits::check_size(bytes.len(), "cache index")?;
+    crate::content::limits::check_json_depth(bytes, "cache index")?;
     let index: ImageIndex = serde_json::from_slice(bytes)
         .map_err(|e| Error::with_source(ErrorKind::Content, format!("invalid cache index JSON: {e}"), e))?;
     let (configs, layers): (Vec<Descriptor>, Vec<Descriptor>) =
@@ -296,6 +315,8 @@ pub fn parse_cache_index(bytes: &[u8]) -> Result<(Vec<Descriptor>, Descriptor)> 
 /// Parses the image-manifest form: an OCI image manifest whose `config` has the cache config
 /// media type and whose `layers` are the layer descriptors. Returns (layers, config).
 pub fn parse_cache_manifest(bytes: &[u8]) -> Result<(Vec<Descriptor>, Descriptor)> {
+    crate::content::limits::check_size(bytes.len(), "cache manifest")?;
+    crate::content::limits::check_json_depth(bytes, "cache manifest")?;
     let manifest: ImageManifest = serde_json::from_slice(bytes)
         .map_err(|e| Error::with_source(ErrorKind::Content, format!("invalid cache manifest JSON: {e}"), e))?;
     let config = manifest.config().clone();
@@ -314,6 +335,8 @@ pub fn parse_cache_manifest(bytes: &[u8]) -> Result<(Vec<Descriptor>, Descriptor
 /// Parses either form, choosing by the document's shape (`manifests` → index, `config` →
 /// manifest). Returns (layers, config).
 pub fn parse_cache_root(bytes: &[u8]) -> Result<(Vec<Descriptor>, Descriptor)> {
+    crate::content::limits::check_size(bytes.len(), "cache manifest/index")?;
+    crate::content::limits::check_json_depth(bytes, "cache manifest/index")?;
     let v: serde_json::Value = serde_json::from_slice(bytes)
         .map_err(|e| Error::with_source(ErrorKind::Content, format!("invalid cache manifest/index JSON: {e}"), e))?;
     if v.get("manifests").is_some() {

@@ -77,9 +77,10 @@ pub fn export_registry(
     insecure: bool,
     spec: &CacheExportSpec,
     records: Vec<ExportRecord>,
+    registry: &crate::registry::ClientSettings,
 ) -> Result<Digest> {
     let r = crate::registry::Reference::parse(reference)?;
-    let client = crate::registry::RegistryClient::new(insecure || crate::registry::is_loopback(&r))?;
+    let client = registry.client(&r, insecure)?;
     let mut records = records;
     if spec.merge {
         // Keep the tag's existing records; their blobs are already in the registry (HEAD skips them).
@@ -88,7 +89,7 @@ pub fn export_registry(
             let (layers, config) = parse_cache_root(&root)?;
             let cd = descriptor_digest(&config)?;
             client.fetch_blob(&r, &cd, engine_store)?;
-            Ok(from_config(&parse_cache_config(&engine_store.read(&cd)?)?, &layers))
+            from_config(&parse_cache_config(&engine_store.read(&cd)?)?, &layers)
         })();
         match old {
             Ok(old) => {
@@ -139,7 +140,7 @@ pub fn read_records(layout: &OciLayout, tag: &str) -> Result<Vec<ExportRecord>> 
     let root = layout.store().read(&descriptor_digest(&desc)?)?;
     let (layers, config) = parse_cache_root(&root)?;
     let cfg = parse_cache_config(&layout.store().read(&descriptor_digest(&config)?)?)?;
-    Ok(from_config(&cfg, &layers))
+    from_config(&cfg, &layers)
 }
 
 /// Removes every blob of `layout` that no manifest in `index.json` references (recursively) and no

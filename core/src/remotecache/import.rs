@@ -1,9 +1,13 @@
 //! Cache importers: read a remote cache's records eagerly (metadata only) and fetch layer blobs
 //! only when a result is actually needed. Any failure of an importer is a warning plus a miss,
-//! never a failed build and never a wrong result (every blob is verified against its digest).
+//! never a failed build and never a wrong result (every blob is verified against its digest,
+//! every layer against its diffID when applied). Imports are read-only: a local cache directory
+//! is opened as a source (nothing in it is created, modified or deleted), metadata documents are
+//! capped ([`crate::content::limits`]), and the records of a config share its layer chains (a
+//! chain is materialised only for a lookup), so memory stays linear in the config's size.
 
 use super::config::{descriptor_digest, parse_cache_config, parse_cache_root};
-use super::records::from_config;
+use super::records::LayerTable;
 use crate::content::layer::LayerBlob;
 use crate::content::{ContentStore, OciLayout};
 use crate::digest::Digest;
@@ -11,6 +15,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::options::{CacheImportSource, CacheImportSpec};
 use crate::solver::{ProgressEvent, ProgressSink};
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// Where an importer's blobs come from.
 #[derive(Debug)]
@@ -28,31 +33,47 @@ pub struct Hit {
     pub layers: Vec<LayerBlob>,
 }
 
+/// A result as stored: the top layer of a chain in an importer's shared layer table.
+#[derive(Debug)]
+struct Entry {
+    importer: usize,
+    top: usize,
+}
+
 /// The importers of one solve and the results they offer, by record key.
 #[derive(Debug, Default)]
 pub struct Imports {
     origins: Vec<Origin>,
-    results: HashMap<Digest, Hit>,
+    tables: Vec<Arc<LayerTable>>,
+    results: HashMap<Digest, Entry>,
 }
 
 impl Imports {
     /// Loads every importer's metadata; failures become warnings on `progress`.
-    pub fn load(store: &ContentStore, specs: &[CacheImportSpec], progress: &ProgressSink) -> Imports {
+    pub fn load(
+        store: &ContentStore,
+        specs: &[CacheImportSpec],
+        progress: &ProgressSink,
+        registry: &crate::registry::ClientSettings,
+    ) -> Imports {
         let mut imports = Imports::default();
         for spec in specs {
-            match load_one(store, spec) {
-                Ok((origin, records)) => {
+            match load_one(store, spec, registry) {
+                Ok((origin, cfg, table)) => {
                     let idx = imports.origins.len();
                     imports.origins.push(origin);
                     let mut n = 0;
-                    for r in records {
-                        if let Some(layers) = r.layers {
+                    for r in cfg.records {
+                        if let Some(top) = table.result_top(&r) {
                             n += 1;
-                            imports.results.entry(r.digest).or_insert(Hit { importer: idx, layers });
+                            imports.results.entry(r.digest).or_insert(Entry { importer: idx, top });
                         }
                     }
+                    imports.tables.push(Arc::new(table));
                     tracing::debug!(import = %spec, results = n, "cache import loaded");
                 }
+                // A cancelled solve stops here; its caller reports the cancellation.
+                Err(Error::Cancelled) => return imports,
                 Err(e) => progress.emit(ProgressEvent::Warning { message: format!("cache import {spec}: {e}") }),
             }
         }
@@ -66,7 +87,14 @@ impl Imports {
 
     /// The remote result for a record key.
     pub fn lookup(&self, key: &Digest) -> Option<Hit> {
-        self.results.get(key).cloned()
+        let e = self.results.get(key)?;
+        let layers = self.tables.get(e.importer)?.chain(e.top);
+        (!layers.is_empty()).then_some(Hit { importer: e.importer, layers })
+    }
+
+    /// True when an importer has a result for `key` (without materialising its chain).
+    pub fn contains(&self, key: &Digest) -> bool {
+        self.results.contains_key(key)
     }
 
     /// Fetches blob `d` from importer `importer` into `into` (verified).
@@ -79,10 +107,15 @@ impl Imports {
     }
 }
 
-fn load_one(store: &ContentStore, spec: &CacheImportSpec) -> Result<(Origin, Vec<super::records::ExportRecord>)> {
+fn load_one(
+    store: &ContentStore,
+    spec: &CacheImportSpec,
+    registry: &crate::registry::ClientSettings,
+) -> Result<(Origin, super::config::CacheConfig, LayerTable)> {
     match &spec.source {
         CacheImportSource::Local { dir, tag, digest } => {
-            let layout = OciLayout::open(dir)?;
+            // Read-only: a corrupt blob there is a miss, never deleted.
+            let layout = OciLayout::open_readonly(dir)?;
             let reference = match (digest, tag) {
                 (Some(d), _) => d.to_string(),
                 (None, Some(t)) => t.clone(),
@@ -92,17 +125,20 @@ fn load_one(store: &ContentStore, spec: &CacheImportSpec) -> Result<(Origin, Vec
             let root = layout.store().read(&descriptor_digest(&desc)?)?;
             let (layers, config) = parse_cache_root(&root)?;
             let cfg = parse_cache_config(&layout.store().read(&descriptor_digest(&config)?)?)?;
-            Ok((Origin::Local(layout), from_config(&cfg, &layers)))
+            let table = LayerTable::new(&cfg, &layers);
+            Ok((Origin::Local(layout), cfg, table))
         }
         CacheImportSource::Registry { reference, insecure } => {
             let r = crate::registry::Reference::parse(reference)?;
-            let client = crate::registry::RegistryClient::new(*insecure || crate::registry::is_loopback(&r))?;
+            let client = registry.client(&r, *insecure)?;
             let (root, _, _) = client.get_manifest(&r)?;
+            // parse_cache_root refuses a document over the metadata cap.
             let (layers, config) = parse_cache_root(&root)?;
             let cd = descriptor_digest(&config)?;
             client.fetch_blob(&r, &cd, store)?;
             let cfg = parse_cache_config(&store.read(&cd)?)?;
-            Ok((Origin::Registry { client, reference: r }, from_config(&cfg, &layers)))
+            let table = LayerTable::new(&cfg, &layers);
+            Ok((Origin::Registry { client, reference: r }, cfg, table))
         }
     }
 }

@@ -118,42 +118,131 @@ pub fn to_config(records: &[ExportRecord]) -> Result<(CacheConfig, Vec<Descripto
     Ok((cfg, descs))
 }
 
+/// The most layer entries [`from_config`] materialises over all records' chains: records share
+/// chains in the config, but a list of records holds one copy each.
+pub const MAX_MATERIALISED_LAYERS: usize = 1 << 20;
+
+/// The layers of a validated cache config as blobs, with their parents: every record whose
+/// result chains through a layer shares it, and a chain is materialised only when asked for, so
+/// a config of many records with long chains costs memory linear in its size.
+#[derive(Debug, Default)]
+pub struct LayerTable {
+    blobs: Vec<Option<LayerBlob>>,
+    parents: Vec<i64>,
+    /// Length of the chain ending at each layer, 0 when some layer of it has no blob (no diffID).
+    depth: Vec<usize>,
+}
+
+impl LayerTable {
+    /// Builds the table of `cfg` (which must have passed [`CacheConfig::validate`]); descriptor
+    /// facts win over what the config itself says.
+    pub fn new(cfg: &CacheConfig, descs: &[Descriptor]) -> LayerTable {
+        let by_digest: HashMap<&str, &Descriptor> = descs.iter().map(|d| (d.digest().as_ref(), d)).collect();
+        let blob = |l: &CacheLayer| -> Option<LayerBlob> {
+            let d = by_digest.get(l.blob.as_str());
+            let ann = l.annotations.as_ref();
+            let media_type = d
+                .map(|d| d.media_type().to_string())
+                .or_else(|| ann.and_then(|a| a.media_type.clone()))
+                .unwrap_or_else(|| "application/vnd.oci.image.layer.v1.tar+gzip".to_owned());
+            let diff_id = d.and_then(|d| layer_diff_id(d)).or_else(|| ann.and_then(|a| a.diff_id.clone()))?;
+            let size = d.map(|d| d.size()).or_else(|| ann.and_then(|a| a.size).map(|s| s as u64)).unwrap_or(0);
+            Some(LayerBlob { digest: l.blob.clone(), diff_id, size, media_type })
+        };
+        let n = cfg.layers.len();
+        let blobs: Vec<Option<LayerBlob>> = cfg.layers.iter().map(blob).collect();
+        let parents: Vec<i64> = cfg.layers.iter().map(|l| l.parent).collect();
+        // usize::MAX = not computed yet. Each layer is walked once (validated: no loops), and a
+        // walk never exceeds n steps even if it were not.
+        let mut depth = vec![usize::MAX; n];
+        let mut walk = Vec::new();
+        for start in 0..n {
+            walk.clear();
+            let mut cur = start as i64;
+            let mut below = 0usize;
+            while cur >= 0 && (cur as usize) < n && walk.len() <= n {
+                let c = cur as usize;
+                if depth[c] != usize::MAX {
+                    below = depth[c];
+                    break;
+                }
+                walk.push(c);
+                cur = parents[c];
+            }
+            let broken = walk.len() > n || (cur != -1 && (cur < 0 || cur as usize >= n));
+            for &l in walk.iter().rev() {
+                below = if broken || blobs[l].is_none() || (below == 0 && parents[l] != -1) { 0 } else { below + 1 };
+                depth[l] = below;
+            }
+        }
+        LayerTable { blobs, parents, depth }
+    }
+
+    /// The top layer of a record's first usable result (a complete chain), if any.
+    pub fn result_top(&self, r: &CacheRecord) -> Option<usize> {
+        let ok = |i: i64| -> Option<usize> {
+            let i = usize::try_from(i).ok()?;
+            (self.depth.get(i).copied().unwrap_or(0) > 0).then_some(i)
+        };
+        r.results
+            .iter()
+            .find_map(|res| ok(res.layer_index))
+            .or_else(|| r.chains.iter().find_map(|c| c.layer_indexes.last().and_then(|t| ok(*t))))
+    }
+
+    /// The number of layers of the chain ending at `top` (0: incomplete or out of range).
+    pub fn chain_len(&self, top: usize) -> usize {
+        self.depth.get(top).copied().unwrap_or(0)
+    }
+
+    /// The chain ending at `top`, base first (empty when incomplete).
+    pub fn chain(&self, top: usize) -> Vec<LayerBlob> {
+        let len = self.chain_len(top);
+        let mut out = Vec::with_capacity(len);
+        let mut cur = top as i64;
+        while cur >= 0 && out.len() < len {
+            let Some(Some(b)) = self.blobs.get(cur as usize) else { return Vec::new() };
+            out.push(b.clone());
+            cur = self.parents[cur as usize];
+        }
+        out.reverse();
+        out
+    }
+}
+
 /// Reads records back from a cache config and its layer descriptors (a result's layer chain is
 /// resolved through `parent`; blobs without a descriptor are kept with what the config says).
-pub fn from_config(cfg: &CacheConfig, descs: &[Descriptor]) -> Vec<ExportRecord> {
-    let by_digest: HashMap<&str, &Descriptor> = descs.iter().map(|d| (d.digest().as_ref(), d)).collect();
-    let blob = |l: &CacheLayer| -> Option<LayerBlob> {
-        let d = by_digest.get(l.blob.as_str());
-        let ann = l.annotations.as_ref();
-        let media_type = d
-            .map(|d| d.media_type().to_string())
-            .or_else(|| ann.and_then(|a| a.media_type.clone()))
-            .unwrap_or_else(|| "application/vnd.oci.image.layer.v1.tar+gzip".to_owned());
-        let diff_id = d.and_then(|d| layer_diff_id(d)).or_else(|| ann.and_then(|a| a.diff_id.clone()))?;
-        let size = d.map(|d| d.size()).or_else(|| ann.and_then(|a| a.size).map(|s| s as u64)).unwrap_or(0);
-        Some(LayerBlob { digest: l.blob.clone(), diff_id, size, media_type })
-    };
-    let chain = |top: i64| -> Option<Vec<LayerBlob>> {
-        let idx = cfg.layer_chain(top).ok()?;
-        idx.into_iter().map(|i| cfg.layers.get(i).and_then(blob)).collect()
-    };
-    cfg.records
-        .iter()
-        .map(|r| {
-            let layers = r
-                .results
-                .iter()
-                .find_map(|res| chain(res.layer_index))
-                .or_else(|| r.chains.iter().find_map(|c| c.layer_indexes.last().and_then(|t| chain(*t))));
-            let inputs = r
-                .inputs
-                .iter()
-                .filter_map(|alts| alts.first())
-                .filter_map(|i| cfg.records.get(i.link as usize).map(|l| l.digest.clone()))
-                .collect();
-            ExportRecord { digest: r.digest.clone(), inputs, layers }
-        })
-        .collect()
+/// A config whose results would total more than [`MAX_MATERIALISED_LAYERS`] layers is refused.
+pub fn from_config(cfg: &CacheConfig, descs: &[Descriptor]) -> Result<Vec<ExportRecord>> {
+    let table = LayerTable::new(cfg, descs);
+    let mut total = 0usize;
+    let mut out = Vec::with_capacity(cfg.records.len());
+    for r in &cfg.records {
+        let layers = match table.result_top(r) {
+            Some(top) => {
+                total = total.saturating_add(table.chain_len(top));
+                if total > MAX_MATERIALISED_LAYERS {
+                    return Err(crate::error::Error::new(
+                        crate::error::ErrorKind::Content,
+                        format!(
+                            "cache config: its {} records' results total more than {MAX_MATERIALISED_LAYERS} layers",
+                            cfg.records.len()
+                        ),
+                    ));
+                }
+                Some(table.chain(top))
+            }
+            None => None,
+        };
+        let inputs = r
+            .inputs
+            .iter()
+            .filter_map(|alts| alts.first())
+            .filter_map(|i| usize::try_from(i.link).ok().and_then(|l| cfg.records.get(l)).map(|l| l.digest.clone()))
+            .collect();
+        out.push(ExportRecord { digest: r.digest.clone(), inputs, layers });
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -243,9 +243,9 @@ impl ChangeSet {
     }
 }
 
-/// BuildKit's `sameDirent`: same kind, mode, owner and device; for non-directories also size and
-/// mtime (content or link target compared when both mtimes lack nanoseconds). A directory's
-/// mtime is ignored.
+/// BuildKit's `sameDirent`: same kind, mode, owner and device; for non-directories also size,
+/// mtime and (unlike BuildKit, which only looks when the mtimes lack nanoseconds) content or link
+/// target. A directory's mtime is ignored.
 fn same_dirent(a: &Metadata, b: &Metadata, pa: &Path, pb: &Path) -> Result<bool> {
     if a.mode() != b.mode() || a.uid() != b.uid() || a.gid() != b.gid() || a.rdev() != b.rdev() {
         return Ok(false);
@@ -256,17 +256,20 @@ fn same_dirent(a: &Metadata, b: &Metadata, pa: &Path, pb: &Path) -> Result<bool>
     if a.len() != b.len() || a.mtime() != b.mtime() {
         return Ok(false);
     }
-    if a.mtime_nsec() == 0 && b.mtime_nsec() == 0 {
-        if a.file_type().is_symlink() {
-            return Ok(fs::read_link(pa).with_path("reading symlink", pa)?
-                == fs::read_link(pb).with_path("reading symlink", pb)?);
-        }
-        if a.len() == 0 || !a.is_file() {
-            return Ok(true);
-        }
-        return same_content(pa, pb);
+    if a.mtime_nsec() != b.mtime_nsec() {
+        return Ok(false);
     }
-    Ok(a.mtime_nsec() == b.mtime_nsec())
+    // Equal metadata, down to the nanosecond, does not prove equal content: files written by two
+    // runs in the same clock tick share an mtime (BuildKit compares content only when the
+    // nanoseconds are zero, and then reports such a change as none). kiln always compares.
+    if a.file_type().is_symlink() {
+        return Ok(fs::read_link(pa).with_path("reading symlink", pa)?
+            == fs::read_link(pb).with_path("reading symlink", pb)?);
+    }
+    if a.len() == 0 || !a.is_file() {
+        return Ok(true);
+    }
+    same_content(pa, pb)
 }
 
 fn same_content(a: &Path, b: &Path) -> Result<bool> {

@@ -59,7 +59,8 @@ async fn export_one(solve: &Arc<Solve>, spec: &CacheExportSpec) -> Result<()> {
     }
     let solve2 = solve.clone();
     let spec = spec.clone();
-    tokio::task::spawn_blocking(move || {
+    let tokens = solve.task_tokens();
+    super::spawn_counted(tokens, move || {
         let solve = solve2;
         let comp = compression(&spec);
         let mut records = Vec::with_capacity(pending.len());
@@ -75,10 +76,15 @@ async fn export_one(solve: &Arc<Solve>, spec: &CacheExportSpec) -> Result<()> {
             CacheTarget::Local { dir, tag } => {
                 crate::remotecache::export::export_local(&solve.engine.content, dir, tag, &spec, records).map(|_| ())
             }
-            CacheTarget::Registry { reference, insecure } => {
-                crate::remotecache::export::export_registry(&solve.engine.content, reference, *insecure, &spec, records)
-                    .map(|_| ())
-            }
+            CacheTarget::Registry { reference, insecure } => crate::remotecache::export::export_registry(
+                &solve.engine.content,
+                reference,
+                *insecure,
+                &spec,
+                records,
+                &solve.registry,
+            )
+            .map(|_| ()),
         }
     })
     .await
@@ -105,6 +111,8 @@ fn result_layers(
             if !solve.engine.content.has(&l.digest) {
                 solve.imports.fetch(hit.importer, &l.digest, &solve.engine.content)?;
             }
+            // Never re-export a diffID the imported cache only claimed.
+            crate::content::layer::verify_diff_id(&solve.engine.content, l)?;
         }
         return Ok(Some(hit.layers));
     }

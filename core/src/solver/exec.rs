@@ -71,13 +71,7 @@ pub async fn run(
     let mut actives: Vec<(i64, Active)> = Vec::new();
     let mut throwaway: Vec<Active> = Vec::new();
     let mut leases = Vec::new();
-    // Secrets live in memory (tmpfs) when the host has /dev/shm, so their bytes never reach a disk.
-    let shm = std::path::Path::new("/dev/shm");
-    let secrets_parent = if shm.is_dir() { shm } else { solve.engine.tmp.as_path() };
-    let secrets_dir = tempfile::Builder::new()
-        .prefix("kiln-secrets-")
-        .tempdir_in(secrets_parent)
-        .with_path("create secrets dir", secrets_parent)?;
+    let secrets_dir = secrets_staging_dir(&solve.engine.tmp)?;
     let mut mounts: Vec<MountGuard> = Vec::new();
     let mut root_path = None;
     let mut readonly_rootfs = false;
@@ -313,6 +307,58 @@ pub(crate) fn check_entitlements(v: &Vertex, granted: &BTreeSet<Entitlement>) ->
     Ok(())
 }
 
+/// Where secrets are staged: in memory (tmpfs) when the host has /dev/shm, so their bytes never
+/// reach a disk, else the engine's tmp dir.
+fn secrets_parent(engine_tmp: &std::path::Path) -> std::path::PathBuf {
+    let shm = std::path::Path::new("/dev/shm");
+    if shm.is_dir() {
+        shm.to_path_buf()
+    } else {
+        engine_tmp.to_path_buf()
+    }
+}
+
+const SECRETS_PREFIX: &str = "kiln-secrets-";
+
+/// A private (0700) staging dir for one run's secrets, named after this process so that a dir
+/// left by a killed process can be recognised and removed ([`remove_stale_secret_dirs`]); it is
+/// removed when dropped (success, failure, cancellation, SIGINT/SIGTERM in the CLI).
+fn secrets_staging_dir(engine_tmp: &std::path::Path) -> Result<tempfile::TempDir> {
+    use std::os::unix::fs::PermissionsExt;
+    let parent = secrets_parent(engine_tmp);
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("{SECRETS_PREFIX}{}-", std::process::id()))
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir_in(&parent)
+        .with_path("create secrets dir", &parent)?;
+    // The mode given at creation is subject to the umask; make it exact.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))
+        .with_path("make secrets dir private", dir.path())?;
+    Ok(dir)
+}
+
+/// Removes secret staging dirs whose process is gone (killed before it could clean up), so a
+/// secret never outlives a crash past the next engine open.
+pub(crate) fn remove_stale_secret_dirs(engine_tmp: &std::path::Path) {
+    let parent = secrets_parent(engine_tmp);
+    let Ok(entries) = std::fs::read_dir(&parent) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(SECRETS_PREFIX)) else { continue };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<i32>().ok()).filter(|p| *p > 0) else {
+            continue;
+        };
+        // Only "no such process" means dead (EPERM: alive, owned by someone else).
+        if nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) != Err(nix::errno::Errno::ESRCH) {
+            continue;
+        }
+        match std::fs::remove_dir_all(e.path()) {
+            Ok(()) => tracing::info!(path = %e.path().display(), pid, "removed secrets left by a dead process"),
+            Err(err) => tracing::warn!(path = %e.path().display(), error = %err, "cannot remove stale secrets"),
+        }
+    }
+}
+
 /// The process environment, in BuildKit's order: the op's env, its proxy settings (both
 /// spellings, as BuildKit's `proxyEnvList`), a default `PATH` when none is set, then the secret env.
 fn run_env(meta: &pb::Meta, secret_env: Vec<String>) -> Vec<String> {
@@ -368,4 +414,31 @@ fn secret_env(solve: &Solve, v: &Vertex, e: &pb::ExecOp) -> Result<Vec<String>> 
         out.push(format!("{}={}", s.name, String::from_utf8_lossy(value)));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn secrets_are_staged_privately_and_stale_dirs_of_dead_processes_are_removed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = secrets_staging_dir(tmp.path()).unwrap();
+        assert_eq!(std::fs::metadata(dir.path()).unwrap().permissions().mode() & 0o7777, 0o700);
+        let name = dir.path().file_name().unwrap().to_string_lossy().into_owned();
+        assert!(name.starts_with(&format!("{SECRETS_PREFIX}{}-", std::process::id())), "{name}");
+
+        // A dir of a process that is gone, holding a "secret".
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let parent = secrets_parent(tmp.path());
+        let stale = parent.join(format!("{SECRETS_PREFIX}{dead}-staletest"));
+        std::fs::create_dir_all(&stale).unwrap();
+        std::fs::write(stale.join("secret-0"), "hunter2").unwrap();
+        remove_stale_secret_dirs(tmp.path());
+        assert!(!stale.exists(), "the dead process's secrets are removed");
+        assert!(dir.path().exists(), "a live process's staging dir stays");
+    }
 }

@@ -25,7 +25,9 @@ pub async fn run(solve: &Arc<Solve>, result: Option<&ResultRef>) -> Result<BTree
         let vertex = format!("export:{i}");
         solve.emit(ProgressEvent::VertexStarted { vertex: vertex.clone(), name: describe(&out) });
         let t0 = std::time::Instant::now();
-        let res = tokio::task::spawn_blocking(move || export_one(&engine, result.as_ref(), &out, &config))
+        let registry = solve.registry.clone();
+        let tokens = solve.task_tokens();
+        let res = super::spawn_counted(tokens, move || export_one(&engine, result.as_ref(), &out, &config, &registry))
             .await
             .map_err(|e| Error::with_source(ErrorKind::Internal, "export task", e))?;
         match res {
@@ -77,6 +79,7 @@ fn export_one(
     result: Option<&ResultRef>,
     out: &OutputSpec,
     config: &crate::graph::ImageConfig,
+    registry: &crate::registry::ClientSettings,
 ) -> Result<BTreeMap<String, String>> {
     let mut meta = BTreeMap::new();
     match out {
@@ -106,7 +109,7 @@ fn export_one(
             let desc = crate::content::write_image(&engine.content, &layers, config, true)?;
             if *push {
                 let r = crate::registry::Reference::parse(name)?;
-                let client = crate::registry::RegistryClient::new(*insecure || crate::registry::is_loopback(&r))?;
+                let client = registry.client(&r, *insecure)?;
                 crate::registry::push_image(&client, &r, &desc, &engine.content)?;
             }
             meta.insert("containerimage.digest".to_owned(), desc.digest().to_string());

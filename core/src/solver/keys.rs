@@ -9,7 +9,7 @@ use crate::digest::Digest;
 use crate::error::{Error, ErrorKind, Result};
 use crate::graph::pb;
 use crate::graph::pb::op::Op as OpKind;
-use crate::graph::Vertex;
+use crate::graph::{SourceSpec, Vertex};
 use prost::Message;
 use std::sync::Arc;
 
@@ -60,17 +60,27 @@ pub async fn vertex_key(solve: &Arc<Solve>, v: &Vertex, input_keys: &[Digest]) -
                 // for that (other inputs' keys already identify their content).
                 let inp = &v.op.inputs[j];
                 let Ok(dd) = Digest::parse(&inp.digest) else { continue };
-                let is_local = solve
-                    .def
-                    .vertex(&dd)
-                    .map(|iv| matches!(&iv.op.op, Some(OpKind::Source(s)) if s.identifier.starts_with("local://")))
-                    .unwrap_or(false);
-                if !is_local {
+                let Some(local) = solve.def.vertex(&dd).and_then(|iv| match iv.source_spec() {
+                    Ok(Some(SourceSpec::Local { name, include, exclude, follow_paths, .. })) => {
+                        Some((name, include.is_empty() && exclude.is_empty() && follow_paths.is_empty()))
+                    }
+                    _ => None,
+                }) else {
                     continue;
-                }
-                let outs = solve.result_future(&dd).await.map_err(|e| super::clone_error(&e.0))?;
-                let r = outs.outputs.get(&inp.index).cloned().flatten();
-                let sums = tokio::task::spawn_blocking(move || copy_checksums(r.as_ref(), &copies))
+                };
+                // An unfiltered context is read where it is, so a fully cached graph never syncs
+                // it (its result is never exported to caches either); a filtered one is synced
+                // first so that the checksum sees exactly the selected files.
+                let (name, unfiltered) = local;
+                let root = if unfiltered { solve.opts.locals.get(&name).cloned() } else { None };
+                let r = match root {
+                    Some(_) => None,
+                    None => {
+                        let outs = solve.result_future(&dd).await.map_err(|e| super::clone_error(&e.0))?;
+                        outs.outputs.get(&inp.index).cloned().flatten()
+                    }
+                };
+                let sums = tokio::task::spawn_blocking(move || copy_checksums(root.as_deref(), r.as_ref(), &copies))
                     .await
                     .map_err(|e| Error::with_source(ErrorKind::Internal, "checksum task", e))??;
                 *part = format!("content:{}", sums.join(","));
@@ -97,15 +107,21 @@ fn copy_only_input(f: &pb::FileOp, j: i64) -> Option<Vec<pb::FileActionCopy>> {
     (!copies.is_empty()).then_some(copies)
 }
 
-fn copy_checksums(r: Option<&ResultRef>, copies: &[pb::FileActionCopy]) -> Result<Vec<String>> {
+/// Content checksums of what `copies` read, from a host directory (`dir`) or a result.
+fn copy_checksums(
+    dir: Option<&std::path::Path>,
+    r: Option<&ResultRef>,
+    copies: &[pb::FileActionCopy],
+) -> Result<Vec<String>> {
     let empty;
     let guard;
-    let root = match r {
-        Some(r) => {
+    let root = match (dir, r) {
+        (Some(d), _) => d.to_path_buf(),
+        (None, Some(r)) => {
             guard = r.worker.snapshotter.mount(&r.snapshot)?;
             guard.path().to_path_buf()
         }
-        None => {
+        (None, None) => {
             empty = tempfile::tempdir().map_err(|e| Error::io("create empty dir", std::env::temp_dir(), e))?;
             empty.path().to_path_buf()
         }

@@ -6,7 +6,7 @@ use super::progress::ProgressEvent;
 use super::refs::{commit_and_record, Active};
 use super::ProgressSink;
 use crate::cache::metadata::record_key;
-use crate::content::layer::{layer_reader, LayerBlob};
+use crate::content::layer::{layer_reader_verified, LayerBlob};
 use crate::digest::Digest;
 use crate::engine::EngineInner;
 use crate::error::Result;
@@ -53,7 +53,9 @@ pub fn apply_chain(
         let a = Active::prepare(&worker.snapshotter, parent.as_ref())?;
         let whiteouts = {
             let g = worker.snapshotter.mount(&a.id)?;
-            let mut reader = layer_reader(&engine.content, &layer.digest, &layer.media_type)?;
+            // Verified against the blob digest and the declared diffID (an imported cache's
+            // `containerd.io/uncompressed` annotation or an image config's `rootfs.diff_ids`).
+            let mut reader = layer_reader_verified(&engine.content, layer)?;
             let (n, whiteouts) = apply_layer_counting(g.path(), &mut reader)?;
             // Read to the end so the blob's digest is verified even past the tar's end marker.
             std::io::copy(&mut reader, &mut std::io::sink())

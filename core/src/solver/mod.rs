@@ -7,7 +7,7 @@ mod cache_export;
 pub mod cache_mounts;
 mod diff;
 pub mod display;
-mod exec;
+pub(crate) mod exec;
 mod exporters;
 mod fileop;
 mod keys;
@@ -89,6 +89,8 @@ pub(crate) struct Solve {
     pub opts: SolveOptions,
     /// Remote caches consulted on a local miss.
     pub imports: crate::remotecache::Imports,
+    /// Registry timeouts and this solve's interrupt (fired when the solve is cancelled).
+    pub registry: crate::registry::ClientSettings,
     keys: Mutex<HashMap<Digest, KeyFuture>>,
     results: Mutex<HashMap<Digest, VertexFuture>>,
     status: Mutex<HashMap<Digest, Status>>,
@@ -122,20 +124,51 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Fires a solve's registry interrupt when dropped: a solve that ends — cancelled through its
+/// token, its future dropped, or finished — leaves no registry request waiting on the network.
+struct InterruptOnDrop(crate::registry::Interrupt);
+
+impl Drop for InterruptOnDrop {
+    fn drop(&mut self) {
+        self.0.fire();
+    }
+}
+
+/// `spawn_blocking` for work that uses the engine: the thread counts as a live task (of the engine
+/// and of the solve, `tokens`) until `f` returned and everything it captured was dropped, so a
+/// cancelled solve returns only once the thread let go of the engine (and its root lock).
+pub(crate) fn spawn_counted<T: Send + 'static>(
+    tokens: (crate::engine::TaskToken, crate::engine::TaskToken),
+    f: impl FnOnce() -> T + Send + 'static,
+) -> tokio::task::JoinHandle<T> {
+    tokio::task::spawn_blocking(move || {
+        let _tokens = tokens;
+        // Calling `f` consumes it: its captures are dropped before `_tokens`.
+        f()
+    })
+}
+
 /// Solves `def` on `engine`, runs the exporters and cache exporters.
 pub(crate) async fn solve(engine: Arc<EngineInner>, def: &Definition, opts: SolveOptions) -> Result<SolveResult> {
-    let Some(token) = opts.cancel.clone() else { return solve_inner(engine, def, opts, Arc::default()).await };
+    let registry = crate::registry::ClientSettings { options: engine.registry.clone(), interrupt: Default::default() };
+    let _interrupt = InterruptOnDrop(registry.interrupt.clone());
+    let Some(token) = opts.cancel.clone() else {
+        return solve_inner(engine, def, opts, Arc::default(), registry).await;
+    };
     if token.is_cancelled() {
         return Err(Error::Cancelled);
     }
     // The solve's own task count: a cancelled solve returns once its tasks ran their cleanup.
     let tasks: Arc<TaskCount> = Arc::default();
-    let mut inner = Box::pin(solve_inner(engine, def, opts, tasks.clone()));
+    let interrupt = registry.interrupt.clone();
+    let mut inner = Box::pin(solve_inner(engine, def, opts, tasks.clone(), registry));
     tokio::select! {
         r = &mut inner => return r,
         _ = token.cancelled() => {}
     }
-    // Dropping the solve aborts every vertex task; then wait until their guards have run.
+    // End registry requests blocked on the network, then drop the solve: that aborts every
+    // vertex task; wait until their guards (and registry threads) have run.
+    interrupt.fire();
     drop(inner);
     tasks.wait_idle().await;
     Err(Error::Cancelled)
@@ -146,6 +179,7 @@ async fn solve_inner(
     def: &Definition,
     opts: SolveOptions,
     tasks: Arc<TaskCount>,
+    registry: crate::registry::ClientSettings,
 ) -> Result<SolveResult> {
     crate::options::cache::validate_exports(&opts.cache_exports)?;
     for v in def.vertices() {
@@ -155,15 +189,22 @@ async fn solve_inner(
         let engine = engine.clone();
         let specs = opts.cache_imports.clone();
         let progress = opts.progress.clone();
-        tokio::task::spawn_blocking(move || crate::remotecache::Imports::load(&engine.content, &specs, &progress))
+        let registry = registry.clone();
+        // Counted as a task: a cancelled solve returns once this thread let go of the engine.
+        let tokens = (engine.tasks.token(), tasks.token());
+        spawn_counted(tokens, move || crate::remotecache::Imports::load(&engine.content, &specs, &progress, &registry))
             .await
             .map_err(|e| Error::with_source(ErrorKind::Internal, "cache import task", e))?
     };
+    if registry.interrupt.is_fired() {
+        return Err(Error::Cancelled);
+    }
     let solve = Arc::new(Solve {
         engine,
         def: Arc::new(def.clone()),
         opts,
         imports,
+        registry,
         keys: Mutex::new(HashMap::new()),
         results: Mutex::new(HashMap::new()),
         status: Mutex::new(HashMap::new()),
@@ -212,6 +253,12 @@ async fn solve_inner(
 }
 
 impl Solve {
+    /// Tokens counting a blocking thread of this solve as a live task (engine and solve), so a
+    /// cancelled solve returns only once the thread let go of what it used.
+    pub(crate) fn task_tokens(&self) -> (crate::engine::TaskToken, crate::engine::TaskToken) {
+        (self.engine.tasks.token(), self.tasks.token())
+    }
+
     fn vertex(&self, d: &Digest) -> Result<Vertex> {
         self.def
             .vertex(d)
@@ -388,7 +435,7 @@ impl Solve {
         }
         let ki = self.key_future(d).await.map_err(|e| clone_error(&e.0))?;
         let local = self.lookup(&ki.worker, &ki.key, &[index])?.is_some();
-        if !local && self.imports.lookup(&keys::output_key(&ki.key, index)).is_none() {
+        if !local && !self.imports.contains(&keys::output_key(&ki.key, index)) {
             return Ok(false);
         }
         self.mark(d, Status::Cached);
@@ -444,7 +491,9 @@ impl Solve {
         let name = v.name();
         let vertex = v.digest.to_string();
         let this = self.clone();
-        tokio::task::spawn_blocking(move || {
+        // Counted as a task: the thread outlives an aborted vertex task until it returns.
+        let tokens = self.task_tokens();
+        spawn_counted(tokens, move || {
             let mut out = BTreeMap::new();
             for (i, hit) in chains {
                 let fetch = |d: &Digest| this.imports.fetch(hit.importer, d, &engine.content);
@@ -456,6 +505,7 @@ impl Solve {
                         refs::record(&engine, &worker, &key, i, &id, &name)?;
                         out.insert(i, top.map(|s| ResultRef { worker: worker.clone(), snapshot: s }));
                     }
+                    Err(Error::Cancelled) => return Err(Error::Cancelled),
                     Err(e) => {
                         // An importer failing is a warning and a miss, never a failed build.
                         this.emit(ProgressEvent::Warning { message: format!("cache import for {name} failed: {e}") });
@@ -486,7 +536,7 @@ impl Solve {
                 if !this.engine.content.has(&l.digest) {
                     this.imports.fetch(hit.importer, &l.digest, &this.engine.content)?;
                 }
-                let mut r = crate::content::layer::layer_reader(&this.engine.content, &l.digest, &l.media_type)?;
+                let mut r = crate::content::layer::layer_reader_verified(&this.engine.content, l)?;
                 crate::snapshot::apply_layer(&dir, &mut r)?;
                 std::io::copy(&mut r, &mut std::io::sink())
                     .map_err(|e| Error::io("verify cache mount layer", &dir, e))?;

@@ -68,7 +68,7 @@ pub async fn content_key(solve: &Arc<Solve>, v: &Vertex, s: &pb::SourceOp) -> Re
         }
         SourceSpec::OciLayout { path, reference } => {
             let r = layout_ref(&reference);
-            let desc = tokio::task::spawn_blocking(move || OciLayout::open(&path)?.resolve(&r))
+            let desc = tokio::task::spawn_blocking(move || OciLayout::open_readonly(&path)?.resolve(&r))
                 .await
                 .map_err(|e| Error::with_source(ErrorKind::Internal, "resolve task", e))??;
             Ok(format!("image:{}", desc.digest()))
@@ -93,18 +93,22 @@ pub async fn content_key(solve: &Arc<Solve>, v: &Vertex, s: &pb::SourceOp) -> Re
             Ok(format!("git:{sha}:{keep_git_dir}:{subdir:?}"))
         }
         SourceSpec::DockerImage { reference } => {
-            let (client, r) = registry_for(&reference)?;
-            let (digest, _, _) = blocking(move || client.resolve(&r)).await?;
+            let (client, r) = registry_for(solve, &reference)?;
+            let tokens = solve.task_tokens();
+            let (digest, _, _) = super::spawn_counted(tokens, move || client.resolve(&r))
+                .await
+                .map_err(|e| Error::with_source(ErrorKind::Internal, "source task", e))??;
             solve.pin(&v.digest, digest.as_str());
             Ok(format!("image:{digest}"))
         }
     }
 }
 
-/// A client and parsed reference for a `docker-image://` source (plain http for loopback registries).
-fn registry_for(reference: &str) -> Result<(RegistryClient, Reference)> {
+/// A client and parsed reference for a `docker-image://` source (plain http for loopback
+/// registries), with the solve's timeouts and interrupt.
+fn registry_for(solve: &Solve, reference: &str) -> Result<(RegistryClient, Reference)> {
     let r = Reference::parse(reference)?;
-    let client = RegistryClient::new(crate::registry::is_loopback(&r))?;
+    let client = solve.registry.client(&r, false)?;
     Ok((client, r))
 }
 
@@ -195,19 +199,21 @@ pub async fn run(
             .await
         }
         SourceSpec::DockerImage { reference } => {
-            let (client, r) = registry_for(&reference)?;
+            let (client, r) = registry_for(solve, &reference)?;
             // Pull exactly what the key was computed from, even if the tag moved meanwhile.
             let r = match solve.pinned(&v.digest).map(|d| Digest::parse(&d)) {
                 Some(Ok(d)) => r.with_digest(d),
                 _ => r,
             };
-            blocking(move || {
+            let tokens = solve.task_tokens();
+            super::spawn_counted(tokens, move || {
                 let img = pull_image_metadata(&client, &r, &engine.content)?;
                 let pinned = r.with_digest(img.manifest_digest.clone());
                 let fetch = |d: &Digest| client.fetch_blob(&pinned, d, &engine.content);
                 image_layers(&engine, &worker, &key, &name, &vertex, &img, &reference, &fetch, &progress)
             })
             .await
+            .map_err(|e| Error::with_source(ErrorKind::Internal, "source task", e))?
         }
     }
 }

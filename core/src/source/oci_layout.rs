@@ -16,7 +16,8 @@ pub fn resolve_oci_layout(dir: &Path, reference: &str, into: &ContentStore) -> R
         ErrorKind::Content => Error::new(ErrorKind::Source, format!("oci-layout {}@{reference}: {e}", dir.display())),
         _ => e.context(format!("oci-layout {}@{reference}", dir.display())),
     };
-    let layout = OciLayout::open(dir).map_err(as_source)?;
+    // A source: never modified (no directories created, corrupt blobs kept and reported).
+    let layout = OciLayout::open_readonly(dir).map_err(as_source)?;
     let top = layout.resolve(reference).map_err(as_source)?;
     let src = layout.store();
     let ctx = |e: Error| e.context(format!("oci-layout {}@{reference}", dir.display()));

@@ -348,7 +348,7 @@ impl Solve {
             v.op.inputs.iter().zip(&infos).map(|(inp, k)| keys::output_key(&k.key, inp.index)).collect();
         let filters = v.op.constraints.as_ref().map(|c| c.filter.clone()).unwrap_or_default();
         let worker = self.engine.workers.select(&filters)?.clone();
-        let key = keys::vertex_key(&self, &v, &input_keys).await?;
+        let key = Box::pin(keys::vertex_key(&self, &v, &input_keys)).await?;
         Ok(Arc::new(KeyInfo { key, worker, input_keys }))
     }
 
@@ -379,7 +379,7 @@ impl Solve {
                 self.emit(ProgressEvent::VertexCached { vertex: d.to_string(), name });
                 return Ok(Arc::new(VertexOutputs { outputs }));
             }
-            if let Some(outputs) = self.import(&v, &worker, &key, &out_indexes).await? {
+            if let Some(outputs) = Box::pin(self.import(&v, &worker, &key, &out_indexes)).await? {
                 self.mark(&d, Status::Cached);
                 self.emit(ProgressEvent::VertexCached { vertex: d.to_string(), name });
                 return Ok(Arc::new(VertexOutputs { outputs }));
@@ -395,7 +395,7 @@ impl Solve {
             })?;
             inputs.push(out);
         }
-        let inputs = self.transfer_inputs(&worker, inputs, &ki.input_keys).await?;
+        let inputs = Box::pin(self.transfer_inputs(&worker, inputs, &ki.input_keys)).await?;
         let _permit = self
             .engine
             .limiter
@@ -405,12 +405,14 @@ impl Solve {
             .map_err(|e| Error::with_source(ErrorKind::Internal, "parallelism limiter closed", e))?;
         self.emit(ProgressEvent::VertexStarted { vertex: d.to_string(), name: name.clone() });
         let t0 = Instant::now();
+        // Each op's future is boxed: every vertex task waits with its whole state machine
+        // allocated, so inlining the largest op (exec) would cost that much per vertex of a graph.
         let res = match &v.op.op {
-            Some(OpKind::Exec(e)) => exec::run(&self, &v, e, &worker, &key, &inputs).await,
-            Some(OpKind::File(f)) => fileop::run(&self, &v, f, &worker, &key, &inputs).await,
-            Some(OpKind::Merge(m)) => merge::run(&self, &v, m, &worker, &key, &inputs).await,
-            Some(OpKind::Diff(df)) => diff::run(&self, &v, df, &worker, &key, &inputs).await,
-            Some(OpKind::Source(s)) => sources::run(&self, &v, s, &worker, &key).await,
+            Some(OpKind::Exec(e)) => Box::pin(exec::run(&self, &v, e, &worker, &key, &inputs)).await,
+            Some(OpKind::File(f)) => Box::pin(fileop::run(&self, &v, f, &worker, &key, &inputs)).await,
+            Some(OpKind::Merge(m)) => Box::pin(merge::run(&self, &v, m, &worker, &key, &inputs)).await,
+            Some(OpKind::Diff(df)) => Box::pin(diff::run(&self, &v, df, &worker, &key, &inputs)).await,
+            Some(OpKind::Source(s)) => Box::pin(sources::run(&self, &v, s, &worker, &key)).await,
             _ => Err(Error::new(ErrorKind::Unsupported, format!("op {d} is not supported by kiln"))),
         };
         match res {

@@ -269,32 +269,5 @@ fn same_dirent(a: &Metadata, b: &Metadata, pa: &Path, pb: &Path) -> Result<bool>
     if a.len() == 0 || !a.is_file() {
         return Ok(true);
     }
-    same_content(pa, pb)
-}
-
-fn same_content(a: &Path, b: &Path) -> Result<bool> {
-    let mut fa = std::io::BufReader::new(fs::File::open(a).with_path("opening", a)?);
-    let mut fb = std::io::BufReader::new(fs::File::open(b).with_path("opening", b)?);
-    let (mut ba, mut bb) = (vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]);
-    loop {
-        let na = read_full(&mut fa, &mut ba).with_path("reading", a)?;
-        let nb = read_full(&mut fb, &mut bb).with_path("reading", b)?;
-        if na != nb || ba[..na] != bb[..nb] {
-            return Ok(false);
-        }
-        if na == 0 {
-            return Ok(true);
-        }
-    }
-}
-
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..])? {
-            0 => break,
-            k => n += k,
-        }
-    }
-    Ok(n)
+    super::diff::same_content(pa, pb)
 }

@@ -294,7 +294,8 @@ fn same_link(old: &Path, new: &Path, meta: &Metadata) -> Result<bool> {
     Ok(fs::read_link(old).with_path("reading symlink", old)? == fs::read_link(new).with_path("reading symlink", new)?)
 }
 
-fn same_content(a: &Path, b: &Path) -> Result<bool> {
+/// Whether two regular files hold the same bytes (read in step, stopping at the first difference).
+pub(super) fn same_content(a: &Path, b: &Path) -> Result<bool> {
     use std::io::Read;
     let mut fa = std::io::BufReader::new(fs::File::open(a).with_path("opening", a)?);
     let mut fb = std::io::BufReader::new(fs::File::open(b).with_path("opening", b)?);

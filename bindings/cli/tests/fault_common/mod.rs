@@ -273,29 +273,10 @@ impl Lcg {
     }
 }
 
-/// Where summary files go: `$KILN_FAULT_SUMMARY_DIR`, else `<target>/fault-summary`.
-pub fn summary_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("KILN_FAULT_SUMMARY_DIR") {
-        return PathBuf::from(d);
-    }
-    let exe = std::env::current_exe().expect("current exe");
-    let target = exe.ancestors().nth(3).map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
-    target.join("fault-summary")
-}
-
-/// Records one probe's figures as `core/tests/common/fault.rs` does.
-pub fn record(test: &str, probe: &str, figures: &[(&str, String)]) {
-    let line = format!(
-        "{test:<28} {probe:<32} {}",
-        figures.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")
-    );
-    println!("FAULT {line}");
-    let dir = summary_dir();
-    let _ = std::fs::create_dir_all(&dir);
-    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(dir.join(format!("{test}.txt"))) {
-        let _ = writeln!(f, "{line}");
-    }
-}
+// One recorder for every fault test: core's (same file, same line format, same directory).
+#[path = "../../../../core/tests/common/fault.rs"]
+mod fault;
+pub use fault::record;
 
 /// A small tmpfs mounted at a directory, unmounted (lazily if busy) on drop.
 pub struct Tmpfs {

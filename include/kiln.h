@@ -23,9 +23,15 @@
  * - No function takes ownership of a handle argument (except the free functions), and handles
  *   built from other handles (a state from a state, a bind mount of a state) do not borrow them:
  *   any handle may be freed at any time once no call is using it.
- * - `const` handle arguments are never mutated. Immutable handles (kiln_state, kiln_exec,
- *   kiln_result, kiln_error, kiln_bytes) and kiln_engine may be used from several threads at once;
- *   builders (kiln_solve_opts, kiln_exec_opts) must not be used concurrently while mutated.
+ * - Thread safety (what a function's "Thread safety: see the header preamble." refers to):
+ *   - constructors and functions taking only `const` handles may be called from any thread (but
+ *     see the blocking calls below), also concurrently on the same handles: `const` handle
+ *     arguments are only read, never mutated;
+ *   - immutable handles (kiln_state, kiln_exec, kiln_result, kiln_error, kiln_bytes) and
+ *     kiln_engine may be used from several threads at once;
+ *   - builders (kiln_solve_opts, kiln_exec_opts) are mutated through non-`const` arguments: no
+ *     other call may use the same builder while one mutates it;
+ *   - a free function must not race with any other use of the same handle.
  * - No panic crosses the boundary: an internal bug returns KILN_ERR_PANIC.
  * - kiln runs its engine on its own thread pool, started on first use. Blocking calls
  *   (kiln_engine_open, kiln_engine_solve*) return KILN_ERR_WRONG_THREAD when called from one of its
@@ -41,6 +47,11 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+/**
+ * `kiln_state_git` flag: keep the `.git` directory in the checkout.
+ */
+#define KILN_GIT_KEEP_GIT_DIR 1
 
 /**
  * `kiln_state_copy` flag: create missing parents of the destination.
@@ -81,11 +92,6 @@
  * `kiln_state_rm` flag: the path is a wildcard pattern.
  */
 #define KILN_RM_ALLOW_WILDCARD (1 << 1)
-
-/**
- * `kiln_state_git` flag: keep the `.git` directory in the checkout.
- */
-#define KILN_GIT_KEEP_GIT_DIR 1
 
 /**
  * The result of every fallible kiln function. Numbers are stable ABI: they never change
@@ -774,14 +780,14 @@ kiln_status kiln_solve_opts_set_cancel(kiln_solve_opts *opts, const kiln_cancel_
  * `kiln_state_free(&s)` is then a no-op and passing the NULLed `s` to any function returns
  * KILN_ERR_NULL_ARGUMENT. States built from this one stay valid (they share data internally).
  *
- * Thread safety: must not race with any other use of the same state.
+ * Thread safety: see the header preamble.
  */
 void kiln_state_free(kiln_state **state);
 
 /**
  * The empty filesystem into `*out` (caller owns it; free with `kiln_state_free`).
  *
- * Thread safety: any thread.
+ * Thread safety: see the header preamble.
  */
 kiln_status kiln_state_scratch(kiln_state **out);
 
@@ -789,7 +795,7 @@ kiln_status kiln_state_scratch(kiln_state **out);
  * `local://NAME`: a directory the solve maps with `kiln_solve_opts_add_local(opts, name, dir)`.
  * `name` is copied. Result in `*out` (caller owns it).
  *
- * Thread safety: any thread.
+ * Thread safety: see the header preamble.
  */
 kiln_status kiln_state_local(const char *name, kiln_state **out);
 
@@ -797,7 +803,7 @@ kiln_status kiln_state_local(const char *name, kiln_state **out);
  * A registry image (`busybox`, `localhost:5000/app:1`, `repo@sha256:...`), normalised like
  * docker does. Result in `*out` (caller owns it).
  *
- * Thread safety: any thread.
+ * Thread safety: see the header preamble.
  */
 kiln_status kiln_state_image(const char *reference, kiln_state **out);
 
@@ -806,7 +812,7 @@ kiln_status kiln_state_image(const char *reference, kiln_state **out);
  * `org.opencontainers.image.ref.name` annotation) or a digest `sha256:<64 hex>`. Result in
  * `*out` (caller owns it). A malformed digest returns KILN_ERR_INVALID_ARGUMENT.
  *
- * Thread safety: any thread.
+ * Thread safety: see the header preamble.
  */
 kiln_status kiln_state_oci_layout(const char *dir, const char *reference, kiln_state **out);
 
@@ -815,7 +821,7 @@ kiln_status kiln_state_oci_layout(const char *dir, const char *reference, kiln_s
  * verified; `filename` (or NULL: the URL's last segment) names the file in the result. Result in
  * `*out` (caller owns it). A malformed checksum returns KILN_ERR_INVALID_ARGUMENT.
  *
- * Thread safety: any thread.
+ * Thread safety: see the header preamble.
  */
 kiln_status kiln_state_http(const char *url,
                             const char *checksum,
@@ -827,7 +833,7 @@ kiln_status kiln_state_http(const char *url,
  * `url`; `subdir` (or NULL) keeps only that directory; `flags`: `KILN_GIT_KEEP_GIT_DIR`. Result
  * in `*out` (caller owns it).
  *
- * Thread safety: any thread.
+ * Thread safety: see the header preamble.
  */
 kiln_status kiln_state_git(const char *url,
                            const char *reference,
@@ -839,14 +845,14 @@ kiln_status kiln_state_git(const char *url,
  * `base` with user `user` (`name`, `uid` or `uid:gid`) for later runs and the image config.
  * Result in `*out` (caller owns it).
  *
- * Thread safety: any thread; `base` is only read.
+ * Thread safety: see the header preamble.
  */
 kiln_status kiln_state_with_user(const kiln_state *base, const char *user, kiln_state **out);
 
 /**
  * `base` with image config entrypoint `argv[0..argc]`. Result in `*out` (caller owns it).
  *
- * Thread safety: any thread; `base` is only read.
+ * Thread safety: see the header preamble.
  */
 kiln_status kiln_state_with_entrypoint(const kiln_state *base,
                                        const char *const *argv,
@@ -856,7 +862,7 @@ kiln_status kiln_state_with_entrypoint(const kiln_state *base,
 /**
  * `base` with image config cmd `argv[0..argc]`. Result in `*out` (caller owns it).
  *
- * Thread safety: any thread; `base` is only read.
+ * Thread safety: see the header preamble.
  */
 kiln_status kiln_state_with_cmd(const kiln_state *base,
                                 const char *const *argv,
@@ -866,7 +872,7 @@ kiln_status kiln_state_with_cmd(const kiln_state *base,
 /**
  * `base` with image config label `key=value`. Result in `*out` (caller owns it).
  *
- * Thread safety: any thread; `base` is only read.
+ * Thread safety: see the header preamble.
  */
 kiln_status kiln_state_with_label(const kiln_state *base,
                                   const char *key,
@@ -877,7 +883,7 @@ kiln_status kiln_state_with_label(const kiln_state *base,
  * `base` whose producing op shows as `name` in progress output. It also ends a chain of file
  * actions: the next file action on the result becomes its own step. Result in `*out`.
  *
- * Thread safety: any thread; `base` is only read.
+ * Thread safety: see the header preamble.
  */
 kiln_status kiln_state_with_custom_name(const kiln_state *base, const char *name, kiln_state **out);
 
@@ -886,7 +892,7 @@ kiln_status kiln_state_with_custom_name(const kiln_state *base, const char *name
  * (`i < n`; see `kiln_engine_worker_label`); no worker matching fails the solve with
  * KILN_ERR_WORKER. Result in `*out` (caller owns it).
  *
- * Thread safety: any thread; `base` is only read.
+ * Thread safety: see the header preamble.
  */
 kiln_status kiln_state_with_worker_selector(const kiln_state *base,
                                             const char *const *keys,
@@ -897,7 +903,7 @@ kiln_status kiln_state_with_worker_selector(const kiln_state *base,
 /**
  * `base` with env var `key=value` for later runs. Result in `*out` (caller owns it).
  *
- * Thread safety: any thread; `base` is only read.
+ * Thread safety: see the header preamble.
  */
 kiln_status kiln_state_with_env(const kiln_state *base,
                                 const char *key,
@@ -908,16 +914,40 @@ kiln_status kiln_state_with_env(const kiln_state *base,
  * `base` with working directory `dir` for later runs (relative paths join the current one).
  * Result in `*out` (caller owns it).
  *
- * Thread safety: any thread; `base` is only read.
+ * Thread safety: see the header preamble.
  */
 kiln_status kiln_state_with_cwd(const kiln_state *base, const char *dir, kiln_state **out);
+
+/**
+ * `base` whose producing op never uses a cached result. Result in `*out` (caller owns it).
+ *
+ * Thread safety: see the header preamble.
+ */
+kiln_status kiln_state_ignore_cache(const kiln_state *base, kiln_state **out);
+
+/**
+ * `base` with hostname `hostname` for later runs. Result in `*out` (caller owns it).
+ *
+ * Thread safety: see the header preamble.
+ */
+kiln_status kiln_state_with_hostname(const kiln_state *base,
+                                     const char *hostname,
+                                     kiln_state **out);
+
+/**
+ * Layers `states[0..n]` on top of each other (later ones win); every entry must be non-NULL.
+ * Result in `*out` (caller owns it).
+ *
+ * Thread safety: see the header preamble.
+ */
+kiln_status kiln_state_merge(const kiln_state *const *states, size_t n, kiln_state **out);
 
 /**
  * Runs `argv[0..argc]` (argc >= 1, every entry a UTF-8 string) on `base` with `opts` (NULL for
  * defaults). Result in `*out` (caller owns it; free with `kiln_exec_free`); take the rootfs
  * with `kiln_exec_root`. Inputs are copied; the caller keeps ownership of `base`, `argv`, `opts`.
  *
- * Thread safety: any thread; `base` and `opts` are only read.
+ * Thread safety: see the header preamble.
  */
 kiln_status kiln_state_run(const kiln_state *base,
                            const char *const *argv,
@@ -929,7 +959,7 @@ kiln_status kiln_state_run(const kiln_state *base,
  * The rootfs after the run into `*out` (caller owns it). With a read-only rootfs this is the
  * input rootfs unchanged; use `kiln_exec_mount_output` to keep such a run.
  *
- * Thread safety: any thread; `exec` is only read.
+ * Thread safety: see the header preamble.
  */
 kiln_status kiln_exec_root(const kiln_exec *exec, kiln_state **out);
 
@@ -937,7 +967,7 @@ kiln_status kiln_exec_root(const kiln_exec *exec, kiln_state **out);
  * The output of the writable bind mount at `dest` into `*out` (caller owns it);
  * KILN_ERR_INVALID_ARGUMENT if the run has no writable bind mount there.
  *
- * Thread safety: any thread; `exec` is only read.
+ * Thread safety: see the header preamble.
  */
 kiln_status kiln_exec_mount_output(const kiln_exec *exec, const char *dest, kiln_state **out);
 
@@ -945,42 +975,42 @@ kiln_status kiln_exec_mount_output(const kiln_exec *exec, const char *dest, kiln
  * Frees a run handle and sets `*exec` to NULL (NULL / `*exec == NULL`: no-op; same rule as
  * `kiln_state_free`). States taken from it stay valid.
  *
- * Thread safety: must not race with any other use of the same handle.
+ * Thread safety: see the header preamble.
  */
 void kiln_exec_free(kiln_exec **exec);
 
 /**
  * New default run options into `*out` (caller owns them; free with `kiln_exec_opts_free`).
  *
- * Thread safety: any thread.
+ * Thread safety: see the header preamble.
  */
 kiln_status kiln_exec_opts_new(kiln_exec_opts **out);
 
 /**
  * Frees run options and sets `*opts` to NULL (NULL / `*opts == NULL`: no-op).
  *
- * Thread safety: must not race with any other use of the same options.
+ * Thread safety: see the header preamble.
  */
 void kiln_exec_opts_free(kiln_exec_opts **opts);
 
 /**
  * Sets the working directory of the run (copied).
  *
- * Thread safety: mutates `opts`; no concurrent use of the same options.
+ * Thread safety: see the header preamble.
  */
 kiln_status kiln_exec_opts_set_cwd(kiln_exec_opts *opts, const char *dir);
 
 /**
  * Sets the user of the run (`name`, `uid` or `uid:gid`; copied).
  *
- * Thread safety: mutates `opts`; no concurrent use of the same options.
+ * Thread safety: see the header preamble.
  */
 kiln_status kiln_exec_opts_set_user(kiln_exec_opts *opts, const char *user);
 
 /**
  * Adds env var `key=value` for this run only (copied).
  *
- * Thread safety: mutates `opts`; no concurrent use of the same options.
+ * Thread safety: see the header preamble.
  */
 kiln_status kiln_exec_opts_add_env(kiln_exec_opts *opts, const char *key, const char *value);
 
@@ -988,7 +1018,7 @@ kiln_status kiln_exec_opts_add_env(kiln_exec_opts *opts, const char *key, const 
  * Bind-mounts `state` at `dest`. A writable bind (`readonly == false`) has an output
  * (`kiln_exec_mount_output`). `state` is referenced internally; the caller may free its handle.
  *
- * Thread safety: mutates `opts`; no concurrent use of the same options; `state` is only read.
+ * Thread safety: see the header preamble.
  */
 kiln_status kiln_exec_opts_add_bind_mount(kiln_exec_opts *opts,
                                           const char *dest,
@@ -999,7 +1029,7 @@ kiln_status kiln_exec_opts_add_bind_mount(kiln_exec_opts *opts,
  * Mounts the persistent cache directory `id` at `dest`; `sharing` is a `kiln_cache_sharing`
  * value (other numbers: KILN_ERR_INVALID_ARGUMENT).
  *
- * Thread safety: mutates `opts`; no concurrent use of the same options.
+ * Thread safety: see the header preamble.
  */
 kiln_status kiln_exec_opts_add_cache_mount(kiln_exec_opts *opts,
                                            const char *dest,
@@ -1009,7 +1039,7 @@ kiln_status kiln_exec_opts_add_cache_mount(kiln_exec_opts *opts,
 /**
  * Mounts a tmpfs at `dest`; `size_bytes` 0 means the runtime default.
  *
- * Thread safety: mutates `opts`; no concurrent use of the same options.
+ * Thread safety: see the header preamble.
  */
 kiln_status kiln_exec_opts_add_tmpfs_mount(kiln_exec_opts *opts,
                                            const char *dest,
@@ -1019,7 +1049,7 @@ kiln_status kiln_exec_opts_add_tmpfs_mount(kiln_exec_opts *opts,
  * Mounts secret `id` (given to the solve with `kiln_solve_opts_add_secret`) as a file at `dest`
  * owned by `uid:gid` with permission bits `mode`; `optional` tolerates a missing secret.
  *
- * Thread safety: mutates `opts`; no concurrent use of the same options.
+ * Thread safety: see the header preamble.
  */
 kiln_status kiln_exec_opts_add_secret_mount(kiln_exec_opts *opts,
                                             const char *dest,
@@ -1032,28 +1062,28 @@ kiln_status kiln_exec_opts_add_secret_mount(kiln_exec_opts *opts,
 /**
  * Sets the display name of the run in progress output (copied).
  *
- * Thread safety: mutates `opts`; no concurrent use of the same options.
+ * Thread safety: see the header preamble.
  */
 kiln_status kiln_exec_opts_set_custom_name(kiln_exec_opts *opts, const char *name);
 
 /**
  * Never uses a cached result of the run (it always executes).
  *
- * Thread safety: mutates `opts`; no concurrent use of the same options.
+ * Thread safety: see the header preamble.
  */
 kiln_status kiln_exec_opts_set_ignore_cache(kiln_exec_opts *opts, bool ignore);
 
 /**
  * Sets the hostname inside the run's container (copied).
  *
- * Thread safety: mutates `opts`; no concurrent use of the same options.
+ * Thread safety: see the header preamble.
  */
 kiln_status kiln_exec_opts_set_hostname(kiln_exec_opts *opts, const char *hostname);
 
 /**
  * Runs only on workers having label `key=value` (repeatable: all must match; copied).
  *
- * Thread safety: mutates `opts`; no concurrent use of the same options.
+ * Thread safety: see the header preamble.
  */
 kiln_status kiln_exec_opts_add_worker_selector(kiln_exec_opts *opts,
                                                const char *key,
@@ -1062,14 +1092,14 @@ kiln_status kiln_exec_opts_add_worker_selector(kiln_exec_opts *opts,
 /**
  * Makes the rootfs read-only for the run (the run then has no rootfs output).
  *
- * Thread safety: mutates `opts`; no concurrent use of the same options.
+ * Thread safety: see the header preamble.
  */
 kiln_status kiln_exec_opts_set_readonly_rootfs(kiln_exec_opts *opts, bool readonly);
 
 /**
  * Sets the network mode: a `kiln_network` value (other numbers: KILN_ERR_INVALID_ARGUMENT).
  *
- * Thread safety: mutates `opts`; no concurrent use of the same options.
+ * Thread safety: see the header preamble.
  */
 kiln_status kiln_exec_opts_set_network(kiln_exec_opts *opts, uint32_t network);
 
@@ -1077,7 +1107,7 @@ kiln_status kiln_exec_opts_set_network(kiln_exec_opts *opts, uint32_t network);
  * Copies `src_path` of `src` to `dest_path` on top of `dest`; `flags` is a bitwise OR of
  * `KILN_COPY_*` (unknown bits: KILN_ERR_INVALID_ARGUMENT). Result in `*out` (caller owns it).
  *
- * Thread safety: any thread; `dest` and `src` are only read.
+ * Thread safety: see the header preamble.
  */
 kiln_status kiln_state_copy(const kiln_state *dest,
                             const kiln_state *src,
@@ -1090,7 +1120,7 @@ kiln_status kiln_state_copy(const kiln_state *dest,
  * Creates directory `path` with permission bits `mode` on `base`; `flags`: `KILN_MKDIR_PARENTS`.
  * Result in `*out` (caller owns it).
  *
- * Thread safety: any thread; `base` is only read.
+ * Thread safety: see the header preamble.
  */
 kiln_status kiln_state_mkdir(const kiln_state *base,
                              const char *path,
@@ -1102,7 +1132,7 @@ kiln_status kiln_state_mkdir(const kiln_state *base,
  * Creates file `path` with permission bits `mode` holding `data[0..len]` (copied; `data` may be
  * NULL when `len == 0`) on `base`. Result in `*out` (caller owns it).
  *
- * Thread safety: any thread; `base` is only read.
+ * Thread safety: see the header preamble.
  */
 kiln_status kiln_state_mkfile(const kiln_state *base,
                               const char *path,
@@ -1114,7 +1144,7 @@ kiln_status kiln_state_mkfile(const kiln_state *base,
 /**
  * Removes `path` from `base`; `flags`: `KILN_RM_*`. Result in `*out` (caller owns it).
  *
- * Thread safety: any thread; `base` is only read.
+ * Thread safety: see the header preamble.
  */
 kiln_status kiln_state_rm(const kiln_state *base,
                           const char *path,
@@ -1125,7 +1155,7 @@ kiln_status kiln_state_rm(const kiln_state *base,
  * Creates a symlink at `newpath` pointing to `oldpath` (kept verbatim) on `base`. Result in
  * `*out` (caller owns it).
  *
- * Thread safety: any thread; `base` is only read.
+ * Thread safety: see the header preamble.
  */
 kiln_status kiln_state_symlink(const kiln_state *base,
                                const char *oldpath,
@@ -1133,55 +1163,31 @@ kiln_status kiln_state_symlink(const kiln_state *base,
                                kiln_state **out);
 
 /**
- * `base` whose producing op never uses a cached result. Result in `*out` (caller owns it).
- *
- * Thread safety: any thread; `base` is only read.
- */
-kiln_status kiln_state_ignore_cache(const kiln_state *base, kiln_state **out);
-
-/**
- * `base` with hostname `hostname` for later runs. Result in `*out` (caller owns it).
- *
- * Thread safety: any thread; `base` is only read.
- */
-kiln_status kiln_state_with_hostname(const kiln_state *base,
-                                     const char *hostname,
-                                     kiln_state **out);
-
-/**
- * Layers `states[0..n]` on top of each other (later ones win); every entry must be non-NULL.
- * Result in `*out` (caller owns it).
- *
- * Thread safety: any thread; the states are only read.
- */
-kiln_status kiln_state_merge(const kiln_state *const *states, size_t n, kiln_state **out);
-
-/**
  * Marshals `state` into an LLB definition (BuildKit's `pb.Definition` protobuf) in `*out`
  * (caller owns it; free with `kiln_bytes_free`). KILN_ERR_DEFINITION if the graph is invalid.
  *
- * Thread safety: any thread; `state` is only read.
+ * Thread safety: see the header preamble.
  */
 kiln_status kiln_state_to_bytes(const kiln_state *state, kiln_bytes **out);
 
 /**
  * The bytes of `bytes` (borrowed: valid until it is freed); NULL if `bytes` is NULL.
  *
- * Thread safety: any thread, concurrently.
+ * Thread safety: see the header preamble.
  */
 const uint8_t *kiln_bytes_data(const kiln_bytes *bytes);
 
 /**
  * The length of `bytes`; 0 if `bytes` is NULL.
  *
- * Thread safety: any thread, concurrently.
+ * Thread safety: see the header preamble.
  */
 size_t kiln_bytes_len(const kiln_bytes *bytes);
 
 /**
  * Frees a byte buffer and sets `*bytes` to NULL (NULL / `*bytes == NULL`: no-op).
  *
- * Thread safety: must not race with any other use of the same buffer.
+ * Thread safety: see the header preamble.
  */
 void kiln_bytes_free(kiln_bytes **bytes);
 

@@ -6,15 +6,25 @@
 //! boundary; handles are opaque; `const` first arguments are never mutated.
 //!
 //! Modules: [`ffi`] (the boundary helpers), [`errors`] (status numbers and error objects),
-//! [`state`] (the graph builder), [`solve`] (solve options and progress), [`engine`] (engine,
-//! solve, results).
+//! the graph builder ([`state`]: states, sources, metadata, merge; [`exec_opts`]: runs and their
+//! options; [`file_ops`]: file actions; [`bytes`]: marshalled definitions), [`solve`] (solve options
+//! and progress), [`engine`] (engine, solve, results). Thread-safety and ownership rules hold for
+//! every function and are stated once, in the kiln.h preamble (`cbindgen.toml`).
 #![allow(clippy::not_unsafe_ptr_arg_deref)] // C callers cannot see `unsafe`; the contract is in kiln.h.
 
 pub mod engine;
 pub mod errors;
 mod ffi;
 pub mod solve;
+
+// The graph builder, in this order so the generated header keeps its layout.
 pub mod state;
+
+pub mod exec_opts;
+
+pub mod file_ops;
+
+pub mod bytes;
 
 use std::ffi::c_char;
 

@@ -518,7 +518,7 @@ async fn io_error_in_file_op_keeps_path_and_cause_across_tasks() {
     let k = Kit::new();
     let long = "n".repeat(300);
     let made = State::scratch().mkdir("/d", MkdirOptions::default()).mkfile(
-        &format!("/d/{long}"),
+        format!("/d/{long}"),
         0o644,
         "x",
         MkfileOptions::default(),

@@ -2,6 +2,7 @@
 //! (what bindings map to typed errors) and enough context to act on without a debugger.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// Result alias used across kiln.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -95,11 +96,13 @@ impl std::fmt::Display for ErrorKind {
 }
 
 /// The error type of every fallible kiln operation.
-#[derive(Debug, thiserror::Error)]
+///
+/// Cheap to clone: causes are shared (`Arc`), so an error handed to every waiter of a shared
+/// vertex keeps its variant, fields and cause chain. [`Error::report`] renders the whole chain.
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum Error {
     /// Invalid build definition; `op` names the offending op digest when known.
-    #[error("invalid definition{}: {message}", op.as_ref().map(|o| format!(" (op {o})")).unwrap_or_default())]
     Definition {
         /// Digest of the offending op, if the problem is tied to one.
         op: Option<String>,
@@ -107,7 +110,6 @@ pub enum Error {
         message: String,
     },
     /// An option is malformed: names the key, the value and what is accepted.
-    #[error("invalid option {key}={value:?}: {expected}")]
     Option {
         /// The option key (`mode`, `type`, ...).
         key: String,
@@ -117,7 +119,6 @@ pub enum Error {
         expected: String,
     },
     /// A container process exited non-zero.
-    #[error("process \"{command}\" in vertex {vertex:?} did not complete successfully: exit code: {exit_code}")]
     Exec {
         /// Name of the failed vertex.
         vertex: String,
@@ -129,29 +130,24 @@ pub enum Error {
         log_tail: Vec<String>,
     },
     /// Any other failure of one kind, with its message and optional cause.
-    #[error("{message}")]
     Other {
         /// The classification.
         kind: ErrorKind,
         /// Human readable context.
         message: String,
-        /// The underlying cause.
-        #[source]
-        source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+        /// The underlying cause (shared, so the error stays cheap to clone).
+        source: Option<Arc<dyn std::error::Error + Send + Sync + 'static>>,
     },
     /// An I/O error on a path.
-    #[error("{context} {}: {source}", path.display())]
     Io {
         /// What kiln was doing.
         context: String,
         /// The path involved.
         path: PathBuf,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
+        /// The cause (shared, so the error stays cheap to clone).
+        source: Arc<std::io::Error>,
     },
     /// The engine root is held by another process.
-    #[error("root {} is in use by pid {pid}", root.display())]
     RootInUse {
         /// The root directory.
         root: PathBuf,
@@ -159,8 +155,39 @@ pub enum Error {
         pid: u32,
     },
     /// The solve was cancelled by its caller.
-    #[error("solve cancelled")]
     Cancelled,
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::Definition { op, message } => match op {
+                Some(op) => write!(f, "invalid definition (op {op}): {message}"),
+                None => write!(f, "invalid definition: {message}"),
+            },
+            Error::Option { key, value, expected } => write!(f, "invalid option {key}={value:?}: {expected}"),
+            Error::Exec { vertex, command, exit_code, .. } => write!(
+                f,
+                "process \"{command}\" in vertex {vertex:?} did not complete successfully: exit code: {exit_code}"
+            ),
+            Error::Other { message, .. } => f.write_str(message),
+            Error::Io { context, path, source } => write!(f, "{context} {}: {source}", path.display()),
+            Error::RootInUse { root, pid } => write!(f, "root {} is in use by pid {pid}", root.display()),
+            Error::Cancelled => f.write_str("solve cancelled"),
+        }
+    }
+}
+
+/// The cause is the shared error itself (not its `Arc`), so `downcast_ref::<std::io::Error>()`
+/// on `source()` works as it would on an unshared cause.
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Other { source: Some(s), .. } => Some(&**s),
+            Error::Io { source, .. } => Some(&**source),
+            _ => None,
+        }
+    }
 }
 
 impl Error {
@@ -188,7 +215,7 @@ impl Error {
         message: impl Into<String>,
         source: impl std::error::Error + Send + Sync + 'static,
     ) -> Self {
-        Error::Other { kind, message: message.into(), source: Some(Box::new(source)) }
+        Error::Other { kind, message: message.into(), source: Some(Arc::new(source)) }
     }
 
     /// An invalid-definition error.
@@ -209,7 +236,23 @@ impl Error {
 
     /// An I/O error with what kiln was doing and the path.
     pub fn io(context: impl Into<String>, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { context: context.into(), path: path.into(), source }
+        Error::Io { context: context.into(), path: path.into(), source: Arc::new(source) }
+    }
+
+    /// The message followed by each cause not already shown in it (`msg: cause: cause...`): the
+    /// one rendering of the whole chain, used by every binding so nothing is lost crossing it.
+    pub fn report(&self) -> String {
+        let mut msg = self.to_string();
+        let mut src = std::error::Error::source(self);
+        while let Some(s) = src {
+            let text = s.to_string();
+            if !msg.contains(&text) {
+                msg.push_str(": ");
+                msg.push_str(&text);
+            }
+            src = s.source();
+        }
+        msg
     }
 
     /// Adds context in front of the message (keeps the kind).
@@ -263,5 +306,34 @@ mod tests {
         let e = Error::option("mode", "maxx", "expected min or max");
         assert_eq!(e.to_string(), "invalid option mode=\"maxx\": expected min or max");
         assert_eq!(e.kind(), ErrorKind::Option);
+    }
+
+    #[test]
+    fn report_renders_each_cause_once() {
+        let io = std::io::Error::other("disk on fire");
+        let e = Error::with_source(ErrorKind::Cache, "open cache", io);
+        assert_eq!(e.report(), "open cache: disk on fire");
+        // a cause already in the message is not repeated; a deeper one is appended
+        let inner = Error::with_source(ErrorKind::FileOp, "copy /a /b", std::io::Error::other("EIO"));
+        let outer = Error::with_source(ErrorKind::Export, "export: copy /a /b", inner);
+        assert_eq!(outer.report(), "export: copy /a /b: EIO");
+        let io = Error::io("read blob", "/x/y", std::io::Error::from_raw_os_error(libc::ENAMETOOLONG));
+        assert_eq!(io.report(), io.to_string());
+        assert!(io.report().starts_with("read blob /x/y: File name too long"), "{}", io.report());
+    }
+
+    #[test]
+    fn clones_keep_variant_fields_and_chain() {
+        let e = Error::io("write layer", "/root/l", std::io::Error::from_raw_os_error(libc::ENOSPC)).context("export");
+        let c = e.clone();
+        assert_eq!(c.kind(), ErrorKind::Io);
+        assert!(matches!(&c, Error::Io { path, .. } if path == std::path::Path::new("/root/l")));
+        assert_eq!(c.report(), e.report());
+        let s = std::error::Error::source(&c).unwrap();
+        let io = s.downcast_ref::<std::io::Error>().unwrap();
+        assert_eq!(io.raw_os_error(), Some(libc::ENOSPC));
+        let w = Error::with_source(ErrorKind::FileOp, "mkfile /f", e);
+        assert_eq!(w.clone().report(), w.report());
+        assert!(std::error::Error::source(&w.clone()).unwrap().downcast_ref::<Error>().is_some());
     }
 }

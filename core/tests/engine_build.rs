@@ -509,3 +509,33 @@ async fn cancel_token_returns_after_this_solves_cleanup_only() {
     assert_eq!(r.unwrap_err().kind(), ErrorKind::Cancelled);
     k.assert_no_leaks();
 }
+
+/// An I/O error inside a file op (a name longer than NAME_MAX) keeps its variant, path and cause
+/// chain on its way through the vertex tasks (it crosses the shared result future of the failing
+/// vertex into the copy that depends on it).
+#[tokio::test(flavor = "multi_thread")]
+async fn io_error_in_file_op_keeps_path_and_cause_across_tasks() {
+    let k = Kit::new();
+    let long = "n".repeat(300);
+    let made = State::scratch().mkdir("/d", MkdirOptions::default()).mkfile(
+        format!("/d/{long}"),
+        0o644,
+        "x",
+        MkfileOptions::default(),
+    );
+    let st = State::scratch().copy(&made, "/d", "/copied", CopyOptions::default());
+    let (r, _) = k.solve(&st, k.opts()).await;
+    let err = r.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Io, "{}", err.report());
+    match &err {
+        kiln::Error::Io { path, .. } => assert!(path.ends_with(format!("d/{long}")), "{}", path.display()),
+        other => panic!("unexpected {other}"),
+    }
+    let cause = std::error::Error::source(&err).expect("the I/O cause is kept");
+    let io = cause.downcast_ref::<std::io::Error>().expect("the cause is the std::io::Error");
+    assert_eq!(io.raw_os_error(), Some(libc::ENAMETOOLONG));
+    let report = err.report();
+    assert!(report.contains(&format!("mkfile /d/{long}")), "{report}");
+    assert!(report.contains("File name too long"), "{report}");
+    k.assert_no_leaks();
+}

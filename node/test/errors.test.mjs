@@ -58,3 +58,23 @@ test('a missing local rejects with a KilnError', async () => {
   })
   e.close()
 })
+
+test('an I/O error inside a file op rejects with KILN_IO, its path and its cause', async () => {
+  // A name longer than NAME_MAX fails with ENAMETOOLONG inside the file op's vertex task; the
+  // error crosses into the dependent copy's task and keeps its kind, path and cause.
+  const e = newEngine()
+  const long = 'n'.repeat(300)
+  const made = kiln.scratch().mkdir('/d').mkfile(`/d/${long}`, 'x')
+  const st = kiln.scratch().copy(made, '/d', '/copied')
+  await assert.rejects(e.solve(st), (err) => {
+    assert.ok(kiln.isKilnError(err), String(err))
+    assert.equal(err.code, 'KILN_IO')
+    assert.equal(err.kind, 'io')
+    assert.equal(typeof err.path, 'string')
+    assert.ok(err.path.endsWith(`d/${long}`), err.path)
+    assert.ok(err.message.includes(`mkfile /d/${long}`), err.message)
+    assert.match(err.message, /File name too long/)
+    return true
+  })
+  e.close()
+})

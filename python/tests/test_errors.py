@@ -60,3 +60,19 @@ def test_root_in_use(tmp_path):
     with kiln.Engine(tmp_path / "r"):
         with pytest.raises(kiln.RootInUseError):
             kiln.Engine(tmp_path / "r")
+
+
+def test_io_error_in_file_op_keeps_path_and_cause(engine):
+    # A name longer than NAME_MAX fails with ENAMETOOLONG inside the file op's vertex task; the
+    # error crosses into the dependent copy's task and still arrives as IoError with its path.
+    long = "n" * 300
+    made = kiln.scratch().mkdir("/d").mkfile(f"/d/{long}", "x")
+    st = kiln.scratch().copy(made, "/d", "/copied")
+    with pytest.raises(kiln.IoError) as info:
+        engine.solve(st)
+    e = info.value
+    assert isinstance(e, OSError)
+    assert e.kind == "io"
+    assert e.path is not None and str(e.path).endswith(f"d/{long}"), e.path
+    assert f"mkfile /d/{long}" in str(e)
+    assert "File name too long" in str(e)

@@ -109,11 +109,53 @@ static void engine_errors(const char *tmp) {
   free(root);
 }
 
+/* An I/O error inside a file op (a name longer than NAME_MAX: ENAMETOOLONG) crosses into the
+ * dependent copy's task and arrives as KILN_ERR_IO with its path and cause in the message. */
+static void io_error_in_file_op(const char *tmp) {
+  kiln_engine *a = NULL;
+  kiln_result *r = NULL;
+  kiln_error *e = NULL;
+  kiln_state *s0 = NULL, *s1 = NULL, *made = NULL, *dest = NULL, *st = NULL;
+  char *root = join(tmp, "io-root");
+  char name[300 + 4];
+  memcpy(name, "/d/", 3);
+  memset(name + 3, 'n', 300);
+  name[303] = '\0';
+  CHECK_OK(kiln_engine_open(root, &a));
+  CHECK_OK(kiln_state_scratch(&s0));
+  CHECK_OK(kiln_state_mkdir(s0, "/d", 0755, 0, &s1));
+  CHECK_OK(kiln_state_mkfile(s1, name, 0644, (const uint8_t *)"x", 1, &made));
+  CHECK_OK(kiln_state_scratch(&dest));
+  CHECK_OK(kiln_state_copy(dest, made, "/d", "/copied", 0, &st));
+  CHECK_STATUS(kiln_engine_solve(a, st, NULL, &r, &e), KILN_ERR_IO);
+  CHECK(r == NULL);
+  CHECK(e != NULL);
+  if (e) {
+    CHECK(kiln_error_status(e) == KILN_ERR_IO);
+    CHECK(strcmp(kiln_error_kind(e), "io") == 0);
+    const char *msg = kiln_error_message(e);
+    char action[320];
+    snprintf(action, sizeof action, "mkfile %s", name);
+    CHECK(contains(msg, action));          /* what kiln was doing */
+    CHECK(contains(msg, name + 1));        /* the path (d/nnn...) */
+    CHECK(contains(msg, "File name too long")); /* the cause */
+  }
+  kiln_error_free(&e);
+  kiln_state_free(&st);
+  kiln_state_free(&dest);
+  kiln_state_free(&made);
+  kiln_state_free(&s1);
+  kiln_state_free(&s0);
+  kiln_engine_free(&a);
+  free(root);
+}
+
 int main(void) {
   char *tmp = make_tmpdir();
   every_kind_has_its_own_status();
   option_error();
   engine_errors(tmp);
+  io_error_in_file_op(tmp);
   remove_tree(tmp);
   free(tmp);
   return finish("test_errors");

@@ -179,17 +179,8 @@ impl From<Error> for kiln_error {
 
 impl From<&Error> for kiln_error {
     fn from(e: &Error) -> kiln_error {
-        // The Display of some variants leaves out the cause; append each cause not yet shown.
-        let mut message = e.to_string();
-        let mut src = std::error::Error::source(e);
-        while let Some(s) = src {
-            let text = s.to_string();
-            if !message.contains(&text) {
-                message.push_str(": ");
-                message.push_str(&text);
-            }
-            src = s.source();
-        }
+        // The message with every cause not already shown in it.
+        let message = e.report();
         let (exit_code, vertex, log_tail) = match e {
             Error::Exec { vertex, exit_code, log_tail, .. } => (
                 Some(*exit_code),

@@ -34,19 +34,9 @@ pub fn code_of(kind: ErrorKind) -> &'static str {
     }
 }
 
-/// The full message of `e` including its chain of causes.
+/// The full message of `e` including its chain of causes ([`Error::report`]).
 fn message_of(e: &Error) -> String {
-    let mut msg = e.to_string();
-    let mut cur = std::error::Error::source(e);
-    while let Some(c) = cur {
-        let s = c.to_string();
-        if !msg.contains(&s) {
-            msg.push_str(": ");
-            msg.push_str(&s);
-        }
-        cur = c.source();
-    }
-    msg
+    e.report()
 }
 
 /// One row of `errorCodes()`.

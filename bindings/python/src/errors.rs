@@ -72,23 +72,8 @@ fn build(py: Python<'_>, e: &Error) -> PyResult<PyErr> {
         }
         _ => {}
     }
-    let instance = class.call((full_message(e),), Some(&kw))?;
+    let instance = class.call((e.report(),), Some(&kw))?;
     Ok(PyErr::from_value(instance))
-}
-
-/// The message with its chain of causes (`a: b: c`), so nothing is lost crossing the boundary.
-fn full_message(e: &Error) -> String {
-    let mut msg = e.to_string();
-    let mut src = std::error::Error::source(e);
-    while let Some(s) = src {
-        let text = s.to_string();
-        if !msg.contains(&text) {
-            msg.push_str(": ");
-            msg.push_str(&text);
-        }
-        src = s.source();
-    }
-    msg
 }
 
 /// A sample error of `kind` (for the Python tests that every kind maps to its class).

@@ -20,9 +20,11 @@ pub(crate) fn op_err(action: &str, msg: impl std::fmt::Display) -> Error {
     Error::new(ErrorKind::FileOp, format!("{action}: {msg}"))
 }
 
-/// Re-labels any error as a FileOp failure of `action` (keeping it as the cause).
+/// Re-labels any error as a FileOp failure of `action` (keeping it as the cause). An I/O error on
+/// a path stays an [`Error::Io`] (with `action` in front of its context), so callers keep its path
+/// and cause.
 pub(crate) fn in_action(action: &str, e: Error) -> Error {
-    if e.kind() == ErrorKind::FileOp {
+    if matches!(e.kind(), ErrorKind::FileOp | ErrorKind::Io) {
         return e.context(action);
     }
     Error::with_source(ErrorKind::FileOp, format!("{action}: {e}"), e)

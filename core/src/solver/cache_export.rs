@@ -47,7 +47,7 @@ async fn export_one(solve: &Arc<Solve>, spec: &CacheExportSpec) -> Result<()> {
     let fin = solve.def.output();
     let mut pending = Vec::new();
     for v in solve.def.vertices() {
-        let ki = solve.key_future(&v.digest).await.map_err(|e| super::clone_error(&e.0))?;
+        let ki = solve.key_future(&v.digest).await.map_err(|e| (*e.0).clone())?;
         // A local source's own result is the caller's build context: never exported (as in
         // BuildKit), so files the build never used cannot reach a shared cache.
         let local = matches!(v.source_spec(), Ok(Some(crate::graph::SourceSpec::Local { .. })));

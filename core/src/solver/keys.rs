@@ -76,7 +76,7 @@ pub async fn vertex_key(solve: &Arc<Solve>, v: &Vertex, input_keys: &[Digest]) -
                 let r = match root {
                     Some(_) => None,
                     None => {
-                        let outs = solve.result_future(&dd).await.map_err(|e| super::clone_error(&e.0))?;
+                        let outs = solve.result_future(&dd).await.map_err(|e| (*e.0).clone())?;
                         outs.outputs.get(&inp.index).cloned().flatten()
                     }
                 };

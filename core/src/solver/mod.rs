@@ -63,25 +63,6 @@ enum Status {
     Executed,
 }
 
-/// Rebuilds an error from a shared one (errors are not `Clone`; kinds and fields are kept).
-pub(crate) fn clone_error(e: &Error) -> Error {
-    match e {
-        Error::Exec { vertex, command, exit_code, log_tail } => Error::Exec {
-            vertex: vertex.clone(),
-            command: command.clone(),
-            exit_code: *exit_code,
-            log_tail: log_tail.clone(),
-        },
-        Error::Definition { op, message } => Error::Definition { op: op.clone(), message: message.clone() },
-        Error::Option { key, value, expected } => {
-            Error::Option { key: key.clone(), value: value.clone(), expected: expected.clone() }
-        }
-        Error::RootInUse { root, pid } => Error::RootInUse { root: root.clone(), pid: *pid },
-        Error::Cancelled => Error::Cancelled,
-        other => Error::new(other.kind(), other.to_string()),
-    }
-}
-
 /// State of one solve.
 pub(crate) struct Solve {
     pub engine: Arc<EngineInner>,
@@ -227,7 +208,7 @@ async fn solve_inner(
             None
         }
         Some((d, index)) => {
-            let outs = solve.result_future(&d).await.map_err(|e| clone_error(&e.0))?;
+            let outs = solve.result_future(&d).await.map_err(|e| (*e.0).clone())?;
             outs.outputs.get(&index).cloned().ok_or_else(|| {
                 Error::definition(Some(d.as_str()), format!("the result refers to output {index}, which the op lacks"))
             })?
@@ -343,7 +324,7 @@ impl Solve {
         let v = self.vertex(&d)?;
         let digests = Self::input_digests(&v)?;
         let futs: Vec<_> = digests.iter().map(|dd| self.key_future(dd)).collect();
-        let infos = futures::future::try_join_all(futs).await.map_err(|e| clone_error(&e.0))?;
+        let infos = futures::future::try_join_all(futs).await.map_err(|e| (*e.0).clone())?;
         let input_keys: Vec<Digest> =
             v.op.inputs.iter().zip(&infos).map(|(inp, k)| keys::output_key(&k.key, inp.index)).collect();
         let filters = v.op.constraints.as_ref().map(|c| c.filter.clone()).unwrap_or_default();
@@ -358,7 +339,7 @@ impl Solve {
 
     async fn eval_result(self: Arc<Self>, d: Digest) -> Result<Arc<VertexOutputs>> {
         let v = self.vertex(&d)?;
-        let ki = self.key_future(&d).await.map_err(|e| clone_error(&e.0))?;
+        let ki = self.key_future(&d).await.map_err(|e| (*e.0).clone())?;
         let (key, worker) = (ki.key.clone(), ki.worker.clone());
         let name = v.name();
         let out_indexes = output_indexes(&v);
@@ -387,7 +368,7 @@ impl Solve {
         }
         let digests = Self::input_digests(&v)?;
         let futs: Vec<_> = digests.iter().map(|dd| self.result_future(dd)).collect();
-        let results = futures::future::try_join_all(futs).await.map_err(|e| clone_error(&e.0))?;
+        let results = futures::future::try_join_all(futs).await.map_err(|e| (*e.0).clone())?;
         let mut inputs: Vec<Option<ResultRef>> = Vec::with_capacity(results.len());
         for (inp, r) in v.op.inputs.iter().zip(&results) {
             let out = r.outputs.get(&inp.index).cloned().ok_or_else(|| {
@@ -435,7 +416,7 @@ impl Solve {
         if v.metadata.ignore_cache {
             return Ok(false);
         }
-        let ki = self.key_future(d).await.map_err(|e| clone_error(&e.0))?;
+        let ki = self.key_future(d).await.map_err(|e| (*e.0).clone())?;
         let local = self.lookup(&ki.worker, &ki.key, &[index])?.is_some();
         if !local && !self.imports.contains(&keys::output_key(&ki.key, index)) {
             return Ok(false);

@@ -29,3 +29,9 @@ pub use error::{Error, ErrorKind, Result};
 pub use graph::{Definition, State};
 pub use progress::{ProgressEvent, ProgressSink};
 pub use solver::{CancelToken, SolveOptions, SolveResult};
+
+/// Local cache directories (what `type=local` cache exports write): list their tags, prune them
+/// (`kiln cache ls|prune`).
+pub mod local_cache {
+    pub use crate::remotecache::export::{list_local as list, prune_local as prune, LocalPruneReport, TagInfo};
+}

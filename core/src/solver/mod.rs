@@ -4,7 +4,7 @@
 //! its outputs are recorded. Identical keys are serialised engine-wide, so concurrent solves run
 //! identical work once. Each vertex runs as its own task; dropping the solve aborts them all.
 mod cache_export;
-pub mod cache_mounts;
+pub(crate) mod cache_mounts;
 mod diff;
 pub(crate) mod exec;
 mod exporters;

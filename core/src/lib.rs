@@ -14,6 +14,7 @@ pub mod export;
 pub mod fileops;
 pub mod graph;
 pub mod options;
+pub mod progress;
 pub mod registry;
 pub mod remotecache;
 pub mod snapshot;
@@ -21,7 +22,16 @@ pub mod solver;
 pub mod source;
 pub mod worker;
 
+pub use cache::{PruneReport, UsageRecord};
 pub use digest::Digest;
-pub use engine::{CancelToken, Engine, EngineOptions, SnapshotterKind, SolveOptions, SolveResult};
+pub use engine::{Engine, EngineOptions, SnapshotterKind, WorkerInfo};
 pub use error::{Error, ErrorKind, Result};
 pub use graph::{Definition, State};
+pub use progress::{ProgressEvent, ProgressSink};
+pub use solver::{CancelToken, SolveOptions, SolveResult};
+
+/// Local cache directories (what `type=local` cache exports write): list their tags, prune them
+/// (`kiln cache ls|prune`).
+pub mod local_cache {
+    pub use crate::remotecache::export::{list_local as list, prune_local as prune, LocalPruneReport, TagInfo};
+}

@@ -257,7 +257,7 @@ async fn run(cli: Cli) -> kiln::Result<()> {
         }
         Cmd::Cache { cmd: CacheCmd::Ls { dir } } => {
             println!("{:<24} {:>8} {:>8} {:>12}", "TAG", "RECORDS", "RESULTS", "SIZE");
-            for t in kiln::remotecache::export::list_local(&dir)? {
+            for t in kiln::local_cache::list(&dir)? {
                 println!("{:<24} {:>8} {:>8} {:>12}", t.tag, t.records, t.results, size::human(t.bytes));
             }
             Ok(())
@@ -270,7 +270,7 @@ async fn run(cli: Cli) -> kiln::Result<()> {
                     "give --keep-tags N and/or --keep-duration D (e.g. 7d); `kiln cache prune` never empties a directory by default",
                 ));
             }
-            let r = kiln::remotecache::export::prune_local(&dir, keep_tags, keep_duration)?;
+            let r = kiln::local_cache::prune(&dir, keep_tags, keep_duration)?;
             println!("Removed tags: {}", if r.tags.is_empty() { "(none)".to_owned() } else { r.tags.join(", ") });
             println!("Removed {} blobs, freed {}", r.blobs, size::human(r.bytes));
             Ok(())

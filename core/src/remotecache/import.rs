@@ -13,7 +13,7 @@ use crate::content::{ContentStore, OciLayout};
 use crate::digest::Digest;
 use crate::error::{Error, ErrorKind, Result};
 use crate::options::{CacheImportSource, CacheImportSpec};
-use crate::solver::{ProgressEvent, ProgressSink};
+use crate::progress::{ProgressEvent, ProgressSink};
 use std::collections::HashMap;
 use std::sync::Arc;
 

@@ -4,11 +4,11 @@
 //! reused; a result that came from an imported cache reuses the imported blobs.
 
 use super::exporters::layers_of;
-use super::progress::ProgressEvent;
 use super::{keys, output_indexes, Solve};
 use crate::content::layer::{Compression, LayerBlob};
 use crate::error::{Error, ErrorKind, Result};
 use crate::options::{CacheCompression, CacheExportSpec, CacheMode, CacheTarget};
+use crate::progress::ProgressEvent;
 use crate::remotecache::ExportRecord;
 use std::sync::Arc;
 
@@ -74,10 +74,11 @@ async fn export_one(solve: &Arc<Solve>, spec: &CacheExportSpec) -> Result<()> {
         }
         match &spec.target {
             CacheTarget::Local { dir, tag } => {
-                crate::remotecache::export::export_local(&solve.engine.content, dir, tag, &spec, records).map(|_| ())
+                crate::remotecache::export::export_local(solve.solver.cache.content(), dir, tag, &spec, records)
+                    .map(|_| ())
             }
             CacheTarget::Registry { reference, insecure } => crate::remotecache::export::export_registry(
-                &solve.engine.content,
+                solve.solver.cache.content(),
                 reference,
                 *insecure,
                 &spec,
@@ -101,18 +102,18 @@ fn result_layers(
 ) -> Result<Option<Vec<LayerBlob>>> {
     if let Some(outs) = solve.lookup(&ki.worker, &ki.key, &[idx])? {
         return match outs.get(&idx).cloned().flatten() {
-            Some(r) => Ok(Some(layers_of(&solve.engine, &r, comp, spec.oci_mediatypes, spec.force_compression)?)),
+            Some(r) => Ok(Some(layers_of(&solve.solver.cache, &r, comp, spec.oci_mediatypes, spec.force_compression)?)),
             None => Ok(Some(Vec::new())),
         };
     }
     // Not materialised locally (a dependent came from the cache): reuse an imported result's blobs.
     if let Some(hit) = solve.imports.lookup(digest) {
         for l in &hit.layers {
-            if !solve.engine.content.has(&l.digest) {
-                solve.imports.fetch(hit.importer, &l.digest, &solve.engine.content)?;
+            if !solve.solver.cache.content().has(&l.digest) {
+                solve.imports.fetch(hit.importer, &l.digest, solve.solver.cache.content())?;
             }
             // Never re-export a diffID the imported cache only claimed.
-            crate::content::layer::verify_diff_id(&solve.engine.content, l)?;
+            crate::content::layer::verify_diff_id(solve.solver.cache.content(), l)?;
         }
         return Ok(Some(hit.layers));
     }
@@ -138,11 +139,11 @@ pub(crate) fn cache_mount_ids(solve: &Solve) -> Vec<String> {
 fn cache_mount_records(solve: &Solve, comp: &Compression, oci: bool) -> Result<Vec<ExportRecord>> {
     let mut out = Vec::new();
     for id in cache_mount_ids(solve) {
-        let dir = solve.engine.cache_mounts.dir_of(&id);
+        let dir = solve.solver.cache_mounts.dir_of(&id);
         if !dir.is_dir() {
             continue;
         }
-        let layer = crate::content::layer::write_layer(&solve.engine.content, comp, oci, |w| {
+        let layer = crate::content::layer::write_layer(solve.solver.cache.content(), comp, oci, |w| {
             crate::export::tar::write_tree_tar(&dir, w)
         })?;
         out.push(ExportRecord {

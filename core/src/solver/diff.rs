@@ -10,11 +10,11 @@
 //! authoritative too). When `lower` is an ancestor of `upper` the diff is the layers between
 //! them, flattened (BuildKit merges those layers); otherwise both trees are compared.
 
-use super::refs::{chain, commit_and_record, record, Active, ResultRef};
+use super::refs::{chain, Active, ResultRef};
 use super::Solve;
+use crate::cache::CacheManager;
 use crate::content::layer::{layer_reader, write_layer, Compression, LayerBlob};
 use crate::digest::Digest;
-use crate::engine::EngineInner;
 use crate::error::{Error, ErrorKind, IoContext, Result};
 use crate::graph::pb;
 use crate::graph::Vertex;
@@ -49,19 +49,19 @@ pub async fn run(
     let lower_i = op.lower.as_ref().map(|l| l.input).unwrap_or(-1);
     let upper_i = op.upper.as_ref().map(|u| u.input).unwrap_or(-1);
     let (lower, upper) = (pick(lower_i)?, pick(upper_i)?);
-    let engine = solve.engine.clone();
+    let cache = solve.solver.cache.clone();
     let worker = worker.clone();
     let key = key.clone();
     let name = v.name();
     tokio::task::spawn_blocking(move || {
         let out = if lower_i < 0 {
             // As BuildKit: the diff of scratch and upper is upper itself.
-            keep(&engine, &worker, &key, upper, &name)?
+            keep(&cache, &worker, &key, upper, &name)?
         } else {
             match (&lower, &upper) {
-                (Some(l), Some(u)) if l.snapshot == u.snapshot => keep(&engine, &worker, &key, None, &name)?,
-                (None, None) => keep(&engine, &worker, &key, None, &name)?,
-                _ => compute(&engine, &worker, &key, lower.as_ref(), upper.as_ref(), &name)?,
+                (Some(l), Some(u)) if l.snapshot == u.snapshot => keep(&cache, &worker, &key, None, &name)?,
+                (None, None) => keep(&cache, &worker, &key, None, &name)?,
+                _ => compute(&cache, &worker, &key, lower.as_ref(), upper.as_ref(), &name)?,
             }
         };
         Ok(BTreeMap::from([(0, out)]))
@@ -72,14 +72,14 @@ pub async fn run(
 
 /// Records an existing result (None = empty) as the diff's output.
 fn keep(
-    engine: &EngineInner,
+    cache: &CacheManager,
     worker: &Arc<Worker>,
     key: &Digest,
     r: Option<ResultRef>,
     name: &str,
 ) -> Result<Option<ResultRef>> {
     let id = r.as_ref().map(|r| r.snapshot.clone()).unwrap_or_else(|| SnapshotId(String::new()));
-    record(engine, worker, key, 0, &id, name)?;
+    cache.record(worker, key, 0, &id, name)?;
     Ok(r)
 }
 
@@ -90,11 +90,11 @@ enum View {
 }
 
 impl View {
-    fn of(engine: &EngineInner, r: Option<&ResultRef>) -> Result<View> {
+    fn of(cache: &CacheManager, r: Option<&ResultRef>) -> Result<View> {
         match r {
             Some(r) => Ok(View::Mounted(r.worker.snapshotter.mount(&r.snapshot)?)),
             None => Ok(View::Empty(
-                tempfile::tempdir_in(&engine.tmp).map_err(|e| Error::io("create empty dir", &engine.tmp, e))?,
+                tempfile::tempdir_in(cache.tmp()).map_err(|e| Error::io("create empty dir", cache.tmp(), e))?,
             )),
         }
     }
@@ -108,7 +108,7 @@ impl View {
 }
 
 fn compute(
-    engine: &EngineInner,
+    cache: &CacheManager,
     worker: &Arc<Worker>,
     key: &Digest,
     lower: Option<&ResultRef>,
@@ -117,13 +117,13 @@ fn compute(
 ) -> Result<Option<ResultRef>> {
     let lchain = lower.map(chain).transpose()?.unwrap_or_default();
     let uchain = upper.map(chain).transpose()?.unwrap_or_default();
-    let (lv, uv) = (View::of(engine, lower)?, View::of(engine, upper)?);
+    let (lv, uv) = (View::of(cache, lower)?, View::of(cache, upper)?);
     let mut changes = if uchain.len() > lchain.len() && uchain.starts_with(&lchain) {
         // `lower` is an ancestor: the diff is the layers above it, whiteouts included.
         let mut c = ChangeSet::default();
         if let Some(u) = upper {
             for s in &uchain[lchain.len()..] {
-                with_layer(engine, &u.worker, s, &mut |r| c.add_layer(r))?;
+                with_layer(cache, &u.worker, s, &mut |r| c.add_layer(r))?;
             }
         }
         c
@@ -132,42 +132,42 @@ fn compute(
     };
     changes.normalize(Some(lv.path()), uv.path())?;
     if changes.is_empty() {
-        return keep(engine, worker, key, None, name);
+        return keep(cache, worker, key, None, name);
     }
-    let blob = write_layer(&engine.content, &Compression::Uncompressed, true, |w| changes.write_layer(uv.path(), w))?;
+    let blob = write_layer(cache.content(), &Compression::Uncompressed, true, |w| changes.write_layer(uv.path(), w))?;
     drop((lv, uv));
     let sn = &worker.snapshotter;
     let a = Active::prepare(sn, None)?;
     {
         let g = sn.mount(&a.id)?;
-        let mut r = layer_reader(&engine.content, &blob.digest, &blob.media_type)?;
+        let mut r = layer_reader(cache.content(), &blob.digest, &blob.media_type)?;
         apply_layer(g.path(), &mut r)?;
         std::io::copy(&mut r, &mut std::io::sink()).map_err(|e| Error::io("verify diff layer", g.path(), e))?;
     }
     // Recorded before the commit: a committed diff snapshot never lacks its whiteouts.
-    engine.meta.put_layer(&a.id.0, DIFF_LAYER, &blob)?;
-    engine.meta.put_layer(&a.id.0, "uncompressed", &blob)?;
-    Ok(Some(commit_and_record(engine, worker, key, 0, a, name)?))
+    cache.put_layer(&a.id, DIFF_LAYER, &blob)?;
+    cache.put_layer(&a.id, "uncompressed", &blob)?;
+    Ok(Some(cache.commit_and_record(worker, key, 0, a, name)?))
 }
 
 /// The authoritative layer recorded for snapshot `s`, if its blob is present.
-pub fn authoritative_layer(engine: &EngineInner, s: &SnapshotId) -> Result<Option<LayerBlob>> {
-    Ok(engine.meta.layer::<LayerBlob>(&s.0, DIFF_LAYER)?.filter(|l| engine.content.has(&l.digest)))
+pub fn authoritative_layer(cache: &CacheManager, s: &SnapshotId) -> Result<Option<LayerBlob>> {
+    Ok(cache.layer::<LayerBlob>(s, DIFF_LAYER)?.filter(|l| cache.content().has(&l.digest)))
 }
 
 /// Writes snapshot `s`'s layer (uncompressed): its authoritative layer if it has one, else the
 /// snapshotter's diff against its parent.
 pub fn write_snapshot_layer(
-    engine: &EngineInner,
+    cache: &CacheManager,
     worker: &Arc<Worker>,
     s: &SnapshotId,
     out: &mut dyn Write,
 ) -> Result<()> {
-    match authoritative_layer(engine, s)? {
+    match authoritative_layer(cache, s)? {
         Some(l) => {
-            let mut r = layer_reader(&engine.content, &l.digest, &l.media_type)?;
+            let mut r = layer_reader(cache.content(), &l.digest, &l.media_type)?;
             std::io::copy(&mut r, out)
-                .map_err(|e| Error::io("copy diff layer", engine.content.blob_path(&l.digest), e))?;
+                .map_err(|e| Error::io("copy diff layer", cache.content().blob_path(&l.digest), e))?;
             Ok(())
         }
         None => worker.snapshotter.diff(s, out),
@@ -176,16 +176,16 @@ pub fn write_snapshot_layer(
 
 /// Calls `f` with a reader of snapshot `s`'s layer (see [`write_snapshot_layer`]).
 pub fn with_layer<T>(
-    engine: &EngineInner,
+    cache: &CacheManager,
     worker: &Arc<Worker>,
     s: &SnapshotId,
     f: &mut dyn FnMut(&mut dyn Read) -> Result<T>,
 ) -> Result<T> {
-    if let Some(l) = authoritative_layer(engine, s)? {
-        let mut r = layer_reader(&engine.content, &l.digest, &l.media_type)?;
+    if let Some(l) = authoritative_layer(cache, s)? {
+        let mut r = layer_reader(cache.content(), &l.digest, &l.media_type)?;
         let out = f(&mut r)?;
         std::io::copy(&mut r, &mut std::io::sink())
-            .map_err(|e| Error::io("verify layer", engine.content.blob_path(&l.digest), e))?;
+            .map_err(|e| Error::io("verify layer", cache.content().blob_path(&l.digest), e))?;
         return Ok(out);
     }
     let (mut reader, mut writer) = std::io::pipe().with_path("create pipe", Path::new("diff"))?;
@@ -207,6 +207,6 @@ pub fn with_layer<T>(
 }
 
 /// Applies snapshot `s`'s layer (whiteouts included) onto the mounted view at `root`.
-pub fn apply_snapshot_layer(engine: &EngineInner, worker: &Arc<Worker>, s: &SnapshotId, root: &Path) -> Result<u64> {
-    with_layer(engine, worker, s, &mut |r| apply_layer(root, r))
+pub fn apply_snapshot_layer(cache: &CacheManager, worker: &Arc<Worker>, s: &SnapshotId, root: &Path) -> Result<u64> {
+    with_layer(cache, worker, s, &mut |r| apply_layer(root, r))
 }

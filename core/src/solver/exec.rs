@@ -4,14 +4,14 @@
 //! executor future (which kills the container) and every guard here (unmount, remove snapshots).
 
 use super::cache_mounts::Sharing;
-use super::progress::{LogStream, ProgressEvent};
-use super::refs::{commit_and_record, Active, ResultRef};
+use super::refs::{Active, ResultRef};
 use super::Solve;
 use crate::digest::Digest;
 use crate::error::{Error, ErrorKind, IoContext, Result};
 use crate::graph::pb;
 use crate::graph::Vertex;
 use crate::options::{Entitlement, DEFAULT_SSH_ID};
+use crate::progress::{LogStream, ProgressEvent};
 use crate::snapshot::MountGuard;
 use crate::worker::pool::Worker;
 use crate::worker::{ExecMount, ExecRequest, MountSource, NetworkMode, OutputSink, OutputStream, SecurityMode, Ulimit};
@@ -71,7 +71,7 @@ pub async fn run(
     let mut actives: Vec<(i64, Active)> = Vec::new();
     let mut throwaway: Vec<Active> = Vec::new();
     let mut leases = Vec::new();
-    let secrets_dir = secrets_staging_dir(&solve.engine.tmp)?;
+    let secrets_dir = secrets_staging_dir(solve.solver.cache.tmp())?;
     let mut mounts: Vec<MountGuard> = Vec::new();
     let mut root_path = None;
     let mut readonly_rootfs = false;
@@ -139,7 +139,7 @@ pub async fn run(
                     Ok(pb::CacheSharingOpt::Locked) => Sharing::Locked,
                     _ => Sharing::Shared,
                 };
-                let lease = solve.engine.cache_mounts.acquire(&id, sharing).await?;
+                let lease = solve.solver.cache_mounts.acquire(&id, sharing).await?;
                 solve.restore_cache_mount(&id, &lease.path).await;
                 exec_mounts.push(ExecMount {
                     dest: m.dest.clone(),
@@ -254,14 +254,14 @@ pub async fn run(
     drop(leases);
     drop(secrets_dir);
     drop(throwaway);
-    let engine = solve.engine.clone();
+    let cache = solve.solver.cache.clone();
     let worker = worker.clone();
     let key = key.clone();
     let name = v.name();
     tokio::task::spawn_blocking(move || {
         let mut out = BTreeMap::new();
         for (idx, a) in actives {
-            out.insert(idx, Some(commit_and_record(&engine, &worker, &key, idx, a, &name)?));
+            out.insert(idx, Some(cache.commit_and_record(&worker, &key, idx, a, &name)?));
         }
         Ok(out)
     })
@@ -308,7 +308,7 @@ pub(crate) fn check_entitlements(v: &Vertex, granted: &BTreeSet<Entitlement>) ->
 }
 
 /// Where secrets are staged: in memory (tmpfs) when the host has /dev/shm, so their bytes never
-/// reach a disk, else the engine's tmp dir.
+/// reach a disk, else the cache's tmp dir.
 fn secrets_parent(engine_tmp: &std::path::Path) -> std::path::PathBuf {
     let shm = std::path::Path::new("/dev/shm");
     if shm.is_dir() {

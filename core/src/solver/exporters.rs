@@ -1,13 +1,13 @@
 //! Runs the result exporters of a solve: `local` (a directory), `tar` (a tar file), `oci` (an OCI
 //! image layout dir or tar, layers computed once per snapshot and reused by every later export).
 
-use super::progress::ProgressEvent;
 use super::refs::{chain, ResultRef};
 use super::Solve;
+use crate::cache::CacheManager;
 use crate::content::layer::{write_layer, Compression, LayerBlob};
-use crate::engine::EngineInner;
 use crate::error::{Error, ErrorKind, Result};
 use crate::options::OutputSpec;
+use crate::progress::ProgressEvent;
 use crate::snapshot::SnapshotId;
 use crate::worker::pool::Worker;
 use std::collections::BTreeMap;
@@ -18,7 +18,7 @@ use std::sync::Arc;
 pub async fn run(solve: &Arc<Solve>, result: Option<&ResultRef>) -> Result<BTreeMap<String, String>> {
     let mut response = BTreeMap::new();
     for (i, out) in solve.opts.outputs.iter().enumerate() {
-        let engine = solve.engine.clone();
+        let cache = solve.solver.cache.clone();
         let result = result.cloned();
         let out = out.clone();
         let config = solve.opts.image_config.clone();
@@ -27,7 +27,7 @@ pub async fn run(solve: &Arc<Solve>, result: Option<&ResultRef>) -> Result<BTree
         let t0 = std::time::Instant::now();
         let registry = solve.registry.clone();
         let tokens = solve.task_tokens();
-        let res = super::spawn_counted(tokens, move || export_one(&engine, result.as_ref(), &out, &config, &registry))
+        let res = super::spawn_counted(tokens, move || export_one(&cache, result.as_ref(), &out, &config, &registry))
             .await
             .map_err(|e| Error::with_source(ErrorKind::Internal, "export task", e))?;
         match res {
@@ -61,21 +61,21 @@ fn describe(o: &OutputSpec) -> String {
     }
 }
 
-fn with_root<T>(engine: &EngineInner, result: Option<&ResultRef>, f: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
+fn with_root<T>(cache: &CacheManager, result: Option<&ResultRef>, f: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
     match result {
         Some(r) => {
             let g = r.worker.snapshotter.mount(&r.snapshot)?;
             f(g.path())
         }
         None => {
-            let tmp = tempfile::tempdir_in(&engine.tmp).map_err(|e| Error::io("create empty dir", &engine.tmp, e))?;
+            let tmp = tempfile::tempdir_in(cache.tmp()).map_err(|e| Error::io("create empty dir", cache.tmp(), e))?;
             f(tmp.path())
         }
     }
 }
 
 fn export_one(
-    engine: &EngineInner,
+    cache: &CacheManager,
     result: Option<&ResultRef>,
     out: &OutputSpec,
     config: &crate::graph::ImageConfig,
@@ -83,15 +83,15 @@ fn export_one(
 ) -> Result<BTreeMap<String, String>> {
     let mut meta = BTreeMap::new();
     match out {
-        OutputSpec::Local { dest } => with_root(engine, result, |root| crate::export::export_local(root, dest))?,
-        OutputSpec::Tar { dest } => with_root(engine, result, |root| crate::export::export_tar(root, dest))?,
+        OutputSpec::Local { dest } => with_root(cache, result, |root| crate::export::export_local(root, dest))?,
+        OutputSpec::Tar { dest } => with_root(cache, result, |root| crate::export::export_tar(root, dest))?,
         OutputSpec::Oci { dest, tar, name, oci_mediatypes } => {
             let layers = match result {
-                Some(r) => layers_of(engine, r, &Compression::Gzip { level: 6 }, *oci_mediatypes, false)?,
+                Some(r) => layers_of(cache, r, &Compression::Gzip { level: 6 }, *oci_mediatypes, false)?,
                 None => Vec::new(),
             };
             let digest = crate::export::export_oci(
-                &engine.content,
+                cache.content(),
                 &layers,
                 config,
                 dest,
@@ -103,14 +103,14 @@ fn export_one(
         }
         OutputSpec::Image { name, push, insecure } => {
             let layers = match result {
-                Some(r) => layers_of(engine, r, &Compression::Gzip { level: 6 }, true, false)?,
+                Some(r) => layers_of(cache, r, &Compression::Gzip { level: 6 }, true, false)?,
                 None => Vec::new(),
             };
-            let desc = crate::content::write_image(&engine.content, &layers, config, true)?;
+            let desc = crate::content::write_image(cache.content(), &layers, config, true)?;
             if *push {
                 let r = crate::registry::Reference::parse(name)?;
                 let client = registry.client(&r, *insecure)?;
-                crate::registry::push_image(&client, &r, &desc, &engine.content)?;
+                crate::registry::push_image(&client, &r, &desc, cache.content())?;
             }
             meta.insert("containerimage.digest".to_owned(), desc.digest().to_string());
             meta.insert("image.name".to_owned(), name.clone());
@@ -122,13 +122,13 @@ fn export_one(
 /// The layer blobs of `r`'s snapshot chain, computed once per snapshot and format. Without
 /// `force`, a blob already made in another compression is reused rather than recompressed.
 pub fn layers_of(
-    engine: &EngineInner,
+    cache: &CacheManager,
     r: &ResultRef,
     compression: &Compression,
     oci: bool,
     force: bool,
 ) -> Result<Vec<LayerBlob>> {
-    chain(r)?.iter().map(|s| layer_of(engine, &r.worker, s, compression, oci, force)).collect()
+    chain(r)?.iter().map(|s| layer_of(cache, &r.worker, s, compression, oci, force)).collect()
 }
 
 fn format_of(c: &Compression) -> &'static str {
@@ -140,7 +140,7 @@ fn format_of(c: &Compression) -> &'static str {
 }
 
 fn layer_of(
-    engine: &EngineInner,
+    cache: &CacheManager,
     worker: &Arc<Worker>,
     s: &SnapshotId,
     compression: &Compression,
@@ -161,15 +161,14 @@ fn layer_of(
         );
     }
     for (format, comp) in formats {
-        if let Some(mut l) = engine.meta.layer::<LayerBlob>(&s.0, format)? {
-            if engine.content.has(&l.digest) {
+        if let Some(mut l) = cache.layer::<LayerBlob>(s, format)? {
+            if cache.content().has(&l.digest) {
                 l.media_type = crate::content::layer::media_type_for(&comp, oci).to_owned();
                 return Ok(l);
             }
         }
     }
-    let l =
-        write_layer(&engine.content, compression, oci, |w| super::diff::write_snapshot_layer(engine, worker, s, w))?;
-    engine.meta.put_layer(&s.0, wanted, &l)?;
+    let l = write_layer(cache.content(), compression, oci, |w| super::diff::write_snapshot_layer(cache, worker, s, w))?;
+    cache.put_layer(&s, wanted, &l)?;
     Ok(l)
 }

@@ -3,10 +3,10 @@
 //! names the result of an earlier action; -1 is scratch). An action result used by exactly one
 //! later action is mutated in place; outputs are committed and recorded.
 
-use super::refs::{commit_and_record, Active, ResultRef};
+use super::refs::{Active, ResultRef};
 use super::Solve;
+use crate::cache::CacheManager;
 use crate::digest::Digest;
-use crate::engine::EngineInner;
 use crate::error::{Error, ErrorKind, Result};
 use crate::fileops::{self, CopyOptions, Owner};
 use crate::graph::pb;
@@ -50,20 +50,20 @@ pub async fn run(
     key: &Digest,
     inputs: &[Option<ResultRef>],
 ) -> Result<BTreeMap<i64, Option<ResultRef>>> {
-    let engine = solve.engine.clone();
+    let cache = solve.solver.cache.clone();
     let worker = worker.clone();
     let key = key.clone();
     let f = f.clone();
     let inputs = inputs.to_vec();
     let name = v.name();
     let op = v.digest.to_string();
-    tokio::task::spawn_blocking(move || run_blocking(&engine, &op, &name, &f, &worker, &key, &inputs))
+    tokio::task::spawn_blocking(move || run_blocking(&cache, &op, &name, &f, &worker, &key, &inputs))
         .await
         .map_err(|e| Error::with_source(ErrorKind::Internal, "file op task", e))?
 }
 
 fn run_blocking(
-    engine: &EngineInner,
+    cache: &CacheManager,
     op: &str,
     name: &str,
     f: &pb::FileOp,
@@ -124,10 +124,10 @@ fn run_blocking(
         {
             let guard = sn.mount(&active.id)?;
             let root = guard.path();
-            apply(engine, op, root, a, action, inputs, &mut slots, &sn, n)?;
+            apply(cache, op, root, a, action, inputs, &mut slots, &sn, n)?;
         }
         if a.output >= 0 {
-            let r = commit_and_record(engine, worker, key, a.output, active, name)?;
+            let r = cache.commit_and_record(worker, key, a.output, active, name)?;
             slots.push(Slot::Committed(r.snapshot.clone()));
             out.insert(a.output, Some(r));
         } else {
@@ -139,7 +139,7 @@ fn run_blocking(
 
 #[allow(clippy::too_many_arguments)]
 fn apply(
-    engine: &EngineInner,
+    cache: &CacheManager,
     op: &str,
     root: &Path,
     a: &pb::FileAction,
@@ -180,7 +180,7 @@ fn apply(
             let _tmp;
             let _guard;
             let src_root: PathBuf = if j < 0 {
-                _tmp = empty_dir(engine)?;
+                _tmp = empty_dir(cache)?;
                 _tmp.path().to_path_buf()
             } else if j < n {
                 match inputs.get(j as usize).and_then(|r| r.as_ref()) {
@@ -189,7 +189,7 @@ fn apply(
                         _guard.path().to_path_buf()
                     }
                     None => {
-                        _tmp = empty_dir(engine)?;
+                        _tmp = empty_dir(cache)?;
                         _tmp.path().to_path_buf()
                     }
                 }
@@ -215,8 +215,8 @@ fn apply(
 }
 
 /// An empty directory standing for a scratch copy source (removed on drop).
-fn empty_dir(engine: &EngineInner) -> Result<tempfile::TempDir> {
-    tempfile::tempdir_in(&engine.tmp).map_err(|e| Error::io("create empty dir", &engine.tmp, e))
+fn empty_dir(cache: &CacheManager) -> Result<tempfile::TempDir> {
+    tempfile::tempdir_in(cache.tmp()).map_err(|e| Error::io("create empty dir", cache.tmp(), e))
 }
 
 fn mode_or(mode: i32, default: u32) -> u32 {

@@ -1,15 +1,13 @@
 //! Merge ops (stack several results into one filesystem by applying each input's layers in order,
 //! whiteouts included) and transfers of a result between workers (a flattened copy).
 
-use super::refs::{chain, commit_and_record, Active, ResultRef};
+use super::refs::{chain, Active, ResultRef};
 use super::Solve;
-use crate::cache::metadata::record_key;
+use crate::cache::CacheManager;
 use crate::digest::Digest;
-use crate::engine::EngineInner;
 use crate::error::{Error, ErrorKind, Result};
 use crate::graph::pb;
 use crate::graph::Vertex;
-use crate::snapshot::SnapshotId;
 use crate::worker::pool::Worker;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -30,7 +28,7 @@ pub async fn run(
         })?;
         refs.extend(r);
     }
-    let engine = solve.engine.clone();
+    let cache = solve.solver.cache.clone();
     let worker = worker.clone();
     let key = key.clone();
     let name = v.name();
@@ -38,7 +36,7 @@ pub async fn run(
         let sn = worker.snapshotter.clone();
         let Some((first, rest)) = refs.split_first() else {
             let a = Active::prepare(&sn, None)?;
-            return Ok(BTreeMap::from([(0, Some(commit_and_record(&engine, &worker, &key, 0, a, &name)?))]));
+            return Ok(BTreeMap::from([(0, Some(cache.commit_and_record(&worker, &key, 0, a, &name)?))]));
         };
         let a = Active::prepare(&sn, Some(&first.snapshot))?;
         {
@@ -46,24 +44,20 @@ pub async fn run(
             for r in rest {
                 for s in chain(r)? {
                     // A diff result's authoritative layer carries its whiteouts (see diff.rs).
-                    super::diff::apply_snapshot_layer(&engine, &r.worker, &s, g.path())?;
+                    super::diff::apply_snapshot_layer(&cache, &r.worker, &s, g.path())?;
                 }
             }
         }
-        Ok(BTreeMap::from([(0, Some(commit_and_record(&engine, &worker, &key, 0, a, &name)?))]))
+        Ok(BTreeMap::from([(0, Some(cache.commit_and_record(&worker, &key, 0, a, &name)?))]))
     })
     .await
     .map_err(|e| Error::with_source(ErrorKind::Internal, "merge task", e))?
 }
 
 /// Copies result `r` onto worker `to` (flattened) and records it under `key`, once.
-pub fn transfer(engine: &EngineInner, r: &ResultRef, to: &Arc<Worker>, key: &Digest) -> Result<ResultRef> {
-    let rk = record_key(&to.name, key, 0);
-    if let Some(rec) = engine.meta.record(&rk)? {
-        let id = SnapshotId(rec.snapshot);
-        if to.snapshotter.is_committed(&id) {
-            return Ok(ResultRef { worker: to.clone(), snapshot: id });
-        }
+pub fn transfer(cache: &CacheManager, r: &ResultRef, to: &Arc<Worker>, key: &Digest) -> Result<ResultRef> {
+    if let Some(id) = cache.recorded(to, key, 0)? {
+        return Ok(ResultRef { worker: to.clone(), snapshot: id });
     }
     let a = Active::prepare(&to.snapshotter, None)?;
     {
@@ -71,5 +65,5 @@ pub fn transfer(engine: &EngineInner, r: &ResultRef, to: &Arc<Worker>, key: &Dig
         let dst = to.snapshotter.mount(&a.id)?;
         crate::export::export_local(src.path(), dst.path())?;
     }
-    commit_and_record(engine, to, key, 0, a, &format!("transfer from {}", r.worker.name))
+    cache.commit_and_record(to, key, 0, a, &format!("transfer from {}", r.worker.name))
 }

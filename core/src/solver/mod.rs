@@ -4,25 +4,28 @@
 //! its outputs are recorded. Identical keys are serialised engine-wide, so concurrent solves run
 //! identical work once. Each vertex runs as its own task; dropping the solve aborts them all.
 mod cache_export;
-pub mod cache_mounts;
+pub(crate) mod cache_mounts;
 mod diff;
-pub mod display;
 pub(crate) mod exec;
 mod exporters;
 mod fileop;
+mod job;
 mod keys;
 mod layers;
 mod merge;
-pub mod progress;
 pub(crate) mod refs;
 mod sources;
 mod ssh;
+mod tasks;
 
-pub use progress::{LogStream, ProgressEvent, ProgressSink};
+// Progress lives in its own module (`crate::progress`); these keep the solver's old paths working.
+pub use crate::progress::{self, display, LogStream, ProgressEvent, ProgressSink};
 
-use crate::cache::metadata::record_key;
+pub use job::{CancelToken, SolveOptions, SolveResult};
+pub(crate) use tasks::{KeyLockHandle, KeyLocks, TaskCount, TaskToken};
+
+use crate::cache::CacheManager;
 use crate::digest::Digest;
-use crate::engine::{EngineInner, SolveOptions, SolveResult, TaskCount};
 use crate::error::{Error, ErrorKind, Result};
 use crate::graph::pb::op::Op as OpKind;
 use crate::graph::{Definition, Vertex};
@@ -33,6 +36,78 @@ use refs::ResultRef;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
+
+/// The solver of one engine: owns the parallelism limiter, the per-key dedup locks, the live task
+/// counts and the gate in-flight solves hold (prune waits for them), and uses the cache through
+/// its [`CacheManager`] (as BuildKit's `solver/jobs.go` owns its actives).
+#[derive(Debug)]
+pub(crate) struct Solver {
+    /// The local cache (records, layer blobs, snapshots; holds the root lock).
+    pub cache: Arc<CacheManager>,
+    /// Bounds the vertices executing at once.
+    limiter: Arc<tokio::sync::Semaphore>,
+    /// Serialises work on one cache key across solves.
+    key_locks: KeyLocks,
+    /// Held shared by every in-flight solve (and disk usage), exclusively by prune.
+    in_flight: tokio::sync::RwLock<()>,
+    /// Cache mounts (`type=cache`) of the root.
+    pub cache_mounts: cache_mounts::CacheMounts,
+    /// Vertex tasks alive (including cancelled ones still cleaning up).
+    tasks: Arc<TaskCount>,
+    /// Timeouts and retries of every registry client.
+    registry: crate::registry::RegistryOptions,
+}
+
+impl Solver {
+    /// A solver on `cache` running at most `parallelism` vertices at once.
+    pub fn new(
+        cache: CacheManager,
+        parallelism: usize,
+        cache_mounts: cache_mounts::CacheMounts,
+        registry: crate::registry::RegistryOptions,
+    ) -> Solver {
+        Solver {
+            cache: Arc::new(cache),
+            limiter: Arc::new(tokio::sync::Semaphore::new(parallelism.max(1))),
+            key_locks: Default::default(),
+            in_flight: Default::default(),
+            cache_mounts,
+            tasks: Default::default(),
+            registry,
+        }
+    }
+
+    /// The async lock serialising work on one cache key (dedup of identical vertices).
+    pub fn key_lock(&self, key: &str) -> KeyLockHandle<'_> {
+        self.key_locks.handle(key)
+    }
+
+    /// Cache keys whose dedup lock is in use right now.
+    pub fn key_locks_in_use(&self) -> usize {
+        self.key_locks.len()
+    }
+
+    /// Returns once no vertex task of any solve is alive.
+    pub async fn wait_idle(&self) {
+        self.tasks.wait_idle().await
+    }
+
+    /// Shared hold on the cache: no prune runs while it is held.
+    pub async fn read_gate(&self) -> tokio::sync::RwLockReadGuard<'_, ()> {
+        self.in_flight.read().await
+    }
+
+    /// Exclusive hold on the cache: waits for every in-flight solve.
+    pub async fn write_gate(&self) -> tokio::sync::RwLockWriteGuard<'_, ()> {
+        self.in_flight.write().await
+    }
+
+    /// Solves `def` (holding the in-flight gate), runs the exporters and cache exporters.
+    pub async fn solve(self: &Arc<Self>, def: &Definition, opts: SolveOptions) -> Result<SolveResult> {
+        let _gate = self.read_gate().await;
+        solve(self.clone(), def, opts).await
+    }
+}
 
 /// The outputs of one solved vertex, by output index (`None` = empty filesystem).
 #[derive(Debug, Clone)]
@@ -65,7 +140,7 @@ enum Status {
 
 /// State of one solve.
 pub(crate) struct Solve {
-    pub engine: Arc<EngineInner>,
+    pub solver: Arc<Solver>,
     pub def: Arc<Definition>,
     pub opts: SolveOptions,
     /// Remote caches consulted on a local miss.
@@ -119,7 +194,7 @@ impl Drop for InterruptOnDrop {
 /// and of the solve, `tokens`) until `f` returned and everything it captured was dropped, so a
 /// cancelled solve returns only once the thread let go of the engine (and its root lock).
 pub(crate) fn spawn_counted<T: Send + 'static>(
-    tokens: (crate::engine::TaskToken, crate::engine::TaskToken),
+    tokens: (TaskToken, TaskToken),
     f: impl FnOnce() -> T + Send + 'static,
 ) -> tokio::task::JoinHandle<T> {
     tokio::task::spawn_blocking(move || {
@@ -130,7 +205,7 @@ pub(crate) fn spawn_counted<T: Send + 'static>(
 }
 
 /// Solves `def` on `engine`, runs the exporters and cache exporters.
-pub(crate) async fn solve(engine: Arc<EngineInner>, def: &Definition, opts: SolveOptions) -> Result<SolveResult> {
+async fn solve(engine: Arc<Solver>, def: &Definition, opts: SolveOptions) -> Result<SolveResult> {
     let registry = crate::registry::ClientSettings { options: engine.registry.clone(), interrupt: Default::default() };
     let _interrupt = InterruptOnDrop(registry.interrupt.clone());
     let Some(token) = opts.cancel.clone() else {
@@ -156,7 +231,7 @@ pub(crate) async fn solve(engine: Arc<EngineInner>, def: &Definition, opts: Solv
 }
 
 async fn solve_inner(
-    engine: Arc<EngineInner>,
+    engine: Arc<Solver>,
     def: &Definition,
     opts: SolveOptions,
     tasks: Arc<TaskCount>,
@@ -173,15 +248,17 @@ async fn solve_inner(
         let registry = registry.clone();
         // Counted as a task: a cancelled solve returns once this thread let go of the engine.
         let tokens = (engine.tasks.token(), tasks.token());
-        spawn_counted(tokens, move || crate::remotecache::Imports::load(&engine.content, &specs, &progress, &registry))
-            .await
-            .map_err(|e| Error::with_source(ErrorKind::Internal, "cache import task", e))?
+        spawn_counted(tokens, move || {
+            crate::remotecache::Imports::load(engine.cache.content(), &specs, &progress, &registry)
+        })
+        .await
+        .map_err(|e| Error::with_source(ErrorKind::Internal, "cache import task", e))?
     };
     if registry.interrupt.is_fired() {
         return Err(Error::Cancelled);
     }
     let solve = Arc::new(Solve {
-        engine,
+        solver: engine,
         def: Arc::new(def.clone()),
         opts,
         imports,
@@ -236,8 +313,8 @@ async fn solve_inner(
 impl Solve {
     /// Tokens counting a blocking thread of this solve as a live task (engine and solve), so a
     /// cancelled solve returns only once the thread let go of what it used.
-    pub(crate) fn task_tokens(&self) -> (crate::engine::TaskToken, crate::engine::TaskToken) {
-        (self.engine.tasks.token(), self.tasks.token())
+    pub(crate) fn task_tokens(&self) -> (TaskToken, TaskToken) {
+        (self.solver.tasks.token(), self.tasks.token())
     }
 
     fn vertex(&self, d: &Digest) -> Result<Vertex> {
@@ -251,7 +328,7 @@ impl Solve {
         self: &Arc<Self>,
         fut: impl std::future::Future<Output = Result<Arc<T>>> + Send + 'static,
     ) -> Shared_<T> {
-        let tokens = (self.engine.tasks.token(), self.tasks.token());
+        let tokens = (self.solver.tasks.token(), self.tasks.token());
         let handle = tokio::spawn(async move {
             // Declared first, dropped last: the task counts as alive until its guards have run.
             let _tokens = tokens;
@@ -328,7 +405,7 @@ impl Solve {
         let input_keys: Vec<Digest> =
             v.op.inputs.iter().zip(&infos).map(|(inp, k)| keys::output_key(&k.key, inp.index)).collect();
         let filters = v.op.constraints.as_ref().map(|c| c.filter.clone()).unwrap_or_default();
-        let worker = self.engine.workers.select(&filters)?.clone();
+        let worker = self.solver.cache.workers().select(&filters)?.clone();
         let key = Box::pin(keys::vertex_key(&self, &v, &input_keys)).await?;
         Ok(Arc::new(KeyInfo { key, worker, input_keys }))
     }
@@ -351,7 +428,7 @@ impl Solve {
                 return Ok(Arc::new(VertexOutputs { outputs }));
             }
         }
-        let lock_ = self.engine.key_lock(&format!("{}/{}", worker.name, key));
+        let lock_ = self.solver.key_lock(&format!("{}/{}", worker.name, key));
         let _serial = lock_.lock().await;
         if cacheable {
             // Another solve may have produced it while we waited; or a remote cache has it.
@@ -378,7 +455,7 @@ impl Solve {
         }
         let inputs = Box::pin(self.transfer_inputs(&worker, inputs, &ki.input_keys)).await?;
         let _permit = self
-            .engine
+            .solver
             .limiter
             .clone()
             .acquire_owned()
@@ -433,21 +510,7 @@ impl Solve {
         key: &Digest,
         indexes: &[i64],
     ) -> Result<Option<BTreeMap<i64, Option<ResultRef>>>> {
-        let mut outputs = BTreeMap::new();
-        for &i in indexes {
-            let Some(rec) = self.engine.meta.record(&record_key(&worker.name, key, i))? else { return Ok(None) };
-            if rec.snapshot_is_empty() {
-                outputs.insert(i, None);
-                continue;
-            }
-            let id = SnapshotId(rec.snapshot);
-            if !worker.snapshotter.is_committed(&id) {
-                tracing::warn!(snapshot = %id, "cache record points at a missing snapshot; rebuilding");
-                return Ok(None);
-            }
-            outputs.insert(i, Some(ResultRef { worker: worker.clone(), snapshot: id }));
-        }
-        Ok(Some(outputs))
+        self.solver.cache.lookup(worker, key, indexes)
     }
 
     /// Materialises every output of a vertex from an imported remote cache, if it has them all.
@@ -468,7 +531,7 @@ impl Solve {
                 None => return Ok(None),
             }
         }
-        let engine = self.engine.clone();
+        let cache = self.solver.cache.clone();
         let worker = worker.clone();
         let key = key.clone();
         let name = v.name();
@@ -479,13 +542,12 @@ impl Solve {
         spawn_counted(tokens, move || {
             let mut out = BTreeMap::new();
             for (i, hit) in chains {
-                let fetch = |d: &Digest| this.imports.fetch(hit.importer, d, &engine.content);
+                let fetch = |d: &Digest| this.imports.fetch(hit.importer, d, cache.content());
                 // No byte-count events here: the vertex reports CACHED once its layers are in place.
-                match layers::apply_chain(&engine, &worker, &hit.layers, &fetch, &name, &vertex, &ProgressSink::none())
-                {
+                match layers::apply_chain(&cache, &worker, &hit.layers, &fetch, &name, &vertex, &ProgressSink::none()) {
                     Ok(top) => {
                         let id = top.clone().unwrap_or_else(|| SnapshotId(String::new()));
-                        refs::record(&engine, &worker, &key, i, &id, &name)?;
+                        cache.record(&worker, &key, i, &id, &name)?;
                         out.insert(i, top.map(|s| ResultRef { worker: worker.clone(), snapshot: s }));
                     }
                     Err(Error::Cancelled) => return Err(Error::Cancelled),
@@ -516,10 +578,10 @@ impl Solve {
         let id = id.to_owned();
         let res = tokio::task::spawn_blocking(move || -> Result<()> {
             for l in &hit.layers {
-                if !this.engine.content.has(&l.digest) {
-                    this.imports.fetch(hit.importer, &l.digest, &this.engine.content)?;
+                if !this.solver.cache.content().has(&l.digest) {
+                    this.imports.fetch(hit.importer, &l.digest, this.solver.cache.content())?;
                 }
-                let mut r = crate::content::layer::layer_reader_verified(&this.engine.content, l)?;
+                let mut r = crate::content::layer::layer_reader_verified(this.solver.cache.content(), l)?;
                 crate::snapshot::apply_layer(&dir, &mut r)?;
                 std::io::copy(&mut r, &mut std::io::sink())
                     .map_err(|e| Error::io("verify cache mount layer", &dir, e))?;
@@ -546,10 +608,10 @@ impl Solve {
         for (r, key) in inputs.into_iter().zip(keys) {
             match r {
                 Some(r) if r.worker.name != worker.name => {
-                    let engine = self.engine.clone();
+                    let cache = self.solver.cache.clone();
                     let w = worker.clone();
                     let key = key.clone();
-                    let moved = tokio::task::spawn_blocking(move || merge::transfer(&engine, &r, &w, &key))
+                    let moved = tokio::task::spawn_blocking(move || merge::transfer(&cache, &r, &w, &key))
                         .await
                         .map_err(|e| Error::with_source(ErrorKind::Internal, "transfer task", e))??;
                     out.push(Some(moved));

@@ -2,17 +2,17 @@
 //! (layers applied one snapshot each, keyed by their diffID chain so images share layers, and the
 //! original blobs remembered so exports reuse them), http downloads and git checkouts.
 
-use super::progress::ProgressEvent;
-use super::refs::{commit_and_record, record, Active, ResultRef};
+use super::refs::{Active, ResultRef};
 use super::Solve;
+use crate::cache::CacheManager;
 use crate::content::layer::LayerBlob;
 use crate::content::OciLayout;
 use crate::digest::Digest;
-use crate::engine::EngineInner;
 use crate::error::{Error, ErrorKind, Result};
 use crate::graph::pb;
 use crate::graph::source::{OciRef, SourceSpec};
 use crate::graph::Vertex;
+use crate::progress::ProgressEvent;
 use crate::registry::{pull_image_metadata, Reference, RegistryClient};
 use crate::snapshot::SnapshotId;
 use crate::source::git::{fetch_git, resolve_git_ref, GitFetch};
@@ -79,8 +79,8 @@ pub async fn content_key(solve: &Arc<Solve>, v: &Vertex, s: &pb::SourceOp) -> Re
             }
             // Without a pinned checksum the content decides: download now, reuse it when executing.
             let fetch = HttpFetch { url, checksum, filename: filename.clone(), perm, uid, gid };
-            let tmp = tempfile::tempdir_in(&solve.engine.tmp)
-                .map_err(|e| Error::io("create download dir", &solve.engine.tmp, e))?;
+            let tmp = tempfile::tempdir_in(solve.solver.cache.tmp())
+                .map_err(|e| Error::io("create download dir", solve.solver.cache.tmp(), e))?;
             let dir = tmp.path().to_path_buf();
             let res = blocking(move || fetch_http(&fetch, &dir, &|_, _| {})).await?;
             solve.fetched.lock().unwrap_or_else(|p| p.into_inner()).insert(v.digest.clone(), tmp);
@@ -120,7 +120,7 @@ pub async fn run(
     worker: &Arc<Worker>,
     key: &Digest,
 ) -> Result<BTreeMap<i64, Option<ResultRef>>> {
-    let engine = solve.engine.clone();
+    let cache = solve.solver.cache.clone();
     let worker = worker.clone();
     let key = key.clone();
     let name = v.name();
@@ -141,13 +141,13 @@ pub async fn run(
                     current: bytes,
                     total: Some(bytes),
                 });
-                Ok(BTreeMap::from([(0, Some(commit_and_record(&engine, &worker, &key, 0, a, &name)?))]))
+                Ok(BTreeMap::from([(0, Some(cache.commit_and_record(&worker, &key, 0, a, &name)?))]))
             })
             .await
         }
         SourceSpec::OciLayout { path, reference } => {
             blocking(move || {
-                oci_layout(&engine, &worker, &key, &name, &vertex, path, &layout_ref(&reference), &progress)
+                oci_layout(&cache, &worker, &key, &name, &vertex, path, &layout_ref(&reference), &progress)
             })
             .await
         }
@@ -175,13 +175,13 @@ pub async fn run(
                         }
                     }
                 }
-                Ok(BTreeMap::from([(0, Some(commit_and_record(&engine, &worker, &key, 0, a, &name)?))]))
+                Ok(BTreeMap::from([(0, Some(cache.commit_and_record(&worker, &key, 0, a, &name)?))]))
             })
             .await
         }
         SourceSpec::Git { remote, reference, keep_git_dir, subdir } => {
             let g = GitFetch { remote, reference, keep_git_dir, subdir };
-            let cache_dir = engine.root.join("git");
+            let cache_dir = cache.root().join("git");
             // The commit the key was computed from, so a branch moving meanwhile cannot mix commits.
             let pinned = solve.pinned(&v.digest);
             blocking(move || {
@@ -194,7 +194,7 @@ pub async fn run(
                     let m = worker.snapshotter.mount(&a.id)?;
                     fetch_git(&g, &sha, &cache_dir, m.path())?;
                 }
-                Ok(BTreeMap::from([(0, Some(commit_and_record(&engine, &worker, &key, 0, a, &name)?))]))
+                Ok(BTreeMap::from([(0, Some(cache.commit_and_record(&worker, &key, 0, a, &name)?))]))
             })
             .await
         }
@@ -207,10 +207,10 @@ pub async fn run(
             };
             let tokens = solve.task_tokens();
             super::spawn_counted(tokens, move || {
-                let img = pull_image_metadata(&client, &r, &engine.content)?;
+                let img = pull_image_metadata(&client, &r, cache.content())?;
                 let pinned = r.with_digest(img.manifest_digest.clone());
-                let fetch = |d: &Digest| client.fetch_blob(&pinned, d, &engine.content);
-                image_layers(&engine, &worker, &key, &name, &vertex, &img, &reference, &fetch, &progress)
+                let fetch = |d: &Digest| client.fetch_blob(&pinned, d, cache.content());
+                image_layers(&cache, &worker, &key, &name, &vertex, &img, &reference, &fetch, &progress)
             })
             .await
             .map_err(|e| Error::with_source(ErrorKind::Internal, "source task", e))?
@@ -224,7 +224,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 
 #[allow(clippy::too_many_arguments)]
 fn oci_layout(
-    engine: &EngineInner,
+    cache: &CacheManager,
     worker: &Arc<Worker>,
     key: &Digest,
     name: &str,
@@ -233,16 +233,16 @@ fn oci_layout(
     reference: &str,
     progress: &super::ProgressSink,
 ) -> Result<BTreeMap<i64, Option<ResultRef>>> {
-    let img = crate::source::oci_layout::resolve_oci_layout(&dir, reference, &engine.content)?;
-    // resolve_oci_layout already placed every blob in the engine's store.
+    let img = crate::source::oci_layout::resolve_oci_layout(&dir, reference, cache.content())?;
+    // resolve_oci_layout already placed every blob in the cache's store.
     let missing = |d: &Digest| Err(Error::new(ErrorKind::Content, format!("layer {d} missing from the content store")));
-    image_layers(engine, worker, key, name, vertex, &img, reference, &missing, progress)
+    image_layers(cache, worker, key, name, vertex, &img, reference, &missing, progress)
 }
 
 /// Applies an image's layers (fetching blobs through `fetch` when absent) and records the result.
 #[allow(clippy::too_many_arguments)]
 fn image_layers(
-    engine: &EngineInner,
+    cache: &CacheManager,
     worker: &Arc<Worker>,
     key: &Digest,
     name: &str,
@@ -268,14 +268,14 @@ fn image_layers(
             media_type: layer.media_type().to_string(),
         });
     }
-    let parent = super::layers::apply_chain(engine, worker, &layers, fetch, name, vertex, progress)?;
+    let parent = super::layers::apply_chain(cache, worker, &layers, fetch, name, vertex, progress)?;
     let out = match parent {
         Some(id) => {
-            record(engine, worker, key, 0, &id, name)?;
+            cache.record(worker, key, 0, &id, name)?;
             Some(ResultRef { worker: worker.clone(), snapshot: id })
         }
         None => {
-            record(engine, worker, key, 0, &SnapshotId(String::new()), name)?;
+            cache.record(worker, key, 0, &SnapshotId(String::new()), name)?;
             None
         }
     };

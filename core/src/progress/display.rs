@@ -2,7 +2,7 @@
 //! (`#N [name]`, `#N CACHED`, `#N DONE 0.3s`, `#N ERROR ...`, output prefixed by `#N`), `tty`
 //! redraws a live view of running steps with a tail of their logs, `rawjson` one JSON per event.
 
-use super::progress::{LogStream, ProgressEvent};
+use super::{LogStream, ProgressEvent};
 use std::collections::HashMap;
 use std::io::Write;
 use std::time::Instant;

@@ -1,6 +1,10 @@
 //! Progress events of a solve: vertex lifecycle, container output and byte counts. One stream of
 //! plain data that every binding forwards (Python callbacks, Node callbacks, the C callback, the CLI
 //! printers in `display`).
+//!
+//! Below the solver and the remote caches (both emit events); depends on nothing of kiln's but errors.
+
+pub mod display;
 
 use serde::Serialize;
 use std::sync::Arc;

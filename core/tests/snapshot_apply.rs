@@ -242,3 +242,21 @@ fn long_names_and_ownership() {
     let m = fs::symlink_metadata(f.root.join(&long)).unwrap();
     assert_eq!((m.uid(), m.gid(), m.mode() & 0o7777, m.mtime()), (4242, 4343, 0o4750, 1_500_000_000));
 }
+
+#[test]
+fn existing_directories_the_layer_does_not_name_keep_their_times() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("root");
+    fs::create_dir_all(root.join("d")).unwrap();
+    fs::write(root.join("d/f"), "old").unwrap();
+    fs::write(root.join("d/gone"), "x").unwrap();
+    let old = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+    for p in [root.join("d"), root.clone()] {
+        fs::File::open(&p).unwrap().set_modified(old).unwrap();
+    }
+    // The layer replaces d/f, adds d/new and whites out d/gone without an entry for d itself.
+    apply_layer(&root, &layer(&[file("d/f", b"new"), file("d/new", b"n"), file("d/.wh.gone", b"")])[..]).unwrap();
+    assert_eq!(fs::read_to_string(root.join("d/f")).unwrap(), "new");
+    assert!(!root.join("d/gone").exists());
+    assert_eq!(fs::metadata(root.join("d")).unwrap().modified().unwrap(), old);
+}

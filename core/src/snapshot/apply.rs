@@ -52,14 +52,27 @@ pub fn apply_layer(root: &Path, tar: impl Read) -> Result<u64> {
 /// [`apply_layer`], also counting the layer's whiteout and opaque markers (whether or not they
 /// hid anything): returns (content bytes, markers).
 pub fn apply_layer_counting(root: &Path, tar: impl Read) -> Result<(u64, u64)> {
-    let mut a = Applier { root: root.to_path_buf(), created: HashSet::new(), dirs: Vec::new(), bytes: 0, whiteouts: 0 };
+    let mut a = Applier {
+        root: root.to_path_buf(),
+        created: HashSet::new(),
+        dirs: Vec::new(),
+        parents: Vec::new(),
+        noted: HashSet::new(),
+        bytes: 0,
+        whiteouts: 0,
+    };
     let mut archive = tar::Archive::new(tar);
     let entries = archive.entries().map_err(|e| Error::with_source(ErrorKind::Snapshot, "reading layer tar", e))?;
     for entry in entries {
         let entry = entry.map_err(|e| Error::with_source(ErrorKind::Snapshot, "reading layer tar entry", e))?;
         a.entry(entry)?;
     }
-    // Directory times last, deepest first: creating children changed them.
+    // Existing directories the layer changes without naming keep their times (a layer lists a
+    // changed file, not its unchanged parent), then the layer's own directories, deepest first:
+    // creating children changed them.
+    for (d, atime, mtime) in a.parents.iter().rev() {
+        set_times(d, *atime, *mtime)?;
+    }
     for (d, mtime) in a.dirs.iter().rev() {
         set_times(d, (*mtime, 0), (*mtime, 0))?;
     }
@@ -71,6 +84,9 @@ struct Applier {
     /// Host paths written by this layer: whiteouts only hide what lower layers had.
     created: HashSet<PathBuf>,
     dirs: Vec<(PathBuf, i64)>,
+    /// Directories that existed before the layer and whose entries it changes, with their times.
+    parents: Vec<(PathBuf, (i64, i64), (i64, i64))>,
+    noted: HashSet<PathBuf>,
     bytes: u64,
     /// Whiteout and opaque markers seen.
     whiteouts: u64,
@@ -153,6 +169,18 @@ impl Applier {
         Ok(Some(stack.iter().fold(self.root.clone(), |p, s| p.join(s))))
     }
 
+    /// Remembers the times of `dir` before the layer first changes its entries (once, and only
+    /// for a directory that existed before this layer).
+    fn note_parent(&mut self, dir: &Path) {
+        if self.created.contains(dir) || !self.noted.insert(dir.to_path_buf()) {
+            return;
+        }
+        if let Ok(m) = fs::symlink_metadata(dir) {
+            use std::os::unix::fs::MetadataExt;
+            self.parents.push((dir.to_path_buf(), (m.atime(), m.atime_nsec()), (m.mtime(), m.mtime_nsec())));
+        }
+    }
+
     fn entry<R: Read>(&mut self, mut entry: tar::Entry<'_, R>) -> Result<()> {
         let name = entry
             .path()
@@ -172,6 +200,7 @@ impl Applier {
         if base_b == OPAQUE.as_bytes() {
             self.whiteouts += 1;
             if let Some(dir) = self.resolve_dir(&name, parent, false)? {
+                self.note_parent(&dir);
                 for child in super::fsutil::sorted_names(&dir)? {
                     let p = dir.join(child);
                     if !self.created.contains(&p) {
@@ -187,6 +216,7 @@ impl Applier {
             }
             self.whiteouts += 1;
             if let Some(dir) = self.resolve_dir(&name, parent, false)? {
+                self.note_parent(&dir);
                 let p = dir.join(OsStr::from_bytes(hidden));
                 if !self.created.contains(&p) {
                     remove_any(&p)?;
@@ -196,6 +226,7 @@ impl Applier {
         }
 
         let dir = self.resolve_dir(&name, parent, true)?.ok_or_else(|| bad_entry(&name, "parent missing"))?;
+        self.note_parent(&dir);
         let host = dir.join(base);
         let h = entry.header();
         let mode = h.mode().map_err(|e| Error::with_source(ErrorKind::Snapshot, format!("mode of {name:?}"), e))?;

@@ -287,25 +287,20 @@ fn mount(m: &pb::Mount) -> String {
         .num_omit("mountType", m.mount_type)
         .opt("TmpfsOpt", &m.tmpfs_opt, |t| Obj::new().num_omit("size", t.size).done())
         .opt("cacheOpt", &m.cache_opt, |c| Obj::new().str_omit("ID", &c.id).num_omit("sharing", c.sharing).done())
-        .opt("secretOpt", &m.secret_opt, |s| {
-            Obj::new()
-                .str_omit("ID", &s.id)
-                .num_omit("uid", s.uid)
-                .num_omit("gid", s.gid)
-                .num_omit("mode", s.mode)
-                .bool_omit("optional", s.optional)
-                .done()
-        })
-        .opt("SSHOpt", &m.ssh_opt, |s| {
-            Obj::new()
-                .str_omit("ID", &s.id)
-                .num_omit("uid", s.uid)
-                .num_omit("gid", s.gid)
-                .num_omit("mode", s.mode)
-                .bool_omit("optional", s.optional)
-                .done()
-        })
+        .opt("secretOpt", &m.secret_opt, |s| id_owner_mode(&s.id, s.uid, s.gid, s.mode, s.optional))
+        .opt("SSHOpt", &m.ssh_opt, |s| id_owner_mode(&s.id, s.uid, s.gid, s.mode, s.optional))
         .str_omit("resultID", &m.result_id)
+        .done()
+}
+
+/// SecretOpt and SSHOpt: the same fields, the same Go encoding.
+fn id_owner_mode(id: &str, uid: u32, gid: u32, mode: u32, optional: bool) -> String {
+    Obj::new()
+        .str_omit("ID", id)
+        .num_omit("uid", uid)
+        .num_omit("gid", gid)
+        .num_omit("mode", mode)
+        .bool_omit("optional", optional)
         .done()
 }
 

@@ -1,5 +1,5 @@
-//! The cache manager: the root's metadata db, content store and workers' snapshots behind a small
-//! API — look records up, commit and record results, the layer blobs remembered for a snapshot,
+//! The cache manager: opens the root (lock, metadata db, content store, workers) and puts the
+//! metadata db, content store and workers' snapshots behind a small API — look records up, commit and record results, the layer blobs remembered for a snapshot,
 //! disk usage and prune. The solver uses this instead of reaching into the stores.
 
 use super::metadata::{now_secs, record_key};
@@ -7,9 +7,10 @@ use super::refs::{Active, ResultRef};
 use super::{CacheRecord, MetadataStore, RootLock};
 use crate::content::ContentStore;
 use crate::digest::Digest;
-use crate::error::Result;
-use crate::snapshot::SnapshotId;
+use crate::error::{Error, ErrorKind, IoContext, Result};
+use crate::snapshot::{SnapshotId, Snapshotter, SnapshotterKind};
 use crate::worker::pool::{Worker, WorkerPool};
+use crate::worker::RuncExecutor;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -52,16 +53,35 @@ pub(crate) struct CacheManager {
 }
 
 impl CacheManager {
-    /// Assembles the manager from an opened root (`lock` held, stores opened, `tmp` clean).
-    pub fn new(
-        root: PathBuf,
-        lock: RootLock,
-        meta: MetadataStore,
-        content: ContentStore,
-        workers: WorkerPool,
-        tmp: PathBuf,
-    ) -> CacheManager {
-        CacheManager { root, meta, content, workers, tmp, _lock: lock }
+    /// Opens (creating if needed) the root: takes its exclusive lock (fails with `RootInUse` if
+    /// another engine holds it), keeps it private (0700), opens the metadata db and the content
+    /// store, empties `tmp`, builds one worker per snapshotter that opens here (runtime
+    /// `runtime`), and removes whatever a crash left unreferenced.
+    pub fn open(root: &Path, runtime: &str, snapshotters: &[SnapshotterKind]) -> Result<CacheManager> {
+        let existed = root.exists();
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(root)
+                .with_path("create engine root", root)?;
+        }
+        let root = root.canonicalize().with_path("resolve engine root", root)?;
+        private_root(&root, existed)?;
+        let lock = RootLock::acquire(&root)?;
+        let meta = MetadataStore::open(&root.join("metadata.redb"))?;
+        let content = ContentStore::open(&root.join("content"))?;
+        content.remove_stale_ingest()?;
+        let tmp = root.join("tmp");
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).with_path("clean engine tmp", &tmp)?;
+        }
+        std::fs::create_dir_all(&tmp).with_path("create engine tmp", &tmp)?;
+        let workers = open_workers(&root, runtime, snapshotters)?;
+        let cache = CacheManager { root, meta, content, workers, tmp, _lock: lock };
+        cache.remove_orphans()?;
+        Ok(cache)
     }
 
     /// The root directory.
@@ -228,6 +248,51 @@ impl CacheManager {
         }
         Ok(())
     }
+}
+
+/// Keeps the root private (0700, as BuildKit's): snapshots hold setuid binaries and device nodes
+/// no other local user may reach. An existing root found open to others is fixed, with a warning.
+fn private_root(root: &Path, existed: bool) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(root).with_path("reading mode of engine root", root)?.permissions().mode() & 0o7777;
+    if mode != 0o700 {
+        if existed && mode & 0o077 != 0 {
+            tracing::warn!(root = %root.display(), mode = format!("{mode:o}"), "engine root was accessible to other users; setting it to 0700");
+        }
+        std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700))
+            .with_path("making engine root private", root)?;
+    }
+    Ok(())
+}
+
+/// One worker per snapshotter kind that opens here (the others are skipped with a warning), all
+/// sharing one runc executor (stale containers and bundles of a crashed process are cleaned up).
+fn open_workers(root: &Path, runtime: &str, snapshotters: &[SnapshotterKind]) -> Result<WorkerPool> {
+    let executor = Arc::new(RuncExecutor::new(runtime, root.join("runtime").join(runtime), root.join("bundles"))?);
+    executor.cleanup_stale()?;
+    let hostname =
+        std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_default();
+    let mut workers = Vec::new();
+    for kind in snapshotters {
+        let sn: Arc<dyn Snapshotter> = match kind.open(&root.join("snapshots").join(kind.as_str())) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(snapshotter = kind.as_str(), error = %e, "snapshotter unavailable; worker not registered");
+                continue;
+            }
+        };
+        let name = format!("{runtime}-{}", kind.as_str());
+        let mut labels = BTreeMap::new();
+        labels.insert("executor".to_owned(), runtime.to_owned());
+        labels.insert("snapshotter".to_owned(), kind.as_str().to_owned());
+        labels.insert("hostname".to_owned(), hostname.clone());
+        labels.insert("name".to_owned(), name.clone());
+        workers.push(Arc::new(Worker { name, labels, executor: executor.clone(), snapshotter: sn }));
+    }
+    if workers.is_empty() {
+        return Err(Error::new(ErrorKind::Worker, "no snapshotter could be opened; see the warnings above"));
+    }
+    Ok(WorkerPool::new(workers))
 }
 
 /// The content store's blobs by the snapshot whose layer they are (a snapshot's layers are

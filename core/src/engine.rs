@@ -83,8 +83,7 @@ impl Engine {
         };
         let cache = CacheManager::open(&opts.root, &opts.runtime, &opts.snapshotters)?;
         solver::ops::exec::remove_stale_secret_dirs(cache.tmp());
-        let cache_mounts = solver::cache_mounts::CacheMounts::new(cache.root().join("cache-mounts"))?;
-        Ok(Engine { solver: Arc::new(Solver::new(cache, opts.parallelism, cache_mounts, registry)) })
+        Ok(Engine { solver: Arc::new(Solver::new(cache, opts.parallelism, registry)) })
     }
 
     /// The root directory.

@@ -139,7 +139,7 @@ pub(crate) fn cache_mount_ids(solve: &Solve) -> Vec<String> {
 fn cache_mount_records(solve: &Solve, comp: &Compression, oci: bool) -> Result<Vec<ExportRecord>> {
     let mut out = Vec::new();
     for id in cache_mount_ids(solve) {
-        let dir = solve.solver.cache_mounts.dir_of(&id);
+        let dir = solve.solver.cache.mounts().dir_of(&id);
         if !dir.is_dir() {
             continue;
         }

@@ -4,7 +4,6 @@
 //! its outputs are recorded. Identical keys are serialised engine-wide, so concurrent solves run
 //! identical work once. Each vertex runs as its own task; dropping the solve aborts them all.
 mod cache_export;
-pub(crate) mod cache_mounts;
 mod exporters;
 mod job;
 mod keys;
@@ -48,8 +47,6 @@ pub(crate) struct Solver {
     key_locks: KeyLocks,
     /// Held shared by every in-flight solve (and disk usage), exclusively by prune.
     in_flight: tokio::sync::RwLock<()>,
-    /// Cache mounts (`type=cache`) of the root.
-    pub cache_mounts: cache_mounts::CacheMounts,
     /// Vertex tasks alive (including cancelled ones still cleaning up).
     tasks: Arc<TaskCount>,
     /// Timeouts and retries of every registry client.
@@ -58,18 +55,12 @@ pub(crate) struct Solver {
 
 impl Solver {
     /// A solver on `cache` running at most `parallelism` vertices at once.
-    pub fn new(
-        cache: CacheManager,
-        parallelism: usize,
-        cache_mounts: cache_mounts::CacheMounts,
-        registry: crate::registry::RegistryOptions,
-    ) -> Solver {
+    pub fn new(cache: CacheManager, parallelism: usize, registry: crate::registry::RegistryOptions) -> Solver {
         Solver {
             cache: Arc::new(cache),
             limiter: Arc::new(tokio::sync::Semaphore::new(parallelism.max(1))),
             key_locks: Default::default(),
             in_flight: Default::default(),
-            cache_mounts,
             tasks: Default::default(),
             registry,
         }

@@ -4,6 +4,7 @@
 //! executor future (which kills the container) and every guard here (unmount, remove snapshots).
 
 use super::{keys, OpSolver, Outputs};
+use crate::cache::mounts::Sharing;
 use crate::digest::Digest;
 use crate::error::{Error, ErrorKind, IoContext, Result};
 use crate::graph::op::{ExecOp, Op};
@@ -12,7 +13,6 @@ use crate::graph::Vertex;
 use crate::options::{Entitlement, DEFAULT_SSH_ID};
 use crate::progress::{LogStream, ProgressEvent};
 use crate::snapshot::MountGuard;
-use crate::solver::cache_mounts::Sharing;
 use crate::solver::refs::{Active, ResultRef};
 use crate::solver::Solve;
 use crate::worker::pool::Worker;
@@ -173,7 +173,8 @@ async fn run(
                     Ok(pb::CacheSharingOpt::Locked) => Sharing::Locked,
                     _ => Sharing::Shared,
                 };
-                let lease = solve.solver.cache_mounts.acquire(&id, sharing).await?;
+                let description = format!("cached mount {} from exec {}", m.dest, meta.args.join(" "));
+                let lease = solve.solver.cache.mounts().acquire(&id, sharing, &description).await?;
                 solve.restore_cache_mount(&id, &lease.path).await;
                 exec_mounts.push(ExecMount {
                     dest: m.dest.clone(),

@@ -6,7 +6,7 @@ use crate::cache::CacheManager;
 use crate::error::{Error, ErrorKind, Result};
 use crate::graph::Definition;
 use crate::solver::{self, Solver};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -131,24 +131,28 @@ impl Engine {
             .map_err(|e| Error::with_source(ErrorKind::Internal, "prune task", e))?
     }
 
-    /// Snapshot ids per worker (for leak checks and `kiln du --verbose`).
+    /// Snapshot ids per worker (leak checks; feature `test-support`).
+    #[cfg(feature = "test-support")]
     pub fn snapshots(&self) -> Result<BTreeMap<String, Vec<String>>> {
         self.solver.cache.snapshots()
     }
 
-    /// Distinct (worker, snapshot) pairs referenced by cache records.
-    pub fn recorded_snapshots(&self) -> Result<BTreeSet<(String, String)>> {
+    /// Distinct (worker, snapshot) pairs referenced by cache records (leak checks; feature
+    /// `test-support`).
+    #[cfg(feature = "test-support")]
+    pub fn recorded_snapshots(&self) -> Result<std::collections::BTreeSet<(String, String)>> {
         self.solver.cache.recorded_snapshots()
     }
 
     /// Cache keys whose dedup lock is in use right now (0 when the engine is idle): the lock
-    /// map holds only keys in use. For tests.
-    #[doc(hidden)]
+    /// map holds only keys in use (leak checks; feature `test-support`).
+    #[cfg(feature = "test-support")]
     pub fn key_locks_in_use(&self) -> usize {
         self.solver.key_locks_in_use()
     }
 
-    /// Containers the runtime still knows about (for leak checks).
+    /// Containers the runtime still knows about (an idle engine has none; the Python and Node
+    /// bindings expose this, so it is public API, not a test helper).
     pub fn running_containers(&self) -> Result<Vec<String>> {
         match self.solver.cache.workers().all().first() {
             Some(w) => w.executor.list_containers(),

@@ -257,7 +257,8 @@ impl CacheManager {
         prune_blocking(self, keep_bytes, all)
     }
 
-    /// Snapshot ids per worker.
+    /// Snapshot ids per worker (leak checks).
+    #[cfg(feature = "test-support")]
     pub fn snapshots(&self) -> Result<BTreeMap<String, Vec<String>>> {
         let mut out = BTreeMap::new();
         for w in self.workers.all() {

@@ -71,7 +71,8 @@ impl Solver {
         self.key_locks.handle(key)
     }
 
-    /// Cache keys whose dedup lock is in use right now.
+    /// Cache keys whose dedup lock is in use right now (leak checks).
+    #[cfg(feature = "test-support")]
     pub fn key_locks_in_use(&self) -> usize {
         self.key_locks.len()
     }

@@ -27,7 +27,7 @@ const ROOT_ITEMS: &[(&str, &str)] = &[
     ("State", "graph"),
     ("Engine", "engine"),
     ("EngineOptions", "engine"),
-    ("SnapshotterKind", "engine"),
+    ("SnapshotterKind", "snapshot"),
     ("CancelToken", "solver"),
     ("SolveOptions", "solver"),
     ("SolveResult", "solver"),

@@ -497,6 +497,33 @@ fn second_build_on_a_held_root_fails_naming_the_pid() {
     ok(&env.build(&st, &["--progress", "plain"]));
 }
 
+#[test]
+fn du_lists_cache_mounts_and_prune_all_removes_them() {
+    let env = Env::new();
+    let st = base()
+        .run(sh("head -c 150000 /dev/zero > /cache/blob").mount(MountSpec::cache(
+            "/cache",
+            "cli-cache",
+            CacheSharing::Shared,
+        )))
+        .root();
+    ok(&env.build(&st, &["--progress", "plain"]));
+    let du = env.kiln(&["du", "--verbose"], b"");
+    ok(&du);
+    let out = text(&du.stdout);
+    let line = out
+        .lines()
+        .find(|l| l.contains("cached mount /cache from exec /bin/sh -c head -c 150000"))
+        .unwrap_or_else(|| panic!("verbose du lists the cache mount:\n{out}"));
+    assert!(line.contains("150.00kB"), "the size of what the run wrote: {line}");
+    ok(&env.kiln(&["prune", "--all"], b""));
+    let du = env.kiln(&["du", "--verbose"], b"");
+    ok(&du);
+    assert_eq!(total_line(&text(&du.stdout)), "Total:\t0B", "{}", text(&du.stdout));
+    assert!(!text(&du.stdout).contains("cached mount"), "{}", text(&du.stdout));
+    assert!(find_named(&env.root(), "blob").is_none(), "the cache mount's files are gone");
+}
+
 fn find_named(dir: &Path, name: &str) -> Option<PathBuf> {
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {

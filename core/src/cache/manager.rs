@@ -1,15 +1,17 @@
-//! The cache manager: the root's metadata db, content store and workers' snapshots behind a small
-//! API — look records up, commit and record results, the layer blobs remembered for a snapshot,
+//! The cache manager: opens the root (lock, metadata db, content store, workers) and puts the
+//! metadata db, content store and workers' snapshots behind a small API — look records up, commit and record results, the layer blobs remembered for a snapshot,
 //! disk usage and prune. The solver uses this instead of reaching into the stores.
 
 use super::metadata::{now_secs, record_key};
+use super::mounts::{CacheMounts, MountUsage};
 use super::refs::{Active, ResultRef};
 use super::{CacheRecord, MetadataStore, RootLock};
 use crate::content::ContentStore;
 use crate::digest::Digest;
-use crate::error::Result;
-use crate::snapshot::SnapshotId;
+use crate::error::{Error, ErrorKind, IoContext, Result};
+use crate::snapshot::{SnapshotId, Snapshotter, SnapshotterKind};
 use crate::worker::pool::{Worker, WorkerPool};
+use crate::worker::RuncExecutor;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -19,11 +21,15 @@ use std::sync::Arc;
 /// One cache record in disk usage.
 #[derive(Debug, Clone)]
 pub struct UsageRecord {
-    /// Snapshot id.
+    /// Snapshot id (for a cache mount, its directory's name).
     pub id: String,
-    /// Worker holding it.
+    /// BuildKit's record type: [`UsageRecord::REGULAR`] for results (and the content store's
+    /// unowned blobs), [`UsageRecord::CACHE_MOUNT`] for the directory of a `type=cache` mount.
+    pub record_type: String,
+    /// Worker holding it (empty for cache mounts, which every worker shares).
     pub worker: String,
-    /// Vertex that made it.
+    /// Vertex that made it (for a cache mount: `cached mount DEST from exec ARGS`, the mount
+    /// that created it, as BuildKit describes it).
     pub description: String,
     /// Bytes of its own data, including its layer blobs in the content store.
     pub size: u64,
@@ -31,12 +37,19 @@ pub struct UsageRecord {
     pub last_used: u64,
 }
 
+impl UsageRecord {
+    /// Record type of a result (BuildKit's `regular`).
+    pub const REGULAR: &'static str = "regular";
+    /// Record type of a cache mount's directory (BuildKit's `exec.cachemount`).
+    pub const CACHE_MOUNT: &'static str = "exec.cachemount";
+}
+
 /// What a prune removed.
 #[derive(Debug, Clone, Default)]
 pub struct PruneReport {
-    /// Snapshots removed.
+    /// Records removed: snapshots and cache mounts.
     pub removed: usize,
-    /// Bytes freed (snapshots and the content store's layer blobs).
+    /// Bytes freed (snapshots, cache mounts and the content store's layer blobs).
     pub freed_bytes: u64,
 }
 
@@ -47,21 +60,42 @@ pub(crate) struct CacheManager {
     meta: MetadataStore,
     content: ContentStore,
     workers: WorkerPool,
+    mounts: CacheMounts,
     tmp: PathBuf,
     _lock: RootLock,
 }
 
 impl CacheManager {
-    /// Assembles the manager from an opened root (`lock` held, stores opened, `tmp` clean).
-    pub fn new(
-        root: PathBuf,
-        lock: RootLock,
-        meta: MetadataStore,
-        content: ContentStore,
-        workers: WorkerPool,
-        tmp: PathBuf,
-    ) -> CacheManager {
-        CacheManager { root, meta, content, workers, tmp, _lock: lock }
+    /// Opens (creating if needed) the root: takes its exclusive lock (fails with `RootInUse` if
+    /// another engine holds it), keeps it private (0700), opens the metadata db and the content
+    /// store, empties `tmp`, builds one worker per snapshotter that opens here (runtime
+    /// `runtime`), and removes whatever a crash left unreferenced.
+    pub fn open(root: &Path, runtime: &str, snapshotters: &[SnapshotterKind]) -> Result<CacheManager> {
+        let existed = root.exists();
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(root)
+                .with_path("create engine root", root)?;
+        }
+        let root = root.canonicalize().with_path("resolve engine root", root)?;
+        private_root(&root, existed)?;
+        let lock = RootLock::acquire(&root)?;
+        let meta = MetadataStore::open(&root.join("metadata.redb"))?;
+        let content = ContentStore::open(&root.join("content"))?;
+        content.remove_stale_ingest()?;
+        let tmp = root.join("tmp");
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).with_path("clean engine tmp", &tmp)?;
+        }
+        std::fs::create_dir_all(&tmp).with_path("create engine tmp", &tmp)?;
+        let workers = open_workers(&root, runtime, snapshotters)?;
+        let mounts = CacheMounts::new(root.join("cache-mounts"))?;
+        let cache = CacheManager { root, meta, content, workers, mounts, tmp, _lock: lock };
+        cache.remove_orphans()?;
+        Ok(cache)
     }
 
     /// The root directory.
@@ -82,6 +116,11 @@ impl CacheManager {
     /// The workers, default first.
     pub fn workers(&self) -> &WorkerPool {
         &self.workers
+    }
+
+    /// The directories of `type=cache` mounts.
+    pub fn mounts(&self) -> &CacheMounts {
+        &self.mounts
     }
 
     /// The local records of every output `indexes` of cache `key` on `worker`, if all exist and
@@ -180,16 +219,28 @@ impl CacheManager {
             let size = w.snapshotter.usage(&SnapshotId(rec.snapshot.clone())).unwrap_or(0) + blobs;
             out.push(UsageRecord {
                 id: rec.snapshot,
+                record_type: UsageRecord::REGULAR.into(),
                 worker: rec.worker,
                 description: rec.description,
                 size,
                 last_used: rec.last_used,
             });
         }
+        for m in self.mounts.usage()? {
+            out.push(UsageRecord {
+                id: m.name,
+                record_type: UsageRecord::CACHE_MOUNT.into(),
+                worker: String::new(),
+                description: m.description,
+                size: m.size,
+                last_used: m.last_used,
+            });
+        }
         let unowned = blobs.unowned + blobs.owned.values().sum::<u64>();
         if unowned > 0 {
             out.push(UsageRecord {
                 id: "content".into(),
+                record_type: UsageRecord::REGULAR.into(),
                 worker: String::new(),
                 description: "layer blobs no cache record uses (freed by prune)".into(),
                 size: unowned,
@@ -199,14 +250,15 @@ impl CacheManager {
         Ok(out)
     }
 
-    /// Removes cache records, least recently used first, until at most `keep_bytes` remain
-    /// (`all` removes everything), then every snapshot no record or child needs (blocking; the
-    /// caller makes sure no solve is running).
+    /// Removes cache records — results and cache mounts not in use — least recently used first,
+    /// until at most `keep_bytes` remain (`all` removes everything), then every snapshot no
+    /// record or child needs (blocking; the caller makes sure no solve is running).
     pub fn prune(&self, keep_bytes: u64, all: bool) -> Result<PruneReport> {
         prune_blocking(self, keep_bytes, all)
     }
 
-    /// Snapshot ids per worker.
+    /// Snapshot ids per worker (leak checks).
+    #[cfg(feature = "test-support")]
     pub fn snapshots(&self) -> Result<BTreeMap<String, Vec<String>>> {
         let mut out = BTreeMap::new();
         for w in self.workers.all() {
@@ -228,6 +280,51 @@ impl CacheManager {
         }
         Ok(())
     }
+}
+
+/// Keeps the root private (0700, as BuildKit's): snapshots hold setuid binaries and device nodes
+/// no other local user may reach. An existing root found open to others is fixed, with a warning.
+fn private_root(root: &Path, existed: bool) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(root).with_path("reading mode of engine root", root)?.permissions().mode() & 0o7777;
+    if mode != 0o700 {
+        if existed && mode & 0o077 != 0 {
+            tracing::warn!(root = %root.display(), mode = format!("{mode:o}"), "engine root was accessible to other users; setting it to 0700");
+        }
+        std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700))
+            .with_path("making engine root private", root)?;
+    }
+    Ok(())
+}
+
+/// One worker per snapshotter kind that opens here (the others are skipped with a warning), all
+/// sharing one runc executor (stale containers and bundles of a crashed process are cleaned up).
+fn open_workers(root: &Path, runtime: &str, snapshotters: &[SnapshotterKind]) -> Result<WorkerPool> {
+    let executor = Arc::new(RuncExecutor::new(runtime, root.join("runtime").join(runtime), root.join("bundles"))?);
+    executor.cleanup_stale()?;
+    let hostname =
+        std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_default();
+    let mut workers = Vec::new();
+    for kind in snapshotters {
+        let sn: Arc<dyn Snapshotter> = match kind.open(&root.join("snapshots").join(kind.as_str())) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(snapshotter = kind.as_str(), error = %e, "snapshotter unavailable; worker not registered");
+                continue;
+            }
+        };
+        let name = format!("{runtime}-{}", kind.as_str());
+        let mut labels = BTreeMap::new();
+        labels.insert("executor".to_owned(), runtime.to_owned());
+        labels.insert("snapshotter".to_owned(), kind.as_str().to_owned());
+        labels.insert("hostname".to_owned(), hostname.clone());
+        labels.insert("name".to_owned(), name.clone());
+        workers.push(Arc::new(Worker { name, labels, executor: executor.clone(), snapshotter: sn }));
+    }
+    if workers.is_empty() {
+        return Err(Error::new(ErrorKind::Worker, "no snapshotter could be opened; see the warnings above"));
+    }
+    Ok(WorkerPool::new(workers))
 }
 
 /// The content store's blobs by the snapshot whose layer they are (a snapshot's layers are
@@ -329,6 +426,12 @@ fn remove_unreferenced(w: &Worker, recorded: &BTreeSet<(String, String)>) -> Res
     }
 }
 
+/// A prune candidate: a result record (by metadata key) or a cache mount (by directory name).
+enum Candidate<'a> {
+    Record(&'a String, &'a CacheRecord),
+    Mount(&'a MountUsage),
+}
+
 fn prune_blocking(inner: &CacheManager, keep_bytes: u64, all: bool) -> Result<PruneReport> {
     let mut records = inner.meta.records()?;
     records.sort_by_key(|(_, r)| r.last_used);
@@ -341,12 +444,28 @@ fn prune_blocking(inner: &CacheManager, keep_bytes: u64, all: bool) -> Result<Pr
             .unwrap_or(0);
         sizes.insert((r.worker.clone(), r.snapshot.clone()), size);
     }
-    let mut total: u64 = sizes.values().sum();
+    // Cache mounts are records too (BuildKit's `exec.cachemount`): prunable unless in use.
+    let mounts: Vec<MountUsage> = inner.mounts.usage()?.into_iter().filter(|m| !m.in_use).collect();
+    let mut total: u64 = sizes.values().sum::<u64>() + mounts.iter().map(|m| m.size).sum::<u64>();
+    let mut candidates: Vec<(u64, Candidate)> =
+        records.iter().map(|(k, r)| (r.last_used, Candidate::Record(k, r))).collect();
+    candidates.extend(mounts.iter().map(|m| (m.last_used, Candidate::Mount(m))));
+    // Stable: records keep their order among themselves.
+    candidates.sort_by_key(|(t, _)| *t);
     let mut drop_keys = Vec::new();
-    for (k, r) in &records {
+    let mut drop_mounts = Vec::new();
+    for (_, c) in &candidates {
         if !all && total <= keep_bytes {
             break;
         }
+        let (k, r) = match c {
+            Candidate::Record(k, r) => (*k, *r),
+            Candidate::Mount(m) => {
+                drop_mounts.push(*m);
+                total = total.saturating_sub(m.size);
+                continue;
+            }
+        };
         drop_keys.push(k.clone());
         // Several records can share a snapshot; its bytes go only when the last one does.
         let still_used = records
@@ -368,6 +487,12 @@ fn prune_blocking(inner: &CacheManager, keep_bytes: u64, all: bool) -> Result<Pr
         let after: BTreeSet<String> = w.snapshotter.list()?.into_iter().map(|s| s.0).collect();
         let gone: Vec<String> = before.difference(&after).cloned().collect();
         inner.meta.remove_layers_of(&gone)?;
+    }
+    for m in drop_mounts {
+        if inner.mounts.remove(&m.name)? {
+            report.removed += 1;
+            report.freed_bytes += m.size;
+        }
     }
     let (blobs, blob_bytes) = collect_blobs(inner)?;
     report.freed_bytes += blob_bytes;

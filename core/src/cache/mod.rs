@@ -1,8 +1,10 @@
 //! The local build cache: records keyed by cache key (which snapshot holds a vertex output), the
-//! layer blobs computed for snapshots, the crash-safe metadata db, and the engine root lock;
+//! layer blobs computed for snapshots, the directories of cache mounts, the crash-safe metadata
+//! db, and the engine root lock;
 //! [`CacheManager`] is the API the solver and the engine use.
 pub(crate) mod manager;
 pub mod metadata;
+pub(crate) mod mounts;
 pub(crate) mod refs;
 pub mod root_lock;
 

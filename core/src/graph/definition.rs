@@ -1,14 +1,16 @@
 //! `Definition`: a validated LLB build graph. Decodes BuildKit's `pb.Definition` (marshalled ops +
-//! metadata keyed by op digest), checks every reference, capability and op kind, and offers the
-//! ops as [`Vertex`]es in topological order (inputs before users) with the result output.
+//! metadata keyed by op digest), checks every reference, capability and op kind (each op's own
+//! fields through [`Op::from_pb`], which also parses it into its typed form), and offers the ops
+//! as [`Vertex`]es in topological order (inputs before users) with the result output.
 
+use super::op::{output_indexes, Input, Op};
 use super::pb;
 use super::pb::op::Op as PbOp;
 use super::source::SourceSpec;
 use crate::digest::Digest;
 use crate::error::{Error, ErrorKind, Result};
 use prost::Message;
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 
 /// Metadata description key holding a vertex's display name (Go's `llb.WithCustomName`).
 pub const CUSTOM_NAME_KEY: &str = "llb.customname";
@@ -94,8 +96,12 @@ pub enum OpKind {
 pub struct Vertex {
     /// sha256 of the op's marshalled bytes as they appear in the definition.
     pub digest: Digest,
-    /// The decoded op.
+    /// The decoded op, as sent (its bytes give the digest and the cache key's identity).
     pub op: pb::Op,
+    /// The op checked and parsed at validation (what the solver runs).
+    pub typed: Op,
+    /// The op's inputs, parsed (each names an op of the definition and one of its outputs).
+    pub inputs: Vec<Input>,
     /// Its metadata (default when the definition has none for it).
     pub metadata: pb::OpMetadata,
 }
@@ -103,7 +109,13 @@ pub struct Vertex {
 impl Vertex {
     /// The kind of this op.
     pub fn kind(&self) -> OpKind {
-        kind_of(&self.op)
+        match &self.typed {
+            Op::Source(_) => OpKind::Source,
+            Op::Exec(_) => OpKind::Exec,
+            Op::File(_) => OpKind::File,
+            Op::Merge(_) => OpKind::Merge,
+            Op::Diff(_) => OpKind::Diff,
+        }
     }
 
     /// Display name: the `llb.customname` description if set, else a short name derived from
@@ -123,13 +135,12 @@ impl Vertex {
         }
     }
 
-    /// The typed source of a `Source` vertex (`None` for other kinds). Validated definitions only
-    /// hold parseable sources, so this fails only for hand-built vertices.
+    /// The typed source of a `Source` vertex (`None` for other kinds), parsed at validation.
     pub fn source_spec(&self) -> Result<Option<SourceSpec>> {
-        match &self.op.op {
-            Some(PbOp::Source(s)) => SourceSpec::parse(&s.identifier, &s.attrs).map(Some),
-            _ => Ok(None),
-        }
+        Ok(match &self.typed {
+            Op::Source(s) => Some(s.spec.clone()),
+            _ => None,
+        })
     }
 
     /// Worker selector labels from the op's constraints (`KEY==VALUE` filters, see
@@ -146,7 +157,7 @@ impl Vertex {
     /// Number of outputs this op produces (exec: distinct mount outputs; file: distinct action
     /// outputs; others: 1).
     pub fn num_outputs(&self) -> usize {
-        output_count(&self.op)
+        self.typed.outputs().iter().collect::<BTreeSet<_>>().len()
     }
 }
 
@@ -181,20 +192,6 @@ fn kind_of(op: &pb::Op) -> OpKind {
         Some(PbOp::Build(_)) => OpKind::Build,
         None => OpKind::Terminal,
     }
-}
-
-/// Valid output indexes of an op.
-fn output_indexes(op: &pb::Op) -> BTreeSet<i64> {
-    match &op.op {
-        Some(PbOp::Exec(e)) => e.mounts.iter().map(|m| m.output).filter(|o| *o >= 0).collect(),
-        Some(PbOp::File(f)) => f.actions.iter().map(|a| a.output).filter(|o| *o >= 0).collect(),
-        Some(_) => BTreeSet::from([0]),
-        None => BTreeSet::new(),
-    }
-}
-
-fn output_count(op: &pb::Op) -> usize {
-    output_indexes(op).len()
 }
 
 /// Size limits on a marshalled definition ([`Definition::from_bytes_with_limits`]). BuildKit has
@@ -394,8 +391,11 @@ impl Definition {
                 "definition has no terminal op: the last op must have no payload and exactly one input (the result)",
             ));
         };
+        // Each op checked and parsed once (the terminal has no typed op), with its inputs.
+        let mut typed: Vec<Option<(Op, Vec<Input>)>> = Vec::with_capacity(n);
         for (d, op, _) in &ops {
-            validate_op(d, op)?;
+            let parsed = Op::from_pb(d, op)?;
+            let mut inputs = Vec::with_capacity(op.inputs.len());
             for inp in &op.inputs {
                 let Ok(src) = Digest::parse(&inp.digest) else {
                     return Err(derr(d, format!("input digest {:?} is not sha256:<64 hex>", inp.digest)));
@@ -406,14 +406,16 @@ impl Definition {
                 if j == t {
                     return Err(derr(d, "input refers to the terminal op"));
                 }
-                let outs = output_indexes(&ops[j].1);
+                let outs: BTreeSet<i64> = output_indexes(&ops[j].1).into_iter().collect();
                 if !outs.contains(&inp.index) {
                     return Err(derr(
                         d,
                         format!("input {src} output index {} out of range; that op has outputs {outs:?}", inp.index),
                     ));
                 }
+                inputs.push(Input { digest: src, index: inp.index });
             }
+            typed.push(parsed.map(|p| (p, inputs)));
         }
         let tdig = ops[t].0.clone();
         let tinp = ops[t].1.inputs[0].clone();
@@ -484,10 +486,12 @@ impl Definition {
         let mut slots: Vec<Option<(Digest, pb::Op, Vec<u8>)>> = ops.into_iter().map(Some).collect();
         for i in order {
             let Some((d, op, bytes)) = slots[i].take() else { continue };
+            // Reachable ops are never the terminal, so each has its typed op.
+            let Some((parsed, inputs)) = typed[i].take() else { continue };
             let md = metadata.remove(&d).unwrap_or_default();
             check_caps(&d, &md)?;
             index.insert(d.clone(), vertices.len());
-            vertices.push(Vertex { digest: d, op, metadata: md });
+            vertices.push(Vertex { digest: d, op, typed: parsed, inputs, metadata: md });
             raw.push(bytes);
         }
         let tbytes = slots[t].take().map(|s| s.2).unwrap_or_default();
@@ -559,159 +563,6 @@ impl Definition {
     pub fn op_bytes(&self, d: &Digest) -> Option<&[u8]> {
         self.index.get(d).map(|&i| self.raw[i].as_slice())
     }
-}
-
-/// Checks one op's own fields: supported kind, internal indexes, kiln-unsupported features.
-fn validate_op(d: &Digest, op: &pb::Op) -> Result<()> {
-    let n_in = op.inputs.len() as i64;
-    match &op.op {
-        None => Ok(()),
-        Some(PbOp::Build(_)) => Err(unsupported(
-            d,
-            "BuildOp is not supported by kiln (nested LLB builds); use exec, source, file or merge ops",
-        )),
-        Some(PbOp::Diff(df)) => {
-            // Go's llb always sets both; input -1 means scratch.
-            let lower = df.lower.as_ref().map(|l| l.input).ok_or_else(|| derr(d, "diff op has no lower input"))?;
-            let upper = df.upper.as_ref().map(|u| u.input).ok_or_else(|| derr(d, "diff op has no upper input"))?;
-            for (what, i) in [("lower", lower), ("upper", upper)] {
-                if i < -1 || i >= n_in {
-                    return Err(derr(d, format!("diff {what} input {i} out of range (op has {n_in} inputs)")));
-                }
-            }
-            Ok(())
-        }
-        Some(PbOp::Source(s)) => {
-            if !op.inputs.is_empty() {
-                return Err(derr(d, "source op must have no inputs"));
-            }
-            SourceSpec::parse(&s.identifier, &s.attrs).map(|_| ()).map_err(|e| match e.kind() {
-                ErrorKind::Unsupported => unsupported(d, e),
-                _ => derr(d, e.to_string()),
-            })
-        }
-        Some(PbOp::Merge(m)) => {
-            if m.inputs.is_empty() {
-                return Err(derr(d, "merge op has no inputs"));
-            }
-            for mi in &m.inputs {
-                if mi.input < 0 || mi.input >= n_in {
-                    return Err(derr(d, format!("merge input {} out of range (op has {n_in} inputs)", mi.input)));
-                }
-            }
-            Ok(())
-        }
-        Some(PbOp::Exec(e)) => validate_exec(d, e, n_in),
-        Some(PbOp::File(f)) => validate_file(d, f, n_in),
-    }
-}
-
-fn validate_exec(d: &Digest, e: &pb::ExecOp, n_in: i64) -> Result<()> {
-    let meta = e.meta.as_ref().ok_or_else(|| derr(d, "exec op has no meta (args, env, cwd)"))?;
-    if meta.args.is_empty() {
-        return Err(derr(d, "exec op has no args"));
-    }
-    if pb::SecurityMode::try_from(e.security).is_err() {
-        return Err(derr(d, format!("unknown security mode {}; accepted: 0 (sandbox), 1 (insecure)", e.security)));
-    }
-    for s in &e.secretenv {
-        if s.name.is_empty() {
-            return Err(derr(d, format!("secret env for secret {:?} has no variable name", s.id)));
-        }
-    }
-    for u in &meta.ulimit {
-        if format!("RLIMIT_{}", u.name.to_uppercase()).parse::<oci_spec::runtime::PosixRlimitType>().is_err() {
-            return Err(derr(d, format!("unknown ulimit {:?} (expected nofile, nproc, core, stack, ...)", u.name)));
-        }
-    }
-    for h in &meta.extra_hosts {
-        if h.ip.parse::<std::net::IpAddr>().is_err() {
-            return Err(derr(d, format!("failed to parse IP {} of extra host {:?}", h.ip, h.host)));
-        }
-    }
-    if pb::NetMode::try_from(e.network).is_err() {
-        return Err(derr(d, format!("unknown network mode {}; accepted: 0 (sandbox), 1 (host), 2 (none)", e.network)));
-    }
-    if e.mounts.is_empty() {
-        return Err(derr(d, "exec op has no mounts; mount 0 must be the rootfs at /"));
-    }
-    let mut outputs = HashSet::new();
-    let mut dests = HashSet::new();
-    for m in &e.mounts {
-        if m.dest.is_empty() {
-            return Err(derr(d, "exec mount with empty dest"));
-        }
-        if !dests.insert(m.dest.as_str()) {
-            return Err(derr(d, format!("exec mounts {} twice", m.dest)));
-        }
-        if m.input < -1 || m.input >= n_in {
-            return Err(derr(d, format!("mount {} input {} out of range (op has {n_in} inputs)", m.dest, m.input)));
-        }
-        if m.output < -1 || (m.output >= 0 && !outputs.insert(m.output)) {
-            return Err(derr(d, format!("mount {} output {} is invalid or used twice", m.dest, m.output)));
-        }
-        let ty = pb::MountType::try_from(m.mount_type)
-            .map_err(|_| derr(d, format!("mount {} has unknown type {}", m.dest, m.mount_type)))?;
-        match ty {
-            pb::MountType::Bind => {}
-            pb::MountType::Cache => {
-                if m.cache_opt.is_none() {
-                    return Err(derr(d, format!("cache mount {} has no cacheOpt", m.dest)));
-                }
-                if m.output >= 0 {
-                    return Err(derr(d, format!("cache mount {} must have output -1", m.dest)));
-                }
-            }
-            pb::MountType::Tmpfs => {
-                if m.input != -1 || m.output >= 0 {
-                    return Err(derr(d, format!("tmpfs mount {} must have input -1 and output -1", m.dest)));
-                }
-            }
-            pb::MountType::Secret => {
-                if m.secret_opt.is_none() {
-                    return Err(derr(d, format!("secret mount {} has no secretOpt", m.dest)));
-                }
-            }
-            pb::MountType::Ssh => {
-                if m.ssh_opt.is_none() {
-                    return Err(derr(d, format!("ssh mount {} has no SSHOpt", m.dest)));
-                }
-            }
-        }
-        if m.content_cache != 0 || !m.result_id.is_empty() {
-            tracing::debug!(op = %d, dest = %m.dest, "ignoring mount contentCache/resultID");
-        }
-    }
-    Ok(())
-}
-
-fn validate_file(d: &Digest, f: &pb::FileOp, n_in: i64) -> Result<()> {
-    if f.actions.is_empty() {
-        return Err(derr(d, "file op has no actions"));
-    }
-    for (i, a) in f.actions.iter().enumerate() {
-        // An index >= n_in refers to the output of action (index - n_in), which must come earlier.
-        let limit = n_in + i as i64;
-        if a.input < -1 || a.input >= limit {
-            return Err(derr(
-                d,
-                format!(
-                    "file action {i} input {} out of range (-1, an op input < {n_in}, or an earlier action)",
-                    a.input
-                ),
-            ));
-        }
-        if a.secondary_input < -1 || a.secondary_input >= limit {
-            return Err(derr(d, format!("file action {i} secondaryInput {} out of range", a.secondary_input)));
-        }
-        if a.output < -1 {
-            return Err(derr(d, format!("file action {i} output {} invalid", a.output)));
-        }
-        if a.action.is_none() {
-            return Err(derr(d, format!("file action {i} has no known action (copy, mkfile, mkdir, rm, symlink)")));
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 pub mod definition;
 pub mod image_config;
 pub mod json;
+pub mod op;
 pub mod pb;
 pub mod source;
 pub mod state;

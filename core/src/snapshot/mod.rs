@@ -107,6 +107,45 @@ impl std::fmt::Debug for MountGuard {
     }
 }
 
+/// Which snapshotter a worker uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotterKind {
+    /// overlayfs (default; needs root and overlay support).
+    Overlayfs,
+    /// Full copies; works everywhere.
+    Native,
+}
+
+impl std::str::FromStr for SnapshotterKind {
+    type Err = crate::error::Error;
+    /// `overlayfs` or `native`; anything else is an option error naming the accepted values.
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "overlayfs" => Ok(SnapshotterKind::Overlayfs),
+            "native" => Ok(SnapshotterKind::Native),
+            other => Err(crate::error::Error::option("snapshotters", other, "expected overlayfs or native")),
+        }
+    }
+}
+
+impl SnapshotterKind {
+    /// `overlayfs` or `native`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SnapshotterKind::Overlayfs => "overlayfs",
+            SnapshotterKind::Native => "native",
+        }
+    }
+
+    /// Opens (creating if needed) a snapshotter of this kind storing its state in `dir`.
+    pub fn open(self, dir: &Path) -> Result<Arc<dyn Snapshotter>> {
+        match self {
+            SnapshotterKind::Overlayfs => open_overlay(dir),
+            SnapshotterKind::Native => open_native(dir),
+        }
+    }
+}
+
 /// Opens (creating if needed) an overlayfs snapshotter storing its state in `dir`. Verifies that
 /// overlayfs works there with a probe mount, else fails with [`crate::ErrorKind::Snapshot`]
 /// and the reason. Stale mounts and half-created snapshots of a crashed process are cleaned up.

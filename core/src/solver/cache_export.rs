@@ -4,7 +4,7 @@
 //! reused; a result that came from an imported cache reuses the imported blobs.
 
 use super::exporters::layers_of;
-use super::{keys, output_indexes, Solve};
+use super::{keys, ops, Solve};
 use crate::content::layer::{Compression, LayerBlob};
 use crate::error::{Error, ErrorKind, Result};
 use crate::options::{CacheCompression, CacheExportSpec, CacheMode, CacheTarget};
@@ -51,7 +51,7 @@ async fn export_one(solve: &Arc<Solve>, spec: &CacheExportSpec) -> Result<()> {
         // A local source's own result is the caller's build context: never exported (as in
         // BuildKit), so files the build never used cannot reach a shared cache.
         let local = matches!(v.source_spec(), Ok(Some(crate::graph::SourceSpec::Local { .. })));
-        for idx in output_indexes(v) {
+        for &idx in ops::op_solver(v).outputs() {
             let is_final = fin.as_ref().map(|(d, i)| d == &v.digest && *i == idx).unwrap_or(false);
             let want = !local && (spec.mode == CacheMode::Max || is_final);
             pending.push((ki.clone(), idx, want));
@@ -139,7 +139,7 @@ pub(crate) fn cache_mount_ids(solve: &Solve) -> Vec<String> {
 fn cache_mount_records(solve: &Solve, comp: &Compression, oci: bool) -> Result<Vec<ExportRecord>> {
     let mut out = Vec::new();
     for id in cache_mount_ids(solve) {
-        let dir = solve.solver.cache_mounts.dir_of(&id);
+        let dir = solve.solver.cache.mounts().dir_of(&id);
         if !dir.is_dir() {
             continue;
         }

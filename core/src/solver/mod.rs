@@ -4,19 +4,17 @@
 //! its outputs are recorded. Identical keys are serialised engine-wide, so concurrent solves run
 //! identical work once. Each vertex runs as its own task; dropping the solve aborts them all.
 mod cache_export;
-pub(crate) mod cache_mounts;
-mod diff;
-pub(crate) mod exec;
 mod exporters;
-mod fileop;
 mod job;
 mod keys;
 mod layers;
-mod merge;
+pub(crate) mod ops;
 pub(crate) mod refs;
-mod sources;
 mod ssh;
 mod tasks;
+
+// The diff op's module also holds the layer-of-a-snapshot helpers exporters use.
+use ops::diff;
 
 // Progress lives in its own module (`crate::progress`); these keep the solver's old paths working.
 pub use crate::progress::{self, display, LogStream, ProgressEvent, ProgressSink};
@@ -27,7 +25,6 @@ pub(crate) use tasks::{KeyLockHandle, KeyLocks, TaskCount, TaskToken};
 use crate::cache::CacheManager;
 use crate::digest::Digest;
 use crate::error::{Error, ErrorKind, Result};
-use crate::graph::pb::op::Op as OpKind;
 use crate::graph::{Definition, Vertex};
 use crate::snapshot::SnapshotId;
 use crate::worker::pool::Worker;
@@ -50,8 +47,6 @@ pub(crate) struct Solver {
     key_locks: KeyLocks,
     /// Held shared by every in-flight solve (and disk usage), exclusively by prune.
     in_flight: tokio::sync::RwLock<()>,
-    /// Cache mounts (`type=cache`) of the root.
-    pub cache_mounts: cache_mounts::CacheMounts,
     /// Vertex tasks alive (including cancelled ones still cleaning up).
     tasks: Arc<TaskCount>,
     /// Timeouts and retries of every registry client.
@@ -60,18 +55,12 @@ pub(crate) struct Solver {
 
 impl Solver {
     /// A solver on `cache` running at most `parallelism` vertices at once.
-    pub fn new(
-        cache: CacheManager,
-        parallelism: usize,
-        cache_mounts: cache_mounts::CacheMounts,
-        registry: crate::registry::RegistryOptions,
-    ) -> Solver {
+    pub fn new(cache: CacheManager, parallelism: usize, registry: crate::registry::RegistryOptions) -> Solver {
         Solver {
             cache: Arc::new(cache),
             limiter: Arc::new(tokio::sync::Semaphore::new(parallelism.max(1))),
             key_locks: Default::default(),
             in_flight: Default::default(),
-            cache_mounts,
             tasks: Default::default(),
             registry,
         }
@@ -82,7 +71,8 @@ impl Solver {
         self.key_locks.handle(key)
     }
 
-    /// Cache keys whose dedup lock is in use right now.
+    /// Cache keys whose dedup lock is in use right now (leak checks).
+    #[cfg(feature = "test-support")]
     pub fn key_locks_in_use(&self) -> usize {
         self.key_locks.len()
     }
@@ -136,6 +126,8 @@ type KeyFuture = Shared_<KeyInfo>;
 enum Status {
     Cached,
     Executed,
+    /// Failed (the solve fails; counted in no total).
+    Failed,
 }
 
 /// State of one solve.
@@ -239,7 +231,7 @@ async fn solve_inner(
 ) -> Result<SolveResult> {
     crate::options::cache::validate_exports(&opts.cache_exports)?;
     for v in def.vertices() {
-        exec::check_entitlements(v, &opts.entitlements)?;
+        ops::exec::check_entitlements(v, &opts.entitlements)?;
     }
     let imports = {
         let engine = engine.clone();
@@ -293,10 +285,8 @@ async fn solve_inner(
     };
     // Vertices whose results were never needed (a dependent came from the cache) are cached too.
     for v in solve.def.vertices() {
-        let fresh = !lock(&solve.status).contains_key(&v.digest);
-        if fresh {
-            lock(&solve.status).insert(v.digest.clone(), Status::Cached);
-            solve.emit(ProgressEvent::VertexCached { vertex: v.digest.to_string(), name: v.name() });
+        if !lock(&solve.status).contains_key(&v.digest) {
+            solve.finish_cached(&v.digest, v.name());
         }
     }
     let exporter_response = exporters::run(&solve, result.as_ref()).await?;
@@ -351,24 +341,32 @@ impl Solve {
 
     /// The (memoised) cache key of vertex `d`.
     pub(crate) fn key_future(self: &Arc<Self>, d: &Digest) -> KeyFuture {
-        if let Some(f) = lock(&self.keys).get(d) {
+        // Looked up and inserted under one lock: spawning starts the task at once, so two callers
+        // racing past a separate check would compute (and report) the vertex twice.
+        let mut keys = lock(&self.keys);
+        if let Some(f) = keys.get(d) {
             return f.clone();
         }
         let this = self.clone();
         let digest = d.clone();
         let fut = self.spawn(async move { this.eval_key(digest).await });
-        lock(&self.keys).entry(d.clone()).or_insert(fut).clone()
+        keys.insert(d.clone(), fut.clone());
+        fut
     }
 
     /// The (memoised) outputs of vertex `d`.
     pub(crate) fn result_future(self: &Arc<Self>, d: &Digest) -> VertexFuture {
-        if let Some(f) = lock(&self.results).get(d) {
+        // One lock for lookup and insert, as in `key_future`: a vertex shared by two branches
+        // must run (and report its final state) once.
+        let mut results = lock(&self.results);
+        if let Some(f) = results.get(d) {
             return f.clone();
         }
         let this = self.clone();
         let digest = d.clone();
         let fut = self.spawn(async move { this.eval_result(digest).await });
-        lock(&self.results).entry(d.clone()).or_insert(fut).clone()
+        results.insert(d.clone(), fut.clone());
+        fut
     }
 
     /// Remembers what source vertex `d` resolved to.
@@ -386,32 +384,39 @@ impl Solve {
         self.opts.progress.emit(e)
     }
 
-    fn input_digests(v: &Vertex) -> Result<Vec<Digest>> {
-        v.op.inputs
-            .iter()
-            .map(|i| {
-                Digest::parse(&i.digest).map_err(|_| {
-                    Error::definition(Some(v.digest.as_str()), format!("invalid input digest {:?}", i.digest))
-                })
-            })
-            .collect()
-    }
-
     async fn eval_key(self: Arc<Self>, d: Digest) -> Result<Arc<KeyInfo>> {
         let v = self.vertex(&d)?;
-        let digests = Self::input_digests(&v)?;
-        let futs: Vec<_> = digests.iter().map(|dd| self.key_future(dd)).collect();
+        let futs: Vec<_> = v.inputs.iter().map(|i| self.key_future(&i.digest)).collect();
         let infos = futures::future::try_join_all(futs).await.map_err(|e| (*e.0).clone())?;
         let input_keys: Vec<Digest> =
-            v.op.inputs.iter().zip(&infos).map(|(inp, k)| keys::output_key(&k.key, inp.index)).collect();
+            v.inputs.iter().zip(&infos).map(|(inp, k)| keys::output_key(&k.key, inp.index)).collect();
         let filters = v.op.constraints.as_ref().map(|c| c.filter.clone()).unwrap_or_default();
         let worker = self.solver.cache.workers().select(&filters)?.clone();
-        let key = Box::pin(keys::vertex_key(&self, &v, &input_keys)).await?;
+        let key = ops::op_solver(&v).cache_key(&self, &v, &input_keys).await?;
         Ok(Arc::new(KeyInfo { key, worker, input_keys }))
     }
 
-    fn mark(&self, d: &Digest, s: Status) {
-        lock(&self.status).insert(d.clone(), s);
+    /// Records the final state of vertex `d` and reports it, once: a vertex that already has a
+    /// final state keeps it and no second event is emitted (each vertex reports exactly one of
+    /// CACHED, DONE or ERROR, and `cached + executed` counts each vertex once).
+    fn finish(&self, d: &Digest, s: Status, event: ProgressEvent) {
+        let first = match lock(&self.status).entry(d.clone()) {
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(s);
+                true
+            }
+            std::collections::hash_map::Entry::Occupied(e) => {
+                tracing::warn!(vertex = %d, state = ?e.get(), new = ?s, "vertex already reported a final state");
+                false
+            }
+        };
+        if first {
+            self.emit(event);
+        }
+    }
+
+    fn finish_cached(&self, d: &Digest, name: String) {
+        self.finish(d, Status::Cached, ProgressEvent::VertexCached { vertex: d.to_string(), name });
     }
 
     async fn eval_result(self: Arc<Self>, d: Digest) -> Result<Arc<VertexOutputs>> {
@@ -419,12 +424,12 @@ impl Solve {
         let ki = self.key_future(&d).await.map_err(|e| (*e.0).clone())?;
         let (key, worker) = (ki.key.clone(), ki.worker.clone());
         let name = v.name();
-        let out_indexes = output_indexes(&v);
+        let op = ops::op_solver(&v);
+        let out_indexes = op.outputs();
         let cacheable = !v.metadata.ignore_cache;
         if cacheable {
-            if let Some(outputs) = self.lookup(&worker, &key, &out_indexes)? {
-                self.mark(&d, Status::Cached);
-                self.emit(ProgressEvent::VertexCached { vertex: d.to_string(), name });
+            if let Some(outputs) = self.lookup(&worker, &key, out_indexes)? {
+                self.finish_cached(&d, name);
                 return Ok(Arc::new(VertexOutputs { outputs }));
             }
         }
@@ -432,22 +437,19 @@ impl Solve {
         let _serial = lock_.lock().await;
         if cacheable {
             // Another solve may have produced it while we waited; or a remote cache has it.
-            if let Some(outputs) = self.lookup(&worker, &key, &out_indexes)? {
-                self.mark(&d, Status::Cached);
-                self.emit(ProgressEvent::VertexCached { vertex: d.to_string(), name });
+            if let Some(outputs) = self.lookup(&worker, &key, out_indexes)? {
+                self.finish_cached(&d, name);
                 return Ok(Arc::new(VertexOutputs { outputs }));
             }
-            if let Some(outputs) = Box::pin(self.import(&v, &worker, &key, &out_indexes)).await? {
-                self.mark(&d, Status::Cached);
-                self.emit(ProgressEvent::VertexCached { vertex: d.to_string(), name });
+            if let Some(outputs) = Box::pin(self.import(&v, &worker, &key, out_indexes)).await? {
+                self.finish_cached(&d, name);
                 return Ok(Arc::new(VertexOutputs { outputs }));
             }
         }
-        let digests = Self::input_digests(&v)?;
-        let futs: Vec<_> = digests.iter().map(|dd| self.result_future(dd)).collect();
+        let futs: Vec<_> = v.inputs.iter().map(|i| self.result_future(&i.digest)).collect();
         let results = futures::future::try_join_all(futs).await.map_err(|e| (*e.0).clone())?;
         let mut inputs: Vec<Option<ResultRef>> = Vec::with_capacity(results.len());
-        for (inp, r) in v.op.inputs.iter().zip(&results) {
+        for (inp, r) in v.inputs.iter().zip(&results) {
             let out = r.outputs.get(&inp.index).cloned().ok_or_else(|| {
                 Error::definition(Some(d.as_str()), format!("input {} has no output {}", inp.digest, inp.index))
             })?;
@@ -463,24 +465,16 @@ impl Solve {
             .map_err(|e| Error::with_source(ErrorKind::Internal, "parallelism limiter closed", e))?;
         self.emit(ProgressEvent::VertexStarted { vertex: d.to_string(), name: name.clone() });
         let t0 = Instant::now();
-        // Each op's future is boxed: every vertex task waits with its whole state machine
-        // allocated, so inlining the largest op (exec) would cost that much per vertex of a graph.
-        let res = match &v.op.op {
-            Some(OpKind::Exec(e)) => Box::pin(exec::run(&self, &v, e, &worker, &key, &inputs)).await,
-            Some(OpKind::File(f)) => Box::pin(fileop::run(&self, &v, f, &worker, &key, &inputs)).await,
-            Some(OpKind::Merge(m)) => Box::pin(merge::run(&self, &v, m, &worker, &key, &inputs)).await,
-            Some(OpKind::Diff(df)) => Box::pin(diff::run(&self, &v, df, &worker, &key, &inputs)).await,
-            Some(OpKind::Source(s)) => Box::pin(sources::run(&self, &v, s, &worker, &key)).await,
-            _ => Err(Error::new(ErrorKind::Unsupported, format!("op {d} is not supported by kiln"))),
-        };
+        let res = op.execute(&self, &v, &worker, &key, &inputs).await;
         match res {
             Ok(outputs) => {
-                self.mark(&d, Status::Executed);
-                self.emit(ProgressEvent::VertexCompleted { vertex: d.to_string(), name, duration: t0.elapsed() });
+                let done = ProgressEvent::VertexCompleted { vertex: d.to_string(), name, duration: t0.elapsed() };
+                self.finish(&d, Status::Executed, done);
                 Ok(Arc::new(VertexOutputs { outputs }))
             }
             Err(e) => {
-                self.emit(ProgressEvent::VertexError { vertex: d.to_string(), name, error: e.to_string() });
+                let failed = ProgressEvent::VertexError { vertex: d.to_string(), name, error: e.to_string() };
+                self.finish(&d, Status::Failed, failed);
                 Err(e)
             }
         }
@@ -498,8 +492,7 @@ impl Solve {
         if !local && !self.imports.contains(&keys::output_key(&ki.key, index)) {
             return Ok(false);
         }
-        self.mark(d, Status::Cached);
-        self.emit(ProgressEvent::VertexCached { vertex: d.to_string(), name: v.name() });
+        self.finish_cached(d, v.name());
         Ok(true)
     }
 
@@ -611,7 +604,7 @@ impl Solve {
                     let cache = self.solver.cache.clone();
                     let w = worker.clone();
                     let key = key.clone();
-                    let moved = tokio::task::spawn_blocking(move || merge::transfer(&cache, &r, &w, &key))
+                    let moved = tokio::task::spawn_blocking(move || ops::merge::transfer(&cache, &r, &w, &key))
                         .await
                         .map_err(|e| Error::with_source(ErrorKind::Internal, "transfer task", e))??;
                     out.push(Some(moved));
@@ -620,14 +613,5 @@ impl Solve {
             }
         }
         Ok(out)
-    }
-}
-
-/// The output indexes an op produces.
-pub(crate) fn output_indexes(v: &Vertex) -> Vec<i64> {
-    match &v.op.op {
-        Some(OpKind::Exec(e)) => e.mounts.iter().filter(|m| m.output >= 0).map(|m| m.output).collect(),
-        Some(OpKind::File(f)) => f.actions.iter().filter(|a| a.output >= 0).map(|a| a.output).collect(),
-        _ => vec![0],
     }
 }

@@ -61,7 +61,8 @@ impl KeyLocks {
         KeyLockHandle { locks: self, key: key.to_owned(), lock }
     }
 
-    /// Keys with a live handle.
+    /// Keys with a live handle (leak checks).
+    #[cfg(any(test, feature = "test-support"))]
     pub fn len(&self) -> usize {
         self.map().len()
     }

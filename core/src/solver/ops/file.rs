@@ -3,17 +3,20 @@
 //! names the result of an earlier action; -1 is scratch). An action result used by exactly one
 //! later action is mutated in place; outputs are committed and recorded.
 
-use super::refs::{Active, ResultRef};
-use super::Solve;
+use super::{keys, OpSolver, Outputs};
 use crate::cache::CacheManager;
 use crate::digest::Digest;
 use crate::error::{Error, ErrorKind, Result};
 use crate::fileops::{self, CopyOptions, Owner};
+use crate::graph::op::{FileAction, FileOp};
 use crate::graph::pb;
 use crate::graph::pb::file_action::Action;
-use crate::graph::Vertex;
+use crate::graph::{SourceSpec, Vertex};
 use crate::snapshot::{SnapshotId, Snapshotter};
+use crate::solver::refs::{Active, ResultRef};
+use crate::solver::Solve;
 use crate::worker::pool::Worker;
+use futures::future::BoxFuture;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -41,36 +44,130 @@ enum Slot {
     Taken,
 }
 
-/// Runs a file op.
-pub async fn run(
-    solve: &Arc<Solve>,
-    v: &Vertex,
-    f: &pb::FileOp,
-    worker: &Arc<Worker>,
-    key: &Digest,
-    inputs: &[Option<ResultRef>],
-) -> Result<BTreeMap<i64, Option<ResultRef>>> {
-    let cache = solve.solver.cache.clone();
-    let worker = worker.clone();
-    let key = key.clone();
-    let f = f.clone();
-    let inputs = inputs.to_vec();
-    let name = v.name();
-    let op = v.digest.to_string();
-    tokio::task::spawn_blocking(move || run_blocking(&cache, &op, &name, &f, &worker, &key, &inputs))
-        .await
-        .map_err(|e| Error::with_source(ErrorKind::Internal, "file op task", e))?
+impl OpSolver for FileOp {
+    fn outputs(&self) -> &[i64] {
+        &self.outputs
+    }
+
+    fn cache_key<'a>(
+        &'a self,
+        solve: &'a Arc<Solve>,
+        v: &'a Vertex,
+        input_keys: &'a [Digest],
+    ) -> BoxFuture<'a, Result<Digest>> {
+        Box::pin(cache_key(self, solve, v, input_keys))
+    }
+
+    fn execute<'a>(
+        &'a self,
+        solve: &'a Arc<Solve>,
+        v: &'a Vertex,
+        worker: &'a Arc<Worker>,
+        key: &'a Digest,
+        inputs: &'a [Option<ResultRef>],
+    ) -> BoxFuture<'a, Result<Outputs>> {
+        let cache = solve.solver.cache.clone();
+        let worker = worker.clone();
+        let key = key.clone();
+        let f = self.clone();
+        let inputs = inputs.to_vec();
+        let name = v.name();
+        let op = v.digest.to_string();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || run_blocking(&cache, &op, &name, &f, &worker, &key, &inputs))
+                .await
+                .map_err(|e| Error::with_source(ErrorKind::Internal, "file op task", e))?
+        })
+    }
+}
+
+/// The key of a file op: an input used only as a copy source counts by the content checksum of
+/// what the copies read (when it is a local source; other inputs' keys already identify their
+/// content), so changing an unrelated file of a context keeps the copy cached.
+async fn cache_key(f: &FileOp, solve: &Arc<Solve>, v: &Vertex, input_keys: &[Digest]) -> Result<Digest> {
+    let mut input_parts = keys::input_parts(input_keys);
+    for (j, part) in input_parts.iter_mut().enumerate() {
+        let Some(copies) = copy_only_input(f, j as i64) else { continue };
+        let inp = &v.inputs[j];
+        let Some(local) = solve.def.vertex(&inp.digest).and_then(|iv| match iv.source_spec() {
+            Ok(Some(SourceSpec::Local { name, include, exclude, follow_paths, .. })) => {
+                Some((name, include.is_empty() && exclude.is_empty() && follow_paths.is_empty()))
+            }
+            _ => None,
+        }) else {
+            continue;
+        };
+        // An unfiltered context is read where it is, so a fully cached graph never syncs
+        // it (its result is never exported to caches either); a filtered one is synced
+        // first so that the checksum sees exactly the selected files.
+        let (name, unfiltered) = local;
+        let root = if unfiltered { solve.opts.locals.get(&name).cloned() } else { None };
+        let r = match root {
+            Some(_) => None,
+            None => {
+                let outs = solve.result_future(&inp.digest).await.map_err(|e| (*e.0).clone())?;
+                outs.outputs.get(&inp.index).cloned().flatten()
+            }
+        };
+        let sums = tokio::task::spawn_blocking(move || copy_checksums(root.as_deref(), r.as_ref(), &copies))
+            .await
+            .map_err(|e| Error::with_source(ErrorKind::Internal, "checksum task", e))??;
+        *part = format!("content:{}", sums.join(","));
+    }
+    Ok(keys::vertex_key(keys::op_identity(&v.op, |_| {}), Vec::new(), input_parts))
+}
+
+/// The copy actions reading input `j`, when `j` is used only as a copy source.
+fn copy_only_input(f: &FileOp, j: i64) -> Option<Vec<pb::FileActionCopy>> {
+    if f.actions.iter().any(|a| a.input == j) {
+        return None;
+    }
+    let mut copies = Vec::new();
+    for a in f.actions.iter().filter(|a| a.secondary_input == j) {
+        match &a.action {
+            Action::Copy(c) => copies.push(c.clone()),
+            _ => return None,
+        }
+    }
+    (!copies.is_empty()).then_some(copies)
+}
+
+/// Content checksums of what `copies` read, from a host directory (`dir`) or a result.
+fn copy_checksums(dir: Option<&Path>, r: Option<&ResultRef>, copies: &[pb::FileActionCopy]) -> Result<Vec<String>> {
+    let empty;
+    let guard;
+    let root = match (dir, r) {
+        (Some(d), _) => d.to_path_buf(),
+        (None, Some(r)) => {
+            guard = r.worker.snapshotter.mount(&r.snapshot)?;
+            guard.path().to_path_buf()
+        }
+        (None, None) => {
+            empty = tempfile::tempdir().map_err(|e| Error::io("create empty dir", std::env::temp_dir(), e))?;
+            empty.path().to_path_buf()
+        }
+    };
+    let mut out = Vec::new();
+    for c in copies {
+        let opts = copy_options(c);
+        match crate::fileops::checksum_selection(&root, &c.src, &opts) {
+            Ok(d) => out.push(d.to_string()),
+            // A missing source fails at execution with a clear error; keep the key defined.
+            Err(e) => out.push(format!("error:{}", e.kind())),
+        }
+    }
+    Ok(out)
 }
 
 fn run_blocking(
     cache: &CacheManager,
     op: &str,
     name: &str,
-    f: &pb::FileOp,
+    f: &FileOp,
     worker: &Arc<Worker>,
     key: &Digest,
     inputs: &[Option<ResultRef>],
-) -> Result<BTreeMap<i64, Option<ResultRef>>> {
+) -> Result<Outputs> {
     let sn = worker.snapshotter.clone();
     let n = inputs.len() as i64;
     let mut uses = vec![0usize; f.actions.len()];
@@ -84,17 +181,10 @@ fn run_blocking(
     let mut slots: Vec<Slot> = Vec::with_capacity(f.actions.len());
     let mut out = BTreeMap::new();
     for (idx, a) in f.actions.iter().enumerate() {
-        let action =
-            a.action.as_ref().ok_or_else(|| Error::definition(Some(op), format!("file action {idx} is empty")))?;
-        // The filesystem this action writes to.
+        // The filesystem this action writes to (validation put an action result's index below
+        // this action's).
         let active = if a.input >= n {
             let j = (a.input - n) as usize;
-            if j >= idx {
-                return Err(Error::definition(
-                    Some(op),
-                    format!("file action {idx} uses the result of action {j}, which does not precede it"),
-                ));
-            }
             match std::mem::replace(&mut slots[j], Slot::Taken) {
                 Slot::Active(act) if uses[j] == 1 => act,
                 Slot::Active(act) => {
@@ -124,7 +214,7 @@ fn run_blocking(
         {
             let guard = sn.mount(&active.id)?;
             let root = guard.path();
-            apply(cache, op, root, a, action, inputs, &mut slots, &sn, n)?;
+            apply(cache, op, root, a, inputs, &mut slots, &sn, n)?;
         }
         if a.output >= 0 {
             let r = cache.commit_and_record(worker, key, a.output, active, name)?;
@@ -142,15 +232,14 @@ fn apply(
     cache: &CacheManager,
     op: &str,
     root: &Path,
-    a: &pb::FileAction,
-    action: &Action,
+    a: &FileAction,
     inputs: &[Option<ResultRef>],
     slots: &mut [Slot],
     sn: &Arc<dyn Snapshotter>,
     n: i64,
 ) -> Result<()> {
     let ctx = |e: Error| e.context(format!("op {op}"));
-    match action {
+    match &a.action {
         Action::Mkdir(m) => fileops::mkdir(
             root,
             &m.path,

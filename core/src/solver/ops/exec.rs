@@ -3,18 +3,21 @@
 //! outputs. A non-zero exit fails the vertex with its exit code and log tail; cancellation drops the
 //! executor future (which kills the container) and every guard here (unmount, remove snapshots).
 
-use super::cache_mounts::Sharing;
-use super::refs::{Active, ResultRef};
-use super::Solve;
+use super::{keys, OpSolver, Outputs};
+use crate::cache::mounts::Sharing;
 use crate::digest::Digest;
 use crate::error::{Error, ErrorKind, IoContext, Result};
+use crate::graph::op::{ExecOp, Op};
 use crate::graph::pb;
 use crate::graph::Vertex;
 use crate::options::{Entitlement, DEFAULT_SSH_ID};
 use crate::progress::{LogStream, ProgressEvent};
 use crate::snapshot::MountGuard;
+use crate::solver::refs::{Active, ResultRef};
+use crate::solver::Solve;
 use crate::worker::pool::Worker;
 use crate::worker::{ExecMount, ExecRequest, MountSource, NetworkMode, OutputSink, OutputStream, SecurityMode, Ulimit};
+use futures::future::BoxFuture;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -28,32 +31,65 @@ fn unique_id(prefix: &str) -> String {
     format!("{prefix}{}", &Digest::of(seed.as_bytes()).hex()[..20])
 }
 
-/// Runs an exec op.
-pub async fn run(
+impl OpSolver for ExecOp {
+    fn outputs(&self) -> &[i64] {
+        &self.outputs
+    }
+
+    fn cache_key<'a>(
+        &'a self,
+        _solve: &'a Arc<Solve>,
+        v: &'a Vertex,
+        input_keys: &'a [Digest],
+    ) -> BoxFuture<'a, Result<Digest>> {
+        // As BuildKit's `ExecOp.CacheMap`: extra hosts' IPs and proxy settings are not part of a
+        // run's key. (BuildKit moves mount selectors into its dependency keys; kiln's input keys
+        // carry no selector, so selectors stay in the op's identity.)
+        let identity = keys::op_identity(&v.op, |op| {
+            if let pb::op::Op::Exec(e) = op {
+                if let Some(meta) = e.meta.as_mut() {
+                    meta.extra_hosts.iter_mut().for_each(|h| h.ip.clear());
+                    meta.proxy_env = None;
+                }
+            }
+        });
+        let key = keys::vertex_key(identity, Vec::new(), keys::input_parts(input_keys));
+        Box::pin(std::future::ready(Ok(key)))
+    }
+
+    fn execute<'a>(
+        &'a self,
+        solve: &'a Arc<Solve>,
+        v: &'a Vertex,
+        worker: &'a Arc<Worker>,
+        key: &'a Digest,
+        inputs: &'a [Option<ResultRef>],
+    ) -> BoxFuture<'a, Result<Outputs>> {
+        Box::pin(run(solve, v, self, worker, key, inputs))
+    }
+}
+
+/// Runs an exec op (validated: meta with args, known modes and mount types).
+async fn run(
     solve: &Arc<Solve>,
     v: &Vertex,
-    e: &pb::ExecOp,
+    e: &ExecOp,
     worker: &Arc<Worker>,
     key: &Digest,
     inputs: &[Option<ResultRef>],
-) -> Result<BTreeMap<i64, Option<ResultRef>>> {
+) -> Result<Outputs> {
     let op = v.digest.as_str();
-    let meta = e.meta.clone().unwrap_or_default();
-    if meta.args.is_empty() {
-        return Err(Error::definition(Some(op), "exec op has no args"));
-    }
-    let security = match pb::SecurityMode::try_from(e.security) {
-        Ok(pb::SecurityMode::Sandbox) => SecurityMode::Sandbox,
-        Ok(pb::SecurityMode::Insecure) => SecurityMode::Insecure,
-        Err(_) => return Err(Error::definition(Some(op), format!("unknown security mode {}", e.security))),
+    let meta = &e.meta;
+    let security = match e.security {
+        pb::SecurityMode::Sandbox => SecurityMode::Sandbox,
+        pb::SecurityMode::Insecure => SecurityMode::Insecure,
     };
     // Checked again here (the solve checks every op up front) so no path runs an exec ungranted.
     check_entitlements(v, &solve.opts.entitlements)?;
     crate::worker::platform::check_exec(op, v.op.platform.as_ref())?;
-    let network = match pb::NetMode::try_from(e.network) {
-        Ok(pb::NetMode::None) => NetworkMode::None,
-        Ok(_) => NetworkMode::Host,
-        Err(_) => return Err(Error::definition(Some(op), format!("unknown network mode {}", e.network))),
+    let network = match e.network {
+        pb::NetMode::None => NetworkMode::None,
+        pb::NetMode::Unset | pb::NetMode::Host => NetworkMode::Host,
     };
     let secret_env = secret_env(solve, v, e)?;
     let sn = worker.snapshotter.clone();
@@ -78,9 +114,7 @@ pub async fn run(
     let mut exec_mounts = Vec::new();
     let mut ssh_proxies = Vec::new();
 
-    for m in &e.mounts {
-        let mtype = pb::MountType::try_from(m.mount_type)
-            .map_err(|_| Error::definition(Some(op), format!("unknown mount type {}", m.mount_type)))?;
+    for (m, mtype) in e.exec.mounts.iter().zip(&e.mount_types) {
         match mtype {
             pb::MountType::Bind => {
                 let src = input_ref(m.input)?;
@@ -139,7 +173,8 @@ pub async fn run(
                     Ok(pb::CacheSharingOpt::Locked) => Sharing::Locked,
                     _ => Sharing::Shared,
                 };
-                let lease = solve.solver.cache_mounts.acquire(&id, sharing).await?;
+                let description = format!("cached mount {} from exec {}", m.dest, meta.args.join(" "));
+                let lease = solve.solver.cache.mounts().acquire(&id, sharing, &description).await?;
                 solve.restore_cache_mount(&id, &lease.path).await;
                 exec_mounts.push(ExecMount {
                     dest: m.dest.clone(),
@@ -186,7 +221,7 @@ pub async fn run(
                         ),
                     ));
                 };
-                let proxy = super::ssh::start(agent, opt.uid, opt.gid, opt.mode)?;
+                let proxy = crate::solver::ssh::start(agent, opt.uid, opt.gid, opt.mode)?;
                 exec_mounts.push(ExecMount {
                     dest: m.dest.clone(),
                     source: MountSource::Bind { path: proxy.socket().to_path_buf(), readonly: false },
@@ -227,7 +262,7 @@ pub async fn run(
         rootfs,
         readonly_rootfs,
         args: meta.args.clone(),
-        env: run_env(&meta, secret_env),
+        env: run_env(meta, secret_env),
         cwd: if meta.cwd.is_empty() { "/".into() } else { meta.cwd.clone() },
         user: meta.user.clone(),
         hostname: meta.hostname.clone(),
@@ -283,12 +318,12 @@ fn write_secret(path: &std::path::Path, value: &[u8], opt: &pb::SecretOpt) -> Re
 /// `security=insecure` needs `security.insecure`. The message starts as BuildKit's
 /// (`network.host is not allowed`) and says how to grant it.
 pub(crate) fn check_entitlements(v: &Vertex, granted: &BTreeSet<Entitlement>) -> Result<()> {
-    let Some(pb::op::Op::Exec(e)) = &v.op.op else { return Ok(()) };
+    let Op::Exec(e) = &v.typed else { return Ok(()) };
     let mut needed = Vec::new();
-    if e.network == pb::NetMode::Host as i32 {
+    if e.network == pb::NetMode::Host {
         needed.push(Entitlement::NetworkHost);
     }
-    if e.security == pb::SecurityMode::Insecure as i32 {
+    if e.security == pb::SecurityMode::Insecure {
         needed.push(Entitlement::SecurityInsecure);
     }
     for ent in needed {
@@ -385,9 +420,9 @@ fn run_env(meta: &pb::Meta, secret_env: Vec<String>) -> Vec<String> {
 /// The `NAME=value` entries of the op's secret env (BuildKit's `loadSecretEnv`): appended after
 /// the op's env; an optional secret that is missing gives `NAME=` (as BuildKit does). Errors name
 /// the secret id and variable, never a value.
-fn secret_env(solve: &Solve, v: &Vertex, e: &pb::ExecOp) -> Result<Vec<String>> {
-    let mut out = Vec::with_capacity(e.secretenv.len());
-    for s in &e.secretenv {
+fn secret_env(solve: &Solve, v: &Vertex, e: &ExecOp) -> Result<Vec<String>> {
+    let mut out = Vec::with_capacity(e.exec.secretenv.len());
+    for s in &e.exec.secretenv {
         if s.id.is_empty() {
             return Err(Error::definition(
                 Some(v.digest.as_str()),

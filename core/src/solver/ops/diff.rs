@@ -10,16 +10,18 @@
 //! authoritative too). When `lower` is an ancestor of `upper` the diff is the layers between
 //! them, flattened (BuildKit merges those layers); otherwise both trees are compared.
 
-use super::refs::{chain, Active, ResultRef};
-use super::Solve;
+use super::{OpSolver, Outputs};
 use crate::cache::CacheManager;
 use crate::content::layer::{layer_reader, write_layer, Compression, LayerBlob};
 use crate::digest::Digest;
 use crate::error::{Error, ErrorKind, IoContext, Result};
-use crate::graph::pb;
+use crate::graph::op::DiffOp;
 use crate::graph::Vertex;
 use crate::snapshot::{apply_layer, ChangeSet, MountGuard, SnapshotId};
+use crate::solver::refs::{chain, Active, ResultRef};
+use crate::solver::Solve;
 use crate::worker::pool::Worker;
+use futures::future::BoxFuture;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::Path;
@@ -28,33 +30,56 @@ use std::sync::Arc;
 /// Layer-format key of a snapshot's authoritative layer (the one with its whiteouts).
 pub const DIFF_LAYER: &str = "diff";
 
+impl OpSolver for DiffOp {
+    fn outputs(&self) -> &[i64] {
+        &[0]
+    }
+
+    fn cache_key<'a>(
+        &'a self,
+        _solve: &'a Arc<Solve>,
+        v: &'a Vertex,
+        input_keys: &'a [Digest],
+    ) -> BoxFuture<'a, Result<Digest>> {
+        super::plain_key(v, input_keys)
+    }
+
+    fn execute<'a>(
+        &'a self,
+        solve: &'a Arc<Solve>,
+        v: &'a Vertex,
+        worker: &'a Arc<Worker>,
+        key: &'a Digest,
+        inputs: &'a [Option<ResultRef>],
+    ) -> BoxFuture<'a, Result<Outputs>> {
+        Box::pin(run(solve, v, self, worker, key, inputs))
+    }
+}
+
 /// Runs a diff op.
-pub async fn run(
+async fn run(
     solve: &Arc<Solve>,
     v: &Vertex,
-    op: &pb::DiffOp,
+    op: &DiffOp,
     worker: &Arc<Worker>,
     key: &Digest,
     inputs: &[Option<ResultRef>],
-) -> Result<BTreeMap<i64, Option<ResultRef>>> {
-    let pick = |i: i64| -> Result<Option<ResultRef>> {
-        if i < 0 {
-            return Ok(None);
-        }
+) -> Result<Outputs> {
+    let pick = |i: Option<usize>| -> Result<Option<ResultRef>> {
+        let Some(i) = i else { return Ok(None) };
         inputs
-            .get(i as usize)
+            .get(i)
             .cloned()
             .ok_or_else(|| Error::definition(Some(v.digest.as_str()), format!("diff input {i} out of range")))
     };
-    let lower_i = op.lower.as_ref().map(|l| l.input).unwrap_or(-1);
-    let upper_i = op.upper.as_ref().map(|u| u.input).unwrap_or(-1);
-    let (lower, upper) = (pick(lower_i)?, pick(upper_i)?);
+    let (lower, upper) = (pick(op.lower)?, pick(op.upper)?);
+    let scratch_lower = op.lower.is_none();
     let cache = solve.solver.cache.clone();
     let worker = worker.clone();
     let key = key.clone();
     let name = v.name();
     tokio::task::spawn_blocking(move || {
-        let out = if lower_i < 0 {
+        let out = if scratch_lower {
             // As BuildKit: the diff of scratch and upper is upper itself.
             keep(&cache, &worker, &key, upper, &name)?
         } else {

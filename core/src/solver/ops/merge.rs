@@ -1,31 +1,60 @@
 //! Merge ops (stack several results into one filesystem by applying each input's layers in order,
 //! whiteouts included) and transfers of a result between workers (a flattened copy).
 
-use super::refs::{chain, Active, ResultRef};
-use super::Solve;
+use super::{OpSolver, Outputs};
 use crate::cache::CacheManager;
 use crate::digest::Digest;
 use crate::error::{Error, ErrorKind, Result};
-use crate::graph::pb;
+use crate::graph::op::MergeOp;
 use crate::graph::Vertex;
+use crate::solver::refs::{chain, Active, ResultRef};
+use crate::solver::Solve;
 use crate::worker::pool::Worker;
+use futures::future::BoxFuture;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+impl OpSolver for MergeOp {
+    fn outputs(&self) -> &[i64] {
+        &[0]
+    }
+
+    fn cache_key<'a>(
+        &'a self,
+        _solve: &'a Arc<Solve>,
+        v: &'a Vertex,
+        input_keys: &'a [Digest],
+    ) -> BoxFuture<'a, Result<Digest>> {
+        super::plain_key(v, input_keys)
+    }
+
+    fn execute<'a>(
+        &'a self,
+        solve: &'a Arc<Solve>,
+        v: &'a Vertex,
+        worker: &'a Arc<Worker>,
+        key: &'a Digest,
+        inputs: &'a [Option<ResultRef>],
+    ) -> BoxFuture<'a, Result<Outputs>> {
+        Box::pin(run(solve, v, self, worker, key, inputs))
+    }
+}
+
 /// Runs a merge op.
-pub async fn run(
+async fn run(
     solve: &Arc<Solve>,
     v: &Vertex,
-    m: &pb::MergeOp,
+    m: &MergeOp,
     worker: &Arc<Worker>,
     key: &Digest,
     inputs: &[Option<ResultRef>],
-) -> Result<BTreeMap<i64, Option<ResultRef>>> {
+) -> Result<Outputs> {
     let mut refs = Vec::new();
-    for mi in &m.inputs {
-        let r = inputs.get(mi.input as usize).cloned().ok_or_else(|| {
-            Error::definition(Some(v.digest.as_str()), format!("merge input {} out of range", mi.input))
-        })?;
+    for &i in &m.inputs {
+        let r = inputs
+            .get(i)
+            .cloned()
+            .ok_or_else(|| Error::definition(Some(v.digest.as_str()), format!("merge input {i} out of range")))?;
         refs.extend(r);
     }
     let cache = solve.solver.cache.clone();

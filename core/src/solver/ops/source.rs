@@ -2,29 +2,67 @@
 //! (layers applied one snapshot each, keyed by their diffID chain so images share layers, and the
 //! original blobs remembered so exports reuse them), http downloads and git checkouts.
 
-use super::refs::{Active, ResultRef};
-use super::Solve;
+use super::{keys, OpSolver, Outputs};
 use crate::cache::CacheManager;
 use crate::content::layer::LayerBlob;
 use crate::content::OciLayout;
 use crate::digest::Digest;
 use crate::error::{Error, ErrorKind, Result};
+use crate::graph::op::SourceOp;
 use crate::graph::pb;
 use crate::graph::source::{OciRef, SourceSpec};
 use crate::graph::Vertex;
 use crate::progress::ProgressEvent;
 use crate::registry::{pull_image_metadata, Reference, RegistryClient};
 use crate::snapshot::SnapshotId;
+use crate::solver::refs::{Active, ResultRef};
+use crate::solver::Solve;
 use crate::source::git::{fetch_git, resolve_git_ref, GitFetch};
 use crate::source::http::{fetch_http, HttpFetch};
 use crate::source::local::{checksum_local, sync_local, LocalSource};
 use crate::worker::pool::Worker;
+use futures::future::BoxFuture;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-fn spec(v: &Vertex, s: &pb::SourceOp) -> Result<SourceSpec> {
-    SourceSpec::parse(&s.identifier, &s.attrs).map_err(|e| e.context(format!("op {}", v.digest)))
+/// Source attributes that identify a client session, not content: they never enter a key.
+const SESSION_ATTRS: &[&str] = &["local.sessionid", "local.unique", "local.sharedkeyhint"];
+
+impl OpSolver for SourceOp {
+    fn outputs(&self) -> &[i64] {
+        &[0]
+    }
+
+    fn cache_key<'a>(
+        &'a self,
+        solve: &'a Arc<Solve>,
+        v: &'a Vertex,
+        input_keys: &'a [Digest],
+    ) -> BoxFuture<'a, Result<Digest>> {
+        Box::pin(async move {
+            let identity = keys::op_identity(&v.op, |op| {
+                if let pb::op::Op::Source(s) = op {
+                    for a in SESSION_ATTRS {
+                        s.attrs.remove(*a);
+                    }
+                }
+            });
+            let content = content_key(solve, v, &self.spec).await?;
+            Ok(keys::vertex_key(identity, vec![content], keys::input_parts(input_keys)))
+        })
+    }
+
+    fn execute<'a>(
+        &'a self,
+        solve: &'a Arc<Solve>,
+        v: &'a Vertex,
+        worker: &'a Arc<Worker>,
+        key: &'a Digest,
+        _inputs: &'a [Option<ResultRef>],
+    ) -> BoxFuture<'a, Result<Outputs>> {
+        Box::pin(run(solve, v, &self.spec, worker, key))
+    }
 }
 
 fn local_source(
@@ -57,8 +95,8 @@ fn layout_ref(reference: &OciRef) -> String {
 }
 
 /// The content part of a source's cache key.
-pub async fn content_key(solve: &Arc<Solve>, v: &Vertex, s: &pb::SourceOp) -> Result<String> {
-    match spec(v, s)? {
+async fn content_key(solve: &Arc<Solve>, v: &Vertex, spec: &SourceSpec) -> Result<String> {
+    match spec.clone() {
         SourceSpec::Local { name, include, exclude, follow_paths, .. } => {
             let src = local_source(solve, &name, &include, &exclude, &follow_paths)?;
             let d = tokio::task::spawn_blocking(move || checksum_local(&src))
@@ -95,7 +133,7 @@ pub async fn content_key(solve: &Arc<Solve>, v: &Vertex, s: &pb::SourceOp) -> Re
         SourceSpec::DockerImage { reference } => {
             let (client, r) = registry_for(solve, &reference)?;
             let tokens = solve.task_tokens();
-            let (digest, _, _) = super::spawn_counted(tokens, move || client.resolve(&r))
+            let (digest, _, _) = crate::solver::spawn_counted(tokens, move || client.resolve(&r))
                 .await
                 .map_err(|e| Error::with_source(ErrorKind::Internal, "source task", e))??;
             solve.pin(&v.digest, digest.as_str());
@@ -113,20 +151,14 @@ fn registry_for(solve: &Solve, reference: &str) -> Result<(RegistryClient, Refer
 }
 
 /// Runs a source op.
-pub async fn run(
-    solve: &Arc<Solve>,
-    v: &Vertex,
-    s: &pb::SourceOp,
-    worker: &Arc<Worker>,
-    key: &Digest,
-) -> Result<BTreeMap<i64, Option<ResultRef>>> {
+async fn run(solve: &Arc<Solve>, v: &Vertex, spec: &SourceSpec, worker: &Arc<Worker>, key: &Digest) -> Result<Outputs> {
     let cache = solve.solver.cache.clone();
     let worker = worker.clone();
     let key = key.clone();
     let name = v.name();
     let vertex = v.digest.to_string();
     let progress = solve.opts.progress.clone();
-    match spec(v, s)? {
+    match spec.clone() {
         SourceSpec::Local { name: local, include, exclude, follow_paths, .. } => {
             let src = local_source(solve, &local, &include, &exclude, &follow_paths)?;
             blocking(move || {
@@ -206,7 +238,7 @@ pub async fn run(
                 _ => r,
             };
             let tokens = solve.task_tokens();
-            super::spawn_counted(tokens, move || {
+            crate::solver::spawn_counted(tokens, move || {
                 let img = pull_image_metadata(&client, &r, cache.content())?;
                 let pinned = r.with_digest(img.manifest_digest.clone());
                 let fetch = |d: &Digest| client.fetch_blob(&pinned, d, cache.content());
@@ -231,7 +263,7 @@ fn oci_layout(
     vertex: &str,
     dir: PathBuf,
     reference: &str,
-    progress: &super::ProgressSink,
+    progress: &crate::progress::ProgressSink,
 ) -> Result<BTreeMap<i64, Option<ResultRef>>> {
     let img = crate::source::oci_layout::resolve_oci_layout(&dir, reference, cache.content())?;
     // resolve_oci_layout already placed every blob in the cache's store.
@@ -250,7 +282,7 @@ fn image_layers(
     img: &crate::content::ResolvedImage,
     reference: &str,
     fetch: &dyn Fn(&Digest) -> Result<()>,
-    progress: &super::ProgressSink,
+    progress: &crate::progress::ProgressSink,
 ) -> Result<BTreeMap<i64, Option<ResultRef>>> {
     let diff_ids: Vec<String> = img.config.rootfs().diff_ids().to_vec();
     if diff_ids.len() != img.layers.len() {
@@ -268,7 +300,7 @@ fn image_layers(
             media_type: layer.media_type().to_string(),
         });
     }
-    let parent = super::layers::apply_chain(cache, worker, &layers, fetch, name, vertex, progress)?;
+    let parent = crate::solver::layers::apply_chain(cache, worker, &layers, fetch, name, vertex, progress)?;
     let out = match parent {
         Some(id) => {
             cache.record(worker, key, 0, &id, name)?;

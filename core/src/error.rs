@@ -156,6 +156,29 @@ pub enum Error {
     },
     /// The solve was cancelled by its caller.
     Cancelled,
+    /// Something the definition needs was not given to the solve. The message names it and
+    /// what was given; each face adds how to pass it in that language ([`Error::missing`]).
+    Missing {
+        /// What is missing.
+        input: MissingInput,
+        /// Its name or id (`local://NAME`, the secret or SSH id).
+        name: String,
+        /// The step that needs it, if one does.
+        needed_by: Option<String>,
+        /// The names that were given.
+        provided: Vec<String>,
+    },
+}
+
+/// What kind of solve input [`Error::Missing`] reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MissingInput {
+    /// A `local://NAME` directory.
+    Local,
+    /// A secret (mount or environment variable).
+    Secret,
+    /// An SSH agent socket.
+    Ssh,
 }
 
 impl std::fmt::Display for Error {
@@ -174,6 +197,18 @@ impl std::fmt::Display for Error {
             Error::Io { context, path, source } => write!(f, "{context} {}: {source}", path.display()),
             Error::RootInUse { root, pid } => write!(f, "root {} is in use by pid {pid}", root.display()),
             Error::Cancelled => f.write_str("solve cancelled"),
+            Error::Missing { input, name, needed_by, provided } => {
+                let what = match input {
+                    MissingInput::Local => "local source",
+                    MissingInput::Secret => "secret",
+                    MissingInput::Ssh => "SSH agent",
+                };
+                write!(f, "{what} {name:?}")?;
+                if let Some(v) = needed_by {
+                    write!(f, " required by {v}")?;
+                }
+                write!(f, " was not provided (provided: {provided:?})")
+            }
         }
     }
 }
@@ -201,7 +236,26 @@ impl Error {
             Error::Io { .. } => ErrorKind::Io,
             Error::RootInUse { .. } => ErrorKind::RootInUse,
             Error::Cancelled => ErrorKind::Cancelled,
+            Error::Missing { .. } => ErrorKind::Source,
         }
+    }
+
+    /// What a solve lacked, for [`Error::Missing`]: each face appends how to pass it.
+    pub fn missing(&self) -> Option<(MissingInput, &str)> {
+        match self {
+            Error::Missing { input, name, .. } => Some((*input, name)),
+            _ => None,
+        }
+    }
+
+    /// A [`Error::Missing`] for `name`, listing the names that were given.
+    pub fn missing_input<'a>(
+        input: MissingInput,
+        name: impl Into<String>,
+        needed_by: Option<String>,
+        provided: impl IntoIterator<Item = &'a String>,
+    ) -> Self {
+        Error::Missing { input, name: name.into(), needed_by, provided: provided.into_iter().cloned().collect() }
     }
 
     /// Using an engine handle after `close()` (every face reports it the same way).
@@ -258,6 +312,17 @@ impl Error {
             src = s.source();
         }
         msg
+    }
+
+    /// [`Error::report`], then for an [`Error::Missing`] how to pass the missing input in the
+    /// caller's language: `how(input, name)` gives the spelling (`--local src=DIR`,
+    /// `locals={"src": DIR}`, ...).
+    pub fn report_for(&self, how: impl Fn(MissingInput, &str) -> String) -> String {
+        let msg = self.report();
+        match self.missing() {
+            Some((input, name)) => format!("{msg}; pass it as {}", how(input, name)),
+            None => msg,
+        }
     }
 
     /// Adds context in front of the message (keeps the kind).

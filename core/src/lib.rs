@@ -25,7 +25,7 @@ pub mod worker;
 pub use cache::{PruneReport, UsageRecord};
 pub use digest::Digest;
 pub use engine::{Engine, EngineOptions, SnapshotterKind, WorkerInfo};
-pub use error::{Error, ErrorKind, Result};
+pub use error::{Error, ErrorKind, MissingInput, Result};
 pub use graph::{Definition, State};
 pub use progress::{ProgressEvent, ProgressSink};
 pub use solver::{CancelToken, SolveOptions, SolveResult};

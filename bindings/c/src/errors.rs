@@ -180,7 +180,13 @@ impl From<Error> for kiln_error {
 impl From<&Error> for kiln_error {
     fn from(e: &Error) -> kiln_error {
         // The message with every cause not already shown in it.
-        let message = e.report();
+        let message = e.report_for(|input, name| match input {
+            kiln::MissingInput::Local => format!("kiln_solve_opts_add_local(opts, {name:?}, DIR)"),
+            kiln::MissingInput::Secret => {
+                format!("kiln_solve_opts_secret_file(opts, {name:?}, PATH) or a secret value")
+            }
+            _ => format!("the {name:?} SSH agent socket (not yet passable from C)"),
+        });
         let (exit_code, vertex, log_tail) = match e {
             Error::Exec { vertex, exit_code, log_tail, .. } => (
                 Some(*exit_code),

@@ -171,7 +171,14 @@ fn main() -> ExitCode {
     match res {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!(
+                "error: {}",
+                e.report_for(|input, name| match input {
+                    kiln::MissingInput::Local => format!("--local {name}=DIR"),
+                    kiln::MissingInput::Secret => format!("--secret id={name},src=FILE"),
+                    kiln::MissingInput::Ssh => format!("--ssh {name}=SOCKET"),
+                })
+            );
             if let kiln::Error::Exec { log_tail, .. } = &e {
                 for l in log_tail {
                     eprintln!("  | {l}");

@@ -36,7 +36,11 @@ pub fn code_of(kind: ErrorKind) -> &'static str {
 
 /// The full message of `e` including its chain of causes ([`Error::report`]).
 fn message_of(e: &Error) -> String {
-    e.report()
+    e.report_for(|input, name| match input {
+        kiln::MissingInput::Local => format!("locals: {{ {name:?}: DIR }}"),
+        kiln::MissingInput::Secret => format!("secrets: {{ {name:?}: secretFile(PATH) }} or secretValue(BYTES)"),
+        _ => format!("the {name:?} SSH agent socket (not yet passable from Node)"),
+    })
 }
 
 /// One row of `errorCodes()`.

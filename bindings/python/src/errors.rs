@@ -72,7 +72,14 @@ fn build(py: Python<'_>, e: &Error) -> PyResult<PyErr> {
         }
         _ => {}
     }
-    let instance = class.call((e.report(),), Some(&kw))?;
+    let message = e.report_for(|input, name| match input {
+        kiln::MissingInput::Local => format!("locals={{{name:?}: DIR}}"),
+        kiln::MissingInput::Secret => {
+            format!("secrets={{{name:?}: kiln.secret_file(PATH)}} or kiln.secret_value(BYTES)")
+        }
+        _ => format!("the {name:?} SSH agent socket (not yet passable from Python)"),
+    });
+    let instance = class.call((message,), Some(&kw))?;
     Ok(PyErr::from_value(instance))
 }
 

@@ -6,7 +6,7 @@
 use super::{keys, OpSolver, Outputs};
 use crate::cache::mounts::Sharing;
 use crate::digest::Digest;
-use crate::error::{Error, ErrorKind, IoContext, Result};
+use crate::error::{Error, ErrorKind, IoContext, MissingInput, Result};
 use crate::graph::op::{ExecOp, Op};
 use crate::graph::pb;
 use crate::graph::Vertex;
@@ -192,10 +192,11 @@ async fn run(
                     if opt.optional {
                         continue;
                     }
-                    let known: Vec<&String> = solve.opts.secrets.keys().collect();
-                    return Err(Error::new(
-                        ErrorKind::Source,
-                        format!("secret {:?} required by {} was not provided (provided: {known:?})", opt.id, v.name()),
+                    return Err(Error::missing_input(
+                        MissingInput::Secret,
+                        &opt.id,
+                        Some(v.name()),
+                        solve.opts.secrets.keys(),
                     ));
                 };
                 let file = secrets_dir.path().join(format!("secret-{}", exec_mounts.len()));
@@ -210,15 +211,11 @@ async fn run(
                     if opt.optional {
                         continue;
                     }
-                    let known: Vec<&String> = solve.opts.ssh.keys().collect();
-                    return Err(Error::new(
-                        ErrorKind::Source,
-                        format!(
-                            "no SSH key {id:?} forwarded from the client: {} mounts it at {}; provide it with \
-                             --ssh {id}=SOCKET (SolveOptions::ssh) (provided: {known:?})",
-                            v.name(),
-                            m.dest
-                        ),
+                    return Err(Error::missing_input(
+                        MissingInput::Ssh,
+                        id,
+                        Some(format!("{} (mounted at {})", v.name(), m.dest)),
+                        solve.opts.ssh.keys(),
                     ));
                 };
                 let proxy = crate::solver::ssh::start(agent, opt.uid, opt.gid, opt.mode)?;
@@ -433,15 +430,11 @@ fn secret_env(solve: &Solve, v: &Vertex, e: &ExecOp) -> Result<Vec<String>> {
             Some(value) => value.as_slice(),
             None if s.optional => &[],
             None => {
-                let known: Vec<&String> = solve.opts.secrets.keys().collect();
-                return Err(Error::new(
-                    ErrorKind::Source,
-                    format!(
-                        "secret {:?} required by {} (environment variable {}) was not provided (provided: {known:?})",
-                        s.id,
-                        v.name(),
-                        s.name
-                    ),
+                return Err(Error::missing_input(
+                    MissingInput::Secret,
+                    &s.id,
+                    Some(format!("{} (environment variable {})", v.name(), s.name)),
+                    solve.opts.secrets.keys(),
                 ));
             }
         };

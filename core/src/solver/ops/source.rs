@@ -7,7 +7,7 @@ use crate::cache::CacheManager;
 use crate::content::layer::LayerBlob;
 use crate::content::OciLayout;
 use crate::digest::Digest;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, ErrorKind, MissingInput, Result};
 use crate::graph::op::SourceOp;
 use crate::graph::pb;
 use crate::graph::source::{OciRef, SourceSpec};
@@ -72,13 +72,11 @@ fn local_source(
     exclude: &[String],
     follow: &[String],
 ) -> Result<LocalSource> {
-    let dir = solve.opts.locals.get(name).ok_or_else(|| {
-        let known: Vec<&String> = solve.opts.locals.keys().collect();
-        Error::new(
-            ErrorKind::Source,
-            format!("local source {name:?} was not provided: pass it as --local {name}=DIR (provided: {known:?})"),
-        )
-    })?;
+    let dir = solve
+        .opts
+        .locals
+        .get(name)
+        .ok_or_else(|| Error::missing_input(MissingInput::Local, name, None, solve.opts.locals.keys()))?;
     Ok(LocalSource {
         dir: dir.clone(),
         include: include.to_vec(),

@@ -29,6 +29,8 @@ struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
+// Parsed once per process: the size of the build variant does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Cmd {
     /// Build a marshalled LLB definition (stdin or --definition).
     Build(BuildArgs),

@@ -227,6 +227,6 @@ fn layer_of(
         }
     }
     let l = write_layer(cache.content(), compression, oci, |w| super::diff::write_snapshot_layer(cache, worker, s, w))?;
-    cache.put_layer(&s, wanted, &l)?;
+    cache.put_layer(s, wanted, &l)?;
     Ok(l)
 }

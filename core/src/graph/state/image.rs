@@ -14,14 +14,15 @@ use crate::graph::image_config::{Healthcheck, ImageConfig};
 use crate::graph::resolve::{ImageMetaResolver, ImageOptions, ImageRef};
 use crate::graph::source::OciRef;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 impl State {
     /// Sets the image config entrypoint. An inherited cmd (from a base image) is reset, as a
     /// Dockerfile's `ENTRYPOINT` does; a cmd set on this state is kept.
     pub fn with_entrypoint<I: IntoIterator<Item = S>, S: Into<String>>(mut self, args: I) -> State {
-        self.meta.image.entrypoint = Some(args.into_iter().map(Into::into).collect());
+        Arc::make_mut(&mut self.meta.image).entrypoint = Some(args.into_iter().map(Into::into).collect());
         if self.meta.cmd_inherited {
-            self.meta.image.cmd = None;
+            Arc::make_mut(&mut self.meta.image).cmd = None;
             self.meta.cmd_inherited = false;
         }
         self
@@ -29,14 +30,14 @@ impl State {
 
     /// Sets the image config cmd.
     pub fn with_cmd<I: IntoIterator<Item = S>, S: Into<String>>(mut self, args: I) -> State {
-        self.meta.image.cmd = Some(args.into_iter().map(Into::into).collect());
+        Arc::make_mut(&mut self.meta.image).cmd = Some(args.into_iter().map(Into::into).collect());
         self.meta.cmd_inherited = false;
         self
     }
 
     /// Adds (or replaces) an image config label.
     pub fn with_label(mut self, k: impl Into<String>, v: impl Into<String>) -> State {
-        self.meta.image.labels.insert(k.into(), v.into());
+        Arc::make_mut(&mut self.meta.image).labels.insert(k.into(), v.into());
         self
     }
 
@@ -44,43 +45,43 @@ impl State {
     pub fn with_exposed_port(mut self, port: impl Into<String>) -> State {
         let p = port.into();
         let p = if p.contains('/') { p } else { format!("{p}/tcp") };
-        self.meta.image.exposed_ports.insert(p);
+        Arc::make_mut(&mut self.meta.image).exposed_ports.insert(p);
         self
     }
 
     /// Adds a volume (a container path).
     pub fn with_volume(mut self, path: impl Into<String>) -> State {
-        self.meta.image.volumes.insert(path.into());
+        Arc::make_mut(&mut self.meta.image).volumes.insert(path.into());
         self
     }
 
     /// Sets the stop signal (`SIGTERM`, `9`).
     pub fn with_stop_signal(mut self, signal: impl Into<String>) -> State {
-        self.meta.image.stop_signal = Some(signal.into());
+        Arc::make_mut(&mut self.meta.image).stop_signal = Some(signal.into());
         self
     }
 
     /// Sets the healthcheck (Docker extension).
     pub fn with_healthcheck(mut self, healthcheck: Healthcheck) -> State {
-        self.meta.image.healthcheck = Some(healthcheck);
+        Arc::make_mut(&mut self.meta.image).healthcheck = Some(healthcheck);
         self
     }
 
     /// Sets the shell of shell-form commands (Docker extension).
     pub fn with_shell<I: IntoIterator<Item = S>, S: Into<String>>(mut self, shell: I) -> State {
-        self.meta.image.shell = Some(shell.into_iter().map(Into::into).collect());
+        Arc::make_mut(&mut self.meta.image).shell = Some(shell.into_iter().map(Into::into).collect());
         self
     }
 
     /// Adds an `OnBuild` trigger (Docker extension).
     pub fn with_on_build(mut self, trigger: impl Into<String>) -> State {
-        self.meta.image.on_build.get_or_insert_with(Vec::new).push(trigger.into());
+        Arc::make_mut(&mut self.meta.image).on_build.get_or_insert_with(Vec::new).push(trigger.into());
         self
     }
 
     /// Adds (or replaces) an annotation of the exported image's manifest.
     pub fn with_annotation(mut self, k: impl Into<String>, v: impl Into<String>) -> State {
-        self.meta.image.annotations.insert(k.into(), v.into());
+        Arc::make_mut(&mut self.meta.image).annotations.insert(k.into(), v.into());
         self
     }
 
@@ -98,7 +99,7 @@ impl State {
         if let Some(u) = c.user.as_deref().filter(|u| !u.is_empty()) {
             self = self.with_user(u);
         }
-        let img = &mut self.meta.image;
+        let img = Arc::make_mut(&mut self.meta.image);
         if c.entrypoint.is_some() {
             img.entrypoint = c.entrypoint.clone();
         }

@@ -52,8 +52,9 @@ struct StateMeta {
     user: Option<String>,
     hostname: Option<String>,
     /// The image config fields runs do not use (entrypoint, cmd, labels, ports, ...); its `env`,
-    /// `working_dir` and `user` stay empty: the fields above are the truth for those.
-    image: ImageConfig,
+    /// `working_dir` and `user` stay empty: the fields above are the truth for those. Shared
+    /// (copied on write), so that states stay small and cheap to clone.
+    image: Arc<ImageConfig>,
     /// True while `image.cmd` came from a base image: a later entrypoint resets it, as a
     /// Dockerfile's `ENTRYPOINT` resets an inherited `CMD`.
     cmd_inherited: bool,
@@ -171,7 +172,7 @@ impl State {
             env: self.meta.env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
             working_dir: self.meta.cwd.clone(),
             user: self.meta.user.clone(),
-            ..self.meta.image.clone()
+            ..(*self.meta.image).clone()
         }
     }
 

@@ -452,6 +452,44 @@ mod tests {
     }
 
     #[test]
+    fn pax_times_are_clamped_with_correct_record_lengths() {
+        let pax = b"30 mtime=1800000000.123456789\n20 path=some/file.x\n";
+        let out = clamp_pax(pax, 1_700_000_000).unwrap();
+        assert_eq!(out, b"20 mtime=1700000000\n20 path=some/file.x\n");
+        assert_eq!(clamp_pax(&out, 1_700_000_000), None, "nothing newer: unchanged");
+        assert_eq!(clamp_pax(b"99 mtime=1\n", 0), None, "malformed PAX is left alone");
+    }
+
+    #[test]
+    fn clamping_rewrites_only_newer_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = ContentStore::open(dir.path()).unwrap();
+        let tar_with = |mtimes: &[u64]| {
+            let mut b = tar::Builder::new(Vec::new());
+            for (i, t) in mtimes.iter().enumerate() {
+                let mut h = tar::Header::new_gnu();
+                h.set_size(1);
+                h.set_mode(0o644);
+                h.set_mtime(*t);
+                h.set_cksum();
+                b.append_data(&mut h, format!("f{i}"), &b"x"[..]).unwrap();
+            }
+            b.into_inner().unwrap()
+        };
+        let write = |bytes: Vec<u8>| {
+            write_layer(&s, &Compression::default(), true, |w| w.write_all(&bytes).with_path("test", "x")).unwrap()
+        };
+        let old = write(tar_with(&[5, 10]));
+        assert_eq!(clamp_layer_times(&s, &old, 10, &Compression::default(), true).unwrap(), old);
+        let new = write(tar_with(&[5, 20]));
+        let clamped = clamp_layer_times(&s, &new, 10, &Compression::default(), true).unwrap();
+        assert_ne!(clamped.digest, new.digest);
+        let mut a = tar::Archive::new(layer_reader_verified(&s, &clamped).unwrap());
+        let times: Vec<u64> = a.entries().unwrap().map(|e| e.unwrap().header().mtime().unwrap()).collect();
+        assert_eq!(times, vec![5, 10]);
+    }
+
+    #[test]
     fn bad_level_and_unknown_media_type() {
         let dir = tempfile::tempdir().unwrap();
         let s = ContentStore::open(dir.path()).unwrap();

@@ -10,6 +10,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+mod image;
+
 pub use crate::cache::{PruneReport, UsageRecord};
 pub use crate::snapshot::SnapshotterKind;
 pub use crate::solver::{CancelToken, SolveOptions, SolveResult};
@@ -106,6 +108,7 @@ impl Engine {
     /// containers are killed and every snapshot and mount is released.
     pub async fn solve(&self, def: &Definition, opts: SolveOptions) -> Result<SolveResult> {
         crate::options::destinations::check_outside_root(self.root(), &opts.outputs, &opts.cache_exports)?;
+        opts.check(def)?;
         self.solver.solve(def, opts).await
     }
 

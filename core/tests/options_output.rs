@@ -18,12 +18,45 @@ fn assert_err(r: kiln::Result<impl std::fmt::Debug>, needles: &[&str]) {
 }
 
 #[test]
+fn image_output_attributes() {
+    let csv = r#"type=image,name=r/a,"containerimage.config={""config"":{""Env"":[""A=1""]}}",annotation.org.x=1,annotation-manifest[linux/arm64].k=v,annotation-manifest-descriptor.d=2,source-date-epoch=10"#;
+    let OutputSpec::Image { image, .. } = out(csv) else { panic!("not an image output") };
+    assert_eq!(image.config_json.as_deref(), Some(r#"{"config":{"Env":["A=1"]}}"#));
+    assert_eq!(image.manifest_annotations["org.x"], "1");
+    assert_eq!(image.descriptor_annotations["d"], "2");
+    assert_eq!(image.source_date_epoch, Some(10));
+    let (m, _) = image.annotations_for(|p| p == "linux/arm64");
+    assert_eq!(m.get("k").map(String::as_str), Some("v"));
+    let (m, _) = image.annotations_for(|_| false);
+    assert!(!m.contains_key("k"));
+    // The canonical form reads back the same.
+    assert_eq!(out(&out(csv).to_csv()), out(csv));
+    for (bad, what) in [
+        ("type=oci,dest=x.tar,annotation-index.k=v", "index annotations not supported"),
+        ("type=oci,dest=x.tar,containerimage.config=[1]", "JSON object"),
+        ("type=oci,dest=x.tar,annotation-foo.k=v", "unrecognized annotation type"),
+        ("type=oci,dest=x.tar,annotation.=v", "annotation.KEY"),
+        ("type=oci,dest=x.tar,source-date-epoch=soon", "seconds"),
+        ("type=local,dest=x,annotation.k=v", "applies to type=oci and type=image"),
+    ] {
+        let e = OutputSpec::parse(bad).unwrap_err().to_string();
+        assert!(e.contains(what), "{bad}: {e}");
+    }
+}
+
+#[test]
 fn output_types() {
     assert_eq!(out("type=local,dest=out"), OutputSpec::Local { dest: "out".into() });
     assert_eq!(out("type=tar,dest=-"), OutputSpec::Tar { dest: "-".into() });
     assert_eq!(
         out("type=oci,dest=img.tar"),
-        OutputSpec::Oci { dest: "img.tar".into(), tar: true, name: None, oci_mediatypes: true }
+        OutputSpec::Oci {
+            dest: "img.tar".into(),
+            tar: true,
+            name: None,
+            oci_mediatypes: true,
+            image: Default::default()
+        }
     );
     assert_eq!(
         out("type=oci,dest=layout,tar=false,name=example.com/a:b,oci-mediatypes=false"),
@@ -31,15 +64,27 @@ fn output_types() {
             dest: "layout".into(),
             tar: false,
             name: Some("example.com/a:b".into()),
-            oci_mediatypes: false
+            oci_mediatypes: false,
+            image: Default::default(),
         }
     );
     assert_eq!(
         out("type=image,name=127.0.0.1:5000/app:1,push=true,registry.insecure=true"),
-        OutputSpec::Image { name: "127.0.0.1:5000/app:1".into(), push: true, insecure: true }
+        OutputSpec::Image {
+            name: "127.0.0.1:5000/app:1".into(),
+            push: true,
+            insecure: true,
+            image: Default::default()
+        }
     );
-    assert_eq!(out("type=image,name=a"), OutputSpec::Image { name: "a".into(), push: false, insecure: false });
-    assert_eq!(out("type=image,\"name=a,b\""), OutputSpec::Image { name: "a,b".into(), push: false, insecure: false });
+    assert_eq!(
+        out("type=image,name=a"),
+        OutputSpec::Image { name: "a".into(), push: false, insecure: false, image: Default::default() }
+    );
+    assert_eq!(
+        out("type=image,\"name=a,b\""),
+        OutputSpec::Image { name: "a,b".into(), push: false, insecure: false, image: Default::default() }
+    );
 }
 
 #[test]

@@ -27,6 +27,8 @@ struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
+// Parsed once per process: the size of the build variant does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Cmd {
     /// Build a marshalled LLB definition (stdin or --definition).
     Build(BuildArgs),
@@ -98,7 +100,9 @@ struct BuildArgs {
     /// A local directory: NAME=DIR (repeatable).
     #[arg(long = "local", value_name = "NAME=DIR")]
     locals: Vec<String>,
-    /// An output: type=local,dest=DIR | type=tar,dest=FILE | type=oci,dest=FILE|DIR (repeatable).
+    /// An output: type=local,dest=DIR | type=tar,dest=FILE | type=oci,dest=FILE|DIR |
+    /// type=image,name=REF[,push=true] (repeatable). Image outputs also take BuildKit's
+    /// containerimage.config=JSON, source-date-epoch=N and annotation[-manifest|-manifest-descriptor].KEY=VALUE.
     #[arg(long = "output", short = 'o', value_name = "CSV")]
     outputs: Vec<String>,
     /// A secret: id=X,src=FILE or id=X,env=VAR (repeatable).
@@ -127,6 +131,66 @@ struct BuildArgs {
     /// Grant an entitlement: security.insecure or network.host (repeatable).
     #[arg(long = "allow", value_name = "ENTITLEMENT")]
     allow: Vec<String>,
+    /// The image config of type=oci and type=image outputs: a JSON file holding either a whole
+    /// OCI/Docker image config (its "config" key is used) or just that config object
+    /// ({"Env": [..], "Cmd": [..], "ExposedPorts": {..}, "Healthcheck": {..}, ...}). An output's
+    /// containerimage.config= attribute replaces it for that output.
+    #[arg(long = "image-config", value_name = "FILE.json")]
+    image_config: Option<PathBuf>,
+    /// SOURCE_DATE_EPOCH (seconds since 1970): images get this `created` time and no layer entry
+    /// newer than it, so rebuilds give the same digest. Default: $SOURCE_DATE_EPOCH.
+    #[arg(long = "source-date-epoch", value_name = "SECONDS")]
+    source_date_epoch: Option<String>,
+    /// The build platform, os/arch[/variant] or `local` (default: this host). kiln has no
+    /// emulator: another platform is refused. Recorded in exported image configs.
+    #[arg(long, value_name = "PLATFORM")]
+    platform: Option<String>,
+    /// buildctl's frontend options; kiln has no frontend and takes only
+    /// build-arg:SOURCE_DATE_EPOCH=N and platform=PLATFORM (repeatable).
+    #[arg(long = "opt", value_name = "KEY=VALUE")]
+    opts: Vec<String>,
+}
+
+/// One setting given by the flag `--FLAG` and by `--opt KEY=`: both must agree.
+fn one_of(flag: &str, key: &str, from_flag: Option<&str>, from_opt: Option<&str>) -> kiln::Result<Option<String>> {
+    match (from_flag, from_opt) {
+        (Some(a), Some(b)) if a != b => {
+            Err(kiln::Error::option(key, b, format!("--opt {key}={b} disagrees with --{flag} {a}; give one")))
+        }
+        (a, b) => Ok(a.or(b).map(str::to_owned)),
+    }
+}
+
+/// Applies `--image-config`, `--source-date-epoch`, `--platform` and `--opt` to `opts`;
+/// `env_epoch` is the caller's `$SOURCE_DATE_EPOCH` (used when neither flag nor --opt gives one;
+/// empty means unset, as in BuildKit).
+fn apply_image_args(opts: &mut SolveOptions, b: &BuildArgs, env_epoch: Option<&str>) -> kiln::Result<()> {
+    let (mut opt_epoch, mut opt_platform) = (None, None);
+    for o in &b.opts {
+        match o.split_once('=') {
+            Some(("build-arg:SOURCE_DATE_EPOCH", v)) => opt_epoch = Some(v),
+            Some(("platform", v)) => opt_platform = Some(v),
+            _ => return Err(kiln::Error::option(
+                "opt",
+                o.as_str(),
+                "kiln has no frontend: --opt takes build-arg:SOURCE_DATE_EPOCH=SECONDS and platform=os/arch[/variant]",
+            )),
+        }
+    }
+    let epoch = one_of("source-date-epoch", "build-arg:SOURCE_DATE_EPOCH", b.source_date_epoch.as_deref(), opt_epoch)?
+        .or_else(|| env_epoch.filter(|v| !v.trim().is_empty()).map(str::to_owned));
+    if let Some(e) = epoch {
+        opts.source_date_epoch = Some(kiln::options::image_export::parse_source_date_epoch("source-date-epoch", &e)?);
+    }
+    if let Some(p) = one_of("platform", "platform", b.platform.as_deref(), opt_platform)? {
+        *opts = std::mem::take(opts).platform(&p)?;
+    }
+    if let Some(path) = &b.image_config {
+        let bytes = std::fs::read(path).map_err(|e| kiln::Error::io("reading --image-config", path, e))?;
+        opts.image_config = kiln::graph::ImageConfig::from_oci_json(&bytes)
+            .map_err(|e| e.context(format!("--image-config {}", path.display())))?;
+    }
+    Ok(())
 }
 
 /// Adds `--ssh` and `--allow` values to `opts` as buildctl parses them; `ssh_auth_sock` is the
@@ -317,6 +381,7 @@ async fn build(root: Option<PathBuf>, b: BuildArgs) -> kiln::Result<()> {
     }
     let ssh_auth_sock = std::env::var("SSH_AUTH_SOCK").ok();
     apply_grants(&mut opts, &b.ssh, &b.allow, ssh_auth_sock.as_deref())?;
+    apply_image_args(&mut opts, &b, std::env::var("SOURCE_DATE_EPOCH").ok().as_deref())?;
     let mode: DisplayMode = b.progress.parse()?;
     let display = StderrDisplay::new(mode);
     if let Some(d) = &display {
@@ -423,5 +488,43 @@ mod tests {
         std::fs::write(&file, "key").unwrap();
         let e = apply_grants(&mut SolveOptions::default(), &[format!("k={}", file.display())], &[], None).unwrap_err();
         assert!(e.to_string().contains("not a unix socket"), "{e}");
+    }
+
+    #[test]
+    fn image_flags_and_buildctl_opts() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("cfg.json");
+        std::fs::write(&cfg, r#"{"Env":["A=1"],"StopSignal":"SIGINT"}"#).unwrap();
+        let host = kiln::graph::Platform::host().to_string();
+        let b =
+            build_args(&["--image-config", cfg.to_str().unwrap(), "--source-date-epoch", "10", "--platform", &host]);
+        let mut opts = SolveOptions::default();
+        apply_image_args(&mut opts, &b, Some("99")).unwrap();
+        assert_eq!(opts.source_date_epoch, Some(10), "the flag wins over $SOURCE_DATE_EPOCH");
+        assert_eq!(opts.platform.as_ref().map(ToString::to_string).as_deref(), Some(host.as_str()));
+        assert_eq!(opts.image_config.env, vec!["A=1"]);
+        assert_eq!(opts.image_config.stop_signal.as_deref(), Some("SIGINT"));
+
+        let platform_opt = format!("platform={host}");
+        let b = build_args(&["--opt", "build-arg:SOURCE_DATE_EPOCH=20", "--opt", &platform_opt]);
+        let mut opts = SolveOptions::default();
+        apply_image_args(&mut opts, &b, None).unwrap();
+        assert_eq!(opts.source_date_epoch, Some(20));
+        assert!(opts.platform.is_some());
+        let mut opts = SolveOptions::default();
+        apply_image_args(&mut opts, &build_args(&[]), Some("30")).unwrap();
+        assert_eq!(opts.source_date_epoch, Some(30));
+        apply_image_args(&mut SolveOptions::default(), &build_args(&[]), Some("")).unwrap();
+
+        for (args, what) in [
+            (vec!["--opt", "build-arg:FOO=1"], "no frontend"),
+            (vec!["--source-date-epoch", "1", "--opt", "build-arg:SOURCE_DATE_EPOCH=2"], "disagrees"),
+            (vec!["--source-date-epoch", "yesterday"], "seconds"),
+            (vec!["--platform", "linux"], "os/arch"),
+            (vec!["--image-config", "/nonexistent.json"], "/nonexistent.json"),
+        ] {
+            let e = apply_image_args(&mut SolveOptions::default(), &build_args(&args), None).unwrap_err();
+            assert!(e.to_string().contains(what), "{args:?}: {e}");
+        }
     }
 }

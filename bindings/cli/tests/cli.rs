@@ -612,3 +612,73 @@ fn sigint_sigterm_and_sighup_cancel_cleanly() {
         ok(&env.build(&base().run(sh("echo again")).root(), &["--progress", "plain"]));
     }
 }
+
+#[test]
+fn image_config_file_epoch_and_platform_reach_the_exported_image() {
+    let env = Env::new();
+    let cfg = env.path("config.json");
+    // A whole image config: its `config` key is used, the rest is the exporter's.
+    std::fs::write(
+        &cfg,
+        r#"{"architecture":"ignored","config":{"Env":["A=1"],"Cmd":["/bin/sh"],"ExposedPorts":{"80/tcp":{}},
+            "Healthcheck":{"Test":["CMD","true"],"Retries":2},"OnBuild":["RUN x"]}}"#,
+    )
+    .unwrap();
+    let st = base().run(sh("echo x > /made")).root();
+    let host = kiln::graph::Platform::host().to_string();
+    let platform_opt = format!("platform={host}");
+    let img = env.path("img");
+    let out = format!("type=oci,dest={},tar=false,name=t,annotation.org.example=yes", img.display());
+    let cfg_arg = cfg.display().to_string();
+    let args = [
+        "--image-config",
+        &cfg_arg,
+        "--opt",
+        "build-arg:SOURCE_DATE_EPOCH=86400",
+        "--opt",
+        &platform_opt,
+        "--output",
+        &out,
+    ];
+    let first = ok(&env.build(&st, &args));
+    let inspect = |what: &str| {
+        let o = Command::new("skopeo")
+            .args(["inspect", "--raw"])
+            .args(if what == "config" { vec!["--config"] } else { vec![] })
+            .arg(format!("oci:{}:t", img.display()))
+            .output()
+            .expect("skopeo");
+        assert!(o.status.success(), "skopeo: {}", text(&o.stderr));
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).expect("json")
+    };
+    let c = inspect("config");
+    assert_eq!(c["created"], "1970-01-02T00:00:00Z");
+    assert_eq!(c["config"]["Env"], serde_json::json!(["A=1"]));
+    assert_eq!(c["config"]["Healthcheck"], serde_json::json!({"Test": ["CMD", "true"], "Retries": 2}));
+    assert_eq!(c["config"]["OnBuild"], serde_json::json!(["RUN x"]));
+    assert_eq!(c["architecture"], kiln::graph::Platform::host().architecture.as_str());
+    assert_eq!(inspect("manifest")["annotations"]["org.example"], "yes");
+    // A cached rebuild writes the same manifest (SOURCE_DATE_EPOCH from the environment now).
+    let args2 = ["--image-config", &cfg_arg, "--opt", &platform_opt, "--output", &out];
+    let rootfs = format!("rootfs={}", env.path("rootfs").display());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("--root")
+        .arg(env.root())
+        .args(["build", "--local", &rootfs])
+        .args(args2)
+        .env("SOURCE_DATE_EPOCH", "86400")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn kiln");
+    child.stdin.take().expect("stdin").write_all(&def_bytes(&st)).unwrap();
+    let second = ok(&child.wait_with_output().unwrap());
+    let digest = |s: &str| s.lines().find(|l| l.starts_with("containerimage.digest")).map(str::to_owned);
+    assert!(digest(&first).is_some(), "{first}");
+    assert_eq!(digest(&first), digest(&second));
+    // A foreign platform is refused, naming both.
+    let foreign = if host.contains("s390x") { "linux/arm64" } else { "linux/s390x" };
+    let err = fails(&env.build(&st, &["--platform", foreign]));
+    assert!(err.contains(foreign) && err.contains(&host), "{err}");
+}

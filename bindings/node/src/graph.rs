@@ -109,6 +109,7 @@ impl From<ImageConfig> for g::ImageConfig {
             working_dir: c.working_dir,
             user: c.user,
             labels: c.labels.unwrap_or_default().into_iter().collect(),
+            ..Default::default()
         }
     }
 }

@@ -8,9 +8,11 @@ use crate::content::store::ContentStore;
 use crate::digest::Digest;
 use crate::error::{Error, ErrorKind, Result};
 use crate::graph::ImageConfig;
+use crate::graph::Platform;
 use oci_spec::image::{
-    Arch, Config, Descriptor, History, ImageConfiguration, ImageIndex, ImageManifest, MediaType, Os, Platform, RootFs,
+    Arch, Descriptor, ImageConfiguration, ImageIndex, ImageManifest, MediaType, Os, Platform as OciPlatform,
 };
+use std::collections::BTreeMap;
 
 /// OCI image manifest media type.
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -117,14 +119,13 @@ fn pick_platform(index: &ImageIndex, digest: &Digest) -> Result<Descriptor> {
     ))
 }
 
-/// RFC 3339 UTC timestamp for the image's `created` field: `SOURCE_DATE_EPOCH` when set (for
-/// reproducible images), else now.
-fn created_timestamp() -> String {
-    let secs =
-        std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|s| s.trim().parse::<i64>().ok()).unwrap_or_else(|| {
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
-        });
-    format_rfc3339(secs)
+/// RFC 3339 UTC timestamp for the image's `created` field and its history: now, clamped to
+/// `source_date_epoch` when one is given (BuildKit's `patchImageConfig`: a time after the epoch
+/// becomes the epoch), so a rebuild with the same epoch writes the same config.
+fn created_timestamp(source_date_epoch: Option<i64>) -> String {
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+    format_rfc3339(source_date_epoch.map_or(now, |e| e.min(now)))
 }
 
 /// Formats seconds since the epoch as `YYYY-MM-DDTHH:MM:SSZ` (civil-from-days, proleptic Gregorian).
@@ -155,6 +156,23 @@ fn internal(what: &str) -> impl FnOnce(oci_spec::OciSpecError) -> Error + '_ {
     move |e| Error::with_source(ErrorKind::Internal, format!("building {what}"), e)
 }
 
+/// What [`write_image_with`] writes besides the layers.
+#[derive(Debug, Clone, Default)]
+pub struct ImageWriteOptions {
+    /// The image config's `config` object, and the manifest's annotations.
+    pub config: ImageConfig,
+    /// The platform the config and the manifest descriptor record; `None` = the host's.
+    pub platform: Option<Platform>,
+    /// Clamps `created` and every history entry's `created` to this time (seconds since the
+    /// Unix epoch; `SOURCE_DATE_EPOCH`).
+    pub source_date_epoch: Option<i64>,
+    /// OCI media types (else Docker schema 2).
+    pub oci_media_types: bool,
+    /// Annotations of the manifest's descriptor (BuildKit's `annotation-manifest-descriptor.*`):
+    /// they appear where the descriptor is written, e.g. an OCI layout's `index.json`.
+    pub descriptor_annotations: BTreeMap<String, String>,
+}
+
 /// Writes an image config and manifest for `layers` into `store` and returns the manifest's
 /// descriptor (with the host platform). Layer blobs must already be in `store`.
 pub fn write_image(
@@ -163,6 +181,34 @@ pub fn write_image(
     config: &ImageConfig,
     oci_media_types: bool,
 ) -> Result<Descriptor> {
+    let o = ImageWriteOptions { config: config.clone(), oci_media_types, ..Default::default() };
+    write_image_with(store, layers, &o)
+}
+
+/// The image config document: platform, `created`, `config`, `rootfs`, `history`.
+fn image_config_json(layers: &[LayerBlob], o: &ImageWriteOptions, platform: &Platform) -> serde_json::Value {
+    let created = created_timestamp(o.source_date_epoch);
+    let history: Vec<serde_json::Value> =
+        layers.iter().map(|_| serde_json::json!({"created": created, "created_by": "kiln"})).collect();
+    let diff_ids: Vec<String> = layers.iter().map(|l| l.diff_id.to_string()).collect();
+    let mut doc = serde_json::json!({
+        "architecture": platform.architecture,
+        "os": platform.os,
+        "created": created,
+        "config": o.config.to_oci_json(),
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        "history": history,
+    });
+    if !platform.variant.is_empty() {
+        doc["variant"] = serde_json::Value::String(platform.variant.clone());
+    }
+    doc
+}
+
+/// Writes an image config and manifest for `layers` into `store` as `o` says and returns the
+/// manifest's descriptor (with the platform and `o.descriptor_annotations`). Layer blobs must
+/// already be in `store`.
+pub fn write_image_with(store: &ContentStore, layers: &[LayerBlob], o: &ImageWriteOptions) -> Result<Descriptor> {
     for l in layers {
         if !store.has(&l.digest) {
             return Err(Error::new(
@@ -171,59 +217,43 @@ pub fn write_image(
             ));
         }
     }
-    let created = created_timestamp();
-    let (os, arch) = host_platform();
-    let mut exec = Config::default();
-    exec.set_entrypoint(config.entrypoint.clone());
-    exec.set_cmd(config.cmd.clone());
-    exec.set_env((!config.env.is_empty()).then(|| config.env.clone()));
-    exec.set_working_dir(config.working_dir.clone());
-    exec.set_user(config.user.clone());
-    exec.set_labels((!config.labels.is_empty()).then(|| config.labels.clone().into_iter().collect()));
-    let mut rootfs = RootFs::default();
-    rootfs.set_diff_ids(layers.iter().map(|l| l.diff_id.to_string()).collect());
-    let history: Vec<History> = layers
-        .iter()
-        .map(|_| {
-            let mut h = History::default();
-            h.set_created(Some(created.clone()));
-            h.set_created_by(Some("kiln".to_owned()));
-            h
-        })
-        .collect();
-    let mut image_config = ImageConfiguration::default();
-    image_config.set_created(Some(created));
-    image_config.set_os(os.clone());
-    image_config.set_architecture(arch.clone());
-    image_config.set_config(Some(exec));
-    image_config.set_rootfs(rootfs);
-    image_config.set_history(Some(history));
-    let config_bytes = to_json(&image_config, "image config")?;
+    let platform = o.platform.clone().unwrap_or_else(Platform::host);
+    let config_bytes = to_json(&image_config_json(layers, o, &platform), "image config")?;
     let config_digest = store.write_bytes(&config_bytes)?;
 
     let (manifest_type, config_type) =
-        if oci_media_types { (OCI_MANIFEST, OCI_CONFIG) } else { (DOCKER_MANIFEST, DOCKER_CONFIG) };
+        if o.oci_media_types { (OCI_MANIFEST, OCI_CONFIG) } else { (DOCKER_MANIFEST, DOCKER_CONFIG) };
     let config_desc =
         Descriptor::new(MediaType::from(config_type), config_bytes.len() as u64, to_oci_digest(&config_digest)?);
     let layer_descs = layers
         .iter()
         .map(|l| Ok(Descriptor::new(MediaType::from(l.media_type.as_str()), l.size, to_oci_digest(&l.digest)?)))
         .collect::<Result<Vec<_>>>()?;
-    let manifest = oci_spec::image::ImageManifestBuilder::default()
+    let mut manifest = oci_spec::image::ImageManifestBuilder::default()
         .schema_version(2u32)
         .media_type(MediaType::from(manifest_type))
         .config(config_desc)
         .layers(layer_descs)
         .build()
         .map_err(internal("image manifest"))?;
+    if !o.config.annotations.is_empty() {
+        manifest.set_annotations(Some(o.config.annotations.clone().into_iter().collect()));
+    }
     let manifest_bytes = to_json(&manifest, "image manifest")?;
     let manifest_digest = store.write_bytes(&manifest_bytes)?;
     let mut desc =
         Descriptor::new(MediaType::from(manifest_type), manifest_bytes.len() as u64, to_oci_digest(&manifest_digest)?);
-    let platform =
-        oci_spec::image::PlatformBuilder::default().os(os).architecture(arch).build().map_err(internal("platform"))?;
-    desc.set_platform(Some::<Platform>(platform));
-    tracing::debug!(manifest = %manifest_digest, config = %config_digest, layers = layers.len(), "wrote image");
+    let mut pb = oci_spec::image::PlatformBuilder::default()
+        .os(Os::from(platform.os.as_str()))
+        .architecture(Arch::from(platform.architecture.as_str()));
+    if !platform.variant.is_empty() {
+        pb = pb.variant(platform.variant.clone());
+    }
+    desc.set_platform(Some::<OciPlatform>(pb.build().map_err(internal("platform"))?));
+    if !o.descriptor_annotations.is_empty() {
+        desc.set_annotations(Some(o.descriptor_annotations.clone().into_iter().collect()));
+    }
+    tracing::debug!(manifest = %manifest_digest, config = %config_digest, layers = layers.len(), %platform, "wrote image");
     Ok(desc)
 }
 

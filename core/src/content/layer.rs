@@ -210,6 +210,132 @@ pub fn verify_diff_id(store: &ContentStore, layer: &LayerBlob) -> Result<()> {
     Ok(())
 }
 
+/// Rewrites layer `layer` (in `store`) so that no entry is newer than `epoch` (seconds since the
+/// Unix epoch): header mtimes (and GNU atime/ctime, PAX `mtime`/`atime`/`ctime` records) after
+/// it become `epoch`, everything else is copied byte for byte (BuildKit v0.13's
+/// `rewrite-timestamp`). A layer with nothing to clamp is returned unchanged, so base layers
+/// keep their blobs. The rewrite is written with `compression` and verified against the source
+/// layer's diffID as it is read.
+pub fn clamp_layer_times(
+    store: &ContentStore,
+    layer: &LayerBlob,
+    epoch: i64,
+    compression: &Compression,
+    oci_media_types: bool,
+) -> Result<LayerBlob> {
+    let epoch = u64::try_from(epoch).map_err(|_| {
+        Error::option("source-date-epoch", epoch.to_string(), "a time at or after 1970-01-01 (seconds >= 0)")
+    })?;
+    let what = format!("clamping the times of layer {}", layer.digest);
+    let path = store.blob_path(&layer.digest);
+    let tar_err = |e: io::Error| crate::content::store::read_error(e, &what, &path);
+    let mut newer = false;
+    {
+        let mut archive = tar::Archive::new(layer_reader_verified(store, layer)?);
+        for entry in archive.entries().map_err(tar_err)?.raw(true) {
+            let mut entry = entry.map_err(tar_err)?;
+            newer |= clamp_header(&mut entry.header().clone(), epoch);
+            if is_pax(entry.header()) {
+                let mut data = Vec::new();
+                entry.read_to_end(&mut data).map_err(tar_err)?;
+                newer |= clamp_pax(&data, epoch).is_some();
+            }
+            if newer {
+                break;
+            }
+        }
+    }
+    if !newer {
+        tracing::debug!(layer = %layer.digest, epoch, "no entry newer than SOURCE_DATE_EPOCH; layer kept");
+        return Ok(layer.clone());
+    }
+    let clamped = write_layer(store, compression, oci_media_types, |w| {
+        let mut archive = tar::Archive::new(layer_reader_verified(store, layer)?);
+        let mut out = tar::Builder::new(w);
+        for entry in archive.entries().map_err(tar_err)?.raw(true) {
+            let mut entry = entry.map_err(tar_err)?;
+            let mut h = entry.header().clone();
+            clamp_header(&mut h, epoch);
+            if is_pax(&h) {
+                let mut data = Vec::new();
+                entry.read_to_end(&mut data).map_err(tar_err)?;
+                let data = clamp_pax(&data, epoch).unwrap_or(data);
+                h.set_size(data.len() as u64);
+                h.set_cksum();
+                out.append(&h, data.as_slice()).map_err(tar_err)?;
+            } else {
+                h.set_cksum();
+                out.append(&h, &mut entry).map_err(tar_err)?;
+            }
+        }
+        out.finish().map_err(tar_err)?;
+        // Read what follows the end-of-archive blocks, so that the diffID check runs.
+        io::copy(&mut archive.into_inner(), &mut io::sink()).map_err(tar_err)?;
+        Ok(())
+    })?;
+    tracing::debug!(from = %layer.digest, to = %clamped.digest, epoch, "layer times clamped to SOURCE_DATE_EPOCH");
+    Ok(clamped)
+}
+
+fn is_pax(h: &tar::Header) -> bool {
+    matches!(h.entry_type(), tar::EntryType::XHeader | tar::EntryType::XGlobalHeader)
+}
+
+/// Clamps a header's times to `epoch`; true when one was newer.
+fn clamp_header(h: &mut tar::Header, epoch: u64) -> bool {
+    let mut changed = false;
+    if h.mtime().is_ok_and(|t| t > epoch) {
+        h.set_mtime(epoch);
+        changed = true;
+    }
+    if let Some(gnu) = h.as_gnu_mut() {
+        if gnu.atime().is_ok_and(|t| t > epoch) {
+            gnu.set_atime(epoch);
+            changed = true;
+        }
+        if gnu.ctime().is_ok_and(|t| t > epoch) {
+            gnu.set_ctime(epoch);
+            changed = true;
+        }
+    }
+    changed
+}
+
+/// PAX records (`LEN key=value\n`) with `mtime`/`atime`/`ctime` after `epoch` set to it;
+/// `None` when nothing changes (or the data is not well-formed PAX, which is then left alone).
+fn clamp_pax(data: &[u8], epoch: u64) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(data.len());
+    let mut rest = data;
+    let mut changed = false;
+    while !rest.is_empty() {
+        let sp = rest.iter().position(|b| *b == b' ')?;
+        let len: usize = std::str::from_utf8(&rest[..sp]).ok()?.parse().ok()?;
+        if len <= sp + 1 || len > rest.len() || rest[len - 1] != b'\n' {
+            return None;
+        }
+        let (whole, after) = rest.split_at(len);
+        let record = &whole[sp + 1..len - 1];
+        rest = after;
+        let eq = record.iter().position(|b| *b == b'=')?;
+        let (key, value) = (&record[..eq], &record[eq + 1..]);
+        let newer = matches!(key, b"mtime" | b"atime" | b"ctime")
+            && std::str::from_utf8(value).ok().and_then(|v| v.parse::<f64>().ok()).is_some_and(|t| t > epoch as f64);
+        if !newer {
+            out.extend_from_slice(whole);
+            continue;
+        }
+        changed = true;
+        let body = format!("{}={epoch}\n", String::from_utf8_lossy(key));
+        // The length prefix counts itself: find the width that fits.
+        let mut n = body.len() + 1;
+        while n.to_string().len() + 1 + body.len() != n {
+            n = n.to_string().len() + 1 + body.len();
+        }
+        out.extend_from_slice(format!("{n} {body}").as_bytes());
+    }
+    changed.then_some(out)
+}
+
 /// Uncompressed layer stream that checks the diffID at the end.
 struct DiffIdReader {
     inner: Box<dyn Read + Send>,
@@ -323,6 +449,44 @@ mod tests {
             Compression::Gzip { level: 6 }
         );
         assert!(compression_of("application/json").is_none());
+    }
+
+    #[test]
+    fn pax_times_are_clamped_with_correct_record_lengths() {
+        let pax = b"30 mtime=1800000000.123456789\n20 path=some/file.x\n";
+        let out = clamp_pax(pax, 1_700_000_000).unwrap();
+        assert_eq!(out, b"20 mtime=1700000000\n20 path=some/file.x\n");
+        assert_eq!(clamp_pax(&out, 1_700_000_000), None, "nothing newer: unchanged");
+        assert_eq!(clamp_pax(b"99 mtime=1\n", 0), None, "malformed PAX is left alone");
+    }
+
+    #[test]
+    fn clamping_rewrites_only_newer_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = ContentStore::open(dir.path()).unwrap();
+        let tar_with = |mtimes: &[u64]| {
+            let mut b = tar::Builder::new(Vec::new());
+            for (i, t) in mtimes.iter().enumerate() {
+                let mut h = tar::Header::new_gnu();
+                h.set_size(1);
+                h.set_mode(0o644);
+                h.set_mtime(*t);
+                h.set_cksum();
+                b.append_data(&mut h, format!("f{i}"), &b"x"[..]).unwrap();
+            }
+            b.into_inner().unwrap()
+        };
+        let write = |bytes: Vec<u8>| {
+            write_layer(&s, &Compression::default(), true, |w| w.write_all(&bytes).with_path("test", "x")).unwrap()
+        };
+        let old = write(tar_with(&[5, 10]));
+        assert_eq!(clamp_layer_times(&s, &old, 10, &Compression::default(), true).unwrap(), old);
+        let new = write(tar_with(&[5, 20]));
+        let clamped = clamp_layer_times(&s, &new, 10, &Compression::default(), true).unwrap();
+        assert_ne!(clamped.digest, new.digest);
+        let mut a = tar::Archive::new(layer_reader_verified(&s, &clamped).unwrap());
+        let times: Vec<u64> = a.entries().unwrap().map(|e| e.unwrap().header().mtime().unwrap()).collect();
+        assert_eq!(times, vec![5, 10]);
     }
 
     #[test]

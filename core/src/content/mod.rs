@@ -11,7 +11,7 @@ pub mod layout;
 pub mod limits;
 pub mod store;
 
-pub use image::{read_image, write_image, ResolvedImage};
+pub use image::{read_image, write_image, write_image_with, ImageWriteOptions, ResolvedImage};
 pub use layer::{
     layer_reader, layer_reader_verified, media_type_for, verify_diff_id, write_layer, Compression, LayerBlob,
 };

@@ -8,5 +8,5 @@ pub mod oci;
 pub mod tar;
 
 pub use local::export_local;
-pub use oci::export_oci;
+pub use oci::{export_oci, export_oci_with};
 pub use tar::export_tar;

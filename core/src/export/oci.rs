@@ -2,7 +2,7 @@
 //! `index.json`, other tags kept) or as a tar file of a layout (like `buildctl
 //! --output type=oci,dest=out.tar`), written atomically.
 
-use crate::content::image::write_image;
+use crate::content::image::{write_image_with, ImageWriteOptions};
 use crate::content::layer::LayerBlob;
 use crate::content::layout::{from_oci_digest, OciLayout, REF_NAME_ANNOTATION};
 use crate::content::store::{read_error, ContentStore};
@@ -29,12 +29,26 @@ pub fn export_oci(
     name: Option<&str>,
     oci_media_types: bool,
 ) -> Result<Digest> {
+    let o = ImageWriteOptions { config: config.clone(), oci_media_types, ..Default::default() };
+    export_oci_with(store, layers, &o, dest, as_tar, name)
+}
+
+/// [`export_oci`] with every image write option (platform, `SOURCE_DATE_EPOCH`, descriptor
+/// annotations, which land in the layout's `index.json`).
+pub fn export_oci_with(
+    store: &ContentStore,
+    layers: &[LayerBlob],
+    image: &ImageWriteOptions,
+    dest: &Path,
+    as_tar: bool,
+    name: Option<&str>,
+) -> Result<Digest> {
     let tag = name.unwrap_or(DEFAULT_TAG);
     if tag.is_empty() {
         return Err(Error::option("name", "", "a non-empty image name or tag"));
     }
     let ctx = |e: Error| e.context(format!("exporting OCI image to {}", dest.display()));
-    let desc = write_image(store, layers, config, oci_media_types).map_err(ctx)?;
+    let desc = write_image_with(store, layers, image).map_err(ctx)?;
     let manifest_digest = from_oci_digest(desc.digest())?;
     let config_digest = {
         let m: oci_spec::image::ImageManifest =

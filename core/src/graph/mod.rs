@@ -4,13 +4,17 @@ pub mod image_config;
 pub mod json;
 pub mod op;
 pub mod pb;
+pub mod platform;
+pub mod resolve;
 pub mod source;
 pub mod state;
 
 pub use definition::{
     parse_worker_filter, Definition, DefinitionLimits, OpKind, Vertex, CUSTOM_NAME_KEY, SUPPORTED_CAPS,
 };
-pub use image_config::ImageConfig;
+pub use image_config::{Healthcheck, ImageConfig};
+pub use platform::Platform;
+pub use resolve::{ImageMetaResolver, ImageOptions, ImageRef, ResolvedImageConfig};
 pub use source::{OciRef, SourceSpec};
 pub use state::{
     CacheSharing, CopyOptions, ExecOptions, ExecState, GitOptions, HttpOptions, LocalOptions, MkdirOptions,

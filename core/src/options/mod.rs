@@ -9,6 +9,7 @@ pub mod cache;
 pub mod csv;
 pub(crate) mod destinations;
 pub mod grants;
+pub mod image_export;
 pub mod output;
 
 pub use cache::{
@@ -16,6 +17,7 @@ pub use cache::{
 };
 pub use csv::parse_csv;
 pub use grants::{check_ssh_socket, parse_ssh, Entitlement, DEFAULT_SSH_ID};
+pub use image_export::ImageExportAttrs;
 pub use output::{read_secrets, OutputSpec, SecretSource, SecretSpec};
 
 use crate::error::{Error, Result};

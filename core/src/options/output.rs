@@ -2,6 +2,7 @@
 //! in the shared CSV syntax, with errors naming the key, the value and what is accepted.
 
 use super::csv;
+use super::image_export::{ImageExportAttrs, IMAGE_ATTR_KEYS};
 use super::{path_str, OptionMap};
 use crate::error::{Error, Result};
 use std::path::PathBuf;
@@ -30,6 +31,8 @@ pub enum OutputSpec {
         name: Option<String>,
         /// `oci-mediatypes=` (default true).
         oci_mediatypes: bool,
+        /// `containerimage.config=`, `source-date-epoch=`, `annotation…=`.
+        image: ImageExportAttrs,
     },
     /// `type=image,name=REF[,push=true]`: an image in the engine, optionally pushed.
     Image {
@@ -39,6 +42,8 @@ pub enum OutputSpec {
         push: bool,
         /// `registry.insecure=`: plain http, for loopback registries.
         insecure: bool,
+        /// `containerimage.config=`, `source-date-epoch=`, `annotation…=`.
+        image: ImageExportAttrs,
     },
 }
 
@@ -54,18 +59,22 @@ impl OutputSpec {
     ///
     /// For `type=oci`, whether `dest` is a directory is checked on disk when `tar=` is not given.
     pub fn parse(s: &str) -> Result<OutputSpec> {
-        let map = OptionMap::new(csv::parse_csv(s)?)?;
-        let Some(t) = map.get("type") else {
+        let mut map = OptionMap::new(csv::parse_csv(s)?)?;
+        let Some(t) = map.get("type").map(str::to_owned) else {
             return Err(Error::option("type", "", format!("type is required; supported: {OUTPUT_TYPES}")));
         };
+        let image = if t == "oci" || t == "image" { ImageExportAttrs::take(&mut map)? } else { Default::default() };
         let hint = |k: &str| match k {
             "dest" => Some("type=image has no dest; use type=oci or type=tar for a file".to_owned()),
             "name" | "push" | "registry.insecure" => Some(format!("{k} applies to type=image")),
             "tar" | "oci-mediatypes" => Some(format!("{k} applies to type=oci")),
+            _ if k.starts_with("annotation") || IMAGE_ATTR_KEYS.contains(&k) => {
+                Some(format!("{k} applies to type=oci and type=image"))
+            }
             _ => None,
         };
         let dest_expected = |t: &str| format!("an output of type={t} needs dest=PATH");
-        match t {
+        match t.as_str() {
             "local" => {
                 map.check_keys("an output of type=local", LOCAL_KEYS, ALL_OUTPUT_KEYS, hint)?;
                 let dest = map.required("dest", &dest_expected("local"))?;
@@ -104,6 +113,7 @@ impl OutputSpec {
                     tar,
                     name,
                     oci_mediatypes: map.bool_or("oci-mediatypes", true)?,
+                    image,
                 })
             }
             "image" => {
@@ -113,6 +123,7 @@ impl OutputSpec {
                     name: name.to_owned(),
                     push: map.bool_or("push", false)?,
                     insecure: map.bool_or("registry.insecure", false)?,
+                    image,
                 })
             }
             other => {
@@ -133,7 +144,7 @@ impl OutputSpec {
                 pairs.push(("type", "tar".into()));
                 pairs.push(("dest", path_str(dest)));
             }
-            OutputSpec::Oci { dest, tar, name, oci_mediatypes } => {
+            OutputSpec::Oci { dest, tar, name, oci_mediatypes, image } => {
                 pairs.push(("type", "oci".into()));
                 pairs.push(("dest", path_str(dest)));
                 if !tar {
@@ -145,8 +156,9 @@ impl OutputSpec {
                 if !oci_mediatypes {
                     pairs.push(("oci-mediatypes", "false".into()));
                 }
+                pairs.extend(image.to_pairs().iter().map(|(k, v)| (k.as_str(), v.clone())));
             }
-            OutputSpec::Image { name, push, insecure } => {
+            OutputSpec::Image { name, push, insecure, image } => {
                 pairs.push(("type", "image".into()));
                 pairs.push(("name", name.clone()));
                 if *push {
@@ -155,6 +167,7 @@ impl OutputSpec {
                 if *insecure {
                     pairs.push(("registry.insecure", "true".into()));
                 }
+                pairs.extend(image.to_pairs().iter().map(|(k, v)| (k.as_str(), v.clone())));
             }
         }
         csv::to_csv(&pairs)

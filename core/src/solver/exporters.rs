@@ -1,12 +1,15 @@
 //! Runs the result exporters of a solve: `local` (a directory), `tar` (a tar file), `oci` (an OCI
 //! image layout dir or tar, layers computed once per snapshot and reused by every later export).
 
+use super::job::output_image_config;
 use super::refs::{chain, ResultRef};
 use super::Solve;
 use crate::cache::CacheManager;
-use crate::content::layer::{write_layer, Compression, LayerBlob};
+use crate::content::image::ImageWriteOptions;
+use crate::content::layer::{clamp_layer_times, write_layer, Compression, LayerBlob};
 use crate::error::{Error, ErrorKind, Result};
-use crate::options::OutputSpec;
+use crate::graph::{ImageConfig, Platform};
+use crate::options::{ImageExportAttrs, OutputSpec};
 use crate::progress::ProgressEvent;
 use crate::snapshot::SnapshotId;
 use crate::worker::pool::Worker;
@@ -21,13 +24,17 @@ pub async fn run(solve: &Arc<Solve>, result: Option<&ResultRef>) -> Result<BTree
         let cache = solve.solver.cache.clone();
         let result = result.cloned();
         let out = out.clone();
-        let config = solve.opts.image_config.clone();
+        let image = ImageDefaults {
+            config: solve.opts.image_config.clone(),
+            platform: solve.opts.build_platform(),
+            source_date_epoch: solve.opts.source_date_epoch,
+        };
         let vertex = format!("export:{i}");
         solve.emit(ProgressEvent::VertexStarted { vertex: vertex.clone(), name: describe(&out) });
         let t0 = std::time::Instant::now();
         let registry = solve.registry.clone();
         let tokens = solve.task_tokens();
-        let res = super::spawn_counted(tokens, move || export_one(&cache, result.as_ref(), &out, &config, &registry))
+        let res = super::spawn_counted(tokens, move || export_one(&cache, result.as_ref(), &out, &image, &registry))
             .await
             .map_err(|e| Error::with_source(ErrorKind::Internal, "export task", e))?;
         match res {
@@ -74,39 +81,61 @@ fn with_root<T>(cache: &CacheManager, result: Option<&ResultRef>, f: impl FnOnce
     }
 }
 
+/// What every image output of a solve starts from (the solve's options).
+struct ImageDefaults {
+    config: ImageConfig,
+    platform: Platform,
+    source_date_epoch: Option<i64>,
+}
+
+/// The image an output writes: the solve's config, or the output's `containerimage.config`
+/// (which replaces it, as BuildKit's exporter takes the config it is given whole), plus the
+/// output's annotations (which win over the config's) and its `source-date-epoch`.
+fn image_options(d: &ImageDefaults, attrs: &ImageExportAttrs, oci: bool) -> Result<ImageWriteOptions> {
+    let mut config = match output_image_config(attrs)? {
+        Some(c) => c,
+        None => d.config.clone(),
+    };
+    let (manifest, descriptor) = attrs.annotations_for(|p| p.parse::<Platform>().is_ok_and(|p| p == d.platform));
+    config.annotations.extend(manifest);
+    Ok(ImageWriteOptions {
+        config,
+        platform: Some(d.platform.clone()),
+        source_date_epoch: attrs.source_date_epoch.or(d.source_date_epoch),
+        oci_media_types: oci,
+        descriptor_annotations: descriptor,
+    })
+}
+
 fn export_one(
     cache: &CacheManager,
     result: Option<&ResultRef>,
     out: &OutputSpec,
-    config: &crate::graph::ImageConfig,
+    defaults: &ImageDefaults,
     registry: &crate::registry::ClientSettings,
 ) -> Result<BTreeMap<String, String>> {
     let mut meta = BTreeMap::new();
     match out {
         OutputSpec::Local { dest } => with_root(cache, result, |root| crate::export::export_local(root, dest))?,
         OutputSpec::Tar { dest } => with_root(cache, result, |root| crate::export::export_tar(root, dest))?,
-        OutputSpec::Oci { dest, tar, name, oci_mediatypes } => {
+        OutputSpec::Oci { dest, tar, name, oci_mediatypes, image } => {
+            let o = image_options(defaults, image, *oci_mediatypes)?;
             let layers = match result {
-                Some(r) => layers_of(cache, r, &Compression::Gzip { level: 6 }, *oci_mediatypes, false)?,
+                Some(r) => {
+                    image_layers(cache, r, &Compression::Gzip { level: 6 }, *oci_mediatypes, o.source_date_epoch)?
+                }
                 None => Vec::new(),
             };
-            let digest = crate::export::export_oci(
-                cache.content(),
-                &layers,
-                config,
-                dest,
-                *tar,
-                name.as_deref(),
-                *oci_mediatypes,
-            )?;
+            let digest = crate::export::export_oci_with(cache.content(), &layers, &o, dest, *tar, name.as_deref())?;
             meta.insert("containerimage.digest".to_owned(), digest.to_string());
         }
-        OutputSpec::Image { name, push, insecure } => {
+        OutputSpec::Image { name, push, insecure, image } => {
+            let o = image_options(defaults, image, true)?;
             let layers = match result {
-                Some(r) => layers_of(cache, r, &Compression::Gzip { level: 6 }, true, false)?,
+                Some(r) => image_layers(cache, r, &Compression::Gzip { level: 6 }, true, o.source_date_epoch)?,
                 None => Vec::new(),
             };
-            let desc = crate::content::write_image(cache.content(), &layers, config, true)?;
+            let desc = crate::content::write_image_with(cache.content(), &layers, &o)?;
             if *push {
                 let r = crate::registry::Reference::parse(name)?;
                 let client = registry.client(&r, *insecure)?;
@@ -117,6 +146,35 @@ fn export_one(
         }
     }
     Ok(meta)
+}
+
+/// The layers of an image export: [`layers_of`], with entries newer than `source_date_epoch`
+/// clamped to it when one is given (a rewritten layer is computed once per snapshot, format and
+/// epoch; a layer with nothing to clamp is kept as it is).
+fn image_layers(
+    cache: &CacheManager,
+    r: &ResultRef,
+    compression: &Compression,
+    oci: bool,
+    source_date_epoch: Option<i64>,
+) -> Result<Vec<LayerBlob>> {
+    let Some(epoch) = source_date_epoch else { return layers_of(cache, r, compression, oci, false) };
+    chain(r)?
+        .iter()
+        .map(|s| {
+            let l = layer_of(cache, &r.worker, s, compression, oci, false)?;
+            let key = format!("{}+epoch={epoch}", format_of(compression));
+            if let Some(mut c) = cache.layer::<LayerBlob>(s, &key)? {
+                if cache.content().has(&c.digest) {
+                    c.media_type = crate::content::layer::media_type_for(compression, oci).to_owned();
+                    return Ok(c);
+                }
+            }
+            let clamped = clamp_layer_times(cache.content(), &l, epoch, compression, oci)?;
+            cache.put_layer(s, &key, &clamped)?;
+            Ok(clamped)
+        })
+        .collect()
 }
 
 /// The layer blobs of `r`'s snapshot chain, computed once per snapshot and format. Without
@@ -169,6 +227,6 @@ fn layer_of(
         }
     }
     let l = write_layer(cache.content(), compression, oci, |w| super::diff::write_snapshot_layer(cache, worker, s, w))?;
-    cache.put_layer(&s, wanted, &l)?;
+    cache.put_layer(s, wanted, &l)?;
     Ok(l)
 }

@@ -2,9 +2,10 @@
 //! [`CancelToken`] that stops one solve.
 
 use crate::error::Result;
-use crate::graph::ImageConfig;
-use crate::options::{CacheExportSpec, CacheImportSpec, Entitlement, OutputSpec};
+use crate::graph::{pb, Definition, ImageConfig, Platform};
+use crate::options::{CacheExportSpec, CacheImportSpec, Entitlement, ImageExportAttrs, OutputSpec};
 use crate::progress::ProgressSink;
+use crate::worker::platform::check_native;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -35,6 +36,15 @@ pub struct SolveOptions {
     /// [`Entitlement::NetworkHost`], `security=insecure` needs [`Entitlement::SecurityInsecure`];
     /// a definition using one that is not granted is refused before anything runs.
     pub entitlements: BTreeSet<Entitlement>,
+    /// `SOURCE_DATE_EPOCH` (seconds since the Unix epoch) for reproducible images: image
+    /// exporters clamp the config's `created`, every history `created` and the mtime of every
+    /// layer entry newer than it to this time (BuildKit v0.13's `rewrite-timestamp` semantics).
+    /// An output's `source-date-epoch=` attribute overrides it.
+    pub source_date_epoch: Option<i64>,
+    /// The platform of the build (`None` = the host's): recorded as the exported images'
+    /// `os`/`architecture`/`variant`. kiln has no emulator, so a platform this host does not
+    /// run natively is refused when the solve starts, as is a source op asking for one.
+    pub platform: Option<Platform>,
 }
 
 impl SolveOptions {
@@ -78,6 +88,70 @@ impl SolveOptions {
     pub fn local(mut self, name: impl Into<String>, dir: impl Into<PathBuf>) -> Self {
         self.locals.insert(name.into(), dir.into());
         self
+    }
+
+    /// Sets `SOURCE_DATE_EPOCH` (seconds since the Unix epoch).
+    pub fn source_date_epoch(mut self, epoch: i64) -> Self {
+        self.source_date_epoch = Some(epoch);
+        self
+    }
+
+    /// Sets the build platform from `os/arch[/variant]` (or `local`); a malformed string is an
+    /// `Option` error naming the accepted forms, a platform this host cannot run an
+    /// `Unsupported` error naming both platforms.
+    pub fn platform(mut self, platform: &str) -> Result<Self> {
+        let p: Platform = platform.parse()?;
+        check_native("the build", &p)?;
+        self.platform = Some(p);
+        Ok(self)
+    }
+
+    /// The build platform: [`SolveOptions::platform`] or the host's.
+    pub fn build_platform(&self) -> Platform {
+        self.platform.clone().unwrap_or_else(Platform::host)
+    }
+
+    /// Checks, before anything runs, what the solve would otherwise find out late: the build
+    /// platform and every source op's platform must be native here (image and layout sources
+    /// pull the host's manifest; kiln has no emulator), and the image attributes of the outputs
+    /// (`containerimage.config` JSON, platform-qualified annotations) must parse.
+    pub fn check(&self, def: &Definition) -> Result<()> {
+        if let Some(p) = &self.platform {
+            check_native("the build", p)?;
+        }
+        for v in def.vertices() {
+            if let (Some(pb::op::Op::Source(_)), Some(p)) = (&v.op.op, &v.op.platform) {
+                check_native(&format!("source {}", v.name()), &Platform::from_pb(p))?;
+            }
+        }
+        for out in &self.outputs {
+            if let OutputSpec::Oci { image, .. } | OutputSpec::Image { image, .. } = out {
+                output_image_config(image)?;
+                for (p, ..) in &image.platform_annotations {
+                    p.parse::<Platform>()?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The `containerimage.config` of an output, read (`None` when the output gives none).
+pub(crate) fn output_image_config(attrs: &ImageExportAttrs) -> Result<Option<ImageConfig>> {
+    attrs
+        .config_json
+        .as_deref()
+        .map(|j| {
+            ImageConfig::from_oci_json(j.as_bytes()).map_err(|e| e.context("output attribute containerimage.config"))
+        })
+        .transpose()
+}
+
+impl super::Solver {
+    /// The registry options of this solver's clients (for the engine's image resolver, which
+    /// must pull with the same timeouts and retries as solves).
+    pub fn registry_options(&self) -> &crate::registry::RegistryOptions {
+        &self.registry
     }
 }
 

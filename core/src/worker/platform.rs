@@ -7,71 +7,16 @@
 use crate::error::{Error, ErrorKind, Result};
 use crate::graph::pb;
 
-/// A normalized `os/arch[/variant]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Platform {
-    /// `linux`.
-    pub os: String,
-    /// GOARCH spelling (`amd64`, `arm64`, `arm`, ...).
-    pub architecture: String,
-    /// Variant (`v7`, `v2`, ...) or `""`.
-    pub variant: String,
-}
+pub use crate::graph::platform::Platform;
 
-impl std::fmt::Display for Platform {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.os, self.architecture)?;
-        if !self.variant.is_empty() {
-            write!(f, "/{}", self.variant)?;
-        }
-        Ok(())
-    }
-}
-
-/// containerd's `platforms.Normalize` (v1.6): lower-case OS, GOARCH spelling, canonical variant.
+/// containerd's `platforms.Normalize` (v1.6); see [`Platform::normalize`].
 pub fn normalize(os: &str, arch: &str, variant: &str) -> Platform {
-    let os = match os.to_lowercase().as_str() {
-        "macos" => "darwin".to_owned(),
-        o => o.to_owned(),
-    };
-    let arch_l = arch.to_lowercase();
-    let (arch, variant) = match arch_l.as_str() {
-        "i386" => ("386".to_owned(), String::new()),
-        "x86_64" | "x86-64" | "amd64" => {
-            ("amd64".to_owned(), if variant == "v1" { String::new() } else { variant.to_owned() })
-        }
-        "aarch64" | "arm64" => {
-            ("arm64".to_owned(), if variant == "8" || variant == "v8" { String::new() } else { variant.to_owned() })
-        }
-        "armhf" => ("arm".to_owned(), "v7".to_owned()),
-        "armel" => ("arm".to_owned(), "v6".to_owned()),
-        "arm" => {
-            let v = match variant {
-                "" | "7" => "v7".to_owned(),
-                "5" | "6" | "8" => format!("v{variant}"),
-                v => v.to_owned(),
-            };
-            ("arm".to_owned(), v)
-        }
-        a => (a.to_owned(), variant.to_owned()),
-    };
-    Platform { os, architecture: arch, variant }
+    Platform::normalize(os, arch, variant)
 }
 
-/// The host's platform, normalized (Go's `runtime.GOARCH` spelling).
+/// The host's platform, normalized; see [`Platform::host`].
 pub fn host() -> Platform {
-    let arch = match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "x86" => "386",
-        "powerpc64" if cfg!(target_endian = "little") => "ppc64le",
-        "powerpc64" => "ppc64",
-        "mips64" if cfg!(target_endian = "little") => "mips64le",
-        other => other,
-    };
-    // Go's platforms.DefaultSpec reports arm hosts as v7 unless told otherwise.
-    let variant = if arch == "arm" { "v7" } else { "" };
-    normalize("linux", arch, variant)
+    Platform::host()
 }
 
 /// The highest x86-64 micro-architecture level this CPU supports (`""`, `v2`, `v3`, `v4`), as
@@ -123,7 +68,13 @@ pub fn native() -> Vec<Platform> {
 /// Refuses an exec whose op platform is not native here. `None` (no platform) means the host's.
 pub fn check_exec(op: &str, platform: Option<&pb::Platform>) -> Result<()> {
     let Some(p) = platform else { return Ok(()) };
-    let want = normalize(&p.os, &p.architecture, &p.variant);
+    check_native(&format!("op {op}"), &Platform::from_pb(p))
+}
+
+/// Refuses `want` unless this host runs it natively; the error names `what`, `want` and the
+/// host's platforms (kiln has no emulator).
+pub fn check_native(what: &str, want: &Platform) -> Result<()> {
+    let want = normalize(&want.os, &want.architecture, &want.variant);
     let native = native();
     if native.contains(&want) {
         return Ok(());
@@ -132,7 +83,7 @@ pub fn check_exec(op: &str, platform: Option<&pb::Platform>) -> Result<()> {
     Err(Error::new(
         ErrorKind::Unsupported,
         format!(
-            "op {op} wants platform {want} but this worker is {} (it runs {}); kiln has no emulator for other platforms",
+            "{what} wants platform {want} but this worker is {} (it runs {}); kiln has no emulator for other platforms",
             native[0],
             list.join(", ")
         ),

@@ -13,6 +13,8 @@
 //! - `node`: the internal op graph (nodes, outputs, constraints) and its stack-safe `Drop`.
 //! - `options`: the public option types of sources, `run` and file actions.
 //! - `source`: source states and image reference normalisation.
+//! - `image`: image config metadata (entrypoint, cmd, labels, ports, ...) and base images whose
+//!   config is resolved through an [`ImageMetaResolver`](super::resolve::ImageMetaResolver).
 //! - `exec`: [`State::run`], split into process meta, mount planning, output numbering and caps.
 //! - `file`: file actions and FileOp chaining.
 //! - `path`: Go-compatible path normalisation.
@@ -20,6 +22,7 @@
 
 mod exec;
 mod file;
+mod image;
 mod marshal;
 mod node;
 mod options;
@@ -48,9 +51,13 @@ struct StateMeta {
     cwd: Option<String>,
     user: Option<String>,
     hostname: Option<String>,
-    entrypoint: Option<Vec<String>>,
-    cmd: Option<Vec<String>>,
-    labels: BTreeMap<String, String>,
+    /// The image config fields runs do not use (entrypoint, cmd, labels, ports, ...); its `env`,
+    /// `working_dir` and `user` stay empty: the fields above are the truth for those. Shared
+    /// (copied on write), so that states stay small and cheap to clone.
+    image: Arc<ImageConfig>,
+    /// True while `image.cmd` came from a base image: a later entrypoint resets it, as a
+    /// Dockerfile's `ENTRYPOINT` resets an inherited `CMD`.
+    cmd_inherited: bool,
 }
 
 /// A filesystem state: the output of an op (or scratch) plus llb-like metadata (env, cwd,
@@ -142,24 +149,6 @@ impl State {
         self
     }
 
-    /// Sets the image config entrypoint.
-    pub fn with_entrypoint<I: IntoIterator<Item = S>, S: Into<String>>(mut self, args: I) -> State {
-        self.meta.entrypoint = Some(args.into_iter().map(Into::into).collect());
-        self
-    }
-
-    /// Sets the image config cmd.
-    pub fn with_cmd<I: IntoIterator<Item = S>, S: Into<String>>(mut self, args: I) -> State {
-        self.meta.cmd = Some(args.into_iter().map(Into::into).collect());
-        self
-    }
-
-    /// Adds an image config label.
-    pub fn with_label(mut self, k: impl Into<String>, v: impl Into<String>) -> State {
-        self.meta.labels.insert(k.into(), v.into());
-        self
-    }
-
     /// Env vars in order of first setting.
     pub fn env(&self) -> &[(String, String)] {
         &self.meta.env
@@ -175,15 +164,15 @@ impl State {
         self.meta.user.as_deref()
     }
 
-    /// The image config this state carries (env, working dir, user, entrypoint, cmd, labels).
+    /// The image config this state carries: what a base image resolved with
+    /// [`State::image_with`] brought, merged with what was set since (`with_env` replaces the
+    /// same key, `with_cwd`/`with_user`/`with_cmd`/... replace the field, labels and ports add).
     pub fn image_config(&self) -> ImageConfig {
         ImageConfig {
-            entrypoint: self.meta.entrypoint.clone(),
-            cmd: self.meta.cmd.clone(),
             env: self.meta.env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
             working_dir: self.meta.cwd.clone(),
             user: self.meta.user.clone(),
-            labels: self.meta.labels.clone(),
+            ..(*self.meta.image).clone()
         }
     }
 

@@ -1,0 +1,100 @@
+//! The engine as an [`ImageMetaResolver`]: base-image configs for the graph builder, read from a
+//! registry (the engine's registry options; credentials from Docker's `config.json`, as pulls
+//! use; plain http for loopback registries) or from an OCI layout on disk — and the
+//! `Engine::image` / `Engine::oci_layout` shorthands building states that carry them.
+//!
+//! Nothing is cached or recorded: a resolution reads the manifest and config into a temporary
+//! store under the engine's `tmp/`, removed when it returns, so the engine root is unchanged.
+
+use super::Engine;
+use crate::content::image::read_image;
+use crate::content::layout::from_oci_digest;
+use crate::content::{ContentStore, OciLayout};
+use crate::error::{Error, ErrorKind, Result};
+use crate::graph::ImageConfig;
+use crate::graph::{ImageMetaResolver, ImageOptions, ImageRef, OciRef, Platform, ResolvedImageConfig, State};
+use crate::registry::{pull_image_metadata, ClientSettings, Reference};
+use crate::worker::platform::check_native;
+use std::path::PathBuf;
+
+/// The image config of a read image, from its raw config blob (so Docker's extensions —
+/// `Healthcheck`, `Shell`, `OnBuild` — survive), with the platform it records.
+fn config_of(store: &ContentStore, image: &crate::content::ResolvedImage) -> Result<ResolvedImageConfig> {
+    let config_digest = from_oci_digest(image.manifest.config().digest())?;
+    let bytes = store.read(&config_digest)?;
+    let config = ImageConfig::from_oci_json(&bytes).map_err(|e| {
+        Error::new(ErrorKind::Content, format!("image config {config_digest} is not a valid image config: {e}"))
+    })?;
+    let c = &image.config;
+    let platform = Platform::normalize(
+        &c.os().to_string(),
+        &c.architecture().to_string(),
+        c.variant().as_deref().unwrap_or_default(),
+    );
+    Ok(ResolvedImageConfig { digest: image.manifest_digest.clone(), config, platform })
+}
+
+impl Engine {
+    /// The config of `image` for `platform` (the host's when `None`), read from its registry or
+    /// OCI layout. Blocking (network I/O, bounded by the engine's registry timeouts): call it
+    /// from a blocking context, or use [`Engine::image`] / [`Engine::oci_layout`] from async
+    /// code. A platform this host cannot run is refused (`Unsupported`, naming both).
+    pub fn resolve_image_config(&self, image: &ImageRef, platform: Option<&Platform>) -> Result<ResolvedImageConfig> {
+        if let Some(p) = platform {
+            check_native(&format!("image {image}"), p)?;
+        }
+        let resolved = match image {
+            ImageRef::Registry(reference) => {
+                let r = Reference::parse(reference)?;
+                let settings =
+                    ClientSettings { options: self.solver.registry_options().clone(), interrupt: Default::default() };
+                let client = settings.client(&r, false)?;
+                let tmp = tempfile::tempdir_in(self.solver.cache.tmp())
+                    .map_err(|e| Error::io("create a resolver dir", self.solver.cache.tmp(), e))?;
+                let store = ContentStore::open(tmp.path())?;
+                let img = pull_image_metadata(&client, &r, &store)?;
+                config_of(&store, &img)?
+            }
+            ImageRef::OciLayout { dir, reference } => {
+                let layout = OciLayout::open_readonly(dir)?;
+                let r = match reference {
+                    OciRef::Tag(t) => t.clone(),
+                    OciRef::Digest(d) => d.to_string(),
+                };
+                let img = read_image(layout.store(), &layout.resolve(&r)?)?;
+                config_of(layout.store(), &img)?
+            }
+        };
+        tracing::debug!(%image, digest = %resolved.digest, platform = %resolved.platform, "resolved image config");
+        Ok(resolved)
+    }
+
+    /// `docker-image://REF` whose state carries the image's config ([`State::image_with`] with
+    /// this engine as resolver, run on a blocking thread).
+    pub async fn image(&self, reference: &str, options: &ImageOptions) -> Result<State> {
+        let (engine, reference, options) = (self.clone(), reference.to_owned(), options.clone());
+        tokio::task::spawn_blocking(move || State::image_with(reference, &options, &engine))
+            .await
+            .map_err(|e| Error::with_source(ErrorKind::Internal, "image resolve task", e))?
+    }
+
+    /// `oci-layout://DIR:TAG|@DIGEST` whose state carries the image's config
+    /// ([`State::oci_layout_with`] with this engine as resolver, run on a blocking thread).
+    pub async fn oci_layout(
+        &self,
+        dir: impl Into<PathBuf>,
+        reference: OciRef,
+        options: &ImageOptions,
+    ) -> Result<State> {
+        let (engine, dir, options) = (self.clone(), dir.into(), options.clone());
+        tokio::task::spawn_blocking(move || State::oci_layout_with(dir, reference, &options, &engine))
+            .await
+            .map_err(|e| Error::with_source(ErrorKind::Internal, "image resolve task", e))?
+    }
+}
+
+impl ImageMetaResolver for Engine {
+    fn resolve_image_config(&self, image: &ImageRef, platform: Option<&Platform>) -> Result<ResolvedImageConfig> {
+        Engine::resolve_image_config(self, image, platform)
+    }
+}

@@ -4,10 +4,12 @@
 
 use crate::errors::to_pyerr;
 use kiln::graph::{
-    CacheSharing, CopyOptions, ExecOptions, ExecState, GitOptions, HttpOptions, ImageConfig, LocalOptions,
-    MkdirOptions, MkfileOptions, MountSpec, Network, OciRef, Owner, RmOptions,
+    parse_digest, BindMountOptions, CacheMountOptions, CopyOptions, ExecOptions, ExecState, GitOptions, HttpOptions,
+    ImageConfig, LocalOptions, MkdirOptions, MkfileOptions, MountSpec, OciLayoutOptions, Owner, RmOptions,
+    SecretMountOptions, TmpfsMountOptions,
 };
-use kiln::{Definition, Digest, Error, State};
+use kiln::options::SecretSource;
+use kiln::{Definition, Error, State};
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyString};
@@ -32,6 +34,72 @@ pub struct PyExecState {
 #[derive(Clone)]
 pub struct PyMount {
     inner: MountSpec,
+}
+
+/// A build secret for `Engine.solve(secrets={id: ...})`: made by `secret_file(path)` (read when
+/// the solve starts) or `secret_value(data)`. Its repr never shows the value or the path.
+#[pyclass(frozen, name = "Secret", module = "kiln._native")]
+#[derive(Clone)]
+pub struct PySecret {
+    pub inner: SecretSource,
+}
+
+#[pymethods]
+impl PySecret {
+    fn __repr__(&self) -> String {
+        match &self.inner {
+            SecretSource::File(_) => "<kiln.Secret file>".to_owned(),
+            SecretSource::Value(v) => format!("<kiln.Secret value, {} bytes>", v.len()),
+            SecretSource::Env(n) => format!("<kiln.Secret env {n}>"),
+        }
+    }
+}
+
+/// A secret read from the file at `path` when the solve starts (a regular file of at most
+/// 500 KiB).
+#[pyfunction]
+pub fn secret_file(path: PathBuf) -> PySecret {
+    PySecret { inner: SecretSource::file(absolute(path)) }
+}
+
+/// A secret whose value is `data` (bytes, or str stored as UTF-8; at most 500 KiB).
+#[pyfunction]
+pub fn secret_value(data: &Bound<'_, PyAny>) -> PyResult<PySecret> {
+    Ok(PySecret { inner: SecretSource::value(bytes_of(data, "data")?) })
+}
+
+/// The secrets of a solve, loaded by core: every value must be a `Secret` (a plain str or bytes
+/// is refused rather than guessed to be a path or a value).
+pub fn secrets_from_py(secrets: &Bound<'_, PyDict>) -> PyResult<std::collections::BTreeMap<String, Vec<u8>>> {
+    let mut list = Vec::new();
+    for (id, value) in secrets.iter() {
+        let id: String = id.extract()?;
+        let Ok(s) = value.cast::<PySecret>() else {
+            let ty = value.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "?".into());
+            return Err(kerr(Error::option(
+                "secrets",
+                id.as_str(),
+                format!(
+                    "secret {id:?} is a {ty}; give kiln.secret_file(path) or kiln.secret_value(data) so its meaning \
+                     is explicit"
+                ),
+            )));
+        };
+        list.push((id, s.get().inner.clone()));
+    }
+    kiln::options::load_secrets(list.iter().map(|(id, s)| (id.as_str(), s))).map_err(kerr)
+}
+
+/// Bytes from `bytes` or a `str` (UTF-8); anything else is an option error naming `key`.
+fn bytes_of(data: &Bound<'_, PyAny>, key: &str) -> PyResult<Vec<u8>> {
+    if let Ok(s) = data.cast::<PyString>() {
+        Ok(s.to_str()?.as_bytes().to_vec())
+    } else if let Ok(b) = data.cast::<PyBytes>() {
+        Ok(b.as_bytes().to_vec())
+    } else {
+        let ty = data.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "?".into());
+        Err(kerr(Error::option(key, ty, "bytes or str")))
+    }
 }
 
 /// A validated, serialised LLB definition (BuildKit's `pb.Definition` wire format).
@@ -84,24 +152,6 @@ fn owner(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Owner>> {
     let (uid, gid) =
         obj.extract::<(u32, u32)>().map_err(|_| PyTypeError::new_err("owner must be an int or a (uid, gid) tuple"))?;
     Ok(Some(Owner { uid, gid }))
-}
-
-fn network(s: &str) -> PyResult<Network> {
-    match s {
-        "sandbox" | "default" => Ok(Network::Sandbox),
-        "host" => Ok(Network::Host),
-        "none" => Ok(Network::None),
-        other => Err(kerr(Error::option("network", other, "expected sandbox, host or none"))),
-    }
-}
-
-fn sharing(s: &str) -> PyResult<CacheSharing> {
-    match s {
-        "shared" => Ok(CacheSharing::Shared),
-        "private" => Ok(CacheSharing::Private),
-        "locked" => Ok(CacheSharing::Locked),
-        other => Err(kerr(Error::option("sharing", other, "expected shared, private or locked"))),
-    }
 }
 
 /// The image config as a plain dict (`entrypoint`, `cmd`, `env`, `working_dir`, `user`, `labels`).
@@ -168,11 +218,11 @@ impl PyState {
         o.hostname = hostname;
         o.mounts = mounts.unwrap_or_default().iter().map(|m| m.inner.clone()).collect();
         o.readonly_rootfs = readonly_rootfs;
-        o.network = self::network(network)?;
+        o.network = network.parse().map_err(kerr)?;
         o.custom_name = custom_name;
         o.worker_selector = worker_selector.unwrap_or_default();
         o.ignore_cache = ignore_cache;
-        Ok(PyExecState { inner: self.inner.run(o) })
+        Ok(PyExecState { inner: self.inner.try_run(o).map_err(kerr)? })
     }
 
     /// Creates a directory (relative paths join the state's cwd).
@@ -199,13 +249,7 @@ impl PyState {
         owner: Option<&Bound<'_, PyAny>>,
         timestamp: Option<i64>,
     ) -> PyResult<PyState> {
-        let bytes: Vec<u8> = if let Ok(s) = data.cast::<PyString>() {
-            s.to_str()?.as_bytes().to_vec()
-        } else if let Ok(b) = data.cast::<PyBytes>() {
-            b.as_bytes().to_vec()
-        } else {
-            return Err(PyTypeError::new_err("data must be bytes or str"));
-        };
+        let bytes = bytes_of(data, "data")?;
         let o = MkfileOptions { owner: self::owner(owner)?, timestamp };
         Ok(wrap(self.inner.mkfile(path, mode, bytes, o)))
     }
@@ -442,14 +486,7 @@ pub fn image(reference: &str) -> PyState {
 #[pyfunction]
 #[pyo3(signature = (path, *, tag=None, digest=None))]
 pub fn oci_layout(path: PathBuf, tag: Option<String>, digest: Option<String>) -> PyResult<PyState> {
-    let r = match (tag, digest) {
-        (Some(_), Some(_)) => {
-            return Err(kerr(Error::option("digest", "", "give either tag= or digest= for an OCI layout, not both")))
-        }
-        (_, Some(d)) => OciRef::Digest(d.parse::<Digest>().map_err(kerr)?),
-        (Some(t), None) => OciRef::Tag(t),
-        (None, None) => OciRef::Tag("latest".into()),
-    };
+    let r = OciLayoutOptions { tag, digest }.reference().map_err(kerr)?;
     Ok(wrap(State::oci_layout(absolute(path), r)))
 }
 
@@ -483,7 +520,7 @@ pub fn http(
     uid: Option<u32>,
     gid: Option<u32>,
 ) -> PyResult<PyState> {
-    let checksum = checksum.map(|c| c.parse::<Digest>()).transpose().map_err(kerr)?;
+    let checksum = checksum.map(|c| parse_digest("checksum", &c)).transpose().map_err(kerr)?;
     Ok(wrap(State::http(url, HttpOptions { checksum, filename, perm, uid, gid })))
 }
 
@@ -505,32 +542,39 @@ pub fn merge(states: Vec<Bound<'_, PyAny>>) -> PyResult<PyState> {
 #[pyfunction]
 #[pyo3(signature = (dest, state, *, readonly=false, selector=None))]
 pub fn mount(dest: String, state: &Bound<'_, PyAny>, readonly: bool, selector: Option<String>) -> PyResult<PyMount> {
-    let mut m = MountSpec::bind(dest, &state_of(state)?, readonly);
-    if let Some(s) = selector {
-        m = m.with_selector(s);
-    }
-    Ok(PyMount { inner: m })
+    Ok(PyMount { inner: MountSpec::bind_with(dest, &state_of(state)?, BindMountOptions { readonly, selector }) })
 }
 
-/// A persistent cache directory `id` at `dest`; `sharing` is shared, private or locked.
+/// A persistent cache directory at `dest` (`id` defaults to `dest`); `sharing` is shared, private
+/// or locked.
 #[pyfunction]
-#[pyo3(signature = (dest, *, id, sharing="shared"))]
-pub fn cache_mount(dest: String, id: String, sharing: &str) -> PyResult<PyMount> {
-    Ok(PyMount { inner: MountSpec::cache(dest, id, self::sharing(sharing)?) })
+#[pyo3(signature = (dest, *, id=None, sharing="shared"))]
+pub fn cache_mount(dest: String, id: Option<String>, sharing: &str) -> PyResult<PyMount> {
+    let o = CacheMountOptions { id, sharing: sharing.parse().map_err(kerr)? };
+    Ok(PyMount { inner: MountSpec::cache_with(dest, o) })
 }
 
 /// A tmpfs at `dest` (`size` in bytes, 0 for the runtime default).
 #[pyfunction]
 #[pyo3(signature = (dest, *, size=0))]
 pub fn tmpfs_mount(dest: String, size: u64) -> PyMount {
-    PyMount { inner: MountSpec::tmpfs(dest, size) }
+    PyMount { inner: MountSpec::tmpfs_with(dest, TmpfsMountOptions { size }) }
 }
 
-/// Secret `id` (from `Engine.solve(secrets=...)`) as a file at `dest`.
+/// Secret `id` (from `Engine.solve(secrets=...)`; defaults to the file name of `dest`) as a file
+/// at `dest`.
 #[pyfunction]
-#[pyo3(signature = (dest, *, id, uid=0, gid=0, mode=0o400, optional=false))]
-pub fn secret_mount(dest: String, id: String, uid: u32, gid: u32, mode: u32, optional: bool) -> PyMount {
-    PyMount { inner: MountSpec::secret(dest, id, uid, gid, mode, optional) }
+#[pyo3(signature = (dest, *, id=None, uid=0, gid=0, mode=0o400, optional=false))]
+pub fn secret_mount(
+    dest: String,
+    id: Option<String>,
+    uid: u32,
+    gid: u32,
+    mode: u32,
+    optional: bool,
+) -> PyResult<PyMount> {
+    let o = SecretMountOptions { id, uid, gid, mode, optional };
+    Ok(PyMount { inner: MountSpec::secret_with(dest, o).map_err(kerr)? })
 }
 
 /// Resolves a relative local dir against the current directory (so a later `chdir` is harmless).

@@ -12,6 +12,9 @@ pub use definition::{
 pub use image_config::ImageConfig;
 pub use source::{OciRef, SourceSpec};
 pub use state::{
+    parse_digest, BindMountOptions, CacheMountOptions, OciLayoutOptions, SecretMountOptions, TmpfsMountOptions,
+};
+pub use state::{
     CacheSharing, CopyOptions, ExecOptions, ExecState, GitOptions, HttpOptions, LocalOptions, MkdirOptions,
     MkfileOptions, MountSpec, Network, Owner, RmOptions, SecretEnv, Security, SshSocket, State,
 };

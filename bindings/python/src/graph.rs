@@ -3,11 +3,9 @@
 //! converts Python arguments; all behaviour stays in `kiln::graph`.
 
 use crate::errors::to_pyerr;
-use kiln::graph::{
-    parse_digest, BindMountOptions, CacheMountOptions, CopyOptions, ExecOptions, ExecState, GitOptions, HttpOptions,
-    ImageConfig, LocalOptions, MkdirOptions, MkfileOptions, MountSpec, OciLayoutOptions, Owner, RmOptions,
-    SecretMountOptions, TmpfsMountOptions,
-};
+use crate::generated as gen;
+use crate::opts::FromPy;
+use kiln::graph::{ExecOptions, ExecState, ImageConfig, MountSpec};
 use kiln::options::SecretSource;
 use kiln::{Definition, Error, State};
 use pyo3::exceptions::PyTypeError;
@@ -33,7 +31,7 @@ pub struct PyExecState {
 #[pyclass(frozen, name = "Mount", module = "kiln._native")]
 #[derive(Clone)]
 pub struct PyMount {
-    inner: MountSpec,
+    pub inner: MountSpec,
 }
 
 /// A build secret for `Engine.solve(secrets={id: ...})`: made by `secret_file(path)` (read when
@@ -91,7 +89,7 @@ pub fn secrets_from_py(secrets: &Bound<'_, PyDict>) -> PyResult<std::collections
 }
 
 /// Bytes from `bytes` or a `str` (UTF-8); anything else is an option error naming `key`.
-fn bytes_of(data: &Bound<'_, PyAny>, key: &str) -> PyResult<Vec<u8>> {
+pub fn bytes_of(data: &Bound<'_, PyAny>, key: &str) -> PyResult<Vec<u8>> {
     if let Ok(s) = data.cast::<PyString>() {
         Ok(s.to_str()?.as_bytes().to_vec())
     } else if let Ok(b) = data.cast::<PyBytes>() {
@@ -130,30 +128,6 @@ pub fn state_of(obj: &Bound<'_, PyAny>) -> PyResult<State> {
     )))
 }
 
-/// `KEY=VALUE` pairs from a dict or a sequence of pairs.
-fn pairs(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<(String, String)>> {
-    let Some(obj) = obj else { return Ok(Vec::new()) };
-    if let Ok(d) = obj.cast::<PyDict>() {
-        return d.iter().map(|(k, v)| Ok((k.extract()?, v.extract()?))).collect();
-    }
-    obj.extract::<Vec<(String, String)>>()
-        .map_err(|_| PyTypeError::new_err("expected a dict of str to str or a list of (str, str) pairs"))
-}
-
-/// An owner from `(uid, gid)` or a single id used for both.
-fn owner(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Owner>> {
-    let Some(obj) = obj else { return Ok(None) };
-    if obj.is_none() {
-        return Ok(None);
-    }
-    if let Ok(id) = obj.extract::<u32>() {
-        return Ok(Some(Owner { uid: id, gid: id }));
-    }
-    let (uid, gid) =
-        obj.extract::<(u32, u32)>().map_err(|_| PyTypeError::new_err("owner must be an int or a (uid, gid) tuple"))?;
-    Ok(Some(Owner { uid, gid }))
-}
-
 /// The image config as a plain dict (`entrypoint`, `cmd`, `env`, `working_dir`, `user`, `labels`).
 pub fn image_config_to_py<'py>(py: Python<'py>, c: &ImageConfig) -> PyResult<Bound<'py, PyAny>> {
     let json = serde_json_string(c)?;
@@ -186,78 +160,34 @@ fn absolute(p: PathBuf) -> PathBuf {
 #[pymethods]
 impl PyState {
     /// Runs `args` (a list, or a str run by `/bin/sh -c`) on this state as rootfs.
-    #[pyo3(signature = (args, *, cwd=None, env=None, user=None, hostname=None, mounts=None,
-                        readonly_rootfs=false, network="sandbox", custom_name=None,
-                        worker_selector=None, ignore_cache=false))]
-    #[allow(clippy::too_many_arguments)]
-    fn run(
-        &self,
-        args: &Bound<'_, PyAny>,
-        cwd: Option<String>,
-        env: Option<&Bound<'_, PyAny>>,
-        user: Option<String>,
-        hostname: Option<String>,
-        mounts: Option<Vec<PyRef<'_, PyMount>>>,
-        readonly_rootfs: bool,
-        network: &str,
-        custom_name: Option<String>,
-        worker_selector: Option<BTreeMap<String, String>>,
-        ignore_cache: bool,
-    ) -> PyResult<PyExecState> {
-        let mut o = if let Ok(script) = args.cast::<PyString>() {
-            ExecOptions::shell(script.to_str()?)
+    #[pyo3(signature = (args, **options))]
+    fn run(&self, args: &Bound<'_, PyAny>, options: Option<&Bound<'_, PyDict>>) -> PyResult<PyExecState> {
+        let mut o = gen::run_options(options)?;
+        o.args = if let Ok(script) = args.cast::<PyString>() {
+            ExecOptions::shell(script.to_str()?).args
         } else {
-            ExecOptions::new(
-                args.extract::<Vec<String>>()
-                    .map_err(|_| PyTypeError::new_err("args must be a list of str or a shell script str"))?,
-            )
+            Vec::<String>::from_py("args", args)?
         };
-        o.env = pairs(env)?;
-        o.cwd = cwd;
-        o.user = user;
-        o.hostname = hostname;
-        o.mounts = mounts.unwrap_or_default().iter().map(|m| m.inner.clone()).collect();
-        o.readonly_rootfs = readonly_rootfs;
-        o.network = network.parse().map_err(kerr)?;
-        o.custom_name = custom_name;
-        o.worker_selector = worker_selector.unwrap_or_default();
-        o.ignore_cache = ignore_cache;
         Ok(PyExecState { inner: self.inner.try_run(o).map_err(kerr)? })
     }
 
     /// Creates a directory (relative paths join the state's cwd).
-    #[pyo3(signature = (path, *, mode=0o755, make_parents=false, owner=None, timestamp=None))]
-    fn mkdir(
-        &self,
-        path: &str,
-        mode: u32,
-        make_parents: bool,
-        owner: Option<&Bound<'_, PyAny>>,
-        timestamp: Option<i64>,
-    ) -> PyResult<PyState> {
-        let o = MkdirOptions { mode, make_parents, owner: self::owner(owner)?, timestamp };
-        Ok(wrap(self.inner.mkdir(path, o)))
+    #[pyo3(signature = (path, **options))]
+    fn mkdir(&self, path: &str, options: Option<&Bound<'_, PyDict>>) -> PyResult<PyState> {
+        Ok(wrap(self.inner.mkdir(path, gen::mkdir_options(options)?)))
     }
 
     /// Creates a file holding `data` (bytes, or str written as UTF-8).
-    #[pyo3(signature = (path, data, *, mode=0o644, owner=None, timestamp=None))]
-    fn mkfile(
-        &self,
-        path: &str,
-        data: &Bound<'_, PyAny>,
-        mode: u32,
-        owner: Option<&Bound<'_, PyAny>>,
-        timestamp: Option<i64>,
-    ) -> PyResult<PyState> {
-        let bytes = bytes_of(data, "data")?;
-        let o = MkfileOptions { owner: self::owner(owner)?, timestamp };
-        Ok(wrap(self.inner.mkfile(path, mode, bytes, o)))
+    #[pyo3(signature = (path, data, **options))]
+    fn mkfile(&self, path: &str, data: &Bound<'_, PyAny>, options: Option<&Bound<'_, PyDict>>) -> PyResult<PyState> {
+        let (o, mode) = gen::mkfile_options(options)?;
+        Ok(wrap(self.inner.mkfile(path, mode, bytes_of(data, "data")?, o)))
     }
 
     /// Removes a path.
-    #[pyo3(signature = (path, *, allow_not_found=false, allow_wildcard=false))]
-    fn rm(&self, path: &str, allow_not_found: bool, allow_wildcard: bool) -> PyState {
-        wrap(self.inner.rm(path, RmOptions { allow_not_found, allow_wildcard }))
+    #[pyo3(signature = (path, **options))]
+    fn rm(&self, path: &str, options: Option<&Bound<'_, PyDict>>) -> PyResult<PyState> {
+        Ok(wrap(self.inner.rm(path, gen::rm_options(options)?)))
     }
 
     /// Creates a symlink at `newpath` pointing to `oldpath`.
@@ -266,39 +196,16 @@ impl PyState {
     }
 
     /// Copies `src_path` of `src` to `dest_path` of this state.
-    #[pyo3(signature = (src, src_path, dest_path, *, follow_symlinks=false, dir_copy_contents=false,
-                        allow_wildcard=false, allow_empty_wildcard=false, include=None, exclude=None,
-                        create_dest_path=false, owner=None, mode=None, timestamp=None))]
-    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (src, src_path, dest_path, **options))]
     fn copy(
         &self,
         src: &Bound<'_, PyAny>,
         src_path: &str,
         dest_path: &str,
-        follow_symlinks: bool,
-        dir_copy_contents: bool,
-        allow_wildcard: bool,
-        allow_empty_wildcard: bool,
-        include: Option<Vec<String>>,
-        exclude: Option<Vec<String>>,
-        create_dest_path: bool,
-        owner: Option<&Bound<'_, PyAny>>,
-        mode: Option<u32>,
-        timestamp: Option<i64>,
+        options: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<PyState> {
-        let o = CopyOptions {
-            follow_symlinks,
-            dir_copy_contents,
-            allow_wildcard,
-            allow_empty_wildcard,
-            include: include.unwrap_or_default(),
-            exclude: exclude.unwrap_or_default(),
-            create_dest_path,
-            owner: self::owner(owner)?,
-            mode,
-            timestamp,
-        };
-        Ok(wrap(self.inner.copy(&state_of(src)?, src_path, dest_path, o)))
+        let src = State::from_py("src", src)?;
+        Ok(wrap(self.inner.copy(&src, src_path, dest_path, gen::copy_options(options)?)))
     }
 
     /// Sets env var `key` for later runs and the image config.
@@ -484,97 +391,68 @@ pub fn image(reference: &str) -> PyState {
 
 /// An image from an OCI layout directory by `tag` (default `latest`) or manifest `digest`.
 #[pyfunction]
-#[pyo3(signature = (path, *, tag=None, digest=None))]
-pub fn oci_layout(path: PathBuf, tag: Option<String>, digest: Option<String>) -> PyResult<PyState> {
-    let r = OciLayoutOptions { tag, digest }.reference().map_err(kerr)?;
+#[pyo3(signature = (path, **options))]
+pub fn oci_layout(path: PathBuf, options: Option<&Bound<'_, PyDict>>) -> PyResult<PyState> {
+    let r = gen::oci_layout_options(options)?.reference().map_err(kerr)?;
     Ok(wrap(State::oci_layout(absolute(path), r)))
 }
 
 /// `local://NAME`: a directory passed to `Engine.solve(locals={NAME: dir})`.
 #[pyfunction]
-#[pyo3(signature = (name, *, include=None, exclude=None, follow_paths=None, shared_key_hint=None))]
-pub fn local(
-    name: String,
-    include: Option<Vec<String>>,
-    exclude: Option<Vec<String>>,
-    follow_paths: Option<Vec<String>>,
-    shared_key_hint: Option<String>,
-) -> PyState {
-    let o = LocalOptions {
-        include: include.unwrap_or_default(),
-        exclude: exclude.unwrap_or_default(),
-        follow_paths: follow_paths.unwrap_or_default(),
-        shared_key_hint,
-    };
-    wrap(State::local_with(name, o))
+#[pyo3(signature = (name, **options))]
+pub fn local(name: String, options: Option<&Bound<'_, PyDict>>) -> PyResult<PyState> {
+    Ok(wrap(State::local_with(name, gen::local_options(options)?)))
 }
 
 /// A file downloaded from `url`, verified against `checksum` (`sha256:...`) when given.
 #[pyfunction]
-#[pyo3(signature = (url, *, checksum=None, filename=None, perm=None, uid=None, gid=None))]
-pub fn http(
-    url: String,
-    checksum: Option<String>,
-    filename: Option<String>,
-    perm: Option<u32>,
-    uid: Option<u32>,
-    gid: Option<u32>,
-) -> PyResult<PyState> {
-    let checksum = checksum.map(|c| parse_digest("checksum", &c)).transpose().map_err(kerr)?;
-    Ok(wrap(State::http(url, HttpOptions { checksum, filename, perm, uid, gid })))
+#[pyo3(signature = (url, **options))]
+pub fn http(url: String, options: Option<&Bound<'_, PyDict>>) -> PyResult<PyState> {
+    Ok(wrap(State::http(url, gen::http_options(options)?)))
 }
 
 /// A git checkout of `ref` (branch, tag or commit; empty = default branch) from `url`.
 #[pyfunction]
-#[pyo3(signature = (url, r#ref="", *, keep_git_dir=false, subdir=None))]
-pub fn git(url: String, r#ref: &str, keep_git_dir: bool, subdir: Option<String>) -> PyState {
-    wrap(State::git_with(url, r#ref, GitOptions { keep_git_dir, subdir }))
+#[pyo3(signature = (url, r#ref="", **options))]
+pub fn git(url: String, r#ref: &str, options: Option<&Bound<'_, PyDict>>) -> PyResult<PyState> {
+    Ok(wrap(State::git_with(url, r#ref, gen::git_options(options)?)))
 }
 
 /// Stacks `states` (later ones win).
 #[pyfunction]
 pub fn merge(states: Vec<Bound<'_, PyAny>>) -> PyResult<PyState> {
-    let states = states.iter().map(state_of).collect::<PyResult<Vec<_>>>()?;
+    let states = states.iter().map(|s| State::from_py("states", s)).collect::<PyResult<Vec<_>>>()?;
     Ok(wrap(State::merge(states)))
 }
 
 /// Bind-mounts `state` (or only its `selector` path) at `dest`.
 #[pyfunction]
-#[pyo3(signature = (dest, state, *, readonly=false, selector=None))]
-pub fn mount(dest: String, state: &Bound<'_, PyAny>, readonly: bool, selector: Option<String>) -> PyResult<PyMount> {
-    Ok(PyMount { inner: MountSpec::bind_with(dest, &state_of(state)?, BindMountOptions { readonly, selector }) })
+#[pyo3(signature = (dest, state, **options))]
+pub fn mount(dest: String, state: &Bound<'_, PyAny>, options: Option<&Bound<'_, PyDict>>) -> PyResult<PyMount> {
+    let state = State::from_py("state", state)?;
+    Ok(PyMount { inner: MountSpec::bind_with(dest, &state, gen::mount_options(options)?) })
 }
 
-/// A persistent cache directory at `dest` (`id` defaults to `dest`); `sharing` is shared, private
-/// or locked.
+/// A persistent cache directory at `dest` (`id` defaults to `dest`).
 #[pyfunction]
-#[pyo3(signature = (dest, *, id=None, sharing="shared"))]
-pub fn cache_mount(dest: String, id: Option<String>, sharing: &str) -> PyResult<PyMount> {
-    let o = CacheMountOptions { id, sharing: sharing.parse().map_err(kerr)? };
-    Ok(PyMount { inner: MountSpec::cache_with(dest, o) })
+#[pyo3(signature = (dest, **options))]
+pub fn cache_mount(dest: String, options: Option<&Bound<'_, PyDict>>) -> PyResult<PyMount> {
+    Ok(PyMount { inner: MountSpec::cache_with(dest, gen::cache_mount_options(options)?) })
 }
 
 /// A tmpfs at `dest` (`size` in bytes, 0 for the runtime default).
 #[pyfunction]
-#[pyo3(signature = (dest, *, size=0))]
-pub fn tmpfs_mount(dest: String, size: u64) -> PyMount {
-    PyMount { inner: MountSpec::tmpfs_with(dest, TmpfsMountOptions { size }) }
+#[pyo3(signature = (dest, **options))]
+pub fn tmpfs_mount(dest: String, options: Option<&Bound<'_, PyDict>>) -> PyResult<PyMount> {
+    Ok(PyMount { inner: MountSpec::tmpfs_with(dest, gen::tmpfs_mount_options(options)?) })
 }
 
 /// Secret `id` (from `Engine.solve(secrets=...)`; defaults to the file name of `dest`) as a file
 /// at `dest`.
 #[pyfunction]
-#[pyo3(signature = (dest, *, id=None, uid=0, gid=0, mode=0o400, optional=false))]
-pub fn secret_mount(
-    dest: String,
-    id: Option<String>,
-    uid: u32,
-    gid: u32,
-    mode: u32,
-    optional: bool,
-) -> PyResult<PyMount> {
-    let o = SecretMountOptions { id, uid, gid, mode, optional };
-    Ok(PyMount { inner: MountSpec::secret_with(dest, o).map_err(kerr)? })
+#[pyo3(signature = (dest, **options))]
+pub fn secret_mount(dest: String, options: Option<&Bound<'_, PyDict>>) -> PyResult<PyMount> {
+    Ok(PyMount { inner: MountSpec::secret_with(dest, gen::secret_mount_options(options)?).map_err(kerr)? })
 }
 
 /// Resolves a relative local dir against the current directory (so a later `chdir` is harmless).

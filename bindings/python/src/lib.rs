@@ -4,7 +4,10 @@
 
 pub mod engine;
 pub mod errors;
+#[rustfmt::skip]
+pub mod generated;
 pub mod graph;
+pub mod opts;
 pub mod progress;
 pub mod runtime;
 

@@ -167,4 +167,3 @@ impl std::str::FromStr for OutputSpec {
         Self::parse(s)
     }
 }
-

@@ -145,7 +145,9 @@ mod tests {
         let m = MountSpec::cache_with("/root/.cache", CacheMountOptions::default());
         assert!(matches!(&m.kind, MountKind::Cache { id, sharing: CacheSharing::Shared } if id == "/root/.cache"));
         let m = MountSpec::secret_with("/run/secrets/token", SecretMountOptions::default()).unwrap();
-        assert!(matches!(&m.kind, MountKind::Secret { id, mode: 0o400, uid: 0, gid: 0, optional: false } if id == "token"));
+        assert!(
+            matches!(&m.kind, MountKind::Secret { id, mode: 0o400, uid: 0, gid: 0, optional: false } if id == "token")
+        );
         let e = MountSpec::secret_with("/s", SecretMountOptions { mode: 0o10000, ..Default::default() }).unwrap_err();
         assert!(e.to_string().contains("mode"), "{e}");
     }

@@ -202,12 +202,12 @@ static void bad_values(void) {
   CHECK_STATUS(kiln_exec_opts_add_secret_mount(eo, "/s", "id", 0, 0, 070000, false), KILN_ERR_OPTION);
   CHECK(contains(last_message(), "mode"));
   CHECK_STATUS(kiln_state_oci_layout("/d", "sha256:nothex", &s), KILN_ERR_OPTION);
+  CHECK(contains(last_message(), "64"));
   /* Secrets: a file that is not there names the id and the kind, never the path (it may be a value). */
   CHECK_STATUS(kiln_solve_opts_add_secret_file(o, "tok", "hunter2"), KILN_ERR_IO);
   CHECK(contains(last_message(), "tok") && !contains(last_message(), "hunter2"));
   CHECK_OK(kiln_solve_opts_add_secret_value(o, "dup", (const uint8_t *)"x", 1));
   CHECK_STATUS(kiln_solve_opts_add_secret_value(o, "dup", (const uint8_t *)"y", 1), KILN_ERR_OPTION);
-  CHECK(contains(last_message(), "64"));
   CHECK_STATUS(kiln_solve_opts_add_output(o, "type=nope"), KILN_ERR_OPTION);
   CHECK_STATUS(kiln_solve_opts_add_local(o, "", "/d"), KILN_ERR_INVALID_ARGUMENT);
 

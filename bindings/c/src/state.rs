@@ -104,7 +104,7 @@ pub extern "C" fn kiln_state_image(reference: *const c_char, out: *mut *mut kiln
 
 /// An image from the OCI layout directory `dir`; `reference` is a tag (looked up through the
 /// `org.opencontainers.image.ref.name` annotation) or a digest `sha256:<64 hex>`. Result in
-/// `*out` (caller owns it). A malformed digest returns KILN_ERR_INVALID_ARGUMENT.
+/// `*out` (caller owns it). A malformed digest returns KILN_ERR_OPTION naming `digest`.
 ///
 /// Thread safety: see the header preamble.
 #[no_mangle]
@@ -122,7 +122,7 @@ pub extern "C" fn kiln_state_oci_layout(
 
 /// A file downloaded from `url` (http or https). `checksum` (`sha256:<64 hex>`, or NULL) is
 /// verified; `filename` (or NULL: the URL's last segment) names the file in the result. Result in
-/// `*out` (caller owns it). A malformed checksum returns KILN_ERR_INVALID_ARGUMENT.
+/// `*out` (caller owns it). A malformed checksum returns KILN_ERR_OPTION naming `checksum`.
 ///
 /// Thread safety: see the header preamble.
 #[no_mangle]

@@ -289,6 +289,13 @@ typedef struct kiln_cancel_token kiln_cancel_token;
 typedef struct kiln_engine kiln_engine;
 
 /**
+ * How to open an engine (`kiln_engine_open_with`): the root plus the options every kiln face
+ * has (parallelism, OCI runtime, snapshotters). A mutable builder: not for concurrent use while
+ * being changed. Freed with `kiln_engine_opts_free`.
+ */
+typedef struct kiln_engine_opts kiln_engine_opts;
+
+/**
  * A failure as C sees it. Owned by the caller once handed out; immutable after creation.
  */
 typedef struct kiln_error kiln_error;
@@ -407,6 +414,52 @@ const char *kiln_version(void);
  * Thread safety: any thread except kiln engine threads (KILN_ERR_WRONG_THREAD).
  */
 kiln_status kiln_engine_open(const char *root, kiln_engine **out);
+
+/**
+ * New engine options for root directory `root` (copied) with the defaults (parallelism = CPUs,
+ * `runc`, snapshotters overlayfs then native) into `*out` (caller owns them; free with
+ * `kiln_engine_opts_free`).
+ *
+ * Thread safety: any thread.
+ */
+kiln_status kiln_engine_opts_new(const char *root, kiln_engine_opts **out);
+
+/**
+ * Frees engine options and sets `*opts` to NULL (NULL / `*opts == NULL`: no-op).
+ *
+ * Thread safety: must not race with any other use of the same options.
+ */
+void kiln_engine_opts_free(kiln_engine_opts **opts);
+
+/**
+ * At most `n` steps execute at once (0 counts as 1).
+ *
+ * Thread safety: mutates `opts`; no concurrent use of the same options.
+ */
+kiln_status kiln_engine_opts_set_parallelism(kiln_engine_opts *opts, size_t n);
+
+/**
+ * The OCI runtime binary (`runc`, a path, ...; copied).
+ *
+ * Thread safety: mutates `opts`; no concurrent use of the same options.
+ */
+kiln_status kiln_engine_opts_set_runtime(kiln_engine_opts *opts, const char *runtime);
+
+/**
+ * Adds a snapshotter to try, in call order (`overlayfs` or `native`); the first call replaces
+ * the default list. The first that works here becomes the default worker. An unknown name
+ * returns KILN_ERR_OPTION naming the accepted ones and leaves `opts` unchanged.
+ *
+ * Thread safety: mutates `opts`; no concurrent use of the same options.
+ */
+kiln_status kiln_engine_opts_add_snapshotter(kiln_engine_opts *opts, const char *name);
+
+/**
+ * Opens an engine with `opts` (only read; reusable) into `*out`, like `kiln_engine_open`.
+ *
+ * Thread safety: any thread except kiln engine threads (KILN_ERR_WRONG_THREAD).
+ */
+kiln_status kiln_engine_open_with(const kiln_engine_opts *opts, kiln_engine **out);
 
 /**
  * Closes an engine (releasing its root) and sets `*engine` to NULL. NULL / `*engine == NULL`:
@@ -784,6 +837,17 @@ kiln_status kiln_solve_opts_set_progress(kiln_solve_opts *opts,
  * Thread safety: mutates `opts`; no concurrent use of the same options; `token` is only read.
  */
 kiln_status kiln_solve_opts_set_cancel(kiln_solve_opts *opts, const kiln_cancel_token *token);
+
+/**
+ * Shows progress on the process's stderr with kiln's built-in display: `mode` is `auto` (a live
+ * view when stderr is a terminal, plain lines otherwise), `tty`, `plain` (buildctl-style
+ * lines), `rawjson` (one JSON object per event) or `quiet` (the default). Works together with
+ * a progress callback. An unknown mode returns KILN_ERR_OPTION naming the accepted ones and
+ * leaves `opts` unchanged.
+ *
+ * Thread safety: mutates `opts`; no concurrent use of the same options.
+ */
+kiln_status kiln_solve_opts_set_progress_display(kiln_solve_opts *opts, const char *mode);
 
 /**
  * Frees a state and sets `*state` to NULL (`state == NULL` or `*state == NULL`: no-op). The

@@ -53,3 +53,12 @@ export declare const ERROR_CODES: readonly KilnErrorCode[]
 
 /** Narrows an unknown caught value to a KilnError. */
 export declare function isKilnError(e: unknown): e is KilnError
+
+declare module './native' {
+  interface Engine {
+    /** `await using engine = new Engine(...)`: closes the handle when the scope ends. */
+    [Symbol.asyncDispose](): Promise<void>
+    /** `using engine = new Engine(...)`: closes the handle when the scope ends. */
+    [Symbol.dispose](): void
+  }
+}

@@ -31,4 +31,19 @@ function isKilnError(e) {
   return e instanceof Error && e.name === 'KilnError' && ERROR_CODES.includes(e.code)
 }
 
-module.exports = { ...native, ERROR_CODES, isKilnError }
+// `await using engine = new Engine(...)` / `using`: leaving the scope closes the handle (the root
+// lock goes once the engine's running solves have finished, as with `close()`).
+if (typeof Symbol.asyncDispose === 'symbol') {
+  native.Engine.prototype[Symbol.asyncDispose] = async function asyncDispose() {
+    this.close()
+  }
+}
+if (typeof Symbol.dispose === 'symbol') {
+  native.Engine.prototype[Symbol.dispose] = function dispose() {
+    this.close()
+  }
+}
+
+// Spelled as a spread of `require(...)` so that Node's CommonJS export detection
+// (cjs-module-lexer) sees every native name: `import { Engine, local } from 'kiln'` works in ESM.
+module.exports = { ...require('./native.js'), ERROR_CODES, isKilnError }

@@ -13,6 +13,8 @@
 //! `KILN_BENCH_MB` (100), `KILN_BENCH_DIR` (work directory parent, default the temp dir),
 //! `KILN_BENCH_REPEAT` (5: cached re-solves in new Engines, for profiling), `KILN_BENCH_ONLY` (comma list of cases to run: chain, runs, layer, cache; default all).
 
+mod defs;
+
 use kiln::engine::{Engine, EngineOptions, SolveOptions, SolveResult};
 use kiln::graph::{Definition, ExecOptions, MkfileOptions, State};
 use kiln::solver::{ProgressEvent, ProgressSink};
@@ -404,6 +406,21 @@ async fn run() -> Result<()> {
 }
 
 fn main() -> std::process::ExitCode {
+    // `kiln-bench defs DIR`: only write the definitions bench/compare solves on both engines.
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("defs") {
+        let Some(dir) = args.get(2) else {
+            eprintln!("usage: kiln-bench defs DIR");
+            return std::process::ExitCode::FAILURE;
+        };
+        return match defs::write_all(Path::new(dir), env_num("KILN_COMPARE_CHAIN", 200)) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("kiln-bench: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

@@ -36,6 +36,18 @@ impl SnapshotterKind {
     }
 }
 
+impl std::str::FromStr for SnapshotterKind {
+    type Err = Error;
+    /// `overlayfs` or `native`; anything else is an option error naming the accepted values.
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "overlayfs" => Ok(SnapshotterKind::Overlayfs),
+            "native" => Ok(SnapshotterKind::Native),
+            other => Err(Error::option("snapshotters", other, "expected overlayfs or native")),
+        }
+    }
+}
+
 /// How to open an engine.
 #[derive(Debug, Clone)]
 pub struct EngineOptions {

@@ -204,6 +204,11 @@ impl Error {
         }
     }
 
+    /// Using an engine handle after `close()` (every face reports it the same way).
+    pub fn engine_closed() -> Self {
+        Error::new(ErrorKind::Unsupported, "the engine is closed; open a new Engine to keep building")
+    }
+
     /// An error of `kind` with a message.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         Error::Other { kind, message: message.into(), source: None }

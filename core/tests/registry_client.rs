@@ -73,9 +73,44 @@ fn small_blob_is_uploaded_once_then_skipped() {
 }
 
 #[test]
-fn large_blob_is_uploaded_in_chunks_and_fetched_back() {
+fn large_blob_streams_in_one_request_by_default() {
     let reg = TestRegistry::start();
     let c = client();
+    let (_d, s) = store();
+    let data = noise(20 * 1000 * 1000, 11);
+    let d = s.write_bytes(&data).unwrap();
+    let r = reference(&reg, "big/mono:t");
+    c.push_blob(&r, &d, &s, None).unwrap();
+    let st = c.push_stats();
+    assert_eq!((st.monolithic_uploads, st.chunked_uploads, st.chunks), (1, 0, 0), "{st:?}");
+    assert_eq!(st.bytes_uploaded, data.len() as u64);
+    assert_eq!(c.blob_exists(&r, &d).unwrap(), Some(data.len() as u64));
+}
+
+#[test]
+fn push_blobs_uploads_many_at_once_and_skips_present_ones() {
+    let reg = TestRegistry::start();
+    let c = client();
+    let (_d, s) = store();
+    let digests: Vec<_> = (0..10u64).map(|i| s.write_bytes(&noise(300_000 + i as usize, i)).unwrap()).collect();
+    let r = reference(&reg, "many/blobs:t");
+    c.push_blob(&r, &digests[0], &s, None).unwrap();
+    c.push_blobs(&r, &digests, &s).unwrap();
+    let st = c.push_stats();
+    assert_eq!((st.monolithic_uploads, st.blobs_skipped), (10, 1), "{st:?}");
+    for d in &digests {
+        assert!(c.blob_exists(&r, d).unwrap().is_some(), "{d} missing");
+    }
+    // A missing local blob fails the batch with its digest named; nothing else is lost.
+    let missing = Digest::of(b"not in the store");
+    let err = c.push_blobs(&r, &[missing.clone()], &s).unwrap_err();
+    assert!(err.to_string().contains(missing.as_str()), "{err}");
+}
+
+#[test]
+fn large_blob_is_uploaded_in_chunks_and_fetched_back() {
+    let reg = TestRegistry::start();
+    let c = client().with_chunk_size(kiln::registry::DEFAULT_CHUNK_SIZE);
     let (_d, s) = store();
     let data = noise(20 * 1000 * 1000, 7);
     let d = s.write_bytes(&data).unwrap();

@@ -120,7 +120,7 @@ def test_engine_maintenance(engine, rootfs):
     assert engine.disk_usage() == []
     engine.close()
     assert engine.closed
-    with pytest.raises(ValueError):
+    with pytest.raises(kiln.UnsupportedError, match="engine is closed"):
         engine.workers()
 
 

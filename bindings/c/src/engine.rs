@@ -4,11 +4,12 @@
 
 use crate::errors::{kiln_error, kiln_status};
 use crate::ffi::{
-    bytes_arg, catch, cstring, guard, optional_out, out_arg, put, ref_arg, str_arg, take_free, value_out,
+    bytes_arg, catch, cstring, guard, mut_arg, optional_out, out_arg, put, ref_arg, str_arg, take_free, value_out,
 };
 use crate::solve::{kiln_solve_opts, ProgressGate};
 use crate::state::kiln_state;
-use kiln::engine::{Engine, EngineOptions, SolveOptions};
+use kiln::engine::{Engine, EngineOptions, SnapshotterKind, SolveOptions};
+use kiln::solver::display::{DisplayMode, StderrDisplay};
 use kiln::Definition;
 use std::ffi::{c_char, CString};
 use std::ptr;
@@ -71,25 +72,125 @@ fn not_on_runtime_thread(what: &str) -> Result<(), kiln_error> {
 pub extern "C" fn kiln_engine_open(root: *const c_char, out: *mut *mut kiln_engine) -> kiln_status {
     guard(ptr::null_mut(), || {
         let out = out_arg(out, "out")?;
-        let root = str_arg(root, "root")?;
-        if root.is_empty() {
-            return Err(kiln_error::invalid("root is empty; give the engine's state directory"));
-        }
-        not_on_runtime_thread("kiln_engine_open")?;
-        let rt = runtime()?;
-        let _ctx = rt.enter();
-        let engine = Engine::open(EngineOptions::new(root))?;
-        let workers = engine
-            .workers()
-            .into_iter()
-            .map(|w| {
-                let labels = w.labels.iter().map(|(k, v)| (cstring(k.as_str()), cstring(v.as_str()))).collect();
-                (cstring(w.name), labels)
-            })
-            .collect();
-        put(out, kiln_engine { engine, workers });
+        let root = root_arg(root)?;
+        open(EngineOptions::new(root), out)
+    })
+}
+
+fn root_arg<'a>(root: *const c_char) -> Result<&'a str, kiln_error> {
+    let root = str_arg(root, "root")?;
+    if root.is_empty() {
+        return Err(kiln_error::invalid("root is empty; give the engine's state directory"));
+    }
+    Ok(root)
+}
+
+/// How to open an engine (`kiln_engine_open_with`): the root plus the options every kiln face
+/// has (parallelism, OCI runtime, snapshotters). A mutable builder: not for concurrent use while
+/// being changed. Freed with `kiln_engine_opts_free`.
+#[allow(non_camel_case_types)]
+pub struct kiln_engine_opts {
+    inner: EngineOptions,
+    /// True once `kiln_engine_opts_add_snapshotter` replaced the default list.
+    snapshotters_set: bool,
+}
+
+/// New engine options for root directory `root` (copied) with the defaults (parallelism = CPUs,
+/// `runc`, snapshotters overlayfs then native) into `*out` (caller owns them; free with
+/// `kiln_engine_opts_free`).
+///
+/// Thread safety: any thread.
+#[no_mangle]
+pub extern "C" fn kiln_engine_opts_new(root: *const c_char, out: *mut *mut kiln_engine_opts) -> kiln_status {
+    guard(ptr::null_mut(), || {
+        let out = out_arg(out, "out")?;
+        let root = root_arg(root)?;
+        put(out, kiln_engine_opts { inner: EngineOptions::new(root), snapshotters_set: false });
         Ok(())
     })
+}
+
+/// Frees engine options and sets `*opts` to NULL (NULL / `*opts == NULL`: no-op).
+///
+/// Thread safety: must not race with any other use of the same options.
+#[no_mangle]
+pub extern "C" fn kiln_engine_opts_free(opts: *mut *mut kiln_engine_opts) {
+    take_free(opts)
+}
+
+/// At most `n` steps execute at once (0 counts as 1).
+///
+/// Thread safety: mutates `opts`; no concurrent use of the same options.
+#[no_mangle]
+pub extern "C" fn kiln_engine_opts_set_parallelism(opts: *mut kiln_engine_opts, n: usize) -> kiln_status {
+    guard(ptr::null_mut(), || {
+        mut_arg(opts, "opts")?.inner.parallelism = n.max(1);
+        Ok(())
+    })
+}
+
+/// The OCI runtime binary (`runc`, a path, ...; copied).
+///
+/// Thread safety: mutates `opts`; no concurrent use of the same options.
+#[no_mangle]
+pub extern "C" fn kiln_engine_opts_set_runtime(opts: *mut kiln_engine_opts, runtime: *const c_char) -> kiln_status {
+    guard(ptr::null_mut(), || {
+        let o = mut_arg(opts, "opts")?;
+        let r = str_arg(runtime, "runtime")?;
+        if r.is_empty() {
+            return Err(kiln_error::invalid("runtime is empty; give an OCI runtime binary such as runc"));
+        }
+        o.inner.runtime = r.to_owned();
+        Ok(())
+    })
+}
+
+/// Adds a snapshotter to try, in call order (`overlayfs` or `native`); the first call replaces
+/// the default list. The first that works here becomes the default worker. An unknown name
+/// returns KILN_ERR_OPTION naming the accepted ones and leaves `opts` unchanged.
+///
+/// Thread safety: mutates `opts`; no concurrent use of the same options.
+#[no_mangle]
+pub extern "C" fn kiln_engine_opts_add_snapshotter(opts: *mut kiln_engine_opts, name: *const c_char) -> kiln_status {
+    guard(ptr::null_mut(), || {
+        let o = mut_arg(opts, "opts")?;
+        let kind: SnapshotterKind = str_arg(name, "name")?.parse()?;
+        if !o.snapshotters_set {
+            o.inner.snapshotters.clear();
+            o.snapshotters_set = true;
+        }
+        o.inner.snapshotters.push(kind);
+        Ok(())
+    })
+}
+
+/// Opens an engine with `opts` (only read; reusable) into `*out`, like `kiln_engine_open`.
+///
+/// Thread safety: any thread except kiln engine threads (KILN_ERR_WRONG_THREAD).
+#[no_mangle]
+pub extern "C" fn kiln_engine_open_with(opts: *const kiln_engine_opts, out: *mut *mut kiln_engine) -> kiln_status {
+    guard(ptr::null_mut(), || {
+        let out = out_arg(out, "out")?;
+        let o = ref_arg(opts, "opts")?;
+        open(o.inner.clone(), out)
+    })
+}
+
+fn open(opts: EngineOptions, out: &mut *mut kiln_engine) -> Result<(), kiln_error> {
+    not_on_runtime_thread("kiln_engine_open")?;
+    let rt = runtime()?;
+    let _ctx = rt.enter();
+    let engine = Engine::open(opts)?;
+    let workers = engine
+        .workers()
+        .into_iter()
+        .map(|w| {
+            let labels = w.labels.iter().map(|(k, v)| (cstring(k.as_str()), cstring(v.as_str()))).collect();
+            (cstring(w.name), labels)
+        })
+        .collect();
+    put(out, kiln_engine { engine, workers });
+    Ok(())
 }
 
 /// Closes an engine (releasing its root) and sets `*engine` to NULL. NULL / `*engine == NULL`:
@@ -118,11 +219,11 @@ fn solve_def(
         let (def, image_config) = def()?;
         // A cancel token set on the options travels inside them (`SolveOptions::cancel`): the
         // solve then returns Cancelled once its own steps have cleaned up.
-        let (mut so, progress) = if opts.is_null() {
-            (SolveOptions::default(), None)
+        let (mut so, progress, display) = if opts.is_null() {
+            (SolveOptions::default(), None, DisplayMode::Quiet)
         } else {
             let o = ref_arg(opts, "opts")?;
-            (o.inner.clone(), o.progress)
+            (o.inner.clone(), o.progress, o.display)
         };
         if let Some(ic) = image_config {
             so.image_config = ic;
@@ -130,9 +231,16 @@ fn solve_def(
         not_on_runtime_thread("kiln_engine_solve")?;
         let rt = runtime()?;
         let (sink, gate) = ProgressGate::sink(progress);
-        so.progress = sink;
+        let display = StderrDisplay::new(display);
+        so.progress = match &display {
+            Some(d) => sink.tee(d.sink()),
+            None => sink,
+        };
         let r = rt.block_on(engine.engine.solve(&def, so));
         gate.close();
+        if let Some(d) = &display {
+            d.finish();
+        }
         let r = r?;
         put(
             out,

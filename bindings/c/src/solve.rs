@@ -5,6 +5,7 @@
 use crate::errors::kiln_status;
 use crate::ffi::{bytes_arg, catch, cstring, guard, mut_arg, out_arg, put, ref_arg, str_arg, take_free};
 use kiln::engine::{CancelToken, SolveOptions};
+use kiln::solver::display::DisplayMode;
 use kiln::solver::{LogStream, ProgressEvent, ProgressSink};
 use std::ffi::{c_char, c_void, CString};
 use std::ptr;
@@ -17,6 +18,8 @@ use std::sync::{Arc, Mutex};
 pub struct kiln_solve_opts {
     pub(crate) inner: SolveOptions,
     pub(crate) progress: Option<(ProgressFn, UserData)>,
+    /// The built-in display on stderr (`kiln_solve_opts_set_progress_display`; default quiet).
+    pub(crate) display: DisplayMode,
 }
 
 /// A cancellation switch for solves (`kiln_solve_opts_set_cancel`). Once cancelled it stays
@@ -234,7 +237,10 @@ fn deliver(cb: ProgressFn, ud: UserData, ev: &ProgressEvent) {
 #[no_mangle]
 pub extern "C" fn kiln_solve_opts_new(out: *mut *mut kiln_solve_opts) -> kiln_status {
     guard(ptr::null_mut(), || {
-        put(out_arg(out, "out")?, kiln_solve_opts { inner: SolveOptions::default(), progress: None });
+        put(
+            out_arg(out, "out")?,
+            kiln_solve_opts { inner: SolveOptions::default(), progress: None, display: DisplayMode::Quiet },
+        );
         Ok(())
     })
 }
@@ -392,6 +398,21 @@ pub extern "C" fn kiln_solve_opts_set_cancel(
     edit(opts, |o| {
         // NULL clears the token (instead of being an error as elsewhere).
         o.inner.cancel = if token.is_null() { None } else { Some(ref_arg(token, "token")?.token.clone()) };
+        Ok(())
+    })
+}
+
+/// Shows progress on the process's stderr with kiln's built-in display: `mode` is `auto` (a live
+/// view when stderr is a terminal, plain lines otherwise), `tty`, `plain` (buildctl-style
+/// lines), `rawjson` (one JSON object per event) or `quiet` (the default). Works together with
+/// a progress callback. An unknown mode returns KILN_ERR_OPTION naming the accepted ones and
+/// leaves `opts` unchanged.
+///
+/// Thread safety: mutates `opts`; no concurrent use of the same options.
+#[no_mangle]
+pub extern "C" fn kiln_solve_opts_set_progress_display(opts: *mut kiln_solve_opts, mode: *const c_char) -> kiln_status {
+    edit(opts, |o| {
+        o.display = str_arg(mode, "mode")?.parse()?;
         Ok(())
     })
 }

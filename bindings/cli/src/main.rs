@@ -8,12 +8,10 @@ use clap::{Parser, Subcommand};
 use kiln::engine::{Engine, EngineOptions, SolveOptions};
 use kiln::graph::Definition;
 use kiln::options::{Entitlement, OutputSpec, SecretSpec};
-use kiln::solver::display::{DisplayMode, Printer};
-use kiln::solver::ProgressSink;
+use kiln::solver::display::{DisplayMode, StderrDisplay};
 use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
 
 #[derive(Parser, Debug)]
 #[command(name = "kiln", version, about = "kiln: an embeddable BuildKit-style build engine")]
@@ -313,9 +311,10 @@ async fn build(root: Option<PathBuf>, b: BuildArgs) -> kiln::Result<()> {
     let ssh_auth_sock = std::env::var("SSH_AUTH_SOCK").ok();
     apply_grants(&mut opts, &b.ssh, &b.allow, ssh_auth_sock.as_deref())?;
     let mode: DisplayMode = b.progress.parse()?;
-    let printer = Arc::new(Mutex::new(Printer::new(std::io::stderr(), mode.resolve())));
-    let p = printer.clone();
-    opts.progress = ProgressSink::new(move |e| p.lock().unwrap_or_else(|x| x.into_inner()).handle(&e));
+    let display = StderrDisplay::new(mode);
+    if let Some(d) = &display {
+        opts.progress = d.sink();
+    }
     let engine = open_engine(root)?;
     let cancel = kiln::CancelToken::new();
     opts.cancel = Some(cancel.clone());
@@ -335,7 +334,9 @@ async fn build(root: Option<PathBuf>, b: BuildArgs) -> kiln::Result<()> {
             }
         }
     };
-    printer.lock().unwrap_or_else(|x| x.into_inner()).finish();
+    if let Some(d) = &display {
+        d.finish();
+    }
     let res = res?;
     for (k, v) in &res.exporter_response {
         eprintln!("{k}: {v}");

@@ -4,8 +4,9 @@
 
 use crate::errors;
 use crate::graph::{Definition, ExecState, ImageConfig, State};
+use kiln::solver::display::{DisplayMode, StderrDisplay};
 use kiln::solver::{LogStream, ProgressEvent as CoreEvent, ProgressSink};
-use kiln::{Error, ErrorKind, SnapshotterKind};
+use kiln::{Error, SnapshotterKind};
 use napi::bindgen_prelude::JsObjectValue;
 use napi::bindgen_prelude::{Either, Either3, Function, Object, PromiseRaw};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
@@ -144,6 +145,12 @@ pub struct SolveOptions<'a> {
     /// Called with every progress event (on the JS thread, asynchronously).
     #[napi(ts_type = "(event: ProgressEvent) => void")]
     pub on_progress: Option<ProgressFn>,
+    /// A built-in display on stderr (default `'quiet'`: Node code usually takes events through
+    /// `onProgress`): `'auto'` (live view on a terminal, else plain lines), `'tty'`, `'plain'`
+    /// (buildctl-style lines), `'rawjson'` (one JSON object per event) or `'quiet'`. Works
+    /// together with `onProgress`.
+    #[napi(ts_type = "'auto' | 'tty' | 'plain' | 'rawjson' | 'quiet'")]
+    pub progress: Option<String>,
     /// The image config image exporters write (default: the solved state's own, from `withEnv`,
     /// `withCwd`, `withCmd`, ...; a `Definition` has none).
     pub image_config: Option<ImageConfig>,
@@ -212,10 +219,6 @@ pub struct Engine {
     inner: Mutex<Option<kiln::Engine>>,
 }
 
-fn closed() -> Error {
-    Error::new(ErrorKind::Unsupported, "engine is closed; create a new Engine to keep building")
-}
-
 fn build_solve_options(
     locals: HashMap<String, String>,
     outputs: Vec<String>,
@@ -242,7 +245,7 @@ fn build_solve_options(
 
 impl Engine {
     fn get(&self) -> kiln::Result<kiln::Engine> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).clone().ok_or_else(closed)
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).clone().ok_or_else(Error::engine_closed)
     }
 }
 
@@ -281,12 +284,9 @@ impl Engine {
         if let Some(s) = o.snapshotters {
             eo.snapshotters = s
                 .iter()
-                .map(|k| match k.as_str() {
-                    "overlayfs" => Ok(SnapshotterKind::Overlayfs),
-                    "native" => Ok(SnapshotterKind::Native),
-                    other => Err(errors::throw(&env, &errors::option("snapshotters", other, "overlayfs or native"))),
-                })
-                .collect::<napi::Result<_>>()?;
+                .map(|k| k.parse::<SnapshotterKind>())
+                .collect::<kiln::Result<_>>()
+                .map_err(|e| errors::throw(&env, &e))?;
         }
         let engine = kiln::Engine::open(eo).map_err(|e| errors::throw(&env, &e))?;
         Ok(Engine { inner: Mutex::new(Some(engine)) })
@@ -340,6 +340,7 @@ impl Engine {
         let mut pre_aborted = false;
         let (mut locals, mut outputs, mut cexp, mut cimp, mut secrets, mut progress, mut image_config) =
             (HashMap::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), None, None);
+        let mut display_mode = DisplayMode::Quiet;
         if let Some(o) = options {
             if let Some(sig) = &o.signal {
                 pre_aborted = watch_signal(env, sig, cancel.clone())?;
@@ -352,6 +353,9 @@ impl Engine {
                 secrets = crate::opts::secrets_of(env, obj)?;
             }
             progress = o.on_progress;
+            if let Some(m) = &o.progress {
+                display_mode = m.parse().map_err(|e| errors::throw(env, &e))?;
+            }
             image_config = o.image_config;
         }
         let fut = async move {
@@ -377,11 +381,18 @@ impl Engine {
                     let _ = f.call(ProgressEvent::from(e), ThreadsafeFunctionCallMode::NonBlocking);
                 });
             }
+            let display = StderrDisplay::new(display_mode);
+            if let Some(d) = &display {
+                so.progress = so.progress.tee(d.sink());
+            }
             // An abort trips the token: the solve then returns Cancelled once its own steps have
             // cleaned up (no container or mount outlives the rejection), without waiting for
             // other solves of the engine.
             so.cancel = Some(cancel.clone());
             let r = engine.solve(&def, so).await;
+            if let Some(d) = &display {
+                d.finish();
+            }
             if matches!(&r, Err(Error::Cancelled)) {
                 tracing::debug!("solve cancelled by AbortSignal");
             }

@@ -11,7 +11,7 @@ use crate::progress::{Progress, PyProgressEvent};
 use crate::runtime::{runtime, KilnRuntime};
 use kiln::solver::{ProgressEvent, ProgressSink};
 use kiln::{Definition, EngineOptions, Error, ErrorKind, SnapshotterKind, SolveOptions, SolveResult};
-use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyRuntimeError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use std::collections::BTreeMap;
@@ -135,7 +135,7 @@ impl PyEngine {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
-            .ok_or_else(|| PyValueError::new_err("the engine is closed"))
+            .ok_or_else(|| Python::attach(|py| kerr(py, Error::engine_closed())))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -250,14 +250,8 @@ impl PyEngine {
         }
         opts.runtime = runtime.to_owned();
         if let Some(s) = snapshotters {
-            opts.snapshotters = s
-                .iter()
-                .map(|k| match k.as_str() {
-                    "overlayfs" => Ok(SnapshotterKind::Overlayfs),
-                    "native" => Ok(SnapshotterKind::Native),
-                    other => Err(kerr(py, Error::option("snapshotters", other, "expected overlayfs or native"))),
-                })
-                .collect::<PyResult<_>>()?;
+            opts.snapshotters =
+                s.iter().map(|k| k.parse::<SnapshotterKind>()).collect::<kiln::Result<_>>().map_err(|e| kerr(py, e))?;
         }
         let rt = crate::runtime::runtime().map_err(|e| PyRuntimeError::new_err(format!("tokio runtime: {e}")))?;
         let engine = py

@@ -235,6 +235,37 @@ fn truncate(s: &str, n: usize) -> String {
     }
 }
 
+/// A built-in display on the process's stderr, fed by a [`ProgressSink`]: what the CLI, Node's
+/// `progress:` option and C's `kiln_solve_opts_set_progress_display` show. Python writes to
+/// `sys.stderr` instead, so it drives a [`Printer`] itself.
+#[derive(Clone)]
+pub struct StderrDisplay {
+    printer: std::sync::Arc<std::sync::Mutex<Printer<std::io::Stderr>>>,
+}
+
+impl StderrDisplay {
+    /// A display in `mode` (`Auto` resolved against stderr); `None` for [`DisplayMode::Quiet`].
+    pub fn new(mode: DisplayMode) -> Option<StderrDisplay> {
+        match mode.resolve() {
+            DisplayMode::Quiet => None,
+            m => Some(StderrDisplay {
+                printer: std::sync::Arc::new(std::sync::Mutex::new(Printer::new(std::io::stderr(), m))),
+            }),
+        }
+    }
+
+    /// The sink rendering every event it receives.
+    pub fn sink(&self) -> super::ProgressSink {
+        let p = self.printer.clone();
+        super::ProgressSink::new(move |e| p.lock().unwrap_or_else(|x| x.into_inner()).handle(&e))
+    }
+
+    /// Flushes the final state; call once the solve returned.
+    pub fn finish(&self) {
+        self.printer.lock().unwrap_or_else(|x| x.into_inner()).finish()
+    }
+}
+
 impl DisplayMode {
     /// Resolves `Auto` to `Tty` or `Plain` depending on whether stderr is a terminal.
     pub fn resolve(self) -> DisplayMode {

@@ -144,6 +144,17 @@ impl ProgressSink {
         (ProgressSink::new(move |e| drop(tx.send(e))), rx)
     }
 
+    /// A sink sending every event to `self`, then to `other` (a callback and a display at once).
+    pub fn tee(self, other: ProgressSink) -> ProgressSink {
+        match (self.f, other.f) {
+            (Some(a), Some(b)) => ProgressSink::new(move |e: ProgressEvent| {
+                a(e.clone());
+                b(e)
+            }),
+            (a, b) => ProgressSink { f: a.or(b) },
+        }
+    }
+
     /// Sends one event.
     pub fn emit(&self, e: ProgressEvent) {
         if let Some(f) = &self.f {

@@ -15,7 +15,7 @@ pub mod client;
 pub mod options;
 pub mod reference;
 
-pub use client::{PushStats, RegistryClient, DEFAULT_CHUNK_SIZE};
+pub use client::{PushStats, RegistryClient, DEFAULT_CHUNK_SIZE, PUSH_PARALLELISM};
 pub use options::{Interrupt, RegistryOptions};
 pub use reference::Reference;
 
@@ -142,16 +142,17 @@ fn push_manifest_tree(
     let m: ImageManifest = serde_json::from_slice(bytes).map_err(|e| {
         Error::with_source(ErrorKind::Content, format!("image manifest {digest} is not a valid manifest"), e)
     })?;
+    let mut blobs = Vec::with_capacity(m.layers().len() + 1);
     for layer in m.layers() {
         let d = from_oci_digest(layer.digest())?;
         // Non-distributable layers stay wherever their URLs point; the registry does not need them.
         if !store.has(&d) && layer.media_type().to_string().contains("nondistributable") {
             continue;
         }
-        client.push_blob(r, &d, store, None)?;
+        blobs.push(d);
     }
-    client.push_blob(r, &from_oci_digest(m.config().digest())?, store, None)?;
-    Ok(())
+    blobs.push(from_oci_digest(m.config().digest())?);
+    client.push_blobs(r, &blobs, store)
 }
 
 /// True when `r`'s registry is on the loopback interface (`localhost`, `127.*`, `[::1]`). Like

@@ -103,15 +103,22 @@ pub fn export_registry(
     let cfg_json = cfg.to_json()?;
     let cfg_desc = config_descriptor(&cfg_json)?;
     let (root, media_type) = root_document(spec, &layer_descs, &cfg_desc)?;
+    // A merged record's blob that is not here is already in the registry (push_blob's HEAD
+    // check would find it; checking it here avoids reading a blob kiln does not have).
+    let mut blobs = Vec::with_capacity(layer_descs.len() + 1);
     for d in &layer_descs {
         let digest = descriptor_digest(d)?;
-        if !engine_store.has(&digest) && client.blob_exists(&r, &digest)?.is_some() {
-            continue; // a merged record's blob, already in the registry
+        if engine_store.has(&digest) {
+            blobs.push(digest);
+        } else if client.blob_exists(&r, &digest)?.is_none() {
+            return Err(Error::new(
+                ErrorKind::Cache,
+                format!("cache blob {digest} is neither in the local store nor in {reference}; export it again"),
+            ));
         }
-        client.push_blob(&r, &digest, engine_store, None)?;
     }
-    let cd = engine_store.write_bytes(&cfg_json)?;
-    client.push_blob(&r, &cd, engine_store, None)?;
+    blobs.push(engine_store.write_bytes(&cfg_json)?);
+    client.push_blobs(&r, &blobs, engine_store)?;
     client.put_manifest(&r, &media_type.to_string(), &root)
 }
 

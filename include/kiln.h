@@ -1268,6 +1268,110 @@ size_t kiln_bytes_len(const kiln_bytes *bytes);
  */
 void kiln_bytes_free(kiln_bytes **bytes);
 
+/**
+ * The registry image `reference` for `platform` (`os/arch[/variant]`, or NULL: the host's),
+ * resolved through `engine` (its registry options and `~/.docker/config.json` credentials;
+ * loopback registries over plain http): the new state in `*out` (caller owns it) carries the
+ * image's config — env, working dir, user, entrypoint, cmd, labels, ports, volumes — which later
+ * runs use and image exports keep. `resolve_digest` pins the source to the resolved manifest
+ * digest. Blocks while the registry answers. Errors as `kiln_engine_solve` (`err` may be NULL).
+ *
+ * Thread safety: any thread except kiln engine threads (KILN_ERR_WRONG_THREAD).
+ */
+kiln_status kiln_engine_image(const kiln_engine *engine,
+                              const char *reference,
+                              const char *platform,
+                              bool resolve_digest,
+                              kiln_state **out,
+                              kiln_error **err);
+
+/**
+ * The image of the OCI layout `dir` by `reference` (a tag or `sha256:<64 hex>`), for `platform`
+ * (or NULL: the host's), resolved through `engine`: the state in `*out` carries the image's
+ * config, like `kiln_engine_image`. Errors as `kiln_engine_solve` (`err` may be NULL).
+ *
+ * Thread safety: any thread except kiln engine threads (KILN_ERR_WRONG_THREAD).
+ */
+kiln_status kiln_engine_oci_layout(const kiln_engine *engine,
+                                   const char *dir,
+                                   const char *reference,
+                                   const char *platform,
+                                   kiln_state **out,
+                                   kiln_error **err);
+
+/**
+ * A pure registry image source for `platform` (`os/arch[/variant]`, or NULL: the host's), like
+ * `kiln_state_image`: nothing is fetched. A malformed platform returns KILN_ERR_OPTION.
+ *
+ * Thread safety: see the header preamble.
+ */
+kiln_status kiln_state_image_for(const char *reference, const char *platform, kiln_state **out);
+
+/**
+ * `base` with an exposed port in its image config (`80/tcp`, `53/udp`; a bare number means
+ * tcp). Result in `*out` (caller owns it).
+ *
+ * Thread safety: see the header preamble.
+ */
+kiln_status kiln_state_with_exposed_port(const kiln_state *base,
+                                         const char *port,
+                                         kiln_state **out);
+
+/**
+ * `base` with a volume in its image config. Result in `*out` (caller owns it).
+ *
+ * Thread safety: see the header preamble.
+ */
+kiln_status kiln_state_with_volume(const kiln_state *base, const char *path, kiln_state **out);
+
+/**
+ * `base` with the image config stop signal `signal` (`SIGTERM`). Result in `*out`.
+ *
+ * Thread safety: see the header preamble.
+ */
+kiln_status kiln_state_with_stop_signal(const kiln_state *base,
+                                        const char *signal,
+                                        kiln_state **out);
+
+/**
+ * `base` with manifest annotation `key=value` (written by image exporters). Result in `*out`.
+ *
+ * Thread safety: see the header preamble.
+ */
+kiln_status kiln_state_with_annotation(const kiln_state *base,
+                                       const char *key,
+                                       const char *value,
+                                       kiln_state **out);
+
+/**
+ * Sets `SOURCE_DATE_EPOCH` (Unix seconds) for solves with these options: image exports clamp
+ * file times and the config's `created` to it, so fresh roots export the same digest.
+ *
+ * Thread safety: mutates `opts`; no concurrent use of the same options.
+ */
+kiln_status kiln_solve_opts_set_source_date_epoch(kiln_solve_opts *opts, int64_t epoch);
+
+/**
+ * Sets the build platform (`os/arch[/variant]` or `local`; NULL: the host's). Another platform
+ * than the host's is refused when solving (kiln has no emulation); image exports record it. A
+ * malformed platform returns KILN_ERR_OPTION and leaves `opts` unchanged.
+ *
+ * Thread safety: mutates `opts`; no concurrent use of the same options.
+ */
+kiln_status kiln_solve_opts_set_platform(kiln_solve_opts *opts, const char *platform);
+
+/**
+ * Like `kiln_engine_disk_usage`, counting only records of `record_type` (`regular`: steps'
+ * snapshots; `exec.cachemount`: cache mounts; NULL: all).
+ *
+ * Thread safety: any thread except kiln engine threads (KILN_ERR_WRONG_THREAD).
+ */
+kiln_status kiln_engine_disk_usage_of(const kiln_engine *engine,
+                                      const char *record_type,
+                                      size_t *records,
+                                      uint64_t *bytes,
+                                      kiln_error **err);
+
 #ifdef __cplusplus
 }  // extern "C"
 #endif  // __cplusplus

@@ -94,6 +94,16 @@ export interface OciLayoutOptions {
   tag?: string
   /** Manifest or index digest (`sha256:...`). */
   digest?: string
+  /** Platform `os/arch[/variant]` of the image (default: the host's). */
+  platform?: string
+}
+
+/** Options of `image`: Which image a registry image source names and how an engine resolves it. */
+export interface ImageOptions {
+  /** Platform `os/arch[/variant]` of the image (default: the host's). */
+  platform?: string
+  /** When an engine resolves the image: pin the source to the resolved manifest digest. Default `false`. */
+  resolveDigest?: boolean
 }
 
 /** Options of `local`: Which files of a local directory a `local` source sends. */

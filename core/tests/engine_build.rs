@@ -438,7 +438,10 @@ async fn bad_inputs_give_clear_errors_and_leave_root_usable() {
     let st = State::local("nope").run(sh("true")).root();
     let (r, _) = k.solve(&st, k.opts()).await;
     let e = r.unwrap_err();
-    assert!(e.to_string().contains("\"nope\"") && e.to_string().contains("--local"), "{e}");
+    assert!(e.to_string().contains("\"nope\"") && e.to_string().contains("rootfs"), "{e}");
+    assert_eq!(e.missing(), Some((kiln::MissingInput::Local, "nope")));
+    let hint = e.report_for(|_, name| format!("--local {name}=DIR"));
+    assert!(hint.ends_with("; pass it as --local nope=DIR"), "{hint}");
     let ok = base().run(sh("echo fine > /f")).root();
     let (r, _) = k.solve(&ok, k.opts()).await;
     r.unwrap();

@@ -205,7 +205,8 @@ async fn ssh_socket_is_forwarded_with_owner_and_mode() {
     // Missing id: an error naming it and how to provide it; optional: runs without a socket.
     let o = sh("true").ssh(SshSocket::new("gh"));
     let e = run_out(&k, o, k.opts().ssh("default", &agent)).await.unwrap_err();
-    assert!(e.to_string().contains("no SSH key \"gh\"") && e.to_string().contains("--ssh gh="), "{e}");
+    assert!(e.to_string().contains("SSH agent \"gh\"") && e.to_string().contains("default"), "{e}");
+    assert_eq!(e.missing(), Some((kiln::MissingInput::Ssh, "gh")));
     let o = sh("test ! -e /run/buildkit/ssh_agent.0 && echo none > /out/r").ssh(SshSocket::new("gh").optional());
     let out = run_out(&k, o, k.opts()).await.unwrap();
     assert_eq!(read(&out.join("r")), "none\n");

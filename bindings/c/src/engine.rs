@@ -21,7 +21,7 @@ use tokio::runtime::Runtime;
 /// Freed with `kiln_engine_free`, which releases the root.
 #[allow(non_camel_case_types)]
 pub struct kiln_engine {
-    engine: Engine,
+    pub(crate) engine: Engine,
     /// Worker names and sorted labels, fixed at open (the getters hand out borrowed strings).
     workers: Vec<(CString, Vec<(CString, CString)>)>,
 }
@@ -37,7 +37,7 @@ pub struct kiln_result {
 static RUNTIME: OnceLock<Runtime> = OnceLock::new();
 
 /// The library's runtime, built on first use. Never dropped: its threads live until exit.
-fn runtime() -> Result<&'static Runtime, kiln_error> {
+pub(crate) fn runtime() -> Result<&'static Runtime, kiln_error> {
     if let Some(rt) = RUNTIME.get() {
         return Ok(rt);
     }
@@ -51,7 +51,7 @@ fn runtime() -> Result<&'static Runtime, kiln_error> {
 }
 
 /// Refuses to block on a runtime thread (tokio would panic; it would also deadlock the solve).
-fn not_on_runtime_thread(what: &str) -> Result<(), kiln_error> {
+pub(crate) fn not_on_runtime_thread(what: &str) -> Result<(), kiln_error> {
     if tokio::runtime::Handle::try_current().is_ok() {
         return Err(kiln_error::api(
             kiln_status::KILN_ERR_WRONG_THREAD,

@@ -26,6 +26,8 @@ pub mod file_ops;
 
 pub mod bytes;
 
+pub mod image;
+
 use std::ffi::c_char;
 
 /// The library version (`"0.1.0"`). Static storage: never free it.

@@ -154,6 +154,12 @@ pub struct SolveOptions<'a> {
     /// The image config image exporters write (default: the solved state's own, from `withEnv`,
     /// `withCwd`, `withCmd`, ...; a `Definition` has none).
     pub image_config: Option<ImageConfig>,
+    /// `SOURCE_DATE_EPOCH` (Unix seconds): image exports clamp file times and `created` to it,
+    /// so fresh roots export the same digest.
+    pub source_date_epoch: Option<i64>,
+    /// The build platform `os/arch[/variant]` (default: the host's; another one is refused:
+    /// kiln has no emulation); image exports record it.
+    pub platform: Option<String>,
     /// Aborting it cancels the solve: the promise rejects with code `KILN_CANCELLED` once the
     /// solve's containers are killed and its mounts and snapshots released.
     #[napi(ts_type = "AbortSignal")]
@@ -193,6 +199,8 @@ pub struct UsageRecord {
     pub size: f64,
     /// Unix seconds of last use.
     pub last_used: f64,
+    /// BuildKit's record type: `'regular'` (a step's snapshot) or `'exec.cachemount'`.
+    pub record_type: String,
 }
 
 /// Options of `engine.prune(options)`.
@@ -341,7 +349,10 @@ impl Engine {
         let (mut locals, mut outputs, mut cexp, mut cimp, mut secrets, mut progress, mut image_config) =
             (HashMap::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), None, None);
         let mut display_mode = DisplayMode::Quiet;
+        let (mut source_date_epoch, mut platform) = (None, None);
         if let Some(o) = options {
+            source_date_epoch = o.source_date_epoch;
+            platform = o.platform;
             if let Some(sig) = &o.signal {
                 pre_aborted = watch_signal(env, sig, cancel.clone())?;
             }
@@ -364,6 +375,10 @@ impl Engine {
                 return Err(Error::Cancelled);
             }
             let mut so = build_solve_options(locals, outputs, cexp, cimp, secrets)?;
+            so.source_date_epoch = source_date_epoch;
+            if let Some(p) = &platform {
+                so = so.platform(p)?;
+            }
             let def = match graph {
                 Either::A(s) => {
                     so.image_config = s.image_config();
@@ -408,6 +423,50 @@ impl Engine {
         })
     }
 
+    /// The registry image `reference` resolved through this engine (its registry options and
+    /// `~/.docker/config.json` credentials; loopback registries over plain http): the state
+    /// carries the image's config (env, working dir, user, entrypoint, cmd, labels, ports, ...),
+    /// later runs use it and image exports keep it.
+    #[napi(
+        ts_args_type = "reference: string, options?: import('./builder').ImageOptions",
+        ts_return_type = "Promise<State>"
+    )]
+    pub fn image<'env>(
+        &self,
+        env: &'env Env,
+        reference: String,
+        options: Option<napi::bindgen_prelude::Unknown>,
+    ) -> napi::Result<PromiseRaw<'env, State>> {
+        let engine = self.get();
+        let o = crate::generated::image_options(env, options)?;
+        env.spawn_future_with_callback(
+            async move { Ok(async move { engine?.image(&reference, &o).await }.await) },
+            |env, r| r.map(State::from).map_err(|e| errors::throw(env, &e)),
+        )
+    }
+
+    /// The image of the OCI layout at `dir` (by `tag`, default `latest`, or `digest`) resolved
+    /// through this engine: the state carries the image's config, like `engine.image`.
+    #[napi(
+        ts_args_type = "dir: string, options?: import('./builder').OciLayoutOptions",
+        ts_return_type = "Promise<State>"
+    )]
+    pub fn oci_layout<'env>(
+        &self,
+        env: &'env Env,
+        dir: String,
+        options: Option<napi::bindgen_prelude::Unknown>,
+    ) -> napi::Result<PromiseRaw<'env, State>> {
+        let engine = self.get();
+        let o = crate::generated::oci_layout_options(env, options)?;
+        let r = o.reference().map_err(|e| errors::throw(env, &e))?;
+        let dir = std::path::absolute(&dir).unwrap_or_else(|_| PathBuf::from(&dir));
+        env.spawn_future_with_callback(
+            async move { Ok(async move { engine?.oci_layout(dir, r, &o.image_options()).await }.await) },
+            |env, r| r.map(State::from).map_err(|e| errors::throw(env, &e)),
+        )
+    }
+
     /// Cache records and their sizes.
     #[napi(ts_return_type = "Promise<UsageRecord[]>")]
     pub fn disk_usage<'env>(&self, env: &'env Env) -> napi::Result<PromiseRaw<'env, Vec<UsageRecord>>> {
@@ -422,6 +481,7 @@ impl Engine {
                         description: u.description,
                         size: u.size as f64,
                         last_used: u.last_used as f64,
+                        record_type: u.record_type,
                     })
                     .collect()),
                 Err(e) => Err(errors::throw(env, &e)),

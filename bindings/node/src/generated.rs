@@ -132,13 +132,29 @@ pub fn copy_options(env: &Env, options: Option<Unknown>) -> napi::Result<kiln::g
 
 /// The options of `oci_layout`: Which image of an OCI layout: a tag or a digest, not both (default tag `latest`).
 pub fn oci_layout_options(env: &Env, options: Option<Unknown>) -> napi::Result<kiln::graph::OciLayoutOptions> {
-    let r = Reader::new(env, options, "oci_layout", &["tag", "digest"])?;
+    let r = Reader::new(env, options, "oci_layout", &["tag", "digest", "platform"])?;
     let mut o = kiln::graph::OciLayoutOptions::default();
     if let Some(v) = r.get::<String>("tag")? {
         o.tag = Some(v);
     }
     if let Some(v) = r.get::<String>("digest")? {
         o.digest = Some(v);
+    }
+    if let Some(v) = r.get::<kiln::graph::Platform>("platform")? {
+        o.platform = Some(v);
+    }
+    Ok(o)
+}
+
+/// The options of `image`: Which image a registry image source names and how an engine resolves it.
+pub fn image_options(env: &Env, options: Option<Unknown>) -> napi::Result<kiln::graph::ImageOptions> {
+    let r = Reader::new(env, options, "image", &["platform", "resolveDigest"])?;
+    let mut o = kiln::graph::ImageOptions::default();
+    if let Some(v) = r.get::<kiln::graph::Platform>("platform")? {
+        o.platform = Some(v);
+    }
+    if let Some(v) = r.get::<bool>("resolveDigest")? {
+        o.resolve_digest = v;
     }
     Ok(o)
 }

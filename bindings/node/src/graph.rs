@@ -59,6 +59,64 @@ pub struct ImageConfig {
     pub user: Option<String>,
     /// `Labels`.
     pub labels: Option<HashMap<String, String>>,
+    /// `ExposedPorts` (`80/tcp`).
+    pub exposed_ports: Option<Vec<String>>,
+    /// `Volumes`.
+    pub volumes: Option<Vec<String>>,
+    /// `StopSignal`.
+    pub stop_signal: Option<String>,
+    /// `Healthcheck` (Docker extension).
+    pub healthcheck: Option<Healthcheck>,
+    /// `Shell` (Docker extension).
+    pub shell: Option<Vec<String>>,
+    /// `OnBuild` triggers (Docker extension).
+    pub on_build: Option<Vec<String>>,
+    /// Manifest annotations written by image exporters.
+    pub annotations: Option<HashMap<String, String>>,
+}
+
+/// A container healthcheck (Docker's `Healthcheck`; durations in nanoseconds).
+#[napi(object)]
+#[derive(Clone)]
+pub struct Healthcheck {
+    /// The test (`["CMD", ...]`, `["CMD-SHELL", "..."]`, `["NONE"]`).
+    pub test: Vec<String>,
+    /// Time between checks.
+    pub interval: Option<i64>,
+    /// Time a check may take.
+    pub timeout: Option<i64>,
+    /// Start period of the container.
+    pub start_period: Option<i64>,
+    /// Time between checks during the start period.
+    pub start_interval: Option<i64>,
+    /// Consecutive failures needed to report unhealthy.
+    pub retries: Option<i64>,
+}
+
+impl From<g::Healthcheck> for Healthcheck {
+    fn from(h: g::Healthcheck) -> Self {
+        Healthcheck {
+            test: h.test,
+            interval: h.interval,
+            timeout: h.timeout,
+            start_period: h.start_period,
+            start_interval: h.start_interval,
+            retries: h.retries,
+        }
+    }
+}
+
+impl From<Healthcheck> for g::Healthcheck {
+    fn from(h: Healthcheck) -> Self {
+        g::Healthcheck {
+            test: h.test,
+            interval: h.interval,
+            timeout: h.timeout,
+            start_period: h.start_period,
+            start_interval: h.start_interval,
+            retries: h.retries,
+        }
+    }
 }
 
 impl From<g::ImageConfig> for ImageConfig {
@@ -70,6 +128,15 @@ impl From<g::ImageConfig> for ImageConfig {
             working_dir: c.working_dir,
             user: c.user,
             labels: Some(c.labels.into_iter().collect()),
+            // The fields beyond the original six appear only when set, so configs that use none
+            // of them keep their shape.
+            exposed_ports: (!c.exposed_ports.is_empty()).then(|| c.exposed_ports.into_iter().collect()),
+            volumes: (!c.volumes.is_empty()).then(|| c.volumes.into_iter().collect()),
+            stop_signal: c.stop_signal,
+            healthcheck: c.healthcheck.map(Into::into),
+            shell: c.shell,
+            on_build: c.on_build,
+            annotations: (!c.annotations.is_empty()).then(|| c.annotations.into_iter().collect()),
         }
     }
 }
@@ -83,7 +150,13 @@ impl From<ImageConfig> for g::ImageConfig {
             working_dir: c.working_dir,
             user: c.user,
             labels: c.labels.unwrap_or_default().into_iter().collect(),
-            ..Default::default()
+            exposed_ports: c.exposed_ports.unwrap_or_default().into_iter().collect(),
+            volumes: c.volumes.unwrap_or_default().into_iter().collect(),
+            stop_signal: c.stop_signal,
+            healthcheck: c.healthcheck.map(Into::into),
+            shell: c.shell,
+            on_build: c.on_build,
+            annotations: c.annotations.unwrap_or_default().into_iter().collect(),
         }
     }
 }
@@ -133,17 +206,20 @@ pub fn scratch() -> State {
     g::State::scratch().into()
 }
 
-/// `docker-image://REF` (normalized: `busybox` → `docker.io/library/busybox:latest`).
-#[napi]
-pub fn image(reference: String) -> State {
-    g::State::image(reference).into()
+/// `docker-image://REF` (normalized: `busybox` → `docker.io/library/busybox:latest`) for
+/// `options.platform` (default: the host's). Pure: nothing is fetched and the state carries no
+/// config; `engine.image(ref)` resolves the image and inherits its config.
+#[napi(ts_args_type = "reference: string, options?: import('./builder').ImageOptions")]
+pub fn image(env: Env, reference: String, options: Option<Unknown>) -> napi::Result<State> {
+    Ok(g::State::image_with_options(reference, &gen::image_options(&env, options)?).into())
 }
 
 /// An image from an OCI image layout directory on disk, by tag (default `latest`) or digest.
 #[napi(ts_args_type = "dir: string, options?: import('./builder').OciLayoutOptions")]
 pub fn oci_layout(env: Env, dir: String, options: Option<Unknown>) -> napi::Result<State> {
-    let r = gen::oci_layout_options(&env, options)?.reference().map_err(|e| errors::throw(&env, &e))?;
-    Ok(g::State::oci_layout(dir, r).into())
+    let o = gen::oci_layout_options(&env, options)?;
+    let r = o.reference().map_err(|e| errors::throw(&env, &e))?;
+    Ok(g::State::oci_layout_with_options(dir, r, &o.image_options()).into())
 }
 
 /// `local://NAME`: a directory given to `engine.solve` under `locals[name]`.
@@ -354,6 +430,42 @@ impl State {
     #[napi]
     pub fn with_label(&self, key: String, value: String) -> State {
         self.inner.clone().with_label(key, value).into()
+    }
+
+    /// Adds an exposed port to the image config (`80/tcp`, `53/udp`; a bare number means tcp).
+    #[napi]
+    pub fn with_exposed_port(&self, port: String) -> State {
+        self.inner.clone().with_exposed_port(port).into()
+    }
+
+    /// Adds a volume to the image config.
+    #[napi]
+    pub fn with_volume(&self, path: String) -> State {
+        self.inner.clone().with_volume(path).into()
+    }
+
+    /// Sets the image config stop signal (`SIGTERM`).
+    #[napi]
+    pub fn with_stop_signal(&self, signal: String) -> State {
+        self.inner.clone().with_stop_signal(signal).into()
+    }
+
+    /// Sets the image config shell (Dockerfile `SHELL`).
+    #[napi]
+    pub fn with_shell(&self, args: Vec<String>) -> State {
+        self.inner.clone().with_shell(args).into()
+    }
+
+    /// Adds a manifest annotation written by image exporters.
+    #[napi]
+    pub fn with_annotation(&self, key: String, value: String) -> State {
+        self.inner.clone().with_annotation(key, value).into()
+    }
+
+    /// Applies a whole image config, as a base image's config is inherited.
+    #[napi]
+    pub fn with_image_config(&self, config: ImageConfig) -> State {
+        self.inner.clone().with_image_config(&config.into()).into()
     }
 
     /// Adds a metadata description entry (`llb.customname`, ...) to the op producing this state.

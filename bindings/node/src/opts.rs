@@ -237,6 +237,7 @@ macro_rules! parsed {
 }
 parsed!(g::Network, "'sandbox', 'host' or 'none'");
 parsed!(g::CacheSharing, "'shared', 'private' or 'locked'");
+parsed!(g::Platform, "a platform such as 'linux/amd64' or 'local'");
 
 impl FromJs for kiln::Digest {
     const EXPECTED: &'static str = "a digest like sha256:<64 hex digits>";

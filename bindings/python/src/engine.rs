@@ -6,7 +6,7 @@
 //! `CancelledError` propagates.
 
 use crate::errors::to_pyerr;
-use crate::graph::{image_config_from_py, local_dir, secrets_from_py, state_of, PyDefinition};
+use crate::graph::{image_config_from_py, local_dir, secrets_from_py, state_of, PyDefinition, PyState};
 use crate::progress::{Progress, PyProgressEvent};
 use crate::runtime::{runtime, KilnRuntime};
 use kiln::solver::{ProgressEvent, ProgressSink};
@@ -67,6 +67,8 @@ pub struct PyUsageRecord {
     size: u64,
     /// Unix seconds of last use.
     last_used: u64,
+    /// BuildKit's record type: `regular` (a step's snapshot) or `exec.cachemount` (a cache mount).
+    record_type: String,
 }
 
 #[pymethods]
@@ -122,6 +124,9 @@ enum Msg {
     Done(kiln::Result<SolveResult>),
 }
 
+/// Locals, outputs, cache exports and cache imports of a solve, as Python passed them.
+type SolveIo = (Option<BTreeMap<String, PathBuf>>, Option<Vec<String>>, Option<Vec<String>>, Option<Vec<String>>);
+
 /// Everything a solve needs, converted from Python while the GIL is held.
 struct Prepared {
     engine: kiln::Engine,
@@ -138,20 +143,21 @@ impl PyEngine {
             .ok_or_else(|| Python::attach(|py| kerr(py, Error::engine_closed())))
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn prepare(
         &self,
         py: Python<'_>,
         target: &Bound<'_, PyAny>,
-        locals: Option<BTreeMap<String, PathBuf>>,
-        outputs: Option<Vec<String>>,
-        cache_exports: Option<Vec<String>>,
-        cache_imports: Option<Vec<String>>,
+        (locals, outputs, cache_exports, cache_imports): SolveIo,
         secrets: Option<&Bound<'_, PyDict>>,
         image_config: Option<&Bound<'_, PyAny>>,
+        (source_date_epoch, platform): (Option<i64>, Option<&str>),
     ) -> PyResult<Prepared> {
         let engine = self.engine()?;
         let mut opts = SolveOptions::default();
+        opts.source_date_epoch = source_date_epoch;
+        if let Some(p) = platform {
+            opts = opts.platform(p).map_err(|e| kerr(py, e))?;
+        }
         let def = if let Ok(d) = target.cast::<PyDefinition>() {
             d.get().inner.clone()
         } else {
@@ -297,7 +303,8 @@ impl PyEngine {
     /// terminal, plain lines otherwise; `tty`, `plain`, `rawjson`, `quiet`) or a callable receiving `ProgressEvent`s on this thread (an exception it
     /// raises cancels the solve and propagates). Ctrl-C cancels the solve cleanly.
     #[pyo3(signature = (target, *, locals=None, outputs=None, cache_exports=None, cache_imports=None,
-                        secrets=None, image_config=None, progress=None))]
+                        secrets=None, image_config=None, progress=None, source_date_epoch=None,
+                        platform=None))]
     #[allow(clippy::too_many_arguments)]
     fn solve(
         &self,
@@ -310,9 +317,17 @@ impl PyEngine {
         secrets: Option<&Bound<'_, PyDict>>,
         image_config: Option<&Bound<'_, PyAny>>,
         progress: Option<&Bound<'_, PyAny>>,
+        source_date_epoch: Option<i64>,
+        platform: Option<&str>,
     ) -> PyResult<PySolveResult> {
-        let Prepared { engine, def, mut opts } =
-            self.prepare(py, target, locals, outputs, cache_exports, cache_imports, secrets, image_config)?;
+        let Prepared { engine, def, mut opts } = self.prepare(
+            py,
+            target,
+            (locals, outputs, cache_exports, cache_imports),
+            secrets,
+            image_config,
+            (source_date_epoch, platform),
+        )?;
         let mut progress = Progress::from_py(py, progress)?;
         let rt = runtime().map_err(|e| PyRuntimeError::new_err(format!("tokio runtime: {e}")))?;
         let (tx, rx) = mpsc::channel::<Msg>();
@@ -387,7 +402,8 @@ impl PyEngine {
     /// called on the event loop (`call_soon_threadsafe`). Cancelling the awaiting task cancels the
     /// solve; its `CancelledError` propagates once the containers are killed and the mounts gone.
     #[pyo3(signature = (target, *, locals=None, outputs=None, cache_exports=None, cache_imports=None,
-                        secrets=None, image_config=None, progress=None))]
+                        secrets=None, image_config=None, progress=None, source_date_epoch=None,
+                        platform=None))]
     #[allow(clippy::too_many_arguments)]
     fn solve_async<'py>(
         &self,
@@ -400,9 +416,17 @@ impl PyEngine {
         secrets: Option<&Bound<'py, PyDict>>,
         image_config: Option<&Bound<'py, PyAny>>,
         progress: Option<&Bound<'py, PyAny>>,
+        source_date_epoch: Option<i64>,
+        platform: Option<&str>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let Prepared { engine, def, mut opts } =
-            self.prepare(py, target, locals, outputs, cache_exports, cache_imports, secrets, image_config)?;
+        let Prepared { engine, def, mut opts } = self.prepare(
+            py,
+            target,
+            (locals, outputs, cache_exports, cache_imports),
+            secrets,
+            image_config,
+            (source_date_epoch, platform),
+        )?;
         let rt = runtime().map_err(|e| PyRuntimeError::new_err(format!("tokio runtime: {e}")))?;
         let locals = pyo3_async_runtimes::generic::get_current_locals::<KilnRuntime>(py)?;
         opts.progress = match Progress::from_py(py, progress)? {
@@ -466,8 +490,36 @@ impl PyEngine {
                 description: r.description,
                 size: r.size,
                 last_used: r.last_used,
+                record_type: r.record_type,
             })
             .collect())
+    }
+
+    /// The image `reference` (a registry image) for `platform`, resolved through this engine (its
+    /// registry options and `~/.docker/config.json` credentials; loopback registries over plain
+    /// http): the state carries the image's config (env, working dir, user, entrypoint, cmd,
+    /// labels, ports, volumes, ...), later runs use it and image exports keep it. Blocks with the
+    /// GIL released.
+    #[pyo3(signature = (reference, **options))]
+    fn image(&self, py: Python<'_>, reference: &str, options: Option<&Bound<'_, PyDict>>) -> PyResult<PyState> {
+        let engine = self.engine()?;
+        let o = crate::generated::image_options(options)?;
+        let rt = runtime().map_err(|e| PyRuntimeError::new_err(format!("tokio runtime: {e}")))?;
+        let st = py.detach(|| rt.block_on(engine.image(reference, &o))).map_err(|e| kerr(py, e))?;
+        Ok(crate::graph::wrap(st))
+    }
+
+    /// The image of the OCI layout at `path` (by `tag`, default `latest`, or `digest`) resolved
+    /// through this engine: the state carries the image's config, like `Engine.image`.
+    #[pyo3(signature = (path, **options))]
+    fn oci_layout(&self, py: Python<'_>, path: PathBuf, options: Option<&Bound<'_, PyDict>>) -> PyResult<PyState> {
+        let engine = self.engine()?;
+        let o = crate::generated::oci_layout_options(options)?;
+        let r = o.reference().map_err(|e| kerr(py, e))?;
+        let path = std::path::absolute(&path).unwrap_or(path);
+        let rt = runtime().map_err(|e| PyRuntimeError::new_err(format!("tokio runtime: {e}")))?;
+        let st = py.detach(|| rt.block_on(engine.oci_layout(path, r, &o.image_options()))).map_err(|e| kerr(py, e))?;
+        Ok(crate::graph::wrap(st))
     }
 
     /// Removes cache records, least recently used first, until at most `keep_bytes` remain

@@ -106,7 +106,7 @@ pub struct PyDefinition {
     pub inner: Definition,
 }
 
-fn wrap(inner: State) -> PyState {
+pub(crate) fn wrap(inner: State) -> PyState {
     PyState { inner }
 }
 
@@ -241,6 +241,36 @@ impl PyState {
     /// Adds an image config label.
     fn with_label(&self, key: String, value: String) -> PyState {
         wrap(self.inner.clone().with_label(key, value))
+    }
+
+    /// Adds an exposed port to the image config (`80/tcp`, `53/udp`; a bare number means tcp).
+    fn with_exposed_port(&self, port: String) -> PyState {
+        wrap(self.inner.clone().with_exposed_port(port))
+    }
+
+    /// Adds a volume to the image config.
+    fn with_volume(&self, path: String) -> PyState {
+        wrap(self.inner.clone().with_volume(path))
+    }
+
+    /// Sets the image config stop signal (`SIGTERM`).
+    fn with_stop_signal(&self, signal: String) -> PyState {
+        wrap(self.inner.clone().with_stop_signal(signal))
+    }
+
+    /// Sets the image config shell (Dockerfile `SHELL`).
+    fn with_shell(&self, args: Vec<String>) -> PyState {
+        wrap(self.inner.clone().with_shell(args))
+    }
+
+    /// Adds a manifest annotation written by image exporters.
+    fn with_annotation(&self, key: String, value: String) -> PyState {
+        wrap(self.inner.clone().with_annotation(key, value))
+    }
+
+    /// Replaces the whole image config this state carries (a dict as `image_config()` returns).
+    fn with_image_config(&self, config: &Bound<'_, PyAny>) -> PyResult<PyState> {
+        Ok(wrap(self.inner.clone().with_image_config(&image_config_from_py(config)?)))
     }
 
     /// Sets the display name of the op producing this state.
@@ -383,18 +413,22 @@ pub fn scratch() -> PyState {
     wrap(State::scratch())
 }
 
-/// `docker-image://REF` (normalized: `busybox` → `docker.io/library/busybox:latest`).
+/// `docker-image://REF` (normalized: `busybox` → `docker.io/library/busybox:latest`) for
+/// `platform` (default: the host's). Pure: nothing is fetched, the state carries no config;
+/// `Engine.image` resolves the image and inherits its config.
 #[pyfunction]
-pub fn image(reference: &str) -> PyState {
-    wrap(State::image(reference))
+#[pyo3(signature = (reference, **options))]
+pub fn image(reference: &str, options: Option<&Bound<'_, PyDict>>) -> PyResult<PyState> {
+    Ok(wrap(State::image_with_options(reference, &gen::image_options(options)?)))
 }
 
 /// An image from an OCI layout directory by `tag` (default `latest`) or manifest `digest`.
 #[pyfunction]
 #[pyo3(signature = (path, **options))]
 pub fn oci_layout(path: PathBuf, options: Option<&Bound<'_, PyDict>>) -> PyResult<PyState> {
-    let r = gen::oci_layout_options(options)?.reference().map_err(kerr)?;
-    Ok(wrap(State::oci_layout(absolute(path), r)))
+    let o = gen::oci_layout_options(options)?;
+    let r = o.reference().map_err(kerr)?;
+    Ok(wrap(State::oci_layout_with_options(absolute(path), r, &o.image_options())))
 }
 
 /// `local://NAME`: a directory passed to `Engine.solve(locals={NAME: dir})`.

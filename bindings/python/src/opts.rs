@@ -189,6 +189,7 @@ macro_rules! parsed {
 }
 parsed!(g::Network);
 parsed!(g::CacheSharing);
+parsed!(g::Platform);
 
 impl FromPy for kiln::Digest {
     fn from_py(key: &str, v: &Bound<'_, PyAny>) -> PyResult<Self> {

@@ -55,6 +55,7 @@ fn rust_ty(t: Ty) -> &'static str {
         Ty::Network => "kiln::graph::Network",
         Ty::Sharing => "kiln::graph::CacheSharing",
         Ty::Digest => "kiln::Digest",
+        Ty::Platform => "kiln::graph::Platform",
     }
 }
 
@@ -70,7 +71,7 @@ fn py_ty(t: Ty) -> &'static str {
         Ty::Mounts => "Sequence[Mount]",
         Ty::Network => "Literal[\"sandbox\", \"host\", \"none\"]",
         Ty::Sharing => "Literal[\"shared\", \"private\", \"locked\"]",
-        Ty::Digest => "str",
+        Ty::Digest | Ty::Platform => "str",
     }
 }
 
@@ -78,7 +79,7 @@ fn ts_ty(t: Ty) -> &'static str {
     match t {
         Ty::Bool => "boolean",
         Ty::U32 | Ty::U64 | Ty::I64 => "number",
-        Ty::Str | Ty::Digest => "string",
+        Ty::Str | Ty::Digest | Ty::Platform => "string",
         Ty::Strings => "string[]",
         Ty::EnvPairs | Ty::Labels => "Record<string, string>",
         Ty::Owner => "number | Owner",

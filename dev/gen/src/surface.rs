@@ -32,6 +32,8 @@ pub enum Ty {
     Sharing,
     /// A digest `sha256:...` (core's `parse_digest`).
     Digest,
+    /// A platform `os/arch[/variant]` or `local` (core's `Platform: FromStr`).
+    Platform,
 }
 
 /// One option.
@@ -165,6 +167,23 @@ pub const OPTIONS: &[Opts] = &[
         fields: &[
             f("tag", Str, Opt, "None", "Tag (the `org.opencontainers.image.ref.name` annotation)."),
             f("digest", Str, Opt, "None", "Manifest or index digest (`sha256:...`)."),
+            f("platform", Platform, Opt, "None", "Platform `os/arch[/variant]` of the image (default: the host's)."),
+        ],
+    },
+    Opts {
+        ts: "ImageOptions",
+        call: "image",
+        core: "kiln::graph::ImageOptions",
+        doc: "Which image a registry image source names and how an engine resolves it.",
+        fields: &[
+            f("platform", Platform, Opt, "None", "Platform `os/arch[/variant]` of the image (default: the host's)."),
+            f(
+                "resolve_digest",
+                Bool,
+                Plain,
+                "False",
+                "When an engine resolves the image: pin the source to the resolved manifest digest.",
+            ),
         ],
     },
     Opts {

@@ -66,9 +66,16 @@ pub struct OciLayoutOptions {
     pub tag: Option<String>,
     /// Manifest or index digest (`sha256:<64 hex>`).
     pub digest: Option<String>,
+    /// The platform of the image (an op platform constraint; `None` = the host's).
+    pub platform: Option<crate::graph::Platform>,
 }
 
 impl OciLayoutOptions {
+    /// The image options these layout options carry (the platform).
+    pub fn image_options(&self) -> crate::graph::ImageOptions {
+        crate::graph::ImageOptions { platform: self.platform.clone(), ..Default::default() }
+    }
+
     /// The reference these options name: the digest, else the tag, else `latest`. Both given, or
     /// a malformed digest, is an option error naming the key.
     pub fn reference(&self) -> Result<OciRef> {
@@ -87,9 +94,9 @@ impl OciLayoutOptions {
     /// One reference string as the C API takes it: `sha256:...` is a digest, anything else a tag.
     pub fn from_reference(reference: &str) -> OciLayoutOptions {
         if reference.starts_with("sha256:") {
-            OciLayoutOptions { tag: None, digest: Some(reference.to_owned()) }
+            OciLayoutOptions { digest: Some(reference.to_owned()), ..Default::default() }
         } else {
-            OciLayoutOptions { tag: Some(reference.to_owned()), digest: None }
+            OciLayoutOptions { tag: Some(reference.to_owned()), ..Default::default() }
         }
     }
 }

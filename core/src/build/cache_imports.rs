@@ -37,10 +37,15 @@ mod tests {
 
     #[test]
     fn buildkit_json_becomes_specs() {
-        let specs = parse_cache_imports(r#"[{"Type":"local","Attrs":{"src":"/c, d"}},{"Type":"registry","Attrs":{"ref":"r.example/a:b"}}]"#)
-            .unwrap();
+        let specs = parse_cache_imports(
+            r#"[{"Type":"local","Attrs":{"src":"/c, d"}},{"Type":"registry","Attrs":{"ref":"r.example/a:b"}}]"#,
+        )
+        .unwrap();
         assert_eq!(specs.len(), 2);
-        assert_eq!(specs[0], CacheImportSpec::from_attrs("local", &[("src".to_owned(), "/c, d".to_owned())].into()).unwrap());
+        assert_eq!(
+            specs[0],
+            CacheImportSpec::from_attrs("local", &[("src".to_owned(), "/c, d".to_owned())].into()).unwrap()
+        );
         assert!(parse_cache_imports("[]").unwrap().is_empty());
         assert_eq!(parse_cache_imports("{").unwrap_err().kind(), crate::ErrorKind::Option);
         assert_eq!(parse_cache_imports(r#"[{"Type":"gcs"}]"#).unwrap_err().kind(), crate::ErrorKind::Option);

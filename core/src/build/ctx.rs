@@ -53,12 +53,7 @@ pub(super) fn result_already_set() -> Error {
 impl BuildContext {
     pub(super) fn new(session: Arc<BuildSession>, attrs: BTreeMap<String, String>) -> BuildContext {
         BuildContext {
-            inner: Arc::new(CtxInner {
-                session,
-                attrs,
-                result: Mutex::new(None),
-                refs: Mutex::new(Vec::new()),
-            }),
+            inner: Arc::new(CtxInner { session, attrs, result: Mutex::new(None), refs: Mutex::new(Vec::new()) }),
         }
     }
 

@@ -159,7 +159,10 @@ where
         }
         for (name, r) in &output.refs {
             if name.is_empty() || name.contains('/') || name == "." || name == ".." {
-                return Err(Error::definition(None, format!("invalid result name {name:?}: a name is one path component")));
+                return Err(Error::definition(
+                    None,
+                    format!("invalid result name {name:?}: a name is one path component"),
+                ));
             }
             let outputs = opts
                 .outputs

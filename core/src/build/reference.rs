@@ -252,10 +252,7 @@ impl Ref {
 
     /// Runs `f` on a blocking thread (counted as a task of the build) with the host path of the
     /// result's read-only view (an empty directory for the empty filesystem).
-    async fn with_root<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Path) -> Result<T> + Send + 'static,
-    ) -> Result<T> {
+    async fn with_root<T: Send + 'static>(&self, f: impl FnOnce(&Path) -> Result<T> + Send + 'static) -> Result<T> {
         self.check_open()?;
         let loaded = self.inner.solved.load().await?;
         let inner = self.inner.clone();

@@ -88,7 +88,10 @@ impl BuildSession {
 
     /// The error of using the build after it ended.
     pub fn closed_error() -> Error {
-        Error::new(ErrorKind::Unsupported, "the build has ended and released its refs; read them inside the build function")
+        Error::new(
+            ErrorKind::Unsupported,
+            "the build has ended and released its refs; read them inside the build function",
+        )
     }
 
     /// The engine's scratch directory.
@@ -124,8 +127,10 @@ impl BuildSession {
                 opts.cache_imports.push(i);
             }
         }
-        let registry =
-            crate::registry::ClientSettings { options: self.solver.registry.clone(), interrupt: self.interrupt.clone() };
+        let registry = crate::registry::ClientSettings {
+            options: self.solver.registry.clone(),
+            interrupt: self.interrupt.clone(),
+        };
         let solve = Solve::start(self.solver.clone(), def, opts, self.tasks.clone(), registry).await?;
         lock(&self.solves).push(solve.clone());
         // The build may have ended while the imports loaded: its close did not see this solve.
@@ -164,8 +169,8 @@ impl BuildSession {
                     options: self.solver.registry.clone(),
                     interrupt: self.interrupt.clone(),
                 };
-                let s = Solve::start(self.solver.clone(), &empty, self.opts.clone(), self.tasks.clone(), registry)
-                    .await?;
+                let s =
+                    Solve::start(self.solver.clone(), &empty, self.opts.clone(), self.tasks.clone(), registry).await?;
                 lock(&self.solves).push(s.clone());
                 s
             }

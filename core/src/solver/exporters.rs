@@ -58,11 +58,7 @@ pub async fn run_with(
                 });
             }
             Err(e) => {
-                solve.emit(ProgressEvent::VertexError {
-                    vertex,
-                    name: describe(&outputs[i]),
-                    error: e.to_string(),
-                });
+                solve.emit(ProgressEvent::VertexError { vertex, name: describe(&outputs[i]), error: e.to_string() });
                 return Err(e);
             }
         }

@@ -424,3 +424,31 @@ async fn sixteen_concurrent_builds_share_work_and_leak_nothing() {
     k.assert_no_leaks();
     assert_eq!(k.engine().key_locks_in_use(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dropping_a_build_future_releases_everything() {
+    let k = Kit::new();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut solve_opts = k.opts();
+    solve_opts.progress = ProgressSink::new(move |e| {
+        if matches!(&e, ProgressEvent::Log { data, .. } if data.starts_with(b"begin")) {
+            let _ = tx.send(());
+        }
+    });
+    let engine = k.engine().clone();
+    let task = tokio::spawn(async move {
+        engine
+            .build(BuildOptions::new(solve_opts), |ctx| async move {
+                let r = ctx.solve_state(&base().run(sh("echo v > /v")).root(), SolveRequest::default()).await?;
+                r.read_file("/v", None).await?;
+                ctx.solve_state(&base().run(sh("echo begin; exec sleep 1000")).root(), SolveRequest::default()).await?;
+                Ok(None)
+            })
+            .await
+    });
+    tokio::time::timeout(Duration::from_secs(60), rx.recv()).await.expect("container started").unwrap();
+    task.abort();
+    assert!(task.await.unwrap_err().is_cancelled());
+    tokio::time::timeout(Duration::from_secs(60), k.engine().wait_idle()).await.expect("cleanup finished");
+    k.assert_no_leaks();
+}

@@ -94,6 +94,8 @@ where
     }
     let session = BuildSession::new(solver, opts.solve);
     let ctx = BuildContext::new(session.clone(), opts.frontend_attrs);
+    // The build future may be dropped at any await: the guard still ends the session.
+    let _release = ReleaseOnDrop { session: session.clone(), ctx: ctx.clone() };
     // A panic while making the future is the function's panic too.
     let work = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(ctx.clone()))) {
         Ok(fut) => run_and_export(&session, &ctx, fut).boxed(),
@@ -117,6 +119,21 @@ where
         tracing::debug!(error = %e, "client-side build failed");
     }
     outcome
+}
+
+/// Ends the build's session and releases its refs when dropped (idempotent: the normal path has
+/// done so already and waited for the tasks; a dropped build leaves the wait to
+/// `Engine::wait_idle`).
+struct ReleaseOnDrop {
+    session: Arc<BuildSession>,
+    ctx: BuildContext,
+}
+
+impl Drop for ReleaseOnDrop {
+    fn drop(&mut self) {
+        self.session.close();
+        self.ctx.release();
+    }
 }
 
 /// The panic of a build function as an error.

@@ -67,6 +67,7 @@ async fn reads_choose_the_second_graph_which_is_exported() {
             assert!(r.read_file("/nope/deeper", None).await.unwrap_err().is_not_found());
             assert!(r.read_dir("/nope", None).await.unwrap_err().is_not_found());
             assert_eq!(r.read_file("/data", None).await.unwrap_err().kind(), ErrorKind::FileOp);
+            ctx.warn("first-graph", "chose the second graph from /choice");
             let word = String::from_utf8_lossy(&choice).trim().to_owned();
             let second = base().run(sh(&format!("echo chosen-{word} > /result"))).root();
             let r2 = ctx.solve_state(&second, SolveRequest::default()).await?;
@@ -75,6 +76,11 @@ async fn reads_choose_the_second_graph_which_is_exported() {
         .await
         .unwrap_or_else(|e| panic!("{}: {:#?}", e.report(), events.lock().unwrap()));
     assert_eq!(read(&out.join("result")), "chosen-second\n");
+    let ev = events.lock().unwrap().clone();
+    assert!(ev.iter().any(|e| matches!(e, ProgressEvent::Warning { message }
+        if message == "first-graph: chose the second graph from /choice")));
+    let ran = started(&ev);
+    assert!(ran.iter().any(|n| n.contains("echo second")) && ran.iter().any(|n| n.contains("chosen-")), "{ran:?}");
     assert!(res.executed >= 2, "{res:?}");
     k.assert_no_leaks();
 }
@@ -214,19 +220,20 @@ async fn twenty_failing_builds_leak_nothing() {
     assert_eq!(k.engine().key_locks_in_use(), 0);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn cancelling_a_build_releases_its_running_inner_solve() {
-    let k = Kit::new();
-    let before = footprint(&k);
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+/// Starts a build (on its own task) that solves and reads a quick graph, then solves one whose
+/// container prints `begin` and sleeps; returns the task and a receiver told when `begin` is out.
+fn spawn_slow_build(
+    k: &Kit,
+    cancel: Option<CancelToken>,
+) -> (tokio::task::JoinHandle<kiln::Result<kiln::SolveResult>>, tokio::sync::mpsc::UnboundedReceiver<()>) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let mut solve_opts = k.opts();
     solve_opts.progress = ProgressSink::new(move |e| {
         if matches!(&e, ProgressEvent::Log { data, .. } if data.starts_with(b"begin")) {
             let _ = tx.send(());
         }
     });
-    let token = CancelToken::new();
-    solve_opts.cancel = Some(token.clone());
+    solve_opts.cancel = cancel;
     let engine = k.engine().clone();
     let task = tokio::spawn(async move {
         engine
@@ -239,6 +246,15 @@ async fn cancelling_a_build_releases_its_running_inner_solve() {
             })
             .await
     });
+    (task, rx)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cancelling_a_build_releases_its_running_inner_solve() {
+    let k = Kit::new();
+    let before = footprint(&k);
+    let token = CancelToken::new();
+    let (task, mut rx) = spawn_slow_build(&k, Some(token.clone()));
     tokio::time::timeout(Duration::from_secs(60), rx.recv()).await.expect("container started").unwrap();
     token.cancel();
     let r = tokio::time::timeout(Duration::from_secs(60), task).await.expect("build returned").unwrap();
@@ -428,24 +444,7 @@ async fn sixteen_concurrent_builds_share_work_and_leak_nothing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn dropping_a_build_future_releases_everything() {
     let k = Kit::new();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let mut solve_opts = k.opts();
-    solve_opts.progress = ProgressSink::new(move |e| {
-        if matches!(&e, ProgressEvent::Log { data, .. } if data.starts_with(b"begin")) {
-            let _ = tx.send(());
-        }
-    });
-    let engine = k.engine().clone();
-    let task = tokio::spawn(async move {
-        engine
-            .build(BuildOptions::new(solve_opts), |ctx| async move {
-                let r = ctx.solve_state(&base().run(sh("echo v > /v")).root(), SolveRequest::default()).await?;
-                r.read_file("/v", None).await?;
-                ctx.solve_state(&base().run(sh("echo begin; exec sleep 1000")).root(), SolveRequest::default()).await?;
-                Ok(None)
-            })
-            .await
-    });
+    let (task, mut rx) = spawn_slow_build(&k, None);
     tokio::time::timeout(Duration::from_secs(60), rx.recv()).await.expect("container started").unwrap();
     task.abort();
     assert!(task.await.unwrap_err().is_cancelled());

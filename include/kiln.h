@@ -797,15 +797,26 @@ kiln_status kiln_solve_opts_add_cache_import(kiln_solve_opts *opts, const char *
 kiln_status kiln_solve_opts_add_local(kiln_solve_opts *opts, const char *name, const char *dir);
 
 /**
- * Adds secret `id` with value `data[0..len]` (copied; any bytes; `data` may be NULL when
- * `len == 0`). Secrets are mounted as files and never cached or exported.
+ * Adds secret `id` with value `data[0..len]` (copied; any bytes, at most 500 KiB; `data` may be
+ * NULL when `len == 0`). Secrets are mounted as files and never cached or exported; an id given
+ * twice is KILN_ERR_OPTION.
  *
  * Thread safety: mutates `opts`; no concurrent use of the same options.
  */
-kiln_status kiln_solve_opts_add_secret(kiln_solve_opts *opts,
-                                       const char *id,
-                                       const uint8_t *data,
-                                       size_t len);
+kiln_status kiln_solve_opts_add_secret_value(kiln_solve_opts *opts,
+                                             const char *id,
+                                             const uint8_t *data,
+                                             size_t len);
+
+/**
+ * Adds secret `id` read from the file at `path` now (a regular file of at most 500 KiB).
+ * Errors name the id, never the value or the path (a path may be a value given by mistake).
+ *
+ * Thread safety: mutates `opts`; no concurrent use of the same options.
+ */
+kiln_status kiln_solve_opts_add_secret_file(kiln_solve_opts *opts,
+                                            const char *id,
+                                            const char *path);
 
 /**
  * Sets (or with `cb == NULL` clears) the progress callback. `userdata` is passed back untouched
@@ -874,7 +885,7 @@ kiln_status kiln_state_image(const char *reference, kiln_state **out);
 /**
  * An image from the OCI layout directory `dir`; `reference` is a tag (looked up through the
  * `org.opencontainers.image.ref.name` annotation) or a digest `sha256:<64 hex>`. Result in
- * `*out` (caller owns it). A malformed digest returns KILN_ERR_INVALID_ARGUMENT.
+ * `*out` (caller owns it). A malformed digest returns KILN_ERR_OPTION naming `digest`.
  *
  * Thread safety: see the header preamble.
  */
@@ -883,7 +894,7 @@ kiln_status kiln_state_oci_layout(const char *dir, const char *reference, kiln_s
 /**
  * A file downloaded from `url` (http or https). `checksum` (`sha256:<64 hex>`, or NULL) is
  * verified; `filename` (or NULL: the URL's last segment) names the file in the result. Result in
- * `*out` (caller owns it). A malformed checksum returns KILN_ERR_INVALID_ARGUMENT.
+ * `*out` (caller owns it). A malformed checksum returns KILN_ERR_OPTION naming `checksum`.
  *
  * Thread safety: see the header preamble.
  */
@@ -1090,8 +1101,8 @@ kiln_status kiln_exec_opts_add_bind_mount(kiln_exec_opts *opts,
                                           bool readonly);
 
 /**
- * Mounts the persistent cache directory `id` at `dest`; `sharing` is a `kiln_cache_sharing`
- * value (other numbers: KILN_ERR_INVALID_ARGUMENT).
+ * Mounts the persistent cache directory `id` (NULL: `dest`) at `dest`; `sharing` is a
+ * `kiln_cache_sharing` value (other numbers: KILN_ERR_INVALID_ARGUMENT).
  *
  * Thread safety: see the header preamble.
  */
@@ -1110,8 +1121,10 @@ kiln_status kiln_exec_opts_add_tmpfs_mount(kiln_exec_opts *opts,
                                            uint64_t size_bytes);
 
 /**
- * Mounts secret `id` (given to the solve with `kiln_solve_opts_add_secret`) as a file at `dest`
- * owned by `uid:gid` with permission bits `mode`; `optional` tolerates a missing secret.
+ * Mounts secret `id` (NULL: the file name of `dest`; given to the solve with
+ * `kiln_solve_opts_add_secret_value` or `kiln_solve_opts_add_secret_file`) as a file at `dest`
+ * owned by `uid:gid` with permission bits `mode` (at most 07777); `optional` tolerates a missing
+ * secret.
  *
  * Thread safety: see the header preamble.
  */

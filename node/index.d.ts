@@ -1,6 +1,8 @@
-// Hand-written entry types of the `kiln` npm package: the generated native.d.ts (classes, option
-// objects, functions) plus typed error codes.
+// Hand-written entry types of the `kiln` npm package: native.d.ts (classes and functions, written
+// by `napi build`), builder.d.ts (the builder's options objects, written by kiln-gen from
+// dev/gen/src/surface.rs) plus typed error codes.
 export * from './native'
+export * from './builder'
 
 /** The stable `code` of a KilnError: one per kiln::ErrorKind, plus KILN_UNKNOWN as a fallback. */
 export type KilnErrorCode =

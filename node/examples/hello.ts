@@ -16,7 +16,7 @@ export async function helloBuild(root: string, rootfs: string, ctxDir: string, c
       locals: { rootfs, ctx: ctxDir },
       cacheExports: [`type=local,dest=${cacheDir},mode=max`],
       cacheImports: [`type=local,src=${cacheDir}`],
-      secrets: { token: 'x' },
+      secrets: { token: kiln.secretValue('x') },
       signal: ac.signal,
       onProgress: (ev: kiln.ProgressEvent) => {
         if (ev.type === 'log' && ev.data !== undefined) process.stdout.write(ev.data)

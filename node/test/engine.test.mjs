@@ -13,7 +13,7 @@ test('graph builders marshal deterministically and round-trip through bytes', ()
   const mk = () =>
     kiln
       .scratch()
-      .mkdir('/a', { mode: 0o750, parents: true })
+      .mkdir('/a', { mode: 0o750, makeParents: true })
       .mkfile('/a/f', 'data')
       .symlink('/a/f', '/a/l')
       .withEnv('K', 'V')
@@ -61,7 +61,7 @@ test('files, mounts, env and secrets reach the container; outputs land on disk',
       mounts: [kiln.secretMount('/run/secrets/tok', { id: 'tok' }), kiln.cacheMount('/var/cache')],
     })
     .root()
-  const r = await e.solve(st, { locals: locals(), secrets: { tok: 'abc' }, outputs: [`type=local,dest=${out}`] })
+  const r = await e.solve(st, { locals: locals(), secrets: { tok: kiln.secretValue('abc') }, outputs: [`type=local,dest=${out}`] })
   assert.ok(r.executed >= 1)
   assert.equal(readFileSync(join(out, 'out/env'), 'utf8'), 'hi there\n')
   assert.equal(readFileSync(join(out, 'out/secret-len'), 'utf8').trim(), '3')
@@ -112,7 +112,7 @@ test('the event loop keeps ticking while a RUN sleeps in the container; progress
   assert.equal(log.stream, 'stdout')
   assert.match(log.vertex, /^sha256:/)
   const done = events.find((ev) => ev.type === 'vertex_completed')
-  assert.equal(typeof done.durationMs, 'number')
+  assert.equal(typeof done.duration, 'number')
   assert.equal(typeof done.name, 'string')
   e.close()
 })

@@ -78,3 +78,50 @@ test('an I/O error inside a file op rejects with KILN_IO, its path and its cause
   })
   e.close()
 })
+
+test('options objects: unknown keys and wrong types throw KILN_OPTION_INVALID naming the key', () => {
+  const check = (fn, key, re) =>
+    assert.throws(fn, (e) => {
+      assert.ok(kiln.isKilnError(e), String(e))
+      assert.equal(e.code, 'KILN_OPTION_INVALID')
+      assert.equal(e.key, key)
+      if (re) assert.match(e.message, re)
+      return true
+    })
+  check(() => kiln.scratch().mkdir('/a', { parents: true }), 'parents', /makeParents/)
+  check(() => kiln.scratch().mkdir('/a', { mode: '0755' }), 'mode', /integer/)
+  check(() => kiln.scratch().run(['true'], { mounts: 'nope' }), 'mounts', /array of Mount/)
+  check(() => kiln.scratch().run(['true'], { env: { A: 1 } }), 'env.A', /string/)
+  check(() => kiln.cacheMount('/c', { sharing: 'bogus' }), 'sharing')
+  check(() => kiln.secretMount('/s', { mode: 0o17777 }), 'mode')
+  check(() => kiln.tmpfsMount('/t', { size: -1 }), 'size')
+})
+
+test('ExecState is accepted wherever a State is (copy, merge, mount)', () => {
+  const ex = kiln.scratch().run(['true'])
+  const a = kiln.scratch().copy(ex, '/a', '/b')
+  const b = kiln.scratch().copy(ex.root(), '/a', '/b')
+  assert.deepEqual(a.toBytes(), b.toBytes())
+  assert.deepEqual(kiln.merge([ex, kiln.scratch()]).toBytes(), kiln.merge([ex.root()]).toBytes())
+})
+
+test('secrets: plain strings are refused; errors never show a value', async () => {
+  const e = newEngine()
+  const st = kiln.local('rootfs').run(['/bin/true'], { mounts: [kiln.secretMount('/run/secrets/tok')] })
+  for (const plain of ['hunter2', Buffer.from('hunter2')]) {
+    await assert.rejects(async () => e.solve(st, { secrets: { tok: plain } }), (err) => {
+      assert.equal(err.code, 'KILN_OPTION_INVALID')
+      assert.match(err.message, /secretFile/)
+      assert.ok(!err.message.includes('hunter2'))
+      return true
+    })
+  }
+  await assert.rejects(async () => e.solve(st, { secrets: { tok: kiln.secretFile('hunter2') } }), (err) => {
+    assert.ok(kiln.isKilnError(err))
+    assert.ok(!err.message.includes('hunter2'), err.message)
+    assert.match(err.message, /tok/)
+    return true
+  })
+  assert.equal(kiln.secretValue('hunter2').kind, 'value')
+  e.close()
+})

@@ -80,3 +80,21 @@ test('scenario step 5: a bad cache export option rejects with KILN_OPTION_INVALI
   })
   e.close()
 })
+
+test('scenario step 6: the golden definition is byte-identical to every face', async () => {
+  const { createHash } = await import('node:crypto')
+  const { fileURLToPath } = await import('node:url')
+  const fixtures = fileURLToPath(new URL('../../tests/fixtures/scenario/', import.meta.url))
+  const golden = app()
+    .run(['/bin/sh', '-c', 'true'], {
+      env: { Z: '1', A: '2' },
+      network: 'none',
+      customName: 'golden',
+      mounts: [kiln.cacheMount('/cache'), kiln.secretMount('/run/secrets/tok')],
+    })
+    .root()
+    .mkdir('/p/q', { mode: 0o750, makeParents: true })
+  const bytes = golden.toBytes()
+  assert.equal(createHash('sha256').update(bytes).digest('hex'), readFileSync(join(fixtures, 'definition.sha256'), 'utf8').trim())
+  assert.deepEqual(bytes, readFileSync(join(fixtures, 'definition.pb')))
+})

@@ -24,6 +24,7 @@ from ._native import (
     Mount,
     ProgressEvent,
     PruneReport,
+    Secret,
     SolveResult,
     State,
     UsageRecord,
@@ -38,7 +39,9 @@ from ._native import (
     mount,
     oci_layout,
     scratch,
+    secret_file,
     secret_mount,
+    secret_value,
     tmpfs_mount,
 )
 from .errors import (
@@ -70,6 +73,7 @@ __all__ = [
     "Mount",
     "ProgressEvent",
     "PruneReport",
+    "Secret",
     "SolveResult",
     "State",
     "UsageRecord",
@@ -84,7 +88,9 @@ __all__ = [
     "mount",
     "oci_layout",
     "scratch",
+    "secret_file",
     "secret_mount",
+    "secret_value",
     "tmpfs_mount",
     # every exception class, listed once in errors.py
     *_errors.__all__,

@@ -1,7 +1,9 @@
 """Type stubs of the native module ``kiln._native`` (checked against it by tests/test_stubs.py)."""
 
 import os
-from typing import Any, Awaitable, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union, final
+from typing import Any, Awaitable, Callable, Dict, List, Literal, Mapping, Optional, Sequence, Tuple, TypedDict, Union, final
+
+from typing_extensions import Unpack
 
 _Path = Union[str, "os.PathLike[str]"]
 _Owner = Union[int, Tuple[int, int]]
@@ -12,58 +14,12 @@ __version__: str
 
 @final
 class State:
-    def run(
-        self,
-        args: Union[str, Sequence[str]],
-        *,
-        cwd: Optional[str] = None,
-        env: Union[Mapping[str, str], Sequence[Tuple[str, str]], None] = None,
-        user: Optional[str] = None,
-        hostname: Optional[str] = None,
-        mounts: Optional[Sequence["Mount"]] = None,
-        readonly_rootfs: bool = False,
-        network: str = "sandbox",
-        custom_name: Optional[str] = None,
-        worker_selector: Optional[Mapping[str, str]] = None,
-        ignore_cache: bool = False,
-    ) -> "ExecState": ...
-    def mkdir(
-        self,
-        path: str,
-        *,
-        mode: int = 0o755,
-        make_parents: bool = False,
-        owner: Optional[_Owner] = None,
-        timestamp: Optional[int] = None,
-    ) -> "State": ...
-    def mkfile(
-        self,
-        path: str,
-        data: Union[bytes, str],
-        *,
-        mode: int = 0o644,
-        owner: Optional[_Owner] = None,
-        timestamp: Optional[int] = None,
-    ) -> "State": ...
-    def rm(self, path: str, *, allow_not_found: bool = False, allow_wildcard: bool = False) -> "State": ...
+    def run(self, args: Union[str, Sequence[str]], **options: Unpack[_RunOptions]) -> "ExecState": ...
+    def mkdir(self, path: str, **options: Unpack[_MkdirOptions]) -> "State": ...
+    def mkfile(self, path: str, data: Union[bytes, str], **options: Unpack[_MkfileOptions]) -> "State": ...
+    def rm(self, path: str, **options: Unpack[_RmOptions]) -> "State": ...
     def symlink(self, oldpath: str, newpath: str) -> "State": ...
-    def copy(
-        self,
-        src: _AnyState,
-        src_path: str,
-        dest_path: str,
-        *,
-        follow_symlinks: bool = False,
-        dir_copy_contents: bool = False,
-        allow_wildcard: bool = False,
-        allow_empty_wildcard: bool = False,
-        include: Optional[Sequence[str]] = None,
-        exclude: Optional[Sequence[str]] = None,
-        create_dest_path: bool = False,
-        owner: Optional[_Owner] = None,
-        mode: Optional[int] = None,
-        timestamp: Optional[int] = None,
-    ) -> "State": ...
+    def copy(self, src: _AnyState, src_path: str, dest_path: str, **options: Unpack[_CopyOptions]) -> "State": ...
     def with_env(self, key: str, value: str) -> "State": ...
     def with_cwd(self, dir: str) -> "State": ...
     def with_user(self, user: str) -> "State": ...
@@ -96,6 +52,10 @@ class ExecState:
 class Mount:
     @property
     def dest(self) -> str: ...
+
+@final
+class Secret:
+    """A build secret: ``secret_file(path)`` or ``secret_value(data)``."""
 
 @final
 class Definition:
@@ -194,7 +154,7 @@ class Engine:
         outputs: Optional[Sequence[str]] = None,
         cache_exports: Optional[Sequence[str]] = None,
         cache_imports: Optional[Sequence[str]] = None,
-        secrets: Optional[Mapping[str, Union[bytes, _Path]]] = None,
+        secrets: Optional[Mapping[str, "Secret"]] = None,
         image_config: Optional[Mapping[str, Any]] = None,
         progress: _Progress = "auto",
     ) -> SolveResult: ...
@@ -206,7 +166,7 @@ class Engine:
         outputs: Optional[Sequence[str]] = None,
         cache_exports: Optional[Sequence[str]] = None,
         cache_imports: Optional[Sequence[str]] = None,
-        secrets: Optional[Mapping[str, Union[bytes, _Path]]] = None,
+        secrets: Optional[Mapping[str, "Secret"]] = None,
         image_config: Optional[Mapping[str, Any]] = None,
         progress: _Progress = "auto",
     ) -> SolveResult: ...
@@ -217,32 +177,17 @@ class Engine:
 
 def scratch() -> State: ...
 def image(reference: str) -> State: ...
-def oci_layout(path: _Path, *, tag: Optional[str] = None, digest: Optional[str] = None) -> State: ...
-def local(
-    name: str,
-    *,
-    include: Optional[Sequence[str]] = None,
-    exclude: Optional[Sequence[str]] = None,
-    follow_paths: Optional[Sequence[str]] = None,
-    shared_key_hint: Optional[str] = None,
-) -> State: ...
-def http(
-    url: str,
-    *,
-    checksum: Optional[str] = None,
-    filename: Optional[str] = None,
-    perm: Optional[int] = None,
-    uid: Optional[int] = None,
-    gid: Optional[int] = None,
-) -> State: ...
-def git(url: str, ref: str = "", *, keep_git_dir: bool = False, subdir: Optional[str] = None) -> State: ...
+def oci_layout(path: _Path, **options: Unpack[_OciLayoutOptions]) -> State: ...
+def local(name: str, **options: Unpack[_LocalOptions]) -> State: ...
+def http(url: str, **options: Unpack[_HttpOptions]) -> State: ...
+def git(url: str, ref: str = "", **options: Unpack[_GitOptions]) -> State: ...
 def merge(states: Sequence[_AnyState]) -> State: ...
-def mount(dest: str, state: _AnyState, *, readonly: bool = False, selector: Optional[str] = None) -> Mount: ...
-def cache_mount(dest: str, *, id: str, sharing: str = "shared") -> Mount: ...
-def tmpfs_mount(dest: str, *, size: int = 0) -> Mount: ...
-def secret_mount(
-    dest: str, *, id: str, uid: int = 0, gid: int = 0, mode: int = 0o400, optional: bool = False
-) -> Mount: ...
+def mount(dest: str, state: _AnyState, **options: Unpack[_BindMountOptions]) -> Mount: ...
+def cache_mount(dest: str, **options: Unpack[_CacheMountOptions]) -> Mount: ...
+def tmpfs_mount(dest: str, **options: Unpack[_TmpfsMountOptions]) -> Mount: ...
+def secret_mount(dest: str, **options: Unpack[_SecretMountOptions]) -> Mount: ...
+def secret_file(path: _Path) -> Secret: ...
+def secret_value(data: Union[bytes, str]) -> Secret: ...
 def error_kinds() -> List[Tuple[str, str]]: ...
 def _raise_error(kind: str, message: str) -> None: ...
 
@@ -251,3 +196,163 @@ class _SolveTask:
 
     def result(self) -> Awaitable[SolveResult]: ...
     def cancel(self) -> Awaitable[None]: ...
+
+# --- kiln-gen: option dicts (generated by kiln-gen; do not edit) ---
+
+class _RunOptions(TypedDict, total=False):
+    """Keyword options of ``State.run``: How a run runs (the process, its environment and mounts)."""
+
+    cwd: str
+    """Working directory of the run (relative paths join the state's cwd)."""
+    env: Union[Mapping[str, str], Sequence[Tuple[str, str]]]
+    """Extra environment of this run only, in the given order."""
+    user: str
+    """User to run as (`name`, `uid` or `uid:gid`)."""
+    hostname: str
+    """Hostname inside the container."""
+    mounts: Sequence[Mount]
+    """Extra mounts."""
+    readonly_rootfs: bool
+    """Make the root filesystem read-only (the run then has no rootfs output). Default ``False``."""
+    network: Literal["sandbox", "host", "none"]
+    """Network mode: sandbox, host or none. Default ``"sandbox"``."""
+    custom_name: str
+    """Display name of the step in progress output."""
+    worker_selector: Mapping[str, str]
+    """Run only on workers having all these labels."""
+    ignore_cache: bool
+    """Never use a cached result of this step. Default ``False``."""
+
+class _MkdirOptions(TypedDict, total=False):
+    """Keyword options of ``State.mkdir``: Options of a created directory."""
+
+    mode: int
+    """Permission bits. Default ``0o755``."""
+    make_parents: bool
+    """Create missing parents. Default ``False``."""
+    owner: _Owner
+    """Owner: one id for uid and gid, or both."""
+    timestamp: int
+    """Modification time in Unix nanoseconds."""
+
+class _MkfileOptions(TypedDict, total=False):
+    """Keyword options of ``State.mkfile``: Options of a created file."""
+
+    mode: int
+    """Permission bits. Default ``0o644``."""
+    owner: _Owner
+    """Owner: one id for uid and gid, or both."""
+    timestamp: int
+    """Modification time in Unix nanoseconds."""
+
+class _RmOptions(TypedDict, total=False):
+    """Keyword options of ``State.rm``: Options of a removal."""
+
+    allow_not_found: bool
+    """A missing path is not an error. Default ``False``."""
+    allow_wildcard: bool
+    """The path is a wildcard pattern. Default ``False``."""
+
+class _CopyOptions(TypedDict, total=False):
+    """Keyword options of ``State.copy``: Options of a copy between states."""
+
+    follow_symlinks: bool
+    """Follow a symlink at the source path. Default ``False``."""
+    dir_copy_contents: bool
+    """Copy a directory's contents rather than the directory. Default ``False``."""
+    allow_wildcard: bool
+    """The source path is a wildcard pattern. Default ``False``."""
+    allow_empty_wildcard: bool
+    """A wildcard matching nothing is not an error. Default ``False``."""
+    include: Sequence[str]
+    """Include patterns."""
+    exclude: Sequence[str]
+    """Exclude patterns."""
+    create_dest_path: bool
+    """Create missing parents of the destination. Default ``False``."""
+    owner: _Owner
+    """Owner of copied files: one id for uid and gid, or both."""
+    mode: int
+    """Mode of copied files."""
+    timestamp: int
+    """Modification time of copied files in Unix nanoseconds."""
+
+class _OciLayoutOptions(TypedDict, total=False):
+    """Keyword options of ``oci_layout``: Which image of an OCI layout: a tag or a digest, not both (default tag `latest`)."""
+
+    tag: str
+    """Tag (the `org.opencontainers.image.ref.name` annotation)."""
+    digest: str
+    """Manifest or index digest (`sha256:...`)."""
+
+class _LocalOptions(TypedDict, total=False):
+    """Keyword options of ``local``: Which files of a local directory a `local` source sends."""
+
+    include: Sequence[str]
+    """Include patterns."""
+    exclude: Sequence[str]
+    """Exclude patterns."""
+    follow_paths: Sequence[str]
+    """Paths whose symlinks are followed."""
+    shared_key_hint: str
+    """Shared key hint."""
+
+class _HttpOptions(TypedDict, total=False):
+    """Keyword options of ``http``: How an http source is verified and stored."""
+
+    checksum: str
+    """Expected digest of the download (`sha256:...`)."""
+    filename: str
+    """File name in the result (default: the URL's last segment)."""
+    perm: int
+    """File mode."""
+    uid: int
+    """Owner uid."""
+    gid: int
+    """Owner gid."""
+
+class _GitOptions(TypedDict, total=False):
+    """Keyword options of ``git``: What a git source keeps."""
+
+    keep_git_dir: bool
+    """Keep the `.git` directory. Default ``False``."""
+    subdir: str
+    """Only this subdirectory."""
+
+class _BindMountOptions(TypedDict, total=False):
+    """Keyword options of ``mount``: Options of a bind mount."""
+
+    readonly: bool
+    """Mount read-only (such a mount has no output). Default ``False``."""
+    selector: str
+    """Mount only this path of the state."""
+
+class _CacheMountOptions(TypedDict, total=False):
+    """Keyword options of ``cache_mount``: Options of a persistent cache mount."""
+
+    id: str
+    """Cache id (default: the destination path)."""
+    sharing: Literal["shared", "private", "locked"]
+    """How concurrent users share it: shared, private or locked. Default ``"shared"``."""
+
+class _TmpfsMountOptions(TypedDict, total=False):
+    """Keyword options of ``tmpfs_mount``: Options of a tmpfs mount."""
+
+    size: int
+    """Size limit in bytes (0: the runtime default). Default ``0``."""
+
+class _SecretMountOptions(TypedDict, total=False):
+    """Keyword options of ``secret_mount``: Options of a secret mount."""
+
+    id: str
+    """Secret id given at solve time (default: the file name of the destination)."""
+    uid: int
+    """Owner uid. Default ``0``."""
+    gid: int
+    """Owner gid. Default ``0``."""
+    mode: int
+    """Permission bits (at most 0o7777). Default ``0o400``."""
+    optional: bool
+    """A missing secret is not an error. Default ``False``."""
+
+# --- kiln-gen: end ---

@@ -76,7 +76,7 @@ def test_file_ops_merge_and_mounts(engine, rootfs, tmp_path):
     ).root()
     out = kiln.merge([files, other, built.copy(built, "/seen", "/seen2")])
     r = engine.solve(
-        out, locals={"rootfs": rootfs, "ctx": ctx}, secrets={"tok": b"s3cret"},
+        out, locals={"rootfs": rootfs, "ctx": ctx}, secrets={"tok": kiln.secret_value(b"s3cret")},
         outputs=[f"type=local,dest={tmp_path / 'o'}"], progress="quiet",
     )
     o = tmp_path / "o"
@@ -102,7 +102,7 @@ def test_secret_from_file_and_readonly_rootfs(engine, rootfs, tmp_path):
         readonly_rootfs=True,
     )
     r = engine.solve(
-        st.mount_output("/o"), locals={"rootfs": rootfs}, secrets={"s": str(secret)},
+        st.mount_output("/o"), locals={"rootfs": rootfs}, secrets={"s": kiln.secret_file(secret)},
         outputs=[f"type=local,dest={tmp_path / 'out'}"], progress="quiet",
     )
     assert read(tmp_path / "out" / "v") == "from-filero\n"
@@ -130,3 +130,30 @@ def test_solve_a_definition_and_custom_name(engine, rootfs):
     d = kiln.Definition.from_bytes(st.to_bytes())
     engine.solve(d, locals={"rootfs": rootfs}, progress=events.append)
     assert any(e.name == "my step" for e in events if e.type == "vertex_started")
+
+
+def test_secrets_have_one_explicit_meaning(engine, rootfs, tmp_path):
+    st = kiln.local("rootfs").run(["/bin/true"], mounts=[kiln.secret_mount("/run/secrets/tok")])
+    for plain in ("hunter2", b"hunter2", tmp_path / "tok"):
+        with pytest.raises(kiln.OptionError) as info:
+            engine.solve(st, locals={"rootfs": rootfs}, secrets={"tok": plain}, progress="quiet")
+        msg = str(info.value)
+        assert "secret_file" in msg and "secret_value" in msg and "hunter2" not in msg, msg
+        assert info.value.key == "secrets"
+    # A value given where a path was meant: the error names the id and the kind, never the value.
+    with pytest.raises(kiln.KilnError) as info:
+        engine.solve(st, locals={"rootfs": rootfs}, secrets={"tok": kiln.secret_file("hunter2")}, progress="quiet")
+    assert "hunter2" not in str(info.value) and "tok" in str(info.value), str(info.value)
+    assert "hunter2" not in repr(kiln.secret_value("hunter2"))
+    assert "hunter2" not in repr(kiln.secret_file("hunter2"))
+
+
+def test_mount_ids_default_in_core():
+    assert kiln.cache_mount("/root/.cache").dest == "/root/.cache"
+    assert kiln.secret_mount("/run/secrets/tok").dest == "/run/secrets/tok"
+    a = kiln.scratch().run(["/bin/true"], mounts=[kiln.secret_mount("/run/secrets/tok")]).root()
+    b = kiln.scratch().run(["/bin/true"], mounts=[kiln.secret_mount("/run/secrets/tok", id="tok")]).root()
+    assert a.to_bytes() == b.to_bytes()
+    with pytest.raises(kiln.OptionError) as info:
+        kiln.secret_mount("/s", mode=0o17777)
+    assert info.value.key == "mode"

@@ -78,3 +78,26 @@ def test_bad_cache_mode_raises_option_error(engine, rootfs, ctx, tmp_path):
     assert "mode" in msg and "maxx" in msg and "min" in msg and "max" in msg, msg
     assert info.value.key == "mode"
     assert info.value.value == "maxx"
+
+
+def test_golden_definition_is_byte_identical_to_every_face():
+    """Step 6: the same bytes as Rust, Node and C (tests/fixtures/scenario/definition.pb)."""
+    import hashlib
+    import pathlib
+
+    fixtures = pathlib.Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "scenario"
+    golden = (
+        app()
+        .run(
+            ["/bin/sh", "-c", "true"],
+            env={"Z": "1", "A": "2"},
+            network="none",
+            custom_name="golden",
+            mounts=[kiln.cache_mount("/cache"), kiln.secret_mount("/run/secrets/tok")],
+        )
+        .root()
+        .mkdir("/p/q", mode=0o750, make_parents=True)
+    )
+    data = golden.to_bytes()
+    assert hashlib.sha256(data).hexdigest() == (fixtures / "definition.sha256").read_text().strip()
+    assert data == (fixtures / "definition.pb").read_bytes()

@@ -405,7 +405,7 @@ int main(void) {
     CHECK_OK(kiln_state_to_bytes(h, &b));
     CHECK(kiln_bytes_len(b) > 0);
     kiln_bytes_free(&b);
-    CHECK_STATUS(kiln_state_http("http://127.0.0.1:1/x", "sha256:nothex", NULL, &bad), KILN_ERR_INVALID_ARGUMENT);
+    CHECK_STATUS(kiln_state_http("http://127.0.0.1:1/x", "sha256:nothex", NULL, &bad), KILN_ERR_OPTION);
     CHECK(bad == NULL);
     CHECK_OK(kiln_state_git("https://example.invalid/r.git", NULL, NULL, 0, &g));
     kiln_state_free(&g);

@@ -49,7 +49,7 @@ static void null_handles_and_strings(void) {
   CHECK_STATUS(kiln_solve_opts_add_cache_export(NULL, "type=local,dest=x"), KILN_ERR_NULL_ARGUMENT);
   CHECK_STATUS(kiln_solve_opts_add_cache_import(NULL, "type=local,src=x"), KILN_ERR_NULL_ARGUMENT);
   CHECK_STATUS(kiln_solve_opts_add_local(NULL, "n", "/d"), KILN_ERR_NULL_ARGUMENT);
-  CHECK_STATUS(kiln_solve_opts_add_secret(NULL, "id", (const uint8_t *)"x", 1), KILN_ERR_NULL_ARGUMENT);
+  CHECK_STATUS(kiln_solve_opts_add_secret_value(NULL, "id", (const uint8_t *)"x", 1), KILN_ERR_NULL_ARGUMENT);
   CHECK_STATUS(kiln_solve_opts_set_progress(NULL, NULL, NULL), KILN_ERR_NULL_ARGUMENT);
   CHECK_STATUS(kiln_exec_opts_set_cwd(NULL, "/"), KILN_ERR_NULL_ARGUMENT);
   CHECK_STATUS(kiln_exec_opts_set_user(NULL, "root"), KILN_ERR_NULL_ARGUMENT);
@@ -71,8 +71,8 @@ static void null_handles_and_strings(void) {
   CHECK_OK(kiln_state_scratch(&base));
   CHECK_STATUS(kiln_solve_opts_add_output(o, NULL), KILN_ERR_NULL_ARGUMENT);
   CHECK_STATUS(kiln_solve_opts_add_local(o, "n", NULL), KILN_ERR_NULL_ARGUMENT);
-  CHECK_STATUS(kiln_solve_opts_add_secret(o, "id", NULL, 4), KILN_ERR_NULL_ARGUMENT);
-  CHECK_OK(kiln_solve_opts_add_secret(o, "empty", NULL, 0));
+  CHECK_STATUS(kiln_solve_opts_add_secret_value(o, "id", NULL, 4), KILN_ERR_NULL_ARGUMENT);
+  CHECK_OK(kiln_solve_opts_add_secret_value(o, "empty", NULL, 0));
   CHECK_STATUS(kiln_exec_opts_add_bind_mount(eo, "/m", NULL, true), KILN_ERR_NULL_ARGUMENT);
   CHECK_STATUS(kiln_exec_opts_add_env(eo, NULL, "v"), KILN_ERR_NULL_ARGUMENT);
   CHECK_STATUS(kiln_state_mkfile(base, "/f", 0644, NULL, 3, &s), KILN_ERR_NULL_ARGUMENT);
@@ -162,14 +162,14 @@ static void invalid_utf8(void) {
   CHECK_STATUS(kiln_solve_opts_add_cache_export(o, BAD_UTF8), KILN_ERR_INVALID_UTF8);
   CHECK_STATUS(kiln_solve_opts_add_cache_import(o, BAD_UTF8), KILN_ERR_INVALID_UTF8);
   CHECK_STATUS(kiln_solve_opts_add_local(o, BAD_UTF8, "/d"), KILN_ERR_INVALID_UTF8);
-  CHECK_STATUS(kiln_solve_opts_add_secret(o, BAD_UTF8, (const uint8_t *)"\xff", 1), KILN_ERR_INVALID_UTF8);
+  CHECK_STATUS(kiln_solve_opts_add_secret_value(o, BAD_UTF8, (const uint8_t *)"\xff", 1), KILN_ERR_INVALID_UTF8);
   CHECK_STATUS(kiln_exec_opts_add_env(eo, BAD_UTF8, "v"), KILN_ERR_INVALID_UTF8);
   CHECK_STATUS(kiln_exec_opts_set_cwd(eo, BAD_UTF8), KILN_ERR_INVALID_UTF8);
   CHECK_STATUS(kiln_exec_opts_add_cache_mount(eo, "/c", BAD_UTF8, KILN_CACHE_LOCKED), KILN_ERR_INVALID_UTF8);
   CHECK_STATUS(kiln_engine_open(BAD_UTF8, &e), KILN_ERR_INVALID_UTF8);
   CHECK(e == NULL);
   /* Secret values are bytes, not strings: any bytes are fine. */
-  CHECK_OK(kiln_solve_opts_add_secret(o, "bin", (const uint8_t *)"\xff\x00\xfe", 3));
+  CHECK_OK(kiln_solve_opts_add_secret_value(o, "bin", (const uint8_t *)"\xff\x00\xfe", 3));
   kiln_exec_opts_free(&eo);
   kiln_solve_opts_free(&o);
   kiln_state_free(&base);
@@ -192,10 +192,22 @@ static void bad_values(void) {
   CHECK_STATUS(kiln_exec_opts_set_network(eo, 7), KILN_ERR_INVALID_ARGUMENT);
   CHECK(contains(last_message(), "KILN_NETWORK_NONE"));
   CHECK_STATUS(kiln_exec_opts_add_cache_mount(eo, "/c", "id", 9), KILN_ERR_INVALID_ARGUMENT);
-  CHECK_STATUS(kiln_exec_opts_add_env(eo, "A=B", "v"), KILN_ERR_INVALID_ARGUMENT);
-  CHECK_STATUS(kiln_exec_opts_add_secret_mount(eo, "/s", "id", 0, 0, 070000, false), KILN_ERR_INVALID_ARGUMENT);
-  CHECK_STATUS(kiln_state_oci_layout("/d", "sha256:nothex", &s), KILN_ERR_INVALID_ARGUMENT);
+  /* Core validates the whole run (the same rules and errors as Python and Node). */
+  kiln_exec_opts *bad = NULL;
+  CHECK_OK(kiln_exec_opts_new(&bad));
+  CHECK_OK(kiln_exec_opts_add_env(bad, "A=B", "v"));
+  CHECK_STATUS(kiln_state_run(base, argv, 1, bad, &ex), KILN_ERR_OPTION);
+  CHECK(contains(last_message(), "env"));
+  kiln_exec_opts_free(&bad);
+  CHECK_STATUS(kiln_exec_opts_add_secret_mount(eo, "/s", "id", 0, 0, 070000, false), KILN_ERR_OPTION);
+  CHECK(contains(last_message(), "mode"));
+  CHECK_STATUS(kiln_state_oci_layout("/d", "sha256:nothex", &s), KILN_ERR_OPTION);
   CHECK(contains(last_message(), "64"));
+  /* Secrets: a file that is not there names the id and the kind, never the path (it may be a value). */
+  CHECK_STATUS(kiln_solve_opts_add_secret_file(o, "tok", "hunter2"), KILN_ERR_IO);
+  CHECK(contains(last_message(), "tok") && !contains(last_message(), "hunter2"));
+  CHECK_OK(kiln_solve_opts_add_secret_value(o, "dup", (const uint8_t *)"x", 1));
+  CHECK_STATUS(kiln_solve_opts_add_secret_value(o, "dup", (const uint8_t *)"y", 1), KILN_ERR_OPTION);
   CHECK_STATUS(kiln_solve_opts_add_output(o, "type=nope"), KILN_ERR_OPTION);
   CHECK_STATUS(kiln_solve_opts_add_local(o, "", "/d"), KILN_ERR_INVALID_ARGUMENT);
 

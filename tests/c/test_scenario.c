@@ -54,6 +54,41 @@ static kiln_state *app_graph(void) {
   return app;
 }
 
+/* Step 6: the golden definition, byte-identical to Rust, Python and Node
+ * (tests/fixtures/scenario/definition.pb). Mount ids are NULL: core's defaults. */
+static void check_golden(const kiln_state *app) {
+  kiln_exec_opts *eo = NULL;
+  kiln_exec *ex = NULL;
+  kiln_state *root = NULL, *golden = NULL;
+  kiln_bytes *bytes = NULL;
+  const char *argv[] = {"/bin/sh", "-c", "true"};
+  CHECK_OK(kiln_exec_opts_new(&eo));
+  CHECK_OK(kiln_exec_opts_add_env(eo, "Z", "1"));
+  CHECK_OK(kiln_exec_opts_add_env(eo, "A", "2"));
+  CHECK_OK(kiln_exec_opts_set_network(eo, KILN_NETWORK_NONE));
+  CHECK_OK(kiln_exec_opts_set_custom_name(eo, "golden"));
+  CHECK_OK(kiln_exec_opts_add_cache_mount(eo, "/cache", NULL, KILN_CACHE_SHARED));
+  CHECK_OK(kiln_exec_opts_add_secret_mount(eo, "/run/secrets/tok", NULL, 0, 0, 0400, false));
+  CHECK_OK(kiln_state_run(app, argv, 3, eo, &ex));
+  CHECK_OK(kiln_exec_root(ex, &root));
+  CHECK_OK(kiln_state_mkdir(root, "/p/q", 0750, KILN_MKDIR_PARENTS, &golden));
+  CHECK_OK(kiln_state_to_bytes(golden, &bytes));
+  FILE *f = fopen(KILN_REPO "/tests/fixtures/scenario/definition.pb", "rb");
+  CHECK(f != NULL);
+  if (f != NULL) {
+    static unsigned char want[1 << 16];
+    size_t n = fread(want, 1, sizeof want, f);
+    fclose(f);
+    CHECK(n == kiln_bytes_len(bytes));
+    CHECK(n == kiln_bytes_len(bytes) && memcmp(want, kiln_bytes_data(bytes), n) == 0);
+  }
+  kiln_bytes_free(&bytes);
+  kiln_state_free(&golden);
+  kiln_state_free(&root);
+  kiln_exec_free(&ex);
+  kiln_exec_opts_free(&eo);
+}
+
 static kiln_solve_opts *base_opts(const char *rootfs) {
   kiln_solve_opts *o = NULL;
   CHECK_OK(kiln_solve_opts_new(&o));
@@ -108,6 +143,7 @@ int main(void) {
   char *root_a = join(tmp, "root-a"), *root_b = join(tmp, "root-b");
   char *out_a = join(tmp, "out-a"), *out_b = join(tmp, "out-b");
   kiln_state *app = app_graph();
+  check_golden(app);
   kiln_engine *a = NULL, *b = NULL;
   kiln_result *r = NULL;
   kiln_error *err = NULL;

@@ -183,7 +183,7 @@ impl From<&Error> for kiln_error {
         let message = e.report_for(|input, name| match input {
             kiln::MissingInput::Local => format!("kiln_solve_opts_add_local(opts, {name:?}, DIR)"),
             kiln::MissingInput::Secret => {
-                format!("kiln_solve_opts_secret_file(opts, {name:?}, PATH) or a secret value")
+                format!("kiln_solve_opts_add_secret_file(opts, {name:?}, PATH) or kiln_solve_opts_add_secret_value")
             }
             _ => format!("the {name:?} SSH agent socket (not yet passable from C)"),
         });

@@ -4,8 +4,8 @@
 
 use crate::errors::{kiln_error, kiln_status};
 use crate::ffi::{guard, mut_arg, out_arg, put, ref_arg, str_arg, take_free};
-use crate::state::{kiln_state, new_state, strings_arg};
-use kiln::graph::{CacheSharing, ExecOptions, ExecState, MountSpec, Network};
+use crate::state::{kiln_state, new_state, optional_str, strings_arg};
+use kiln::graph::{CacheMountOptions, CacheSharing, ExecOptions, ExecState, MountSpec, Network, SecretMountOptions};
 use std::ffi::c_char;
 use std::ptr;
 
@@ -71,7 +71,7 @@ pub extern "C" fn kiln_state_run(
         let args = strings_arg(argv, argc, "argv")?;
         let mut o = if opts.is_null() { ExecOptions::default() } else { ref_arg(opts, "opts")?.o.clone() };
         o.args = args;
-        put(out, kiln_exec { ex: base.st.run(o) });
+        put(out, kiln_exec { ex: base.st.try_run(o)? });
         Ok(())
     })
 }
@@ -168,11 +168,8 @@ pub extern "C" fn kiln_exec_opts_add_env(
     value: *const c_char,
 ) -> kiln_status {
     edit_exec(opts, |o| {
-        let (k, v) = (str_arg(key, "key")?, str_arg(value, "value")?);
-        if k.is_empty() || k.contains('=') {
-            return Err(kiln_error::invalid(format!("env key {k:?} must be non-empty and contain no '='")));
-        }
-        o.env.push((k.to_owned(), v.to_owned()));
+        // Validated with the whole run by core (`State::try_run`), as in every face.
+        o.env.push((str_arg(key, "key")?.to_owned(), str_arg(value, "value")?.to_owned()));
         Ok(())
     })
 }
@@ -196,8 +193,8 @@ pub extern "C" fn kiln_exec_opts_add_bind_mount(
     })
 }
 
-/// Mounts the persistent cache directory `id` at `dest`; `sharing` is a `kiln_cache_sharing`
-/// value (other numbers: KILN_ERR_INVALID_ARGUMENT).
+/// Mounts the persistent cache directory `id` (NULL: `dest`) at `dest`; `sharing` is a
+/// `kiln_cache_sharing` value (other numbers: KILN_ERR_INVALID_ARGUMENT).
 ///
 /// Thread safety: see the header preamble.
 #[no_mangle]
@@ -209,7 +206,7 @@ pub extern "C" fn kiln_exec_opts_add_cache_mount(
 ) -> kiln_status {
     edit_exec(opts, |o| {
         let dest = str_arg(dest, "dest")?;
-        let id = str_arg(id, "id")?;
+        let id = optional_str(id, "id")?;
         let sharing = match sharing {
             0 => CacheSharing::Shared,
             1 => CacheSharing::Private,
@@ -220,7 +217,7 @@ pub extern "C" fn kiln_exec_opts_add_cache_mount(
                 )))
             }
         };
-        o.mounts.push(MountSpec::cache(dest, id, sharing));
+        o.mounts.push(MountSpec::cache_with(dest, CacheMountOptions { id, sharing }));
         Ok(())
     })
 }
@@ -240,8 +237,10 @@ pub extern "C" fn kiln_exec_opts_add_tmpfs_mount(
     })
 }
 
-/// Mounts secret `id` (given to the solve with `kiln_solve_opts_add_secret`) as a file at `dest`
-/// owned by `uid:gid` with permission bits `mode`; `optional` tolerates a missing secret.
+/// Mounts secret `id` (NULL: the file name of `dest`; given to the solve with
+/// `kiln_solve_opts_add_secret_value` or `kiln_solve_opts_add_secret_file`) as a file at `dest`
+/// owned by `uid:gid` with permission bits `mode` (at most 07777); `optional` tolerates a missing
+/// secret.
 ///
 /// Thread safety: see the header preamble.
 #[no_mangle]
@@ -255,11 +254,8 @@ pub extern "C" fn kiln_exec_opts_add_secret_mount(
     optional: bool,
 ) -> kiln_status {
     edit_exec(opts, |o| {
-        let (dest, id) = (str_arg(dest, "dest")?, str_arg(id, "id")?);
-        if mode > 0o7777 {
-            return Err(kiln_error::invalid(format!("secret mode {mode:#o} is not a permission mode (<= 07777)")));
-        }
-        o.mounts.push(MountSpec::secret(dest, id, uid, gid, mode, optional));
+        let (dest, id) = (str_arg(dest, "dest")?, optional_str(id, "id")?);
+        o.mounts.push(MountSpec::secret_with(dest, SecretMountOptions { id, uid, gid, mode, optional })?);
         Ok(())
     })
 }

@@ -318,12 +318,27 @@ pub extern "C" fn kiln_solve_opts_add_local(
     })
 }
 
-/// Adds secret `id` with value `data[0..len]` (copied; any bytes; `data` may be NULL when
-/// `len == 0`). Secrets are mounted as files and never cached or exported.
+/// Loads `source` as secret `id` through core (the same size, file-type and duplicate-id rules,
+/// and the same errors, as every other face).
+fn add_secret(
+    o: &mut kiln_solve_opts,
+    id: &str,
+    source: kiln::options::SecretSource,
+) -> Result<(), crate::errors::kiln_error> {
+    let mut all: Vec<(String, kiln::options::SecretSource)> =
+        o.inner.secrets.iter().map(|(k, v)| (k.clone(), kiln::options::SecretSource::Value(v.clone()))).collect();
+    all.push((id.to_owned(), source));
+    o.inner.secrets = kiln::options::load_secrets(all.iter().map(|(k, s)| (k.as_str(), s)))?;
+    Ok(())
+}
+
+/// Adds secret `id` with value `data[0..len]` (copied; any bytes, at most 500 KiB; `data` may be
+/// NULL when `len == 0`). Secrets are mounted as files and never cached or exported; an id given
+/// twice is KILN_ERR_OPTION.
 ///
 /// Thread safety: mutates `opts`; no concurrent use of the same options.
 #[no_mangle]
-pub extern "C" fn kiln_solve_opts_add_secret(
+pub extern "C" fn kiln_solve_opts_add_secret_value(
     opts: *mut kiln_solve_opts,
     id: *const c_char,
     data: *const u8,
@@ -332,8 +347,24 @@ pub extern "C" fn kiln_solve_opts_add_secret(
     edit(opts, |o| {
         let id = str_arg(id, "id")?;
         let v = bytes_arg(data, len, "data")?.to_vec();
-        o.inner.secrets.insert(id.to_owned(), v);
-        Ok(())
+        add_secret(o, id, kiln::options::SecretSource::value(v))
+    })
+}
+
+/// Adds secret `id` read from the file at `path` now (a regular file of at most 500 KiB).
+/// Errors name the id, never the value or the path (a path may be a value given by mistake).
+///
+/// Thread safety: mutates `opts`; no concurrent use of the same options.
+#[no_mangle]
+pub extern "C" fn kiln_solve_opts_add_secret_file(
+    opts: *mut kiln_solve_opts,
+    id: *const c_char,
+    path: *const c_char,
+) -> kiln_status {
+    edit(opts, |o| {
+        let id = str_arg(id, "id")?;
+        let path = str_arg(path, "path")?;
+        add_secret(o, id, kiln::options::SecretSource::file(path))
     })
 }
 

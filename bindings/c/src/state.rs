@@ -13,8 +13,7 @@ pub use crate::file_ops::*;
 
 use crate::errors::{kiln_error, kiln_status};
 use crate::ffi::{array_arg, guard, out_arg, put, ref_arg, str_arg, take_free};
-use kiln::digest::Digest;
-use kiln::graph::{GitOptions, HttpOptions, OciRef, State};
+use kiln::graph::{parse_digest, GitOptions, HttpOptions, OciLayoutOptions, State};
 use std::ffi::c_char;
 use std::ptr;
 
@@ -105,7 +104,7 @@ pub extern "C" fn kiln_state_image(reference: *const c_char, out: *mut *mut kiln
 
 /// An image from the OCI layout directory `dir`; `reference` is a tag (looked up through the
 /// `org.opencontainers.image.ref.name` annotation) or a digest `sha256:<64 hex>`. Result in
-/// `*out` (caller owns it). A malformed digest returns KILN_ERR_INVALID_ARGUMENT.
+/// `*out` (caller owns it). A malformed digest returns KILN_ERR_OPTION naming `digest`.
 ///
 /// Thread safety: see the header preamble.
 #[no_mangle]
@@ -116,19 +115,14 @@ pub extern "C" fn kiln_state_oci_layout(
 ) -> kiln_status {
     new_state(out, || {
         let dir = str_arg(dir, "dir")?;
-        let r = str_arg(reference, "reference")?;
-        let r = if r.starts_with("sha256:") {
-            OciRef::Digest(Digest::parse(r).map_err(|e| kiln_error::invalid(format!("reference: {e}")))?)
-        } else {
-            OciRef::Tag(r.to_owned())
-        };
+        let r = OciLayoutOptions::from_reference(str_arg(reference, "reference")?).reference()?;
         Ok(State::oci_layout(dir, r))
     })
 }
 
 /// A file downloaded from `url` (http or https). `checksum` (`sha256:<64 hex>`, or NULL) is
 /// verified; `filename` (or NULL: the URL's last segment) names the file in the result. Result in
-/// `*out` (caller owns it). A malformed checksum returns KILN_ERR_INVALID_ARGUMENT.
+/// `*out` (caller owns it). A malformed checksum returns KILN_ERR_OPTION naming `checksum`.
 ///
 /// Thread safety: see the header preamble.
 #[no_mangle]
@@ -140,9 +134,7 @@ pub extern "C" fn kiln_state_http(
 ) -> kiln_status {
     new_state(out, || {
         let url = str_arg(url, "url")?;
-        let checksum = optional_str(checksum, "checksum")?
-            .map(|c| Digest::parse(&c).map_err(|e| kiln_error::invalid(format!("checksum: {e}"))))
-            .transpose()?;
+        let checksum = optional_str(checksum, "checksum")?.map(|c| parse_digest("checksum", &c)).transpose()?;
         let filename = optional_str(filename, "filename")?;
         Ok(State::http(url, HttpOptions { checksum, filename, ..Default::default() }))
     })

@@ -3,12 +3,12 @@
 //! `AbortSignal` (settling after the cancelled solve's cleanup), and reports disk usage, prune results and workers.
 
 use crate::errors;
-use crate::graph::{Definition, ImageConfig, State};
+use crate::graph::{Definition, ExecState, ImageConfig, State};
 use kiln::solver::display::{DisplayMode, StderrDisplay};
 use kiln::solver::{LogStream, ProgressEvent as CoreEvent, ProgressSink};
 use kiln::{Error, SnapshotterKind};
 use napi::bindgen_prelude::JsObjectValue;
-use napi::bindgen_prelude::{Buffer, Either, Function, Object, PromiseRaw};
+use napi::bindgen_prelude::{Either, Either3, Function, Object, PromiseRaw};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::{Env, Status};
 use napi_derive::napi;
@@ -45,8 +45,8 @@ pub struct ProgressEvent {
     pub vertex: Option<String>,
     /// Display name of the vertex.
     pub name: Option<String>,
-    /// Execution time (`vertex_completed`).
-    pub duration_ms: Option<f64>,
+    /// Execution time in seconds (`vertex_completed`), as core and every face report it.
+    pub duration: Option<f64>,
     /// `stdout` or `stderr` (`log`).
     #[napi(ts_type = "'stdout' | 'stderr'")]
     pub stream: Option<String>,
@@ -70,7 +70,7 @@ impl ProgressEvent {
             kind: kind.to_owned(),
             vertex: None,
             name: None,
-            duration_ms: None,
+            duration: None,
             stream: None,
             data: None,
             error: None,
@@ -94,7 +94,7 @@ impl From<CoreEvent> for ProgressEvent {
             CoreEvent::VertexCompleted { vertex, name, duration } => ProgressEvent {
                 vertex: Some(vertex),
                 name: Some(name),
-                duration_ms: Some(duration.as_secs_f64() * 1000.0),
+                duration: Some(duration.as_secs_f64()),
                 ..Self::empty("vertex_completed")
             },
             CoreEvent::VertexError { vertex, name, error } => ProgressEvent {
@@ -138,9 +138,10 @@ pub struct SolveOptions<'a> {
     pub cache_exports: Option<Vec<String>>,
     /// Cache importers in CSV form (`type=local,src=DIR`, `type=registry,ref=...`).
     pub cache_imports: Option<Vec<String>>,
-    /// Secret values by id (`secretMount`); never cached or exported.
-    #[napi(ts_type = "Record<string, string | Buffer>")]
-    pub secrets: Option<HashMap<String, Either<String, Buffer>>>,
+    /// Secrets by id (`secretMount`): `secretFile(path)` or `secretValue(data)`; never cached or
+    /// exported. A plain string or Buffer is refused (KILN_OPTION_INVALID), never guessed.
+    #[napi(ts_type = "Record<string, Secret>")]
+    pub secrets: Option<Object<'a>>,
     /// Called with every progress event (on the JS thread, asynchronously).
     #[napi(ts_type = "(event: ProgressEvent) => void")]
     pub on_progress: Option<ProgressFn>,
@@ -223,7 +224,7 @@ fn build_solve_options(
     outputs: Vec<String>,
     cache_exports: Vec<String>,
     cache_imports: Vec<String>,
-    secrets: Vec<(String, Vec<u8>)>,
+    secrets: Vec<(String, kiln::options::SecretSource)>,
 ) -> kiln::Result<kiln::SolveOptions> {
     let mut so = kiln::SolveOptions::default();
     for (name, dir) in locals {
@@ -238,9 +239,7 @@ fn build_solve_options(
     for c in &cache_imports {
         so = so.cache_import(c)?;
     }
-    for (id, v) in secrets {
-        so = so.secret(id, v);
-    }
+    so.secrets = kiln::options::load_secrets(secrets.iter().map(|(id, s)| (id.as_str(), s)))?;
     Ok(so)
 }
 
@@ -328,13 +327,14 @@ impl Engine {
     pub fn solve<'env>(
         &self,
         env: &'env Env,
-        state: Either<&State, &Definition>,
+        #[napi(ts_arg_type = "State | ExecState | Definition")] state: Either3<&State, &ExecState, &Definition>,
         options: Option<SolveOptions>,
     ) -> napi::Result<PromiseRaw<'env, SolveResult>> {
         let engine = self.get();
         let graph = match state {
-            Either::A(s) => Either::A(s.inner.clone()),
-            Either::B(d) => Either::B(d.inner.clone()),
+            Either3::A(s) => Either::A(s.inner.clone()),
+            Either3::B(x) => Either::A(x.inner.root()),
+            Either3::C(d) => Either::B(d.inner.clone()),
         };
         let cancel = kiln::CancelToken::new();
         let mut pre_aborted = false;
@@ -349,18 +349,9 @@ impl Engine {
             outputs = o.outputs.unwrap_or_default();
             cexp = o.cache_exports.unwrap_or_default();
             cimp = o.cache_imports.unwrap_or_default();
-            secrets = o
-                .secrets
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(k, v)| {
-                    let bytes = match v {
-                        Either::A(s) => s.into_bytes(),
-                        Either::B(b) => b.to_vec(),
-                    };
-                    (k, bytes)
-                })
-                .collect();
+            if let Some(obj) = &o.secrets {
+                secrets = crate::opts::secrets_of(env, obj)?;
+            }
             progress = o.on_progress;
             if let Some(m) = &o.progress {
                 display_mode = m.parse().map_err(|e| errors::throw(env, &e))?;

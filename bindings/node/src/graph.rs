@@ -2,10 +2,10 @@
 //! `ExecState`, `Mount` and `Definition`. Thin wrappers over `kiln::graph`; every method returns
 //! a new immutable value, exactly like the Rust builder.
 
-use crate::errors;
-use kiln::graph::{self as g, OciRef};
-use kiln::Digest;
-use napi::bindgen_prelude::{Buffer, ClassInstance, Either};
+use crate::generated as gen;
+use crate::{errors, opts};
+use kiln::graph as g;
+use napi::bindgen_prelude::{Buffer, Either, Unknown};
 use napi::Env;
 use napi_derive::napi;
 use std::collections::HashMap;
@@ -26,46 +26,20 @@ impl From<g::State> for State {
 /// The result of `state.run(...)`: the rootfs after the exec and the outputs of writable binds.
 #[napi]
 pub struct ExecState {
-    inner: g::ExecState,
+    pub(crate) inner: g::ExecState,
 }
 
 /// An extra mount of `state.run(...)`; made by `mount`, `cacheMount`, `tmpfsMount`, `secretMount`.
 #[napi]
 #[derive(Clone)]
 pub struct Mount {
-    inner: g::MountSpec,
+    pub(crate) inner: g::MountSpec,
 }
 
 /// A marshalled, validated build graph (LLB `pb.Definition`).
 #[napi]
 pub struct Definition {
     pub(crate) inner: g::Definition,
-}
-
-/// Options of `state.run(args, options)`.
-#[napi(object)]
-pub struct RunOptions<'a> {
-    /// Working directory for this run (relative paths join the state's cwd).
-    pub cwd: Option<String>,
-    /// Extra environment for this run only.
-    pub env: Option<HashMap<String, String>>,
-    /// Extra mounts.
-    pub mounts: Option<Vec<ClassInstance<'a, Mount>>>,
-    /// Make the root filesystem read-only.
-    pub readonly_rootfs: Option<bool>,
-    /// Network mode (default `'sandbox'`).
-    #[napi(ts_type = "'sandbox' | 'host' | 'none'")]
-    pub network: Option<String>,
-    /// User to run as.
-    pub user: Option<String>,
-    /// Hostname inside the container.
-    pub hostname: Option<String>,
-    /// Display name of the step in progress output.
-    pub custom_name: Option<String>,
-    /// Never use a cached result of this step.
-    pub ignore_cache: Option<bool>,
-    /// Run this step only on workers having all these labels (see `engine.workers()`).
-    pub worker_selector: Option<HashMap<String, String>>,
 }
 
 /// The OCI image config a state carries (`state.imageConfig()`) or a solve overrides
@@ -114,160 +88,40 @@ impl From<ImageConfig> for g::ImageConfig {
     }
 }
 
-/// Options of `mount(dest, state, options)`.
-#[napi(object)]
-pub struct BindMountOptions {
-    /// Mount read-only (no output is produced).
-    pub readonly: Option<bool>,
-    /// Mount only this path of the state.
-    pub selector: Option<String>,
+/// A build secret for `engine.solve(..., { secrets: { id: secret } })`: made by `secretFile(path)`
+/// (read when the solve starts) or `secretValue(data)`. It never shows its value or path.
+#[napi]
+pub struct Secret {
+    pub(crate) inner: kiln::options::SecretSource,
 }
 
-/// Options of `cacheMount(dest, options)`.
-#[napi(object)]
-pub struct CacheMountOptions {
-    /// Cache id (defaults to the destination path).
-    pub id: Option<String>,
-    /// How concurrent users share it (default `'shared'`).
-    #[napi(ts_type = "'shared' | 'private' | 'locked'")]
-    pub sharing: Option<String>,
+#[napi]
+impl Secret {
+    /// `'file'` or `'value'`: what the secret is, never its contents.
+    #[napi(getter)]
+    pub fn kind(&self) -> &'static str {
+        match self.inner {
+            kiln::options::SecretSource::File(_) => "file",
+            kiln::options::SecretSource::Value(_) => "value",
+            kiln::options::SecretSource::Env(_) => "env",
+        }
+    }
 }
 
-/// Options of `tmpfsMount(dest, options)`.
-#[napi(object)]
-pub struct TmpfsMountOptions {
-    /// Size limit in bytes (0 or absent: the runtime default).
-    pub size: Option<i64>,
+/// A secret read from the file at `path` when the solve starts (a regular file of at most 500 KiB).
+#[napi]
+pub fn secret_file(path: String) -> Secret {
+    Secret { inner: kiln::options::SecretSource::file(std::path::absolute(&path).unwrap_or_else(|_| path.into())) }
 }
 
-/// Options of `secretMount(dest, options)`.
-#[napi(object)]
-pub struct SecretMountOptions {
-    /// Secret id (defaults to the file name of `dest`).
-    pub id: Option<String>,
-    /// Owner uid (default 0).
-    pub uid: Option<u32>,
-    /// Owner gid (default 0).
-    pub gid: Option<u32>,
-    /// File mode (default 0o400).
-    pub mode: Option<u32>,
-    /// A missing secret is not an error.
-    pub optional: Option<bool>,
-}
-
-/// Options of `ociLayout(dir, options)`: exactly one of `tag` or `digest` (default tag `latest`).
-#[napi(object)]
-pub struct OciLayoutOptions {
-    /// Tag (the `org.opencontainers.image.ref.name` annotation).
-    pub tag: Option<String>,
-    /// Manifest or index digest (`sha256:...`).
-    pub digest: Option<String>,
-}
-
-/// Options of `local(name, options)`.
-#[napi(object)]
-pub struct LocalOptions {
-    /// Include patterns.
-    pub include: Option<Vec<String>>,
-    /// Exclude patterns.
-    pub exclude: Option<Vec<String>>,
-    /// Paths whose symlinks are followed.
-    pub follow_paths: Option<Vec<String>>,
-    /// Shared key hint.
-    pub shared_key_hint: Option<String>,
-}
-
-/// Options of `http(url, options)`.
-#[napi(object)]
-pub struct HttpOptions {
-    /// Expected digest of the download (`sha256:...`).
-    pub checksum: Option<String>,
-    /// File name in the result.
-    pub filename: Option<String>,
-    /// File mode.
-    pub perm: Option<u32>,
-    /// Owner uid.
-    pub uid: Option<u32>,
-    /// Owner gid.
-    pub gid: Option<u32>,
-}
-
-/// Options of `git(url, ref, options)`.
-#[napi(object)]
-pub struct GitOptions {
-    /// Keep the `.git` directory.
-    pub keep_git_dir: Option<bool>,
-    /// Only this subdirectory.
-    pub subdir: Option<String>,
-}
-
-/// Numeric owner of created files.
-#[napi(object)]
-pub struct Owner {
-    /// User id.
-    pub uid: u32,
-    /// Group id.
-    pub gid: u32,
-}
-
-/// Options of `state.mkdir(path, options)`.
-#[napi(object)]
-pub struct MkdirOptions {
-    /// Permission bits (default 0o755).
-    pub mode: Option<u32>,
-    /// Create missing parents.
-    pub parents: Option<bool>,
-    /// Owner.
-    pub owner: Option<Owner>,
-}
-
-/// Options of `state.mkfile(path, data, options)`.
-#[napi(object)]
-pub struct MkfileOptions {
-    /// Permission bits (default 0o644).
-    pub mode: Option<u32>,
-    /// Owner.
-    pub owner: Option<Owner>,
-}
-
-/// Options of `state.rm(path, options)`.
-#[napi(object)]
-pub struct RmOptions {
-    /// A missing path is not an error.
-    pub allow_not_found: Option<bool>,
-    /// The path is a wildcard pattern.
-    pub allow_wildcard: Option<bool>,
-}
-
-/// Options of `state.copy(src, srcPath, destPath, options)`.
-#[napi(object)]
-pub struct CopyOptions {
-    /// Follow a symlink at the source path.
-    pub follow_symlinks: Option<bool>,
-    /// Copy a directory's contents rather than the directory.
-    pub dir_copy_contents: Option<bool>,
-    /// The source path is a wildcard pattern.
-    pub allow_wildcard: Option<bool>,
-    /// A wildcard matching nothing is not an error.
-    pub allow_empty_wildcard: Option<bool>,
-    /// Include patterns.
-    pub include: Option<Vec<String>>,
-    /// Exclude patterns.
-    pub exclude: Option<Vec<String>>,
-    /// Create missing parents of the destination.
-    pub create_dest_path: Option<bool>,
-    /// Owner of copied files.
-    pub owner: Option<Owner>,
-    /// Mode of copied files.
-    pub mode: Option<u32>,
-}
-
-fn owner(o: Option<Owner>) -> Option<g::Owner> {
-    o.map(|o| g::Owner { uid: o.uid, gid: o.gid })
-}
-
-fn parse_digest(env: &Env, key: &str, s: &str) -> napi::Result<Digest> {
-    Digest::parse(s).map_err(|_| errors::throw(env, &errors::option(key, s, "a digest like sha256:<64 hex digits>")))
+/// A secret whose value is `data` (a string is stored as UTF-8; at most 500 KiB).
+#[napi]
+pub fn secret_value(data: Either<String, Buffer>) -> Secret {
+    let bytes = match data {
+        Either::A(s) => s.into_bytes(),
+        Either::B(b) => b.to_vec(),
+    };
+    Secret { inner: kiln::options::SecretSource::value(bytes) }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -286,110 +140,62 @@ pub fn image(reference: String) -> State {
 }
 
 /// An image from an OCI image layout directory on disk, by tag (default `latest`) or digest.
-#[napi]
-pub fn oci_layout(env: Env, dir: String, options: Option<OciLayoutOptions>) -> napi::Result<State> {
-    let o = options.unwrap_or(OciLayoutOptions { tag: None, digest: None });
-    let reference = match (o.tag, o.digest) {
-        (Some(_), Some(d)) => {
-            return Err(errors::throw(&env, &errors::option("digest", &d, "either tag or digest, not both")));
-        }
-        (_, Some(d)) => OciRef::Digest(parse_digest(&env, "digest", &d)?),
-        (Some(t), None) => OciRef::Tag(t),
-        (None, None) => OciRef::Tag("latest".into()),
-    };
-    Ok(g::State::oci_layout(dir, reference).into())
+#[napi(ts_args_type = "dir: string, options?: import('./builder').OciLayoutOptions")]
+pub fn oci_layout(env: Env, dir: String, options: Option<Unknown>) -> napi::Result<State> {
+    let r = gen::oci_layout_options(&env, options)?.reference().map_err(|e| errors::throw(&env, &e))?;
+    Ok(g::State::oci_layout(dir, r).into())
 }
 
 /// `local://NAME`: a directory given to `engine.solve` under `locals[name]`.
-#[napi]
-pub fn local(name: String, options: Option<LocalOptions>) -> State {
-    let o = options.map(|o| g::LocalOptions {
-        include: o.include.unwrap_or_default(),
-        exclude: o.exclude.unwrap_or_default(),
-        follow_paths: o.follow_paths.unwrap_or_default(),
-        shared_key_hint: o.shared_key_hint,
-    });
-    g::State::local_with(name, o.unwrap_or_default()).into()
+#[napi(ts_args_type = "name: string, options?: import('./builder').LocalOptions")]
+pub fn local(env: Env, name: String, options: Option<Unknown>) -> napi::Result<State> {
+    Ok(g::State::local_with(name, gen::local_options(&env, options)?).into())
 }
 
 /// A file downloaded from `url` (http or https), optionally verified against `checksum`.
-#[napi]
-pub fn http(env: Env, url: String, options: Option<HttpOptions>) -> napi::Result<State> {
-    let mut ho = g::HttpOptions::default();
-    if let Some(o) = options {
-        ho.checksum = o.checksum.as_deref().map(|c| parse_digest(&env, "checksum", c)).transpose()?;
-        ho.filename = o.filename;
-        ho.perm = o.perm;
-        ho.uid = o.uid;
-        ho.gid = o.gid;
-    }
-    Ok(g::State::http(url, ho).into())
+#[napi(ts_args_type = "url: string, options?: import('./builder').HttpOptions")]
+pub fn http(env: Env, url: String, options: Option<Unknown>) -> napi::Result<State> {
+    Ok(g::State::http(url, gen::http_options(&env, options)?).into())
 }
 
 /// A git checkout of `ref` (branch, tag or commit; default branch when absent) from `url`.
-#[napi]
-pub fn git(url: String, reference: Option<String>, options: Option<GitOptions>) -> State {
-    let go = options
-        .map(|o| g::GitOptions { keep_git_dir: o.keep_git_dir.unwrap_or(false), subdir: o.subdir })
-        .unwrap_or_default();
-    g::State::git_with(url, reference.unwrap_or_default(), go).into()
+#[napi(ts_args_type = "url: string, reference?: string | null, options?: import('./builder').GitOptions")]
+pub fn git(env: Env, url: String, reference: Option<String>, options: Option<Unknown>) -> napi::Result<State> {
+    Ok(g::State::git_with(url, reference.unwrap_or_default(), gen::git_options(&env, options)?).into())
 }
 
-/// Stacks `states` (later ones win).
-#[napi]
-pub fn merge(states: Vec<ClassInstance<State>>) -> State {
-    g::State::merge(states.iter().map(|s| s.inner.clone()).collect()).into()
+/// Stacks `states` (later ones win; an `ExecState` stands for its root).
+#[napi(ts_args_type = "states: Array<State | ExecState>")]
+pub fn merge(env: Env, states: Vec<Unknown>) -> napi::Result<State> {
+    let states = states.into_iter().map(|s| opts::state_of(&env, "states", s)).collect::<napi::Result<Vec<_>>>()?;
+    Ok(g::State::merge(states).into())
 }
 
 /// Bind-mounts `state` at `dest`; a writable bind has an output (`execState.mountOutput(dest)`).
-#[napi]
-pub fn mount(dest: String, state: &State, options: Option<BindMountOptions>) -> Mount {
-    let readonly = options.as_ref().and_then(|o| o.readonly).unwrap_or(false);
-    let mut m = g::MountSpec::bind(dest, &state.inner, readonly);
-    if let Some(sel) = options.and_then(|o| o.selector) {
-        m = m.with_selector(sel);
-    }
-    Mount { inner: m }
+#[napi(ts_args_type = "dest: string, state: State | ExecState, options?: import('./builder').BindMountOptions")]
+pub fn mount(env: Env, dest: String, state: Unknown, options: Option<Unknown>) -> napi::Result<Mount> {
+    let state = opts::state_of(&env, "state", state)?;
+    Ok(Mount { inner: g::MountSpec::bind_with(dest, &state, gen::mount_options(&env, options)?) })
 }
 
 /// A persistent cache directory at `dest` (`id` defaults to `dest`).
-#[napi]
-pub fn cache_mount(env: Env, dest: String, options: Option<CacheMountOptions>) -> napi::Result<Mount> {
-    let (id, sharing) = options.map(|o| (o.id, o.sharing)).unwrap_or((None, None));
-    let sharing = match sharing.as_deref() {
-        None | Some("shared") => g::CacheSharing::Shared,
-        Some("private") => g::CacheSharing::Private,
-        Some("locked") => g::CacheSharing::Locked,
-        Some(other) => return Err(errors::throw(&env, &errors::option("sharing", other, "shared, private or locked"))),
-    };
-    let id = id.unwrap_or_else(|| dest.clone());
-    Ok(Mount { inner: g::MountSpec::cache(dest, id, sharing) })
+#[napi(ts_args_type = "dest: string, options?: import('./builder').CacheMountOptions")]
+pub fn cache_mount(env: Env, dest: String, options: Option<Unknown>) -> napi::Result<Mount> {
+    Ok(Mount { inner: g::MountSpec::cache_with(dest, gen::cache_mount_options(&env, options)?) })
 }
 
 /// A tmpfs at `dest`.
-#[napi]
-pub fn tmpfs_mount(env: Env, dest: String, options: Option<TmpfsMountOptions>) -> napi::Result<Mount> {
-    let size = options.and_then(|o| o.size).unwrap_or(0);
-    let size = u64::try_from(size)
-        .map_err(|_| errors::throw(&env, &errors::option("size", &size.to_string(), "a byte count >= 0")))?;
-    Ok(Mount { inner: g::MountSpec::tmpfs(dest, size) })
+#[napi(ts_args_type = "dest: string, options?: import('./builder').TmpfsMountOptions")]
+pub fn tmpfs_mount(env: Env, dest: String, options: Option<Unknown>) -> napi::Result<Mount> {
+    Ok(Mount { inner: g::MountSpec::tmpfs_with(dest, gen::tmpfs_mount_options(&env, options)?) })
 }
 
-/// Secret `id` (given to `engine.solve` under `secrets[id]`) as a file at `dest`.
-#[napi]
-pub fn secret_mount(dest: String, options: Option<SecretMountOptions>) -> Mount {
-    let o = options.unwrap_or(SecretMountOptions { id: None, uid: None, gid: None, mode: None, optional: None });
-    let id = o.id.unwrap_or_else(|| dest.rsplit('/').next().unwrap_or(&dest).to_owned());
-    Mount {
-        inner: g::MountSpec::secret(
-            dest,
-            id,
-            o.uid.unwrap_or(0),
-            o.gid.unwrap_or(0),
-            o.mode.unwrap_or(0o400),
-            o.optional.unwrap_or(false),
-        ),
-    }
+/// Secret `id` (given to `engine.solve` under `secrets[id]`; defaults to the file name of `dest`)
+/// as a file at `dest`.
+#[napi(ts_args_type = "dest: string, options?: import('./builder').SecretMountOptions")]
+pub fn secret_mount(env: Env, dest: String, options: Option<Unknown>) -> napi::Result<Mount> {
+    let o = gen::secret_mount_options(&env, options)?;
+    Ok(Mount { inner: g::MountSpec::secret_with(dest, o).map_err(|e| errors::throw(&env, &e))? })
 }
 
 #[napi]
@@ -444,67 +250,40 @@ impl State {
     }
 
     /// Runs `args` in a container on this state as rootfs.
-    #[napi]
-    pub fn run(&self, env: Env, args: Vec<String>, options: Option<RunOptions>) -> napi::Result<ExecState> {
-        let mut eo = g::ExecOptions::new(args);
-        if let Some(o) = options {
-            let mut extra: Vec<(String, String)> = o.env.unwrap_or_default().into_iter().collect();
-            // A JS object's key order is not kept by HashMap; sort so the op digest is stable.
-            extra.sort();
-            eo.env = extra;
-            eo.cwd = o.cwd;
-            eo.user = o.user;
-            eo.hostname = o.hostname;
-            eo.mounts = o.mounts.unwrap_or_default().iter().map(|m| m.inner.clone()).collect();
-            eo.readonly_rootfs = o.readonly_rootfs.unwrap_or(false);
-            eo.network = match o.network.as_deref() {
-                None | Some("sandbox") => g::Network::Sandbox,
-                Some("host") => g::Network::Host,
-                Some("none") => g::Network::None,
-                Some(other) => {
-                    return Err(errors::throw(&env, &errors::option("network", other, "sandbox, host or none")));
-                }
-            };
-            eo.custom_name = o.custom_name;
-            eo.ignore_cache = o.ignore_cache.unwrap_or(false);
-            eo.worker_selector = o.worker_selector.unwrap_or_default().into_iter().collect();
-        }
-        Ok(ExecState { inner: self.inner.run(eo) })
+    #[napi(ts_args_type = "args: string[], options?: import('./builder').RunOptions")]
+    pub fn run(&self, env: Env, args: Vec<String>, options: Option<Unknown>) -> napi::Result<ExecState> {
+        let mut o = gen::run_options(&env, options)?;
+        o.args = args;
+        Ok(ExecState { inner: self.inner.try_run(o).map_err(|e| errors::throw(&env, &e))? })
     }
 
     /// Creates a directory.
-    #[napi]
-    pub fn mkdir(&self, path: String, options: Option<MkdirOptions>) -> State {
-        let mut mo = g::MkdirOptions::default();
-        if let Some(o) = options {
-            mo.mode = o.mode.unwrap_or(0o755);
-            mo.make_parents = o.parents.unwrap_or(false);
-            mo.owner = owner(o.owner);
-        }
-        self.inner.mkdir(path, mo).into()
+    #[napi(ts_args_type = "path: string, options?: import('./builder').MkdirOptions")]
+    pub fn mkdir(&self, env: Env, path: String, options: Option<Unknown>) -> napi::Result<State> {
+        Ok(self.inner.mkdir(path, gen::mkdir_options(&env, options)?).into())
     }
 
     /// Creates a file with `data` (a string is written as UTF-8).
-    #[napi]
-    pub fn mkfile(&self, path: String, data: Either<String, Buffer>, options: Option<MkfileOptions>) -> State {
+    #[napi(ts_args_type = "path: string, data: string | Buffer, options?: import('./builder').MkfileOptions")]
+    pub fn mkfile(
+        &self,
+        env: Env,
+        path: String,
+        data: Either<String, Buffer>,
+        options: Option<Unknown>,
+    ) -> napi::Result<State> {
         let bytes: Vec<u8> = match data {
             Either::A(s) => s.into_bytes(),
             Either::B(b) => b.to_vec(),
         };
-        let (mode, own) = options.map(|o| (o.mode.unwrap_or(0o644), owner(o.owner))).unwrap_or((0o644, None));
-        self.inner.mkfile(path, mode, bytes, g::MkfileOptions { owner: own, timestamp: None }).into()
+        let (o, mode) = gen::mkfile_options(&env, options)?;
+        Ok(self.inner.mkfile(path, mode, bytes, o).into())
     }
 
     /// Removes a path.
-    #[napi]
-    pub fn rm(&self, path: String, options: Option<RmOptions>) -> State {
-        let ro = options
-            .map(|o| g::RmOptions {
-                allow_not_found: o.allow_not_found.unwrap_or(false),
-                allow_wildcard: o.allow_wildcard.unwrap_or(false),
-            })
-            .unwrap_or_default();
-        self.inner.rm(path, ro).into()
+    #[napi(ts_args_type = "path: string, options?: import('./builder').RmOptions")]
+    pub fn rm(&self, env: Env, path: String, options: Option<Unknown>) -> napi::Result<State> {
+        Ok(self.inner.rm(path, gen::rm_options(&env, options)?).into())
     }
 
     /// Creates a symlink at `newpath` pointing to `oldpath`.
@@ -514,21 +293,19 @@ impl State {
     }
 
     /// Copies `srcPath` of `src` to `destPath` of this state.
-    #[napi]
-    pub fn copy(&self, src: &State, src_path: String, dest_path: String, options: Option<CopyOptions>) -> State {
-        let mut co = g::CopyOptions::default();
-        if let Some(o) = options {
-            co.follow_symlinks = o.follow_symlinks.unwrap_or(false);
-            co.dir_copy_contents = o.dir_copy_contents.unwrap_or(false);
-            co.allow_wildcard = o.allow_wildcard.unwrap_or(false);
-            co.allow_empty_wildcard = o.allow_empty_wildcard.unwrap_or(false);
-            co.include = o.include.unwrap_or_default();
-            co.exclude = o.exclude.unwrap_or_default();
-            co.create_dest_path = o.create_dest_path.unwrap_or(false);
-            co.owner = owner(o.owner);
-            co.mode = o.mode;
-        }
-        self.inner.copy(&src.inner, src_path, dest_path, co).into()
+    #[napi(
+        ts_args_type = "src: State | ExecState, srcPath: string, destPath: string, options?: import('./builder').CopyOptions"
+    )]
+    pub fn copy(
+        &self,
+        env: Env,
+        src: Unknown,
+        src_path: String,
+        dest_path: String,
+        options: Option<Unknown>,
+    ) -> napi::Result<State> {
+        let src = opts::state_of(&env, "src", src)?;
+        Ok(self.inner.copy(&src, src_path, dest_path, gen::copy_options(&env, options)?).into())
     }
 
     /// Sets an environment variable for later runs and the image config.

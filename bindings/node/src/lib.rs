@@ -5,4 +5,7 @@
 
 pub mod engine;
 pub mod errors;
+#[rustfmt::skip]
+pub mod generated;
 pub mod graph;
+pub mod opts;

@@ -6,14 +6,14 @@
 //! `CancelledError` propagates.
 
 use crate::errors::to_pyerr;
-use crate::graph::{image_config_from_py, local_dir, state_of, PyDefinition};
+use crate::graph::{image_config_from_py, local_dir, secrets_from_py, state_of, PyDefinition};
 use crate::progress::{Progress, PyProgressEvent};
 use crate::runtime::{runtime, KilnRuntime};
 use kiln::solver::{ProgressEvent, ProgressSink};
 use kiln::{Definition, EngineOptions, Error, ErrorKind, SnapshotterKind, SolveOptions, SolveResult};
 use pyo3::exceptions::{PyRuntimeError, PyTypeError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict};
+use pyo3::types::PyDict;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -176,17 +176,7 @@ impl PyEngine {
             opts = opts.cache_import(&c).map_err(|e| kerr(py, e))?;
         }
         if let Some(secrets) = secrets {
-            for (id, value) in secrets.iter() {
-                let id: String = id.extract()?;
-                let bytes = if let Ok(b) = value.cast::<PyBytes>() {
-                    b.as_bytes().to_vec()
-                } else if let Ok(path) = value.extract::<PathBuf>() {
-                    std::fs::read(&path).map_err(|e| kerr(py, Error::io(format!("read secret {id:?}"), path, e)))?
-                } else {
-                    return Err(PyTypeError::new_err(format!("secret {id:?} must be bytes or a file path")));
-                };
-                opts = opts.secret(id, bytes);
-            }
+            opts.secrets = secrets_from_py(secrets)?;
         }
         Ok(Prepared { engine, def, opts })
     }

@@ -3,11 +3,11 @@
 //! converts Python arguments; all behaviour stays in `kiln::graph`.
 
 use crate::errors::to_pyerr;
-use kiln::graph::{
-    CacheSharing, CopyOptions, ExecOptions, ExecState, GitOptions, HttpOptions, ImageConfig, LocalOptions,
-    MkdirOptions, MkfileOptions, MountSpec, Network, OciRef, Owner, RmOptions,
-};
-use kiln::{Definition, Digest, Error, State};
+use crate::generated as gen;
+use crate::opts::FromPy;
+use kiln::graph::{ExecOptions, ExecState, ImageConfig, MountSpec};
+use kiln::options::SecretSource;
+use kiln::{Definition, Error, State};
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyString};
@@ -31,7 +31,73 @@ pub struct PyExecState {
 #[pyclass(frozen, name = "Mount", module = "kiln._native")]
 #[derive(Clone)]
 pub struct PyMount {
-    inner: MountSpec,
+    pub inner: MountSpec,
+}
+
+/// A build secret for `Engine.solve(secrets={id: ...})`: made by `secret_file(path)` (read when
+/// the solve starts) or `secret_value(data)`. Its repr never shows the value or the path.
+#[pyclass(frozen, name = "Secret", module = "kiln._native")]
+#[derive(Clone)]
+pub struct PySecret {
+    pub inner: SecretSource,
+}
+
+#[pymethods]
+impl PySecret {
+    fn __repr__(&self) -> String {
+        match &self.inner {
+            SecretSource::File(_) => "<kiln.Secret file>".to_owned(),
+            SecretSource::Value(v) => format!("<kiln.Secret value, {} bytes>", v.len()),
+            SecretSource::Env(n) => format!("<kiln.Secret env {n}>"),
+        }
+    }
+}
+
+/// A secret read from the file at `path` when the solve starts (a regular file of at most
+/// 500 KiB).
+#[pyfunction]
+pub fn secret_file(path: PathBuf) -> PySecret {
+    PySecret { inner: SecretSource::file(absolute(path)) }
+}
+
+/// A secret whose value is `data` (bytes, or str stored as UTF-8; at most 500 KiB).
+#[pyfunction]
+pub fn secret_value(data: &Bound<'_, PyAny>) -> PyResult<PySecret> {
+    Ok(PySecret { inner: SecretSource::value(bytes_of(data, "data")?) })
+}
+
+/// The secrets of a solve, loaded by core: every value must be a `Secret` (a plain str or bytes
+/// is refused rather than guessed to be a path or a value).
+pub fn secrets_from_py(secrets: &Bound<'_, PyDict>) -> PyResult<std::collections::BTreeMap<String, Vec<u8>>> {
+    let mut list = Vec::new();
+    for (id, value) in secrets.iter() {
+        let id: String = id.extract()?;
+        let Ok(s) = value.cast::<PySecret>() else {
+            let ty = value.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "?".into());
+            return Err(kerr(Error::option(
+                "secrets",
+                id.as_str(),
+                format!(
+                    "secret {id:?} is a {ty}; give kiln.secret_file(path) or kiln.secret_value(data) so its meaning \
+                     is explicit"
+                ),
+            )));
+        };
+        list.push((id, s.get().inner.clone()));
+    }
+    kiln::options::load_secrets(list.iter().map(|(id, s)| (id.as_str(), s))).map_err(kerr)
+}
+
+/// Bytes from `bytes` or a `str` (UTF-8); anything else is an option error naming `key`.
+pub fn bytes_of(data: &Bound<'_, PyAny>, key: &str) -> PyResult<Vec<u8>> {
+    if let Ok(s) = data.cast::<PyString>() {
+        Ok(s.to_str()?.as_bytes().to_vec())
+    } else if let Ok(b) = data.cast::<PyBytes>() {
+        Ok(b.as_bytes().to_vec())
+    } else {
+        let ty = data.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "?".into());
+        Err(kerr(Error::option(key, ty, "bytes or str")))
+    }
 }
 
 /// A validated, serialised LLB definition (BuildKit's `pb.Definition` wire format).
@@ -60,48 +126,6 @@ pub fn state_of(obj: &Bound<'_, PyAny>) -> PyResult<State> {
         "expected a kiln.State or kiln.ExecState, got {}",
         obj.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "?".into())
     )))
-}
-
-/// `KEY=VALUE` pairs from a dict or a sequence of pairs.
-fn pairs(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<(String, String)>> {
-    let Some(obj) = obj else { return Ok(Vec::new()) };
-    if let Ok(d) = obj.cast::<PyDict>() {
-        return d.iter().map(|(k, v)| Ok((k.extract()?, v.extract()?))).collect();
-    }
-    obj.extract::<Vec<(String, String)>>()
-        .map_err(|_| PyTypeError::new_err("expected a dict of str to str or a list of (str, str) pairs"))
-}
-
-/// An owner from `(uid, gid)` or a single id used for both.
-fn owner(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Owner>> {
-    let Some(obj) = obj else { return Ok(None) };
-    if obj.is_none() {
-        return Ok(None);
-    }
-    if let Ok(id) = obj.extract::<u32>() {
-        return Ok(Some(Owner { uid: id, gid: id }));
-    }
-    let (uid, gid) =
-        obj.extract::<(u32, u32)>().map_err(|_| PyTypeError::new_err("owner must be an int or a (uid, gid) tuple"))?;
-    Ok(Some(Owner { uid, gid }))
-}
-
-fn network(s: &str) -> PyResult<Network> {
-    match s {
-        "sandbox" | "default" => Ok(Network::Sandbox),
-        "host" => Ok(Network::Host),
-        "none" => Ok(Network::None),
-        other => Err(kerr(Error::option("network", other, "expected sandbox, host or none"))),
-    }
-}
-
-fn sharing(s: &str) -> PyResult<CacheSharing> {
-    match s {
-        "shared" => Ok(CacheSharing::Shared),
-        "private" => Ok(CacheSharing::Private),
-        "locked" => Ok(CacheSharing::Locked),
-        other => Err(kerr(Error::option("sharing", other, "expected shared, private or locked"))),
-    }
 }
 
 /// The image config as a plain dict (`entrypoint`, `cmd`, `env`, `working_dir`, `user`, `labels`).
@@ -136,84 +160,34 @@ fn absolute(p: PathBuf) -> PathBuf {
 #[pymethods]
 impl PyState {
     /// Runs `args` (a list, or a str run by `/bin/sh -c`) on this state as rootfs.
-    #[pyo3(signature = (args, *, cwd=None, env=None, user=None, hostname=None, mounts=None,
-                        readonly_rootfs=false, network="sandbox", custom_name=None,
-                        worker_selector=None, ignore_cache=false))]
-    #[allow(clippy::too_many_arguments)]
-    fn run(
-        &self,
-        args: &Bound<'_, PyAny>,
-        cwd: Option<String>,
-        env: Option<&Bound<'_, PyAny>>,
-        user: Option<String>,
-        hostname: Option<String>,
-        mounts: Option<Vec<PyRef<'_, PyMount>>>,
-        readonly_rootfs: bool,
-        network: &str,
-        custom_name: Option<String>,
-        worker_selector: Option<BTreeMap<String, String>>,
-        ignore_cache: bool,
-    ) -> PyResult<PyExecState> {
-        let mut o = if let Ok(script) = args.cast::<PyString>() {
-            ExecOptions::shell(script.to_str()?)
+    #[pyo3(signature = (args, **options))]
+    fn run(&self, args: &Bound<'_, PyAny>, options: Option<&Bound<'_, PyDict>>) -> PyResult<PyExecState> {
+        let mut o = gen::run_options(options)?;
+        o.args = if let Ok(script) = args.cast::<PyString>() {
+            ExecOptions::shell(script.to_str()?).args
         } else {
-            ExecOptions::new(
-                args.extract::<Vec<String>>()
-                    .map_err(|_| PyTypeError::new_err("args must be a list of str or a shell script str"))?,
-            )
+            Vec::<String>::from_py("args", args)?
         };
-        o.env = pairs(env)?;
-        o.cwd = cwd;
-        o.user = user;
-        o.hostname = hostname;
-        o.mounts = mounts.unwrap_or_default().iter().map(|m| m.inner.clone()).collect();
-        o.readonly_rootfs = readonly_rootfs;
-        o.network = self::network(network)?;
-        o.custom_name = custom_name;
-        o.worker_selector = worker_selector.unwrap_or_default();
-        o.ignore_cache = ignore_cache;
-        Ok(PyExecState { inner: self.inner.run(o) })
+        Ok(PyExecState { inner: self.inner.try_run(o).map_err(kerr)? })
     }
 
     /// Creates a directory (relative paths join the state's cwd).
-    #[pyo3(signature = (path, *, mode=0o755, make_parents=false, owner=None, timestamp=None))]
-    fn mkdir(
-        &self,
-        path: &str,
-        mode: u32,
-        make_parents: bool,
-        owner: Option<&Bound<'_, PyAny>>,
-        timestamp: Option<i64>,
-    ) -> PyResult<PyState> {
-        let o = MkdirOptions { mode, make_parents, owner: self::owner(owner)?, timestamp };
-        Ok(wrap(self.inner.mkdir(path, o)))
+    #[pyo3(signature = (path, **options))]
+    fn mkdir(&self, path: &str, options: Option<&Bound<'_, PyDict>>) -> PyResult<PyState> {
+        Ok(wrap(self.inner.mkdir(path, gen::mkdir_options(options)?)))
     }
 
     /// Creates a file holding `data` (bytes, or str written as UTF-8).
-    #[pyo3(signature = (path, data, *, mode=0o644, owner=None, timestamp=None))]
-    fn mkfile(
-        &self,
-        path: &str,
-        data: &Bound<'_, PyAny>,
-        mode: u32,
-        owner: Option<&Bound<'_, PyAny>>,
-        timestamp: Option<i64>,
-    ) -> PyResult<PyState> {
-        let bytes: Vec<u8> = if let Ok(s) = data.cast::<PyString>() {
-            s.to_str()?.as_bytes().to_vec()
-        } else if let Ok(b) = data.cast::<PyBytes>() {
-            b.as_bytes().to_vec()
-        } else {
-            return Err(PyTypeError::new_err("data must be bytes or str"));
-        };
-        let o = MkfileOptions { owner: self::owner(owner)?, timestamp };
-        Ok(wrap(self.inner.mkfile(path, mode, bytes, o)))
+    #[pyo3(signature = (path, data, **options))]
+    fn mkfile(&self, path: &str, data: &Bound<'_, PyAny>, options: Option<&Bound<'_, PyDict>>) -> PyResult<PyState> {
+        let (o, mode) = gen::mkfile_options(options)?;
+        Ok(wrap(self.inner.mkfile(path, mode, bytes_of(data, "data")?, o)))
     }
 
     /// Removes a path.
-    #[pyo3(signature = (path, *, allow_not_found=false, allow_wildcard=false))]
-    fn rm(&self, path: &str, allow_not_found: bool, allow_wildcard: bool) -> PyState {
-        wrap(self.inner.rm(path, RmOptions { allow_not_found, allow_wildcard }))
+    #[pyo3(signature = (path, **options))]
+    fn rm(&self, path: &str, options: Option<&Bound<'_, PyDict>>) -> PyResult<PyState> {
+        Ok(wrap(self.inner.rm(path, gen::rm_options(options)?)))
     }
 
     /// Creates a symlink at `newpath` pointing to `oldpath`.
@@ -222,39 +196,16 @@ impl PyState {
     }
 
     /// Copies `src_path` of `src` to `dest_path` of this state.
-    #[pyo3(signature = (src, src_path, dest_path, *, follow_symlinks=false, dir_copy_contents=false,
-                        allow_wildcard=false, allow_empty_wildcard=false, include=None, exclude=None,
-                        create_dest_path=false, owner=None, mode=None, timestamp=None))]
-    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (src, src_path, dest_path, **options))]
     fn copy(
         &self,
         src: &Bound<'_, PyAny>,
         src_path: &str,
         dest_path: &str,
-        follow_symlinks: bool,
-        dir_copy_contents: bool,
-        allow_wildcard: bool,
-        allow_empty_wildcard: bool,
-        include: Option<Vec<String>>,
-        exclude: Option<Vec<String>>,
-        create_dest_path: bool,
-        owner: Option<&Bound<'_, PyAny>>,
-        mode: Option<u32>,
-        timestamp: Option<i64>,
+        options: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<PyState> {
-        let o = CopyOptions {
-            follow_symlinks,
-            dir_copy_contents,
-            allow_wildcard,
-            allow_empty_wildcard,
-            include: include.unwrap_or_default(),
-            exclude: exclude.unwrap_or_default(),
-            create_dest_path,
-            owner: self::owner(owner)?,
-            mode,
-            timestamp,
-        };
-        Ok(wrap(self.inner.copy(&state_of(src)?, src_path, dest_path, o)))
+        let src = State::from_py("src", src)?;
+        Ok(wrap(self.inner.copy(&src, src_path, dest_path, gen::copy_options(options)?)))
     }
 
     /// Sets env var `key` for later runs and the image config.
@@ -440,97 +391,68 @@ pub fn image(reference: &str) -> PyState {
 
 /// An image from an OCI layout directory by `tag` (default `latest`) or manifest `digest`.
 #[pyfunction]
-#[pyo3(signature = (path, *, tag=None, digest=None))]
-pub fn oci_layout(path: PathBuf, tag: Option<String>, digest: Option<String>) -> PyResult<PyState> {
-    let r = match (tag, digest) {
-        (Some(_), Some(_)) => {
-            return Err(kerr(Error::option("digest", "", "give either tag= or digest= for an OCI layout, not both")))
-        }
-        (_, Some(d)) => OciRef::Digest(d.parse::<Digest>().map_err(kerr)?),
-        (Some(t), None) => OciRef::Tag(t),
-        (None, None) => OciRef::Tag("latest".into()),
-    };
+#[pyo3(signature = (path, **options))]
+pub fn oci_layout(path: PathBuf, options: Option<&Bound<'_, PyDict>>) -> PyResult<PyState> {
+    let r = gen::oci_layout_options(options)?.reference().map_err(kerr)?;
     Ok(wrap(State::oci_layout(absolute(path), r)))
 }
 
 /// `local://NAME`: a directory passed to `Engine.solve(locals={NAME: dir})`.
 #[pyfunction]
-#[pyo3(signature = (name, *, include=None, exclude=None, follow_paths=None, shared_key_hint=None))]
-pub fn local(
-    name: String,
-    include: Option<Vec<String>>,
-    exclude: Option<Vec<String>>,
-    follow_paths: Option<Vec<String>>,
-    shared_key_hint: Option<String>,
-) -> PyState {
-    let o = LocalOptions {
-        include: include.unwrap_or_default(),
-        exclude: exclude.unwrap_or_default(),
-        follow_paths: follow_paths.unwrap_or_default(),
-        shared_key_hint,
-    };
-    wrap(State::local_with(name, o))
+#[pyo3(signature = (name, **options))]
+pub fn local(name: String, options: Option<&Bound<'_, PyDict>>) -> PyResult<PyState> {
+    Ok(wrap(State::local_with(name, gen::local_options(options)?)))
 }
 
 /// A file downloaded from `url`, verified against `checksum` (`sha256:...`) when given.
 #[pyfunction]
-#[pyo3(signature = (url, *, checksum=None, filename=None, perm=None, uid=None, gid=None))]
-pub fn http(
-    url: String,
-    checksum: Option<String>,
-    filename: Option<String>,
-    perm: Option<u32>,
-    uid: Option<u32>,
-    gid: Option<u32>,
-) -> PyResult<PyState> {
-    let checksum = checksum.map(|c| c.parse::<Digest>()).transpose().map_err(kerr)?;
-    Ok(wrap(State::http(url, HttpOptions { checksum, filename, perm, uid, gid })))
+#[pyo3(signature = (url, **options))]
+pub fn http(url: String, options: Option<&Bound<'_, PyDict>>) -> PyResult<PyState> {
+    Ok(wrap(State::http(url, gen::http_options(options)?)))
 }
 
 /// A git checkout of `ref` (branch, tag or commit; empty = default branch) from `url`.
 #[pyfunction]
-#[pyo3(signature = (url, r#ref="", *, keep_git_dir=false, subdir=None))]
-pub fn git(url: String, r#ref: &str, keep_git_dir: bool, subdir: Option<String>) -> PyState {
-    wrap(State::git_with(url, r#ref, GitOptions { keep_git_dir, subdir }))
+#[pyo3(signature = (url, r#ref="", **options))]
+pub fn git(url: String, r#ref: &str, options: Option<&Bound<'_, PyDict>>) -> PyResult<PyState> {
+    Ok(wrap(State::git_with(url, r#ref, gen::git_options(options)?)))
 }
 
 /// Stacks `states` (later ones win).
 #[pyfunction]
 pub fn merge(states: Vec<Bound<'_, PyAny>>) -> PyResult<PyState> {
-    let states = states.iter().map(state_of).collect::<PyResult<Vec<_>>>()?;
+    let states = states.iter().map(|s| State::from_py("states", s)).collect::<PyResult<Vec<_>>>()?;
     Ok(wrap(State::merge(states)))
 }
 
 /// Bind-mounts `state` (or only its `selector` path) at `dest`.
 #[pyfunction]
-#[pyo3(signature = (dest, state, *, readonly=false, selector=None))]
-pub fn mount(dest: String, state: &Bound<'_, PyAny>, readonly: bool, selector: Option<String>) -> PyResult<PyMount> {
-    let mut m = MountSpec::bind(dest, &state_of(state)?, readonly);
-    if let Some(s) = selector {
-        m = m.with_selector(s);
-    }
-    Ok(PyMount { inner: m })
+#[pyo3(signature = (dest, state, **options))]
+pub fn mount(dest: String, state: &Bound<'_, PyAny>, options: Option<&Bound<'_, PyDict>>) -> PyResult<PyMount> {
+    let state = State::from_py("state", state)?;
+    Ok(PyMount { inner: MountSpec::bind_with(dest, &state, gen::mount_options(options)?) })
 }
 
-/// A persistent cache directory `id` at `dest`; `sharing` is shared, private or locked.
+/// A persistent cache directory at `dest` (`id` defaults to `dest`).
 #[pyfunction]
-#[pyo3(signature = (dest, *, id, sharing="shared"))]
-pub fn cache_mount(dest: String, id: String, sharing: &str) -> PyResult<PyMount> {
-    Ok(PyMount { inner: MountSpec::cache(dest, id, self::sharing(sharing)?) })
+#[pyo3(signature = (dest, **options))]
+pub fn cache_mount(dest: String, options: Option<&Bound<'_, PyDict>>) -> PyResult<PyMount> {
+    Ok(PyMount { inner: MountSpec::cache_with(dest, gen::cache_mount_options(options)?) })
 }
 
 /// A tmpfs at `dest` (`size` in bytes, 0 for the runtime default).
 #[pyfunction]
-#[pyo3(signature = (dest, *, size=0))]
-pub fn tmpfs_mount(dest: String, size: u64) -> PyMount {
-    PyMount { inner: MountSpec::tmpfs(dest, size) }
+#[pyo3(signature = (dest, **options))]
+pub fn tmpfs_mount(dest: String, options: Option<&Bound<'_, PyDict>>) -> PyResult<PyMount> {
+    Ok(PyMount { inner: MountSpec::tmpfs_with(dest, gen::tmpfs_mount_options(options)?) })
 }
 
-/// Secret `id` (from `Engine.solve(secrets=...)`) as a file at `dest`.
+/// Secret `id` (from `Engine.solve(secrets=...)`; defaults to the file name of `dest`) as a file
+/// at `dest`.
 #[pyfunction]
-#[pyo3(signature = (dest, *, id, uid=0, gid=0, mode=0o400, optional=false))]
-pub fn secret_mount(dest: String, id: String, uid: u32, gid: u32, mode: u32, optional: bool) -> PyMount {
-    PyMount { inner: MountSpec::secret(dest, id, uid, gid, mode, optional) }
+#[pyo3(signature = (dest, **options))]
+pub fn secret_mount(dest: String, options: Option<&Bound<'_, PyDict>>) -> PyResult<PyMount> {
+    Ok(PyMount { inner: MountSpec::secret_with(dest, gen::secret_mount_options(options)?).map_err(kerr)? })
 }
 
 /// Resolves a relative local dir against the current directory (so a later `chdir` is harmless).

@@ -4,7 +4,10 @@
 
 pub mod engine;
 pub mod errors;
+#[rustfmt::skip]
+pub mod generated;
 pub mod graph;
+pub mod opts;
 pub mod progress;
 pub mod runtime;
 
@@ -32,6 +35,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<graph::PyExecState>()?;
     m.add_class::<graph::PyMount>()?;
     m.add_class::<graph::PyDefinition>()?;
+    m.add_class::<graph::PySecret>()?;
     m.add_class::<engine::PyEngine>()?;
     m.add_class::<engine::PySolveResult>()?;
     m.add_class::<engine::PyUsageRecord>()?;
@@ -50,6 +54,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(graph::cache_mount, m)?)?;
     m.add_function(wrap_pyfunction!(graph::tmpfs_mount, m)?)?;
     m.add_function(wrap_pyfunction!(graph::secret_mount, m)?)?;
+    m.add_function(wrap_pyfunction!(graph::secret_file, m)?)?;
+    m.add_function(wrap_pyfunction!(graph::secret_value, m)?)?;
     m.add_function(wrap_pyfunction!(error_kinds, m)?)?;
     m.add_function(wrap_pyfunction!(_raise_error, m)?)?;
     Ok(())

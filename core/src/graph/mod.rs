@@ -17,6 +17,9 @@ pub use platform::Platform;
 pub use resolve::{ImageMetaResolver, ImageOptions, ImageRef, ResolvedImageConfig};
 pub use source::{OciRef, SourceSpec};
 pub use state::{
+    parse_digest, BindMountOptions, CacheMountOptions, OciLayoutOptions, SecretMountOptions, TmpfsMountOptions,
+};
+pub use state::{
     CacheSharing, CopyOptions, ExecOptions, ExecState, GitOptions, HttpOptions, LocalOptions, MkdirOptions,
     MkfileOptions, MountSpec, Network, Owner, RmOptions, SecretEnv, Security, SshSocket, State,
 };

@@ -2,7 +2,7 @@
 //!
 //! Every option string uses one syntax ([`csv`]): `type=local,dest=DIR,mode=max`. [`cache`] turns
 //! `--export-cache` / `--import-cache` strings into typed specs, [`output`] does the same for
-//! result exporters (`--output`) and secrets. Errors are [`Error::Option`]
+//! result exporters (`--output`) and [`secrets`] for build secrets. Errors are [`Error::Option`]
 //! values naming the key, the rejected value and what is accepted.
 
 pub mod cache;
@@ -11,6 +11,7 @@ pub(crate) mod destinations;
 pub mod grants;
 pub mod image_export;
 pub mod output;
+pub mod secrets;
 
 pub use cache::{
     validate_exports, CacheCompression, CacheExportSpec, CacheImportSource, CacheImportSpec, CacheMode, CacheTarget,
@@ -18,7 +19,8 @@ pub use cache::{
 pub use csv::parse_csv;
 pub use grants::{check_ssh_socket, parse_ssh, Entitlement, DEFAULT_SSH_ID};
 pub use image_export::ImageExportAttrs;
-pub use output::{read_secrets, OutputSpec, SecretSource, SecretSpec};
+pub use output::OutputSpec;
+pub use secrets::{load_secrets, read_secrets, SecretSource, SecretSpec, MAX_SECRET_BYTES};
 
 use crate::error::{Error, Result};
 

@@ -37,6 +37,17 @@ impl State {
     /// sorted by dest (rootfs `/` first, secrets last); each writable rootfs/bind mount gets the
     /// next output index; readonly, cache, tmpfs and secret mounts have output -1.
     pub fn run(&self, o: ExecOptions) -> ExecState {
+        self.run_unchecked(o)
+    }
+
+    /// [`State::run`] after [`ExecOptions::validate`]: what every binding calls, so a run that
+    /// one face would refuse is refused by all.
+    pub fn try_run(&self, o: ExecOptions) -> crate::Result<ExecState> {
+        o.validate()?;
+        Ok(self.run_unchecked(o))
+    }
+
+    fn run_unchecked(&self, o: ExecOptions) -> ExecState {
         let ssh_targets = ssh_targets(&o);
         let meta = self.process_meta(&o, &ssh_targets);
         let caps = self.exec_caps(&o);

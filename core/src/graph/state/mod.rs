@@ -11,7 +11,9 @@
 //! - `mod.rs` (this file): [`State`] and [`ExecState`], the llb metadata a state carries (env, cwd,
 //!   user, image config), per-op constraints, merge and diff.
 //! - `node`: the internal op graph (nodes, outputs, constraints) and its stack-safe `Drop`.
-//! - `options`: the public option types of sources, `run` and file actions.
+//! - `options`: the public option types of sources, `run` and file actions, enum names, `run`
+//!   validation.
+//! - `mount_options`: mount and OCI layout option structs with the defaults every face shares.
 //! - `source`: source states and image reference normalisation.
 //! - `image`: image config metadata (entrypoint, cmd, labels, ports, ...) and base images whose
 //!   config is resolved through an [`ImageMetaResolver`](super::resolve::ImageMetaResolver).
@@ -24,12 +26,16 @@ mod exec;
 mod file;
 mod image;
 mod marshal;
+mod mount_options;
 mod node;
 mod options;
 mod path;
 mod source;
 
 pub use exec::DEFAULT_PATH;
+pub use mount_options::{
+    parse_digest, BindMountOptions, CacheMountOptions, OciLayoutOptions, SecretMountOptions, TmpfsMountOptions,
+};
 pub use options::{
     CacheSharing, CopyOptions, ExecOptions, GitOptions, HttpOptions, LocalOptions, MkdirOptions, MkfileOptions,
     MountSpec, Network, Owner, RmOptions, SecretEnv, Security, SshSocket,

@@ -1,11 +1,14 @@
 //! The public option types of the builder: sources (`LocalOptions`, `HttpOptions`,
 //! `GitOptions`), `run` (`ExecOptions`, `MountSpec`, `Network`, `Security`, `CacheSharing`,
 //! `SecretEnv`, `SshSocket`) and file actions (`MkdirOptions`, `MkfileOptions`, `RmOptions`,
-//! `CopyOptions`, `Owner`). Plain data with constructors; what they mean in LLB is decided by
-//! `source`, `exec` and `file`.
+//! `CopyOptions`, `Owner`). Plain data with constructors and the argument meaning every face
+//! shares: the names of the enums (`FromStr`) and what a valid `run` is
+//! ([`ExecOptions::validate`]). What they mean in LLB is decided by `source`, `exec` and `file`;
+//! mount and OCI layout option structs live in `mount_options`.
 
 use super::State;
 use crate::digest::Digest;
+use crate::error::{Error, Result};
 use crate::graph::pb;
 use std::collections::BTreeMap;
 
@@ -58,6 +61,26 @@ pub enum Network {
     None,
 }
 
+impl Network {
+    /// The names [`str::parse`] accepts, canonical first (`default` is another spelling of
+    /// `sandbox`).
+    pub const NAMES: &'static [&'static str] = &["sandbox", "host", "none"];
+}
+
+impl std::str::FromStr for Network {
+    type Err = Error;
+    /// `sandbox` (or `default`), `host` or `none`; anything else is an option error naming the
+    /// key `network`.
+    fn from_str(s: &str) -> Result<Network> {
+        match s {
+            "sandbox" | "default" => Ok(Network::Sandbox),
+            "host" => Ok(Network::Host),
+            "none" => Ok(Network::None),
+            other => Err(Error::option("network", other, "sandbox, host or none")),
+        }
+    }
+}
+
 /// Sharing mode of a cache mount.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum CacheSharing {
@@ -68,6 +91,25 @@ pub enum CacheSharing {
     Private,
     /// Concurrent users wait for each other.
     Locked,
+}
+
+impl CacheSharing {
+    /// The names [`str::parse`] accepts.
+    pub const NAMES: &'static [&'static str] = &["shared", "private", "locked"];
+}
+
+impl std::str::FromStr for CacheSharing {
+    type Err = Error;
+    /// `shared`, `private` or `locked`; anything else is an option error naming the key
+    /// `sharing`.
+    fn from_str(s: &str) -> Result<CacheSharing> {
+        match s {
+            "shared" => Ok(CacheSharing::Shared),
+            "private" => Ok(CacheSharing::Private),
+            "locked" => Ok(CacheSharing::Locked),
+            other => Err(Error::option("sharing", other, "shared, private or locked")),
+        }
+    }
 }
 
 /// Numeric owner of created files.
@@ -368,6 +410,27 @@ impl ExecOptions {
         self.security = Security::Insecure;
         self
     }
+
+    /// Checks what every face rejects before a run is added to a graph: an empty argv, an env
+    /// key that is empty or contains `=` (it would change another variable), a duplicate mount
+    /// destination. Errors name the key ([`State::try_run`] calls this).
+    pub fn validate(&self) -> Result<()> {
+        if self.args.is_empty() {
+            return Err(Error::option("args", "", "at least the program path (args[0])"));
+        }
+        for (k, _) in &self.env {
+            if k.is_empty() || k.contains('=') {
+                return Err(Error::option("env", k.as_str(), "a variable name that is non-empty and has no '='"));
+            }
+        }
+        let mut dests = std::collections::BTreeSet::new();
+        for m in &self.mounts {
+            if !dests.insert(m.dest()) {
+                return Err(Error::option("mounts", m.dest(), "one mount per destination"));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Options of [`State::mkdir`].
@@ -381,6 +444,11 @@ pub struct MkdirOptions {
     pub owner: Option<Owner>,
     /// Timestamp in Unix nanoseconds.
     pub timestamp: Option<i64>,
+}
+
+impl MkfileOptions {
+    /// The mode of a created file when a face's caller gives none (`mkfile(path, data)`).
+    pub const DEFAULT_MODE: u32 = 0o644;
 }
 
 impl Default for MkdirOptions {

@@ -158,7 +158,7 @@ impl BuildSession {
         image_config: &ImageConfig,
         cache_exports: bool,
     ) -> Result<BTreeMap<String, String>> {
-        if outputs.is_empty() && !(cache_exports && !self.opts.cache_exports.is_empty()) {
+        if outputs.is_empty() && (!cache_exports || self.opts.cache_exports.is_empty()) {
             return Ok(BTreeMap::new());
         }
         let solve = match result {

@@ -7,11 +7,14 @@
 //! - a chain of RUN steps on a busybox rootfs, solved cold;
 //! - a RUN writing N MB (random, then compressible text), solved without exports (kiln's overhead
 //!   beyond the container's run time), then exported as `type=oci` with the RUN cached (layer
-//!   creation), compared with `tar -c DIR | gzip -6 > /dev/null` on the same files.
+//!   creation), compared with `tar -c DIR | gzip -6 > /dev/null` on the same files;
+//! - client-side builds (`Engine::build`): `read_file` of a 1 KB and an N MB file from a cached ref
+//!   (first read, which mounts the ref's view, and later reads), and a whole build whose inner
+//!   solves are all cached, against a plain cached solve of the same graph.
 //!
 //! Knobs (environment): `KILN_BENCH_CHAIN` (default 1000), `KILN_BENCH_RUNS` (100),
 //! `KILN_BENCH_MB` (100), `KILN_BENCH_DIR` (work directory parent, default the temp dir),
-//! `KILN_BENCH_REPEAT` (5: cached re-solves in new Engines, for profiling), `KILN_BENCH_ONLY` (comma list of cases to run: chain, runs, layer, cache; default all).
+//! `KILN_BENCH_REPEAT` (5: cached re-solves in new Engines, for profiling), `KILN_BENCH_ONLY` (comma list of cases to run: chain, runs, layer, cache, build; default all).
 
 mod defs;
 
@@ -369,6 +372,104 @@ async fn bench_cache(work: &Path, rootfs: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Client-side builds: reads from a cached ref and a build whose inner solves are all cached.
+async fn bench_build(work: &Path, rootfs: &Path, mb: u64) -> Result<()> {
+    use kiln::engine::{BuildOptions, BuildOutput, SolveRequest};
+    println!("== client-side builds (Engine::build): reads from a cached ref, cached inner solves ==");
+    let files = State::local("rootfs")
+        .run(ExecOptions::shell(&format!(
+            "head -c 1024 /dev/urandom > /small && head -c {} /dev/urandom > /big",
+            mb * 1_000_000
+        )))
+        .root();
+    let second = files.run(ExecOptions::shell("echo two > /two")).root();
+    let third = files.run(ExecOptions::shell("echo three > /three")).root();
+    let (engine, _) = open(&work.join("build-root"))?;
+    let opts = || SolveOptions::default().local("rootfs", rootfs);
+    for st in [&second, &third] {
+        solve(&engine, &st.to_definition()?, opts()).await?;
+    }
+    const READS: u32 = 200;
+    let figures = Arc::new(Mutex::new(Vec::new()));
+    let f2 = figures.clone();
+    let files2 = files.clone();
+    engine
+        .build(BuildOptions::new(opts()), move |ctx| async move {
+            let r = ctx.solve_state(&files2, SolveRequest::default()).await?;
+            let t = Instant::now();
+            r.read_file("/small", None).await?;
+            let first = t.elapsed();
+            let t = Instant::now();
+            for _ in 0..READS {
+                r.read_file("/small", None).await?;
+            }
+            let small = t.elapsed() / READS;
+            let t = Instant::now();
+            let big = r.read_file("/big", None).await?;
+            let big_t = t.elapsed();
+            let t = Instant::now();
+            r.read_file("/big", Some((mb * 500_000, 1024))).await?;
+            let ranged = t.elapsed();
+            let mut f = f2.lock().unwrap_or_else(|p| p.into_inner());
+            f.extend([first, small, big_t, ranged]);
+            f.push(Duration::from_nanos(big.len() as u64));
+            Ok(None)
+        })
+        .await?;
+    let f = figures.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    if let [first, small, big, ranged, len] = f[..] {
+        let bytes = len.as_nanos() as f64;
+        println!(
+            "read_file 1 KB: first {} (mounts the ref's view), then {:.1} us each ({READS} reads)",
+            ms(first),
+            small.as_secs_f64() * 1e6
+        );
+        println!(
+            "read_file {:.0} MB: {} ({:.0} MB/s); a 1 KB range from its middle: {:.1} us",
+            bytes / 1e6,
+            ms(big),
+            bytes / 1e6 / big.as_secs_f64(),
+            ranged.as_secs_f64() * 1e6
+        );
+    }
+    let build_once = || {
+        let (a, b, c) = (files.clone(), second.clone(), third.clone());
+        engine.build(BuildOptions::new(opts()), move |ctx| async move {
+            let (ra, rb, rc) = tokio::join!(
+                ctx.solve_state(&a, SolveRequest::default()),
+                ctx.solve_state(&b, SolveRequest::default()),
+                ctx.solve_state(&c, SolveRequest::default()),
+            );
+            let (_ra, rb, rc) = (ra?, rb?, rc?);
+            rb.read_file("/two", None).await?;
+            Ok(Some(BuildOutput::of(rc)))
+        })
+    };
+    const BUILDS: u32 = 20;
+    build_once().await?;
+    let t = Instant::now();
+    let mut last = None;
+    for _ in 0..BUILDS {
+        last = Some(build_once().await?);
+    }
+    let per_build = t.elapsed() / BUILDS;
+    let def = third.to_definition()?;
+    let t = Instant::now();
+    for _ in 0..BUILDS {
+        engine.solve(&def, opts()).await?;
+    }
+    let per_solve = t.elapsed() / BUILDS;
+    println!(
+        "client-side build, 3 cached inner solves + a 1 KB read: {} per build (cached {} executed {}; the local rootfs is checksummed per solve) vs one plain cached solve {}",
+        ms(per_build),
+        last.as_ref().map(|r| r.cached).unwrap_or(0),
+        last.as_ref().map(|r| r.executed).unwrap_or(0),
+        ms(per_solve)
+    );
+    println!();
+    Ok(())
+}
+
 async fn run() -> Result<()> {
     let chain = env_num("KILN_BENCH_CHAIN", 1000);
     let runs = env_num("KILN_BENCH_RUNS", 100);
@@ -397,6 +498,9 @@ async fn run() -> Result<()> {
     }
     if want("cache") {
         bench_cache(work.path(), &rootfs).await?;
+    }
+    if want("build") {
+        bench_build(work.path(), &rootfs, mb).await?;
     }
     if want("layer") {
         bench_layer(work.path(), &rootfs, mb, "random").await?;

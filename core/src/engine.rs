@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 mod image;
 
+pub use crate::build::{BuildContext, BuildOptions, BuildOutput, FileStat, Ref, SolveRequest};
 pub use crate::cache::{PruneReport, UsageRecord};
 pub use crate::snapshot::SnapshotterKind;
 pub use crate::solver::{CancelToken, SolveOptions, SolveResult};
@@ -110,6 +111,27 @@ impl Engine {
         crate::options::destinations::check_outside_root(self.root(), &opts.outputs, &opts.cache_exports)?;
         opts.check(def)?;
         self.solver.solve(def, opts).await
+    }
+
+    /// Runs a client-side build (BuildKit's gateway frontend, embedded): `f` gets a
+    /// [`BuildContext`] to solve definitions into [`Ref`]s, read files, directories and stats
+    /// from them, warn, and set the result; the result it returns (or sets, once) goes through
+    /// the exporters and cache exporters of `opts.solve` as a solve's would.
+    ///
+    /// Inner solves share work with each other and with every other solve and build on the
+    /// engine; the build holds the in-flight gate throughout (prune waits for it). When the build
+    /// ends — success, error, a panic in `f` (an [`ErrorKind::Internal`] error), cancellation
+    /// through `opts.solve.cancel` or the future being dropped — every ref is released: no view
+    /// stays mounted, no container runs, no snapshot is left unrecorded. Returning a result after
+    /// one was set is a [`ErrorKind::Definition`] error "result already set".
+    pub async fn build<F, Fut>(&self, opts: BuildOptions, f: F) -> Result<SolveResult>
+    where
+        F: FnOnce(BuildContext) -> Fut,
+        Fut: std::future::Future<Output = Result<Option<BuildOutput>>> + Send,
+    {
+        crate::options::destinations::check_outside_root(self.root(), &opts.solve.outputs, &opts.solve.cache_exports)?;
+        let _gate = self.solver.read_gate().await;
+        crate::build::run(self.solver.clone(), opts, f).await
     }
 
     /// Waits until no vertex task is alive: after a cancelled (dropped) solve, its containers are

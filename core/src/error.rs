@@ -168,6 +168,13 @@ pub enum Error {
         /// The names that were given.
         provided: Vec<String>,
     },
+    /// A path read from a build result does not exist (a client-side build's `read_file`,
+    /// `read_dir` or `stat_file`). Kind [`ErrorKind::FileOp`]; [`Error::is_not_found`] tells
+    /// it apart from other file errors.
+    NotFound {
+        /// The path as it was asked for (inside the result).
+        path: String,
+    },
 }
 
 /// What kind of solve input [`Error::Missing`] reports.
@@ -209,6 +216,7 @@ impl std::fmt::Display for Error {
                 }
                 write!(f, " was not provided (provided: {provided:?})")
             }
+            Error::NotFound { path } => write!(f, "{path}: no such file or directory"),
         }
     }
 }
@@ -237,7 +245,13 @@ impl Error {
             Error::RootInUse { .. } => ErrorKind::RootInUse,
             Error::Cancelled => ErrorKind::Cancelled,
             Error::Missing { .. } => ErrorKind::Source,
+            Error::NotFound { .. } => ErrorKind::FileOp,
         }
+    }
+
+    /// True for [`Error::NotFound`]: a path read from a build result does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Error::NotFound { .. })
     }
 
     /// What a solve lacked, for [`Error::Missing`]: each face appends how to pass it.

@@ -5,6 +5,7 @@
 //! steps in containers through a [`worker`], and [`export`]s the results.
 #![warn(missing_docs)]
 
+pub mod build;
 pub mod cache;
 pub mod content;
 pub mod digest;

@@ -14,6 +14,7 @@ const LAYERS: &[&[&str]] = &[
     &["registry", "worker", "source", "export"],
     &["cache", "remotecache"],
     &["solver"],
+    &["build"],
     &["engine"],
 ];
 

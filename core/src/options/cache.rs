@@ -7,6 +7,7 @@ use super::csv::{self, Field};
 use super::{path_str, OptionMap};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 /// Which results a cache export includes.
@@ -466,6 +467,14 @@ impl CacheImportSpec {
     /// options (only `registry.insecure` applies).
     pub fn parse_legacy(reference: &str, opts: &[String]) -> Result<CacheImportSpec> {
         Self::from_pairs(legacy_pairs(reference, opts)?)
+    }
+
+    /// An import from its type and attributes (BuildKit's `CacheOptionsEntry`: `Type` and
+    /// `Attrs`), checked as the CSV form is.
+    pub fn from_attrs(kind: &str, attrs: &BTreeMap<String, String>) -> Result<CacheImportSpec> {
+        let mut pairs = vec![("type".to_owned(), kind.to_owned())];
+        pairs.extend(attrs.iter().map(|(k, v)| (k.clone(), v.clone())));
+        Self::from_pairs(pairs)
     }
 
     fn from_pairs(pairs: Vec<(String, String)>) -> Result<CacheImportSpec> {

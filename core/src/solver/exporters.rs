@@ -19,13 +19,24 @@ use std::sync::Arc;
 
 /// Exports `result` to every output of the solve; returns exporter metadata.
 pub async fn run(solve: &Arc<Solve>, result: Option<&ResultRef>) -> Result<BTreeMap<String, String>> {
+    run_with(solve, result, &solve.opts.outputs, &solve.opts.image_config).await
+}
+
+/// Exports `result` to `outputs` with `image_config` as the images' config (a client-side build
+/// gives its own outputs per named result and the config its function returned).
+pub async fn run_with(
+    solve: &Arc<Solve>,
+    result: Option<&ResultRef>,
+    outputs: &[OutputSpec],
+    image_config: &ImageConfig,
+) -> Result<BTreeMap<String, String>> {
     let mut response = BTreeMap::new();
-    for (i, out) in solve.opts.outputs.iter().enumerate() {
+    for (i, out) in outputs.iter().enumerate() {
         let cache = solve.solver.cache.clone();
         let result = result.cloned();
         let out = out.clone();
         let image = ImageDefaults {
-            config: solve.opts.image_config.clone(),
+            config: image_config.clone(),
             platform: solve.opts.build_platform(),
             source_date_epoch: solve.opts.source_date_epoch,
         };
@@ -42,16 +53,12 @@ pub async fn run(solve: &Arc<Solve>, result: Option<&ResultRef>) -> Result<BTree
                 response.extend(meta);
                 solve.emit(ProgressEvent::VertexCompleted {
                     vertex,
-                    name: describe(&solve.opts.outputs[i]),
+                    name: describe(&outputs[i]),
                     duration: t0.elapsed(),
                 });
             }
             Err(e) => {
-                solve.emit(ProgressEvent::VertexError {
-                    vertex,
-                    name: describe(&solve.opts.outputs[i]),
-                    error: e.to_string(),
-                });
+                solve.emit(ProgressEvent::VertexError { vertex, name: describe(&outputs[i]), error: e.to_string() });
                 return Err(e);
             }
         }

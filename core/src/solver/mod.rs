@@ -3,6 +3,7 @@
 //! with a record is a hit, otherwise the vertex executes (bounded by the engine's parallelism) and
 //! its outputs are recorded. Identical keys are serialised engine-wide, so concurrent solves run
 //! identical work once. Each vertex runs as its own task; dropping the solve aborts them all.
+mod bridge;
 mod cache_export;
 mod exporters;
 mod job;
@@ -19,6 +20,7 @@ use ops::diff;
 // Progress lives in its own module (`crate::progress`); these keep the solver's old paths working.
 pub use crate::progress::{self, display, LogStream, ProgressEvent, ProgressSink};
 
+pub(crate) use bridge::{BuildSession, SolvedRef};
 pub use job::{CancelToken, SolveOptions, SolveResult};
 pub(crate) use tasks::{KeyLockHandle, KeyLocks, TaskCount, TaskToken};
 
@@ -159,12 +161,7 @@ struct AbortOnDrop(Arc<Solve>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
-        let handles = std::mem::take(&mut *lock(&self.0.aborts));
-        for h in handles {
-            h.abort();
-        }
-        lock(&self.0.keys).clear();
-        lock(&self.0.results).clear();
+        self.0.abort_all();
     }
 }
 
@@ -229,41 +226,7 @@ async fn solve_inner(
     tasks: Arc<TaskCount>,
     registry: crate::registry::ClientSettings,
 ) -> Result<SolveResult> {
-    crate::options::cache::validate_exports(&opts.cache_exports)?;
-    for v in def.vertices() {
-        ops::exec::check_entitlements(v, &opts.entitlements)?;
-    }
-    let imports = {
-        let engine = engine.clone();
-        let specs = opts.cache_imports.clone();
-        let progress = opts.progress.clone();
-        let registry = registry.clone();
-        // Counted as a task: a cancelled solve returns once this thread let go of the engine.
-        let tokens = (engine.tasks.token(), tasks.token());
-        spawn_counted(tokens, move || {
-            crate::remotecache::Imports::load(engine.cache.content(), &specs, &progress, &registry)
-        })
-        .await
-        .map_err(|e| Error::with_source(ErrorKind::Internal, "cache import task", e))?
-    };
-    if registry.interrupt.is_fired() {
-        return Err(Error::Cancelled);
-    }
-    let solve = Arc::new(Solve {
-        solver: engine,
-        def: Arc::new(def.clone()),
-        opts,
-        imports,
-        registry,
-        keys: Mutex::new(HashMap::new()),
-        results: Mutex::new(HashMap::new()),
-        status: Mutex::new(HashMap::new()),
-        restored: Mutex::new(Default::default()),
-        pinned: Mutex::new(HashMap::new()),
-        fetched: Mutex::new(HashMap::new()),
-        aborts: Mutex::new(Vec::new()),
-        tasks,
-    });
+    let solve = Solve::start(engine, def, opts, tasks, registry).await?;
     let guard = AbortOnDrop(solve.clone());
     let result = match def.output() {
         None => None,
@@ -276,31 +239,102 @@ async fn solve_inner(
         {
             None
         }
-        Some((d, index)) => {
-            let outs = solve.result_future(&d).await.map_err(|e| (*e.0).clone())?;
-            outs.outputs.get(&index).cloned().ok_or_else(|| {
-                Error::definition(Some(d.as_str()), format!("the result refers to output {index}, which the op lacks"))
-            })?
-        }
+        Some((d, index)) => solve.output_ref(&d, index).await?,
     };
-    // Vertices whose results were never needed (a dependent came from the cache) are cached too.
-    for v in solve.def.vertices() {
-        if !lock(&solve.status).contains_key(&v.digest) {
-            solve.finish_cached(&v.digest, v.name());
-        }
-    }
+    solve.finish_unreported();
     let exporter_response = exporters::run(&solve, result.as_ref()).await?;
     cache_export::run(&solve).await?;
     drop(guard);
-    let status = lock(&solve.status);
-    Ok(SolveResult {
-        exporter_response,
-        cached: status.values().filter(|s| **s == Status::Cached).count(),
-        executed: status.values().filter(|s| **s == Status::Executed).count(),
-    })
+    let (cached, executed) = solve.counts();
+    Ok(SolveResult { exporter_response, cached, executed })
 }
 
 impl Solve {
+    /// Checks `opts` against `def`, loads the cache imports and makes the state of one solve
+    /// (nothing runs yet). Its vertex tasks count in `tasks` and in the engine's count.
+    pub(crate) async fn start(
+        engine: Arc<Solver>,
+        def: &Definition,
+        opts: SolveOptions,
+        tasks: Arc<TaskCount>,
+        registry: crate::registry::ClientSettings,
+    ) -> Result<Arc<Solve>> {
+        crate::options::cache::validate_exports(&opts.cache_exports)?;
+        for v in def.vertices() {
+            ops::exec::check_entitlements(v, &opts.entitlements)?;
+        }
+        let imports = {
+            let engine = engine.clone();
+            let specs = opts.cache_imports.clone();
+            let progress = opts.progress.clone();
+            let registry = registry.clone();
+            // Counted as a task: a cancelled solve returns once this thread let go of the engine.
+            let tokens = (engine.tasks.token(), tasks.token());
+            spawn_counted(tokens, move || {
+                crate::remotecache::Imports::load(engine.cache.content(), &specs, &progress, &registry)
+            })
+            .await
+            .map_err(|e| Error::with_source(ErrorKind::Internal, "cache import task", e))?
+        };
+        if registry.interrupt.is_fired() {
+            return Err(Error::Cancelled);
+        }
+        Ok(Arc::new(Solve {
+            solver: engine,
+            def: Arc::new(def.clone()),
+            opts,
+            imports,
+            registry,
+            keys: Mutex::new(HashMap::new()),
+            results: Mutex::new(HashMap::new()),
+            status: Mutex::new(HashMap::new()),
+            restored: Mutex::new(Default::default()),
+            pinned: Mutex::new(HashMap::new()),
+            fetched: Mutex::new(HashMap::new()),
+            aborts: Mutex::new(Vec::new()),
+            tasks,
+        }))
+    }
+
+    /// Output `index` of vertex `d`, loaded (executed, or taken from the local or an imported
+    /// cache).
+    pub(crate) async fn output_ref(self: &Arc<Self>, d: &Digest, index: i64) -> Result<Option<ResultRef>> {
+        let outs = self.result_future(d).await.map_err(|e| (*e.0).clone())?;
+        outs.outputs.get(&index).cloned().ok_or_else(|| {
+            Error::definition(Some(d.as_str()), format!("the result refers to output {index}, which the op lacks"))
+        })
+    }
+
+    /// Reports every vertex without a final state as cached: its result was never needed (a
+    /// dependent came from the cache).
+    pub(crate) fn finish_unreported(&self) {
+        for v in self.def.vertices() {
+            if !lock(&self.status).contains_key(&v.digest) {
+                self.finish_cached(&v.digest, v.name());
+            }
+        }
+    }
+
+    /// (cached, executed) vertices so far.
+    pub(crate) fn counts(&self) -> (usize, usize) {
+        let status = lock(&self.status);
+        (
+            status.values().filter(|s| **s == Status::Cached).count(),
+            status.values().filter(|s| **s == Status::Executed).count(),
+        )
+    }
+
+    /// Aborts every vertex task of this solve and forgets its memoised futures (the solve ended,
+    /// was cancelled, or the build holding it ended).
+    pub(crate) fn abort_all(&self) {
+        let handles = std::mem::take(&mut *lock(&self.aborts));
+        for h in handles {
+            h.abort();
+        }
+        lock(&self.keys).clear();
+        lock(&self.results).clear();
+    }
+
     /// Tokens counting a blocking thread of this solve as a live task (engine and solve), so a
     /// cancelled solve returns only once the thread let go of what it used.
     pub(crate) fn task_tokens(&self) -> (TaskToken, TaskToken) {
@@ -405,6 +439,9 @@ impl Solve {
                 e.insert(s);
                 true
             }
+            // A lazily loaded result (a client-side build's ref) is reported CACHED when known,
+            // then again when loaded from the cache: the same state, nothing to say.
+            std::collections::hash_map::Entry::Occupied(e) if *e.get() == s => false,
             std::collections::hash_map::Entry::Occupied(e) => {
                 tracing::warn!(vertex = %d, state = ?e.get(), new = ?s, "vertex already reported a final state");
                 false
@@ -482,7 +519,7 @@ impl Solve {
 
     /// True when output `index` of vertex `d` is available without executing (a local record or
     /// an imported result); marks the vertex cached.
-    async fn known(self: &Arc<Self>, d: &Digest, index: i64) -> Result<bool> {
+    pub(crate) async fn known(self: &Arc<Self>, d: &Digest, index: i64) -> Result<bool> {
         let v = self.vertex(d)?;
         if v.metadata.ignore_cache {
             return Ok(false);

@@ -1,0 +1,114 @@
+//! [`BuildContext`]: what a client-side build function is given (BuildKit's `LLBBridge` seen
+//! from a gateway client): inner solves, warnings, the frontend options and the set-once result.
+//! It also tracks every [`Ref`] it handed out, so the build can release them all when it ends.
+
+use super::reference::{Ref, RefInner};
+use super::BuildOutput;
+use crate::error::{Error, Result};
+use crate::graph::{Definition, State};
+use crate::options::CacheImportSpec;
+use crate::progress::ProgressEvent;
+use crate::solver::BuildSession;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, Weak};
+
+/// What one inner solve asks for besides its definition.
+#[derive(Debug, Clone, Default)]
+pub struct SolveRequest {
+    /// Cache imports for this solve, on top of the build's own (which apply to every inner solve).
+    pub cache_imports: Vec<CacheImportSpec>,
+    /// Load the result now even when the local or an imported cache already knows it (BuildKit's
+    /// `Evaluate`); otherwise a known result is loaded when first read, evaluated or exported.
+    pub evaluate: bool,
+}
+
+/// The handle a build function uses: solve definitions into [`Ref`]s, warn, read the frontend
+/// options, set the result. Cheap to clone, `Send + Sync + 'static`: clones may solve
+/// concurrently (e.g. with `tokio::join!`), from any task or thread.
+#[derive(Debug, Clone)]
+pub struct BuildContext {
+    inner: Arc<CtxInner>,
+}
+
+#[derive(Debug)]
+struct CtxInner {
+    session: Arc<BuildSession>,
+    attrs: BTreeMap<String, String>,
+    /// The result set with [`BuildContext::set_result`].
+    result: Mutex<Option<BuildOutput>>,
+    /// Every ref handed out (weakly: a ref dropped early releases its view at once).
+    refs: Mutex<Vec<Weak<RefInner>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The error of setting a build's result a second time (or returning one after it was set):
+/// [`crate::ErrorKind::Definition`], as the build's definition of its result is what is wrong.
+pub(super) fn result_already_set() -> Error {
+    Error::definition(None, "result already set: a build's result is set once, by set_result or by returning it")
+}
+
+impl BuildContext {
+    pub(super) fn new(session: Arc<BuildSession>, attrs: BTreeMap<String, String>) -> BuildContext {
+        BuildContext {
+            inner: Arc::new(CtxInner { session, attrs, result: Mutex::new(None), refs: Mutex::new(Vec::new()) }),
+        }
+    }
+
+    /// Solves `def` on the engine (sharing work with every other solve and build there) with
+    /// the build's options and `req`; the result is a [`Ref`] to read or return.
+    pub async fn solve(&self, def: &Definition, req: SolveRequest) -> Result<Ref> {
+        let solved = self.inner.session.solve(def, req.cache_imports, req.evaluate).await?;
+        let inner = Arc::new(RefInner { session: self.inner.session.clone(), solved, view: Mutex::new(None) });
+        let mut refs = lock(&self.inner.refs);
+        // Forget refs already dropped, so a long build's list stays as long as its live refs.
+        refs.retain(|w| w.strong_count() > 0);
+        refs.push(Arc::downgrade(&inner));
+        Ok(Ref { inner })
+    }
+
+    /// [`BuildContext::solve`] of a [`State`]'s definition.
+    pub async fn solve_state(&self, state: &State, req: SolveRequest) -> Result<Ref> {
+        self.solve(&state.to_definition()?, req).await
+    }
+
+    /// Sets the build's result. Once only: a second call is a [`crate::ErrorKind::Definition`]
+    /// error "result already set" (the first result stays), and so is the build function then
+    /// returning a result of its own.
+    pub fn set_result(&self, output: BuildOutput) -> Result<()> {
+        let mut slot = lock(&self.inner.result);
+        if slot.is_some() {
+            return Err(result_already_set());
+        }
+        *slot = Some(output);
+        Ok(())
+    }
+
+    /// A warning about vertex `vertex` (an op digest, or any name the caller shows), reported as
+    /// a [`ProgressEvent::Warning`] on the build's progress sink (`vertex: message`).
+    pub fn warn(&self, vertex: &str, message: &str) {
+        tracing::warn!(vertex, message, "build warning");
+        self.inner.session.emit(ProgressEvent::Warning { message: format!("{vertex}: {message}") });
+    }
+
+    /// The build's frontend options (BuildKit's `FrontendOpt`s), `cache-imports` included.
+    pub fn frontend_attrs(&self) -> &BTreeMap<String, String> {
+        &self.inner.attrs
+    }
+
+    /// The result set with [`BuildContext::set_result`], taken.
+    pub(super) fn take_result(&self) -> Option<BuildOutput> {
+        lock(&self.inner.result).take()
+    }
+
+    /// Releases every ref's view (the build ended) and the result slot's refs.
+    pub(super) fn release(&self) {
+        drop(self.take_result());
+        let refs = std::mem::take(&mut *lock(&self.inner.refs));
+        for r in refs.iter().filter_map(Weak::upgrade) {
+            r.release();
+        }
+    }
+}

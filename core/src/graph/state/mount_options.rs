@@ -162,9 +162,9 @@ mod tests {
     #[test]
     fn oci_layout_reference_rules() {
         assert_eq!(OciLayoutOptions::default().reference().unwrap(), OciRef::Tag("latest".into()));
-        let both = OciLayoutOptions { tag: Some("1".into()), digest: Some("sha256:x".into()) };
+        let both = OciLayoutOptions { tag: Some("1".into()), digest: Some("sha256:x".into()), ..Default::default() };
         assert!(both.reference().unwrap_err().to_string().contains("not both"));
-        let bad = OciLayoutOptions { tag: None, digest: Some("sha256:x".into()) };
+        let bad = OciLayoutOptions { digest: Some("sha256:x".into()), ..Default::default() };
         assert!(matches!(bad.reference().unwrap_err(), Error::Option { key, .. } if key == "digest"));
         assert_eq!(OciLayoutOptions::from_reference("v1").tag.as_deref(), Some("v1"));
     }

@@ -198,6 +198,13 @@ impl OciLayout {
         write_atomic(&self.dir, "index.json", &bytes)
     }
 
+    /// Runs `f` holding the index lock (the lock `update_index` takes): what `f` does is ordered
+    /// entirely before or after every index update and garbage collection of this layout.
+    pub fn with_lock<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let _lock = self.lock()?;
+        f()
+    }
+
     /// Takes the exclusive lock on `index.json.lock`, waiting at most [`LOCK_TIMEOUT`].
     fn lock(&self) -> Result<File> {
         let path = self.dir.join("index.json.lock");

@@ -45,8 +45,10 @@ pub fn export_local(
     let mut blobs: Vec<Digest> = layer_descs.iter().map(descriptor_digest).collect::<Result<_>>()?;
     blobs.push(Digest::of(&cfg_json));
     blobs.push(root_digest.clone());
-    // Announce every blob before writing any, so a concurrent collection keeps them.
-    let lease = Lease::take(dir, &blobs)?;
+    // Announce every blob before writing any, so a concurrent collection keeps them. Taken under
+    // the index lock: a collection holds it from its lease scan to its last delete, so it either
+    // sees this lease or ends before any blob of it is linked.
+    let lease = layout.with_lock(|| Lease::take(dir, &blobs))?;
     for d in &blobs[..blobs.len() - 2] {
         if !layout.store().has(d) {
             layout.store().link_from(engine_store, d)?;

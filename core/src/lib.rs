@@ -2,26 +2,35 @@
 //!
 //! An embeddable, BuildKit-style container build engine. A caller describes a build as a graph of
 //! LLB operations ([`graph`]), the [`solver`] resolves it with content-addressed caching, runs
-//! steps in containers through a [`worker`], and [`export`]s the results.
+//! steps in containers through its workers, and exports the results ([`options::OutputSpec`]).
 #![warn(missing_docs)]
 
+/// Declares kiln's internal modules: crate-private in a normal build, public with the
+/// `test-support` feature (kiln's own integration tests reach into them). The public face is
+/// the modules declared `pub mod` below and the re-exports.
+macro_rules! internal_modules {
+    ($($(#[$attr:meta])* $name:ident),* $(,)?) => {$(
+        $(#[$attr])*
+        #[cfg(feature = "test-support")]
+        pub mod $name;
+        $(#[$attr])*
+        #[cfg(not(feature = "test-support"))]
+        // What only the integration tests call is unused in a normal build.
+        #[allow(dead_code, unused_imports)]
+        pub(crate) mod $name;
+    )*};
+}
+
 pub mod build;
-pub mod cache;
-pub mod content;
 pub mod digest;
 pub mod engine;
 pub mod error;
-pub mod export;
-pub mod fileops;
 pub mod graph;
 pub mod options;
 pub mod progress;
-pub mod registry;
-pub mod remotecache;
-pub mod snapshot;
 pub mod solver;
-pub mod source;
-pub mod worker;
+
+internal_modules!(cache, content, export, fileops, registry, remotecache, snapshot, source, worker);
 
 pub use cache::{PruneReport, UsageRecord};
 pub use digest::Digest;

@@ -10,7 +10,7 @@ from conftest import REPO
 
 SECTIONS = {
     "Python": ("python", [REPO / "python" / "examples" / "hello.py", REPO / "python" / "examples" / "ci_build.py"]),
-    "Node": ("js", [REPO / "node" / "examples" / "hello.mjs"]),
+    "Node": ("js", [REPO / "node" / "examples" / "hello.mjs", REPO / "node" / "examples" / "ci_build.mjs"]),
     "C": ("c", [REPO / "tests" / "c" / "example.c"]),
 }
 

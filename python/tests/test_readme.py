@@ -11,7 +11,7 @@ from conftest import REPO
 SECTIONS = {
     "Python": ("python", [REPO / "python" / "examples" / "hello.py", REPO / "python" / "examples" / "ci_build.py"]),
     "Node": ("js", [REPO / "node" / "examples" / "hello.mjs", REPO / "node" / "examples" / "ci_build.mjs"]),
-    "C": ("c", [REPO / "tests" / "c" / "example.c"]),
+    "C": ("c", [REPO / "tests" / "c" / "example.c", REPO / "tests" / "c" / "ci_build.c"]),
 }
 
 

@@ -103,12 +103,17 @@ impl Drop for Claim {
 }
 
 impl CacheMounts {
-    /// Cache mounts under `dir` (throwaway dirs of private leases a crash left are removed).
+    /// Cache mounts under `dir` (throwaway dirs of private leases and half-written records a crash
+    /// left are removed).
     pub fn new(dir: PathBuf) -> Result<Self> {
         std::fs::create_dir_all(&dir).with_path("create cache-mount dir", &dir)?;
         for e in std::fs::read_dir(&dir).with_path("list cache mounts", &dir)?.flatten() {
-            if e.file_name().to_string_lossy().starts_with(PRIVATE_PREFIX) {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with(PRIVATE_PREFIX) {
                 std::fs::remove_dir_all(e.path()).with_path("remove stale private cache mount", e.path())?;
+            } else if name.starts_with('.') && name.contains(".tmp-") {
+                // A record write a crash interrupted.
+                std::fs::remove_file(e.path()).with_path("remove stale cache mount record", e.path())?;
             }
         }
         Ok(CacheMounts { dir, locks: Default::default(), in_use: Default::default(), held: Default::default() })
@@ -138,9 +143,14 @@ impl CacheMounts {
         let meta = MountMeta { id: id.to_owned(), description, last_used: now_secs() };
         let bytes = serde_json::to_vec(&meta)
             .map_err(|e| crate::Error::with_source(crate::ErrorKind::Internal, "encode cache mount record", e))?;
-        let tmp = self.dir.join(format!(".{}.tmp-{}", Self::name_of(id), std::process::id()));
-        std::fs::write(&tmp, bytes).with_path("write cache mount record", &tmp)?;
-        std::fs::rename(&tmp, &path).with_path("write cache mount record", &path)
+        // A unique temp file per write: concurrent steps using the same cache touch it at once.
+        let mut tmp = tempfile::Builder::new()
+            .prefix(&format!(".{}.tmp-", Self::name_of(id)))
+            .tempfile_in(&self.dir)
+            .with_path("write cache mount record", &self.dir)?;
+        std::io::Write::write_all(&mut tmp, &bytes).with_path("write cache mount record", tmp.path())?;
+        tmp.persist(&path).map_err(|e| e.error).with_path("write cache mount record", &path)?;
+        Ok(())
     }
 
     /// Acquires the directory for `id` under `sharing`; `description` names the mount for disk
@@ -255,6 +265,30 @@ fn tree_size(dir: &Path) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn concurrent_uses_of_one_cache_record_it_once_each_and_leave_no_temp_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mounts = CacheMounts::new(tmp.path().join("cm")).unwrap();
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| {
+                    for _ in 0..20 {
+                        mounts.touch("shared", "cached mount /c from exec x").unwrap();
+                    }
+                });
+            }
+        });
+        let names: Vec<String> = std::fs::read_dir(tmp.path().join("cm"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, vec![format!("{}.json", CacheMounts::name_of("shared"))]);
+        // A temp record a crash left is removed on the next open.
+        std::fs::write(tmp.path().join("cm").join(".abc.tmp-x"), b"{").unwrap();
+        CacheMounts::new(tmp.path().join("cm")).unwrap();
+        assert!(!tmp.path().join("cm").join(".abc.tmp-x").exists());
+    }
 
     #[tokio::test]
     async fn held_mounts_are_listed_as_in_use_and_never_removed() {

@@ -31,19 +31,6 @@ use std::sync::Arc;
 pub const DIFF_LAYER: &str = "diff";
 
 impl OpSolver for DiffOp {
-    fn outputs(&self) -> &[i64] {
-        &[0]
-    }
-
-    fn cache_key<'a>(
-        &'a self,
-        _solve: &'a Arc<Solve>,
-        v: &'a Vertex,
-        input_keys: &'a [Digest],
-    ) -> BoxFuture<'a, Result<Digest>> {
-        super::plain_key(v, input_keys)
-    }
-
     fn execute<'a>(
         &'a self,
         solve: &'a Arc<Solve>,

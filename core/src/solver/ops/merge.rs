@@ -15,19 +15,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 impl OpSolver for MergeOp {
-    fn outputs(&self) -> &[i64] {
-        &[0]
-    }
-
-    fn cache_key<'a>(
-        &'a self,
-        _solve: &'a Arc<Solve>,
-        v: &'a Vertex,
-        input_keys: &'a [Digest],
-    ) -> BoxFuture<'a, Result<Digest>> {
-        super::plain_key(v, input_keys)
-    }
-
     fn execute<'a>(
         &'a self,
         solve: &'a Arc<Solve>,

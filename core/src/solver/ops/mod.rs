@@ -30,17 +30,22 @@ pub(crate) type Outputs = BTreeMap<i64, Option<ResultRef>>;
 /// vertex of a graph (and a trait object needs a nameable future type).
 pub(crate) trait OpSolver: Sync {
     /// The output indexes the op produces, in the op's order (its records are looked up, imported
-    /// and exported for these).
-    fn outputs(&self) -> &[i64];
+    /// and exported for these). Default: the one output 0.
+    fn outputs(&self) -> &[i64] {
+        &[0]
+    }
 
     /// The vertex's cache key from its inputs' output keys (in input order); an op that reads
-    /// content (a local source, a copy) folds content checksums in. See [`keys`].
+    /// content (a local source, a copy) folds content checksums in. See [`keys`]. Default: the
+    /// op's identity and its inputs' keys ([`plain_key`]).
     fn cache_key<'a>(
         &'a self,
-        solve: &'a Arc<Solve>,
+        _solve: &'a Arc<Solve>,
         v: &'a Vertex,
         input_keys: &'a [Digest],
-    ) -> BoxFuture<'a, Result<Digest>>;
+    ) -> BoxFuture<'a, Result<Digest>> {
+        plain_key(v, input_keys)
+    }
 
     /// Runs the op on `worker` with its inputs' results (in input order, on that worker) and
     /// commits and records every output under `key`.

@@ -5,7 +5,7 @@
 use crate::errors;
 use crate::graph::{Definition, ExecState, ImageConfig, State};
 use kiln::solver::display::{DisplayMode, StderrDisplay};
-use kiln::solver::{LogStream, ProgressEvent as CoreEvent, ProgressSink};
+use kiln::solver::{ProgressEvent as CoreEvent, ProgressSink};
 use kiln::{Error, SnapshotterKind};
 use napi::bindgen_prelude::JsObjectValue;
 use napi::bindgen_prelude::{Either, Either3, Function, Object, PromiseRaw};
@@ -64,62 +64,21 @@ pub struct ProgressEvent {
     pub message: Option<String>,
 }
 
-impl ProgressEvent {
-    fn empty(kind: &str) -> Self {
-        ProgressEvent {
-            kind: kind.to_owned(),
-            vertex: None,
-            name: None,
-            duration: None,
-            stream: None,
-            data: None,
-            error: None,
-            id: None,
-            current: None,
-            total: None,
-            message: None,
-        }
-    }
-}
-
 impl From<CoreEvent> for ProgressEvent {
     fn from(e: CoreEvent) -> Self {
-        match e {
-            CoreEvent::VertexStarted { vertex, name } => {
-                ProgressEvent { vertex: Some(vertex), name: Some(name), ..Self::empty("vertex_started") }
-            }
-            CoreEvent::VertexCached { vertex, name } => {
-                ProgressEvent { vertex: Some(vertex), name: Some(name), ..Self::empty("vertex_cached") }
-            }
-            CoreEvent::VertexCompleted { vertex, name, duration } => ProgressEvent {
-                vertex: Some(vertex),
-                name: Some(name),
-                duration: Some(duration.as_secs_f64()),
-                ..Self::empty("vertex_completed")
-            },
-            CoreEvent::VertexError { vertex, name, error } => ProgressEvent {
-                vertex: Some(vertex),
-                name: Some(name),
-                error: Some(error),
-                ..Self::empty("vertex_error")
-            },
-            CoreEvent::Log { vertex, stream, data } => ProgressEvent {
-                vertex: Some(vertex),
-                stream: Some(match stream {
-                    LogStream::Stdout => "stdout".into(),
-                    LogStream::Stderr => "stderr".into(),
-                }),
-                data: Some(String::from_utf8_lossy(&data).into_owned()),
-                ..Self::empty("log")
-            },
-            CoreEvent::Status { vertex, id, current, total } => ProgressEvent {
-                vertex: Some(vertex),
-                id: Some(id),
-                current: Some(current as f64),
-                total: total.map(|t| t as f64),
-                ..Self::empty("status")
-            },
-            CoreEvent::Warning { message } => ProgressEvent { message: Some(message), ..Self::empty("warning") },
+        let f = e.fields();
+        ProgressEvent {
+            kind: f.kind.to_owned(),
+            vertex: f.vertex,
+            name: f.name,
+            duration: f.duration,
+            stream: f.stream.map(str::to_owned),
+            data: f.data.map(|d| String::from_utf8_lossy(&d).into_owned()),
+            error: f.error,
+            id: f.id,
+            current: f.current.map(|c| c as f64),
+            total: f.total.map(|t| t as f64),
+            message: f.message,
         }
     }
 }
@@ -438,7 +397,7 @@ impl Engine {
         options: Option<napi::bindgen_prelude::Unknown>,
     ) -> napi::Result<PromiseRaw<'env, State>> {
         let engine = self.get();
-        let o = crate::generated::image_options(env, options)?;
+        let o = kiln::options::builder::image_options(crate::opts::open(env, options))?;
         env.spawn_future_with_callback(
             async move { Ok(async move { engine?.image(&reference, &o).await }.await) },
             |env, r| r.map(State::from).map_err(|e| errors::throw(env, &e)),
@@ -458,7 +417,7 @@ impl Engine {
         options: Option<napi::bindgen_prelude::Unknown>,
     ) -> napi::Result<PromiseRaw<'env, State>> {
         let engine = self.get();
-        let o = crate::generated::oci_layout_options(env, options)?;
+        let o = kiln::options::builder::oci_layout_options(crate::opts::open(env, options))?;
         let r = o.reference().map_err(|e| errors::throw(env, &e))?;
         let dir = std::path::absolute(&dir).unwrap_or_else(|_| PathBuf::from(&dir));
         env.spawn_future_with_callback(

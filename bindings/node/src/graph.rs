@@ -2,10 +2,10 @@
 //! `ExecState`, `Mount` and `Definition`. Thin wrappers over `kiln::graph`; every method returns
 //! a new immutable value, exactly like the Rust builder.
 
-use crate::generated as gen;
 use crate::{errors, opts};
 use kiln::graph as g;
-use napi::bindgen_prelude::{Buffer, Either, Unknown};
+use kiln::options::builder as gen;
+use napi::bindgen_prelude::{Buffer, Either, Object, Unknown};
 use napi::Env;
 use napi_derive::napi;
 use std::collections::HashMap;
@@ -211,13 +211,13 @@ pub fn scratch() -> State {
 /// config; `engine.image(ref)` resolves the image and inherits its config.
 #[napi(ts_args_type = "reference: string, options?: import('./builder').ImageOptions")]
 pub fn image(env: Env, reference: String, options: Option<Unknown>) -> napi::Result<State> {
-    Ok(g::State::image_with_options(reference, &gen::image_options(&env, options)?).into())
+    Ok(g::State::image_with_options(reference, &gen::image_options(opts::open(&env, options))?).into())
 }
 
 /// An image from an OCI image layout directory on disk, by tag (default `latest`) or digest.
 #[napi(ts_args_type = "dir: string, options?: import('./builder').OciLayoutOptions")]
 pub fn oci_layout(env: Env, dir: String, options: Option<Unknown>) -> napi::Result<State> {
-    let o = gen::oci_layout_options(&env, options)?;
+    let o = gen::oci_layout_options(opts::open(&env, options))?;
     let r = o.reference().map_err(|e| errors::throw(&env, &e))?;
     Ok(g::State::oci_layout_with_options(dir, r, &o.image_options()).into())
 }
@@ -225,19 +225,19 @@ pub fn oci_layout(env: Env, dir: String, options: Option<Unknown>) -> napi::Resu
 /// `local://NAME`: a directory given to `engine.solve` under `locals[name]`.
 #[napi(ts_args_type = "name: string, options?: import('./builder').LocalOptions")]
 pub fn local(env: Env, name: String, options: Option<Unknown>) -> napi::Result<State> {
-    Ok(g::State::local_with(name, gen::local_options(&env, options)?).into())
+    Ok(g::State::local_with(name, gen::local_options(opts::open(&env, options))?).into())
 }
 
 /// A file downloaded from `url` (http or https), optionally verified against `checksum`.
 #[napi(ts_args_type = "url: string, options?: import('./builder').HttpOptions")]
 pub fn http(env: Env, url: String, options: Option<Unknown>) -> napi::Result<State> {
-    Ok(g::State::http(url, gen::http_options(&env, options)?).into())
+    Ok(g::State::http(url, gen::http_options(opts::open(&env, options))?).into())
 }
 
 /// A git checkout of `ref` (branch, tag or commit; default branch when absent) from `url`.
 #[napi(ts_args_type = "url: string, reference?: string | null, options?: import('./builder').GitOptions")]
 pub fn git(env: Env, url: String, reference: Option<String>, options: Option<Unknown>) -> napi::Result<State> {
-    Ok(g::State::git_with(url, reference.unwrap_or_default(), gen::git_options(&env, options)?).into())
+    Ok(g::State::git_with(url, reference.unwrap_or_default(), gen::git_options(opts::open(&env, options))?).into())
 }
 
 /// Stacks `states` (later ones win; an `ExecState` stands for its root).
@@ -251,26 +251,26 @@ pub fn merge(env: Env, states: Vec<Unknown>) -> napi::Result<State> {
 #[napi(ts_args_type = "dest: string, state: State | ExecState, options?: import('./builder').BindMountOptions")]
 pub fn mount(env: Env, dest: String, state: Unknown, options: Option<Unknown>) -> napi::Result<Mount> {
     let state = opts::state_of(&env, "state", state)?;
-    Ok(Mount { inner: g::MountSpec::bind_with(dest, &state, gen::mount_options(&env, options)?) })
+    Ok(Mount { inner: g::MountSpec::bind_with(dest, &state, gen::mount_options(opts::open(&env, options))?) })
 }
 
 /// A persistent cache directory at `dest` (`id` defaults to `dest`).
 #[napi(ts_args_type = "dest: string, options?: import('./builder').CacheMountOptions")]
 pub fn cache_mount(env: Env, dest: String, options: Option<Unknown>) -> napi::Result<Mount> {
-    Ok(Mount { inner: g::MountSpec::cache_with(dest, gen::cache_mount_options(&env, options)?) })
+    Ok(Mount { inner: g::MountSpec::cache_with(dest, gen::cache_mount_options(opts::open(&env, options))?) })
 }
 
 /// A tmpfs at `dest`.
 #[napi(ts_args_type = "dest: string, options?: import('./builder').TmpfsMountOptions")]
 pub fn tmpfs_mount(env: Env, dest: String, options: Option<Unknown>) -> napi::Result<Mount> {
-    Ok(Mount { inner: g::MountSpec::tmpfs_with(dest, gen::tmpfs_mount_options(&env, options)?) })
+    Ok(Mount { inner: g::MountSpec::tmpfs_with(dest, gen::tmpfs_mount_options(opts::open(&env, options))?) })
 }
 
 /// Secret `id` (given to `engine.solve` under `secrets[id]`; defaults to the file name of `dest`)
 /// as a file at `dest`.
 #[napi(ts_args_type = "dest: string, options?: import('./builder').SecretMountOptions")]
 pub fn secret_mount(env: Env, dest: String, options: Option<Unknown>) -> napi::Result<Mount> {
-    let o = gen::secret_mount_options(&env, options)?;
+    let o = gen::secret_mount_options(opts::open(&env, options))?;
     Ok(Mount { inner: g::MountSpec::secret_with(dest, o).map_err(|e| errors::throw(&env, &e))? })
 }
 
@@ -319,16 +319,21 @@ impl State {
         self.inner.user().map(str::to_owned)
     }
 
-    /// The environment later runs inherit.
-    #[napi(getter)]
-    pub fn env(&self) -> HashMap<String, String> {
-        self.inner.env().iter().cloned().collect()
+    /// The environment later runs inherit, in the order it was set (as Python's list and C's
+    /// accessors give it).
+    #[napi(getter, ts_return_type = "Record<string, string>")]
+    pub fn env<'e>(&self, env: &'e Env) -> napi::Result<Object<'e>> {
+        let mut obj = Object::new(env)?;
+        for (k, v) in self.inner.env() {
+            obj.set(k.as_str(), v.as_str())?;
+        }
+        Ok(obj)
     }
 
     /// Runs `args` in a container on this state as rootfs.
     #[napi(ts_args_type = "args: string[], options?: import('./builder').RunOptions")]
     pub fn run(&self, env: Env, args: Vec<String>, options: Option<Unknown>) -> napi::Result<ExecState> {
-        let mut o = gen::run_options(&env, options)?;
+        let mut o = gen::run_options(opts::open(&env, options))?;
         o.args = args;
         Ok(ExecState { inner: self.inner.try_run(o).map_err(|e| errors::throw(&env, &e))? })
     }
@@ -336,7 +341,7 @@ impl State {
     /// Creates a directory.
     #[napi(ts_args_type = "path: string, options?: import('./builder').MkdirOptions")]
     pub fn mkdir(&self, env: Env, path: String, options: Option<Unknown>) -> napi::Result<State> {
-        Ok(self.inner.mkdir(path, gen::mkdir_options(&env, options)?).into())
+        Ok(self.inner.mkdir(path, gen::mkdir_options(opts::open(&env, options))?).into())
     }
 
     /// Creates a file with `data` (a string is written as UTF-8).
@@ -352,14 +357,14 @@ impl State {
             Either::A(s) => s.into_bytes(),
             Either::B(b) => b.to_vec(),
         };
-        let (o, mode) = gen::mkfile_options(&env, options)?;
+        let (o, mode) = gen::mkfile_options(opts::open(&env, options))?;
         Ok(self.inner.mkfile(path, mode, bytes, o).into())
     }
 
     /// Removes a path.
     #[napi(ts_args_type = "path: string, options?: import('./builder').RmOptions")]
     pub fn rm(&self, env: Env, path: String, options: Option<Unknown>) -> napi::Result<State> {
-        Ok(self.inner.rm(path, gen::rm_options(&env, options)?).into())
+        Ok(self.inner.rm(path, gen::rm_options(opts::open(&env, options))?).into())
     }
 
     /// Creates a symlink at `newpath` pointing to `oldpath`.
@@ -381,7 +386,7 @@ impl State {
         options: Option<Unknown>,
     ) -> napi::Result<State> {
         let src = opts::state_of(&env, "src", src)?;
-        Ok(self.inner.copy(&src, src_path, dest_path, gen::copy_options(&env, options)?).into())
+        Ok(self.inner.copy(&src, src_path, dest_path, gen::copy_options(opts::open(&env, options))?).into())
     }
 
     /// Sets an environment variable for later runs and the image config.

@@ -5,7 +5,5 @@
 
 pub mod engine;
 pub mod errors;
-#[rustfmt::skip]
-pub mod generated;
 pub mod graph;
 pub mod opts;

@@ -2,12 +2,14 @@
 //! the call knows (an unknown key, e.g. a misspelt `makeParent`, is `KILN_OPTION_INVALID` naming
 //! it instead of being ignored), and each value must have the key's type (a wrong type is
 //! `KILN_OPTION_INVALID` naming the key, the JS type given and what is accepted, instead of
-//! napi's bare `ArrayExpected`). `undefined` and `null` mean "not given". The per-call field
-//! lists are generated (`generated.rs`); this file holds only the JS-side value conversions.
+//! napi's bare `ArrayExpected`). `undefined` and `null` mean "not given". The readers themselves
+//! are core's, generated once for every language (`kiln::options::builder`); this file holds only
+//! the JS-side value conversions.
 
 use crate::errors;
 use crate::graph::{ExecState, Mount, State};
 use kiln::graph as g;
+use kiln::options::named::{self, Call, Key};
 use napi::bindgen_prelude::{ClassInstance, FromNapiValue, JsObjectValue, Object, Unknown};
 use napi::{Env, JsValue, ValueType};
 use std::collections::BTreeMap;
@@ -37,8 +39,13 @@ fn type_name(v: &Unknown) -> &'static str {
 }
 
 impl<'e> Reader<'e> {
-    /// Checks that every key of `obj` is in `known` (camelCase JS names).
-    pub fn new(env: &'e Env, obj: Option<Unknown<'e>>, call: &str, known: &[&str]) -> napi::Result<Reader<'e>> {
+    /// Checks that every key of `obj` is one `call` accepts (camelCase JS names).
+    pub fn new(env: &'e Env, obj: Option<Unknown<'e>>, call: &Call) -> napi::Result<Reader<'e>> {
+        Self::with_keys(env, obj, call.name, &call.js_names())
+    }
+
+    /// Checks that every key of `obj` is in `known`.
+    pub fn with_keys(env: &'e Env, obj: Option<Unknown<'e>>, call: &str, known: &[&str]) -> napi::Result<Reader<'e>> {
         let Some(u) = obj else { return Ok(Reader { env, obj: None }) };
         match u.get_type()? {
             ValueType::Undefined | ValueType::Null => return Ok(Reader { env, obj: None }),
@@ -73,6 +80,21 @@ impl<'e> Reader<'e> {
             None => Ok(None),
             Some(v) => T::from_js(self.env, key, v).map(Some),
         }
+    }
+}
+
+/// Opens the reader of `options` for a generated options reader (`kiln::options::builder`).
+pub fn open<'e>(env: &'e Env, options: Option<Unknown<'e>>) -> impl FnOnce(&'static Call) -> napi::Result<Reader<'e>> {
+    move |call| Reader::new(env, options, call)
+}
+
+impl named::Reader for Reader<'_> {
+    type Error = napi::Error;
+}
+
+impl<T: FromJs> named::Get<T> for Reader<'_> {
+    fn get(&self, key: &Key) -> napi::Result<Option<T>> {
+        Reader::get(self, key.js)
     }
 }
 
@@ -188,7 +210,7 @@ impl FromJs for g::Owner {
             let id = u32::from_js(env, key, v)?;
             return Ok(g::Owner { uid: id, gid: id });
         }
-        let r = Reader::new(env, Some(v), key, &["uid", "gid"])
+        let r = Reader::with_keys(env, Some(v), key, &["uid", "gid"])
             .map_err(|_| invalid(env, key, type_name(&v), Self::EXPECTED))?;
         let uid = r.get::<u32>("uid")?.ok_or_else(|| invalid(env, &format!("{key}.uid"), "", "a uid"))?;
         let gid = r.get::<u32>("gid")?.ok_or_else(|| invalid(env, &format!("{key}.gid"), "", "a gid"))?;

@@ -3,9 +3,9 @@
 //! converts Python arguments; all behaviour stays in `kiln::graph`.
 
 use crate::errors::to_pyerr;
-use crate::generated as gen;
-use crate::opts::FromPy;
+use crate::opts::{self, FromPy};
 use kiln::graph::{ExecOptions, ExecState, ImageConfig, MountSpec};
+use kiln::options::builder as gen;
 use kiln::options::SecretSource;
 use kiln::{Definition, Error, State};
 use pyo3::exceptions::PyTypeError;
@@ -162,7 +162,7 @@ impl PyState {
     /// Runs `args` (a list, or a str run by `/bin/sh -c`) on this state as rootfs.
     #[pyo3(signature = (args, **options))]
     fn run(&self, args: &Bound<'_, PyAny>, options: Option<&Bound<'_, PyDict>>) -> PyResult<PyExecState> {
-        let mut o = gen::run_options(options)?;
+        let mut o = gen::run_options(opts::open(options))?;
         o.args = if let Ok(script) = args.cast::<PyString>() {
             ExecOptions::shell(script.to_str()?).args
         } else {
@@ -174,20 +174,20 @@ impl PyState {
     /// Creates a directory (relative paths join the state's cwd).
     #[pyo3(signature = (path, **options))]
     fn mkdir(&self, path: &str, options: Option<&Bound<'_, PyDict>>) -> PyResult<PyState> {
-        Ok(wrap(self.inner.mkdir(path, gen::mkdir_options(options)?)))
+        Ok(wrap(self.inner.mkdir(path, gen::mkdir_options(opts::open(options))?)))
     }
 
     /// Creates a file holding `data` (bytes, or str written as UTF-8).
     #[pyo3(signature = (path, data, **options))]
     fn mkfile(&self, path: &str, data: &Bound<'_, PyAny>, options: Option<&Bound<'_, PyDict>>) -> PyResult<PyState> {
-        let (o, mode) = gen::mkfile_options(options)?;
+        let (o, mode) = gen::mkfile_options(opts::open(options))?;
         Ok(wrap(self.inner.mkfile(path, mode, bytes_of(data, "data")?, o)))
     }
 
     /// Removes a path.
     #[pyo3(signature = (path, **options))]
     fn rm(&self, path: &str, options: Option<&Bound<'_, PyDict>>) -> PyResult<PyState> {
-        Ok(wrap(self.inner.rm(path, gen::rm_options(options)?)))
+        Ok(wrap(self.inner.rm(path, gen::rm_options(opts::open(options))?)))
     }
 
     /// Creates a symlink at `newpath` pointing to `oldpath`.
@@ -205,7 +205,7 @@ impl PyState {
         options: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<PyState> {
         let src = State::from_py("src", src)?;
-        Ok(wrap(self.inner.copy(&src, src_path, dest_path, gen::copy_options(options)?)))
+        Ok(wrap(self.inner.copy(&src, src_path, dest_path, gen::copy_options(opts::open(options))?)))
     }
 
     /// Sets env var `key` for later runs and the image config.
@@ -419,14 +419,14 @@ pub fn scratch() -> PyState {
 #[pyfunction]
 #[pyo3(signature = (reference, **options))]
 pub fn image(reference: &str, options: Option<&Bound<'_, PyDict>>) -> PyResult<PyState> {
-    Ok(wrap(State::image_with_options(reference, &gen::image_options(options)?)))
+    Ok(wrap(State::image_with_options(reference, &gen::image_options(opts::open(options))?)))
 }
 
 /// An image from an OCI layout directory by `tag` (default `latest`) or manifest `digest`.
 #[pyfunction]
 #[pyo3(signature = (path, **options))]
 pub fn oci_layout(path: PathBuf, options: Option<&Bound<'_, PyDict>>) -> PyResult<PyState> {
-    let o = gen::oci_layout_options(options)?;
+    let o = gen::oci_layout_options(opts::open(options))?;
     let r = o.reference().map_err(kerr)?;
     Ok(wrap(State::oci_layout_with_options(absolute(path), r, &o.image_options())))
 }
@@ -435,21 +435,21 @@ pub fn oci_layout(path: PathBuf, options: Option<&Bound<'_, PyDict>>) -> PyResul
 #[pyfunction]
 #[pyo3(signature = (name, **options))]
 pub fn local(name: String, options: Option<&Bound<'_, PyDict>>) -> PyResult<PyState> {
-    Ok(wrap(State::local_with(name, gen::local_options(options)?)))
+    Ok(wrap(State::local_with(name, gen::local_options(opts::open(options))?)))
 }
 
 /// A file downloaded from `url`, verified against `checksum` (`sha256:...`) when given.
 #[pyfunction]
 #[pyo3(signature = (url, **options))]
 pub fn http(url: String, options: Option<&Bound<'_, PyDict>>) -> PyResult<PyState> {
-    Ok(wrap(State::http(url, gen::http_options(options)?)))
+    Ok(wrap(State::http(url, gen::http_options(opts::open(options))?)))
 }
 
 /// A git checkout of `ref` (branch, tag or commit; empty = default branch) from `url`.
 #[pyfunction]
 #[pyo3(signature = (url, r#ref="", **options))]
 pub fn git(url: String, r#ref: &str, options: Option<&Bound<'_, PyDict>>) -> PyResult<PyState> {
-    Ok(wrap(State::git_with(url, r#ref, gen::git_options(options)?)))
+    Ok(wrap(State::git_with(url, r#ref, gen::git_options(opts::open(options))?)))
 }
 
 /// Stacks `states` (later ones win).
@@ -464,21 +464,21 @@ pub fn merge(states: Vec<Bound<'_, PyAny>>) -> PyResult<PyState> {
 #[pyo3(signature = (dest, state, **options))]
 pub fn mount(dest: String, state: &Bound<'_, PyAny>, options: Option<&Bound<'_, PyDict>>) -> PyResult<PyMount> {
     let state = State::from_py("state", state)?;
-    Ok(PyMount { inner: MountSpec::bind_with(dest, &state, gen::mount_options(options)?) })
+    Ok(PyMount { inner: MountSpec::bind_with(dest, &state, gen::mount_options(opts::open(options))?) })
 }
 
 /// A persistent cache directory at `dest` (`id` defaults to `dest`).
 #[pyfunction]
 #[pyo3(signature = (dest, **options))]
 pub fn cache_mount(dest: String, options: Option<&Bound<'_, PyDict>>) -> PyResult<PyMount> {
-    Ok(PyMount { inner: MountSpec::cache_with(dest, gen::cache_mount_options(options)?) })
+    Ok(PyMount { inner: MountSpec::cache_with(dest, gen::cache_mount_options(opts::open(options))?) })
 }
 
 /// A tmpfs at `dest` (`size` in bytes, 0 for the runtime default).
 #[pyfunction]
 #[pyo3(signature = (dest, **options))]
 pub fn tmpfs_mount(dest: String, options: Option<&Bound<'_, PyDict>>) -> PyResult<PyMount> {
-    Ok(PyMount { inner: MountSpec::tmpfs_with(dest, gen::tmpfs_mount_options(options)?) })
+    Ok(PyMount { inner: MountSpec::tmpfs_with(dest, gen::tmpfs_mount_options(opts::open(options))?) })
 }
 
 /// Secret `id` (from `Engine.solve(secrets=...)`; defaults to the file name of `dest`) as a file
@@ -486,7 +486,7 @@ pub fn tmpfs_mount(dest: String, options: Option<&Bound<'_, PyDict>>) -> PyResul
 #[pyfunction]
 #[pyo3(signature = (dest, **options))]
 pub fn secret_mount(dest: String, options: Option<&Bound<'_, PyDict>>) -> PyResult<PyMount> {
-    Ok(PyMount { inner: MountSpec::secret_with(dest, gen::secret_mount_options(options)?).map_err(kerr)? })
+    Ok(PyMount { inner: MountSpec::secret_with(dest, gen::secret_mount_options(opts::open(options))?).map_err(kerr)? })
 }
 
 /// Resolves a relative local dir against the current directory (so a later `chdir` is harmless).

@@ -4,8 +4,6 @@
 
 pub mod engine;
 pub mod errors;
-#[rustfmt::skip]
-pub mod generated;
 pub mod graph;
 pub mod opts;
 pub mod progress;

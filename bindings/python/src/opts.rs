@@ -1,12 +1,14 @@
 //! Reading a call's `**options` the same way for every builder call: each key must be one the
 //! call knows (an unknown key, e.g. a misspelt `make_parent`, is `kiln.OptionError` naming it),
 //! and each value must have the key's type (a wrong type is `kiln.OptionError` naming the key,
-//! the Python type given and what is accepted). `None` means "not given". The per-call field
-//! lists are generated (`generated.rs`); this file holds only the Python-side value conversions.
+//! the Python type given and what is accepted). `None` means "not given". The readers themselves
+//! are core's, generated once for every language (`kiln::options::builder`); this file holds only
+//! the Python-side value conversions.
 
 use crate::errors::to_pyerr;
 use crate::graph::{state_of, PyMount};
 use kiln::graph as g;
+use kiln::options::named::{self, Call, Key};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyInt, PyList, PyString, PyTuple};
 use std::collections::BTreeMap;
@@ -26,8 +28,10 @@ pub struct Reader<'a, 'py> {
 }
 
 impl<'a, 'py> Reader<'a, 'py> {
-    /// Checks that every key of `dict` is in `known`.
-    pub fn new(dict: Option<&'a Bound<'py, PyDict>>, call: &str, known: &[&str]) -> PyResult<Reader<'a, 'py>> {
+    /// Checks that every key of `dict` is one `call` accepts.
+    pub fn new(dict: Option<&'a Bound<'py, PyDict>>, call: &Call) -> PyResult<Reader<'a, 'py>> {
+        let known = call.names();
+        let call = call.name;
         if let Some(d) = dict {
             for k in d.keys() {
                 let k: String = k.extract()?;
@@ -50,6 +54,23 @@ impl<'a, 'py> Reader<'a, 'py> {
             Some(v) if !v.is_none() => T::from_py(key, &v).map(Some),
             _ => Ok(None),
         }
+    }
+}
+
+/// Opens the reader of `options` for a generated options reader (`kiln::options::builder`).
+pub fn open<'a, 'py>(
+    options: Option<&'a Bound<'py, PyDict>>,
+) -> impl FnOnce(&'static Call) -> PyResult<Reader<'a, 'py>> {
+    move |call| Reader::new(options, call)
+}
+
+impl named::Reader for Reader<'_, '_> {
+    type Error = PyErr;
+}
+
+impl<T: FromPy> named::Get<T> for Reader<'_, '_> {
+    fn get(&self, key: &Key) -> PyResult<Option<T>> {
+        Reader::get(self, key.name)
     }
 }
 

@@ -2,7 +2,7 @@
 //! displays (core's `Printer`) writing to Python's `sys.stderr`.
 
 use kiln::solver::display::{DisplayMode, Printer};
-use kiln::solver::{LogStream, ProgressEvent};
+use kiln::solver::ProgressEvent;
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
@@ -37,69 +37,21 @@ pub struct PyProgressEvent {
 }
 
 impl PyProgressEvent {
-    fn empty(t: &'static str) -> Self {
-        PyProgressEvent {
-            r#type: t,
-            vertex: None,
-            name: None,
-            duration: None,
-            stream: None,
-            data: None,
-            error: None,
-            id: None,
-            current: None,
-            total: None,
-            message: None,
-        }
-    }
-
     /// Converts a core event.
     pub fn from_event(py: Python<'_>, e: &ProgressEvent) -> Self {
-        match e {
-            ProgressEvent::VertexStarted { vertex, name } => PyProgressEvent {
-                vertex: Some(vertex.clone()),
-                name: Some(name.clone()),
-                ..Self::empty("vertex_started")
-            },
-            ProgressEvent::VertexCached { vertex, name } => PyProgressEvent {
-                vertex: Some(vertex.clone()),
-                name: Some(name.clone()),
-                ..Self::empty("vertex_cached")
-            },
-            ProgressEvent::VertexCompleted { vertex, name, duration } => PyProgressEvent {
-                vertex: Some(vertex.clone()),
-                name: Some(name.clone()),
-                duration: Some(duration.as_secs_f64()),
-                ..Self::empty("vertex_completed")
-            },
-            ProgressEvent::VertexError { vertex, name, error } => PyProgressEvent {
-                vertex: Some(vertex.clone()),
-                name: Some(name.clone()),
-                error: Some(error.clone()),
-                ..Self::empty("vertex_error")
-            },
-            ProgressEvent::Log { vertex, stream, data } => PyProgressEvent {
-                vertex: Some(vertex.clone()),
-                stream: Some(match stream {
-                    LogStream::Stdout => "stdout",
-                    LogStream::Stderr => "stderr",
-                }),
-                data: Some(PyBytes::new(py, data).unbind()),
-                ..Self::empty("log")
-            },
-            ProgressEvent::Status { vertex, id, current, total } => PyProgressEvent {
-                vertex: Some(vertex.clone()),
-                id: Some(id.clone()),
-                current: Some(*current),
-                total: *total,
-                ..Self::empty("status")
-            },
-            ProgressEvent::Warning { message } => {
-                PyProgressEvent { message: Some(message.clone()), ..Self::empty("warning") }
-            }
-            // ProgressEvent may grow; an unknown event still reaches the callable by its JSON type.
-            #[allow(unreachable_patterns)]
-            _ => PyProgressEvent { message: Some(e.to_json()), ..Self::empty("unknown") },
+        let f = e.clone().fields();
+        PyProgressEvent {
+            r#type: f.kind,
+            vertex: f.vertex,
+            name: f.name,
+            duration: f.duration,
+            stream: f.stream,
+            data: f.data.map(|d| PyBytes::new(py, &d).unbind()),
+            error: f.error,
+            id: f.id,
+            current: f.current,
+            total: f.total,
+            message: f.message,
         }
     }
 }

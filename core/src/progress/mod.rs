@@ -20,6 +20,16 @@ pub enum LogStream {
     Stderr,
 }
 
+impl LogStream {
+    /// `stdout` or `stderr`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogStream::Stdout => "stdout",
+            LogStream::Stderr => "stderr",
+        }
+    }
+}
+
 /// One progress event. `vertex` is the op digest (`sha256:...`), `name` its display name.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -85,6 +95,33 @@ pub enum ProgressEvent {
     },
 }
 
+/// A [`ProgressEvent`] as one record: `kind` plus the fields that apply to it (others `None`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EventFields {
+    /// The type name ([`ProgressEvent::kind`]).
+    pub kind: &'static str,
+    /// Op digest (or an exporter id such as `export:local` for `status`).
+    pub vertex: Option<String>,
+    /// Display name of the vertex.
+    pub name: Option<String>,
+    /// Seconds the vertex ran (`vertex_completed`).
+    pub duration: Option<f64>,
+    /// `stdout` or `stderr` (`log`).
+    pub stream: Option<&'static str>,
+    /// Output bytes (`log`).
+    pub data: Option<Vec<u8>>,
+    /// Error message (`vertex_error`).
+    pub error: Option<String>,
+    /// What is being counted (`status`).
+    pub id: Option<String>,
+    /// Bytes done (`status`).
+    pub current: Option<u64>,
+    /// Total bytes when known (`status`).
+    pub total: Option<u64>,
+    /// Warning text (`warning`).
+    pub message: Option<String>,
+}
+
 mod duration_secs {
     pub fn serialize<S: serde::Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_f64(d.as_secs_f64())
@@ -106,6 +143,57 @@ impl ProgressEvent {
             | ProgressEvent::Log { vertex, .. }
             | ProgressEvent::Status { vertex, .. } => Some(vertex),
             ProgressEvent::Warning { .. } => None,
+        }
+    }
+
+    /// The event as one record of optional fields, the shape every binding hands to its users
+    /// (Python's `ProgressEvent`, Node's event object, C's callback): a binding copies fields and
+    /// converts types, nothing more.
+    pub fn fields(self) -> EventFields {
+        let kind = self.kind();
+        let mut f = EventFields { kind, ..EventFields::default() };
+        match self {
+            ProgressEvent::VertexStarted { vertex, name } | ProgressEvent::VertexCached { vertex, name } => {
+                f.vertex = Some(vertex);
+                f.name = Some(name);
+            }
+            ProgressEvent::VertexCompleted { vertex, name, duration } => {
+                f.vertex = Some(vertex);
+                f.name = Some(name);
+                f.duration = Some(duration.as_secs_f64());
+            }
+            ProgressEvent::VertexError { vertex, name, error } => {
+                f.vertex = Some(vertex);
+                f.name = Some(name);
+                f.error = Some(error);
+            }
+            ProgressEvent::Log { vertex, stream, data } => {
+                f.vertex = Some(vertex);
+                f.stream = Some(stream.as_str());
+                f.data = Some(data);
+            }
+            ProgressEvent::Status { vertex, id, current, total } => {
+                f.vertex = Some(vertex);
+                f.id = Some(id);
+                f.current = Some(current);
+                f.total = total;
+            }
+            ProgressEvent::Warning { message } => f.message = Some(message),
+        }
+        f
+    }
+
+    /// The event's type name: `vertex_started`, `vertex_cached`, `vertex_completed`,
+    /// `vertex_error`, `log`, `status` or `warning` (the JSON `type`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProgressEvent::VertexStarted { .. } => "vertex_started",
+            ProgressEvent::VertexCached { .. } => "vertex_cached",
+            ProgressEvent::VertexCompleted { .. } => "vertex_completed",
+            ProgressEvent::VertexError { .. } => "vertex_error",
+            ProgressEvent::Log { .. } => "log",
+            ProgressEvent::Status { .. } => "status",
+            ProgressEvent::Warning { .. } => "warning",
         }
     }
 

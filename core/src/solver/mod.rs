@@ -18,7 +18,7 @@ mod tasks;
 use ops::diff;
 
 // Progress lives in its own module (`crate::progress`); these keep the solver's old paths working.
-pub use crate::progress::{self, display, LogStream, ProgressEvent, ProgressSink};
+pub use crate::progress::{self, display, EventFields, LogStream, ProgressEvent, ProgressSink};
 
 pub(crate) use bridge::{BuildSession, SolvedRef};
 pub use job::{CancelToken, SolveOptions, SolveResult};

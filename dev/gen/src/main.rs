@@ -3,11 +3,11 @@
 //! `cargo run -p kiln-gen -- --check` fails (exit 1) when a checked-in file differs from what it
 //! would write, which is how CI and `scripts/test` catch a hand edit or a forgotten regeneration.
 //!
-//! Generated: the option readers of Python (`bindings/python/src/generated.rs`) and Node
-//! (`bindings/node/src/generated.rs`) — unknown keys and wrong types are kiln option errors
-//! naming the key in both —, the Python `TypedDict`s of `python/kiln/_native.pyi` (between its
-//! `kiln-gen` markers) and the Node option interfaces (`node/builder.d.ts`). The value
-//! conversions they call are hand-written once per language (`opts.rs`), as are the call shims.
+//! Generated: the option readers, once for every language (`core/src/options/builder.rs`,
+//! generic over a binding's reader — see `core/src/options/named.rs`), the Python `TypedDict`s
+//! of `python/kiln/_native.pyi` (between its `kiln-gen` markers) and the Node option interfaces
+//! (`node/builder.d.ts`). Each binding writes only its value conversions (`opts.rs`: unknown keys
+//! and wrong types are kiln option errors naming the key) and its call shims.
 
 mod surface;
 
@@ -49,13 +49,13 @@ fn rust_ty(t: Ty) -> &'static str {
         Ty::Str => "String",
         Ty::Strings => "Vec<String>",
         Ty::EnvPairs => "Vec<(String, String)>",
-        Ty::Labels => "std::collections::BTreeMap<String, String>",
-        Ty::Owner => "kiln::graph::Owner",
-        Ty::Mounts => "Vec<kiln::graph::MountSpec>",
-        Ty::Network => "kiln::graph::Network",
-        Ty::Sharing => "kiln::graph::CacheSharing",
-        Ty::Digest => "kiln::Digest",
-        Ty::Platform => "kiln::graph::Platform",
+        Ty::Labels => "BTreeMap<String, String>",
+        Ty::Owner => "g::Owner",
+        Ty::Mounts => "Vec<g::MountSpec>",
+        Ty::Network => "g::Network",
+        Ty::Sharing => "g::CacheSharing",
+        Ty::Digest => "crate::Digest",
+        Ty::Platform => "g::Platform",
     }
 }
 
@@ -104,37 +104,37 @@ fn extra(o: &Opts) -> Option<&Field> {
     o.fields.iter().find(|f| matches!(f.set, Set::Extra(_)))
 }
 
-/// The reader function of one options object for one language.
-fn reader_fn(out: &mut String, o: &Opts, node: bool) {
+/// The core type an options object fills (`kiln::graph::ExecOptions` → `g::ExecOptions`).
+fn core_ty(o: &Opts) -> String {
+    o.core.replace("kiln::graph::", "g::")
+}
+
+/// The reader function of one options object, generic over the binding's reader.
+fn reader_fn(out: &mut String, o: &Opts) {
     let name = fn_name(o);
     let ret = match extra(o) {
-        Some(e) => format!("({}, {})", o.core, rust_ty(e.ty)),
-        None => o.core.to_owned(),
+        Some(e) => format!("({}, {})", core_ty(o), rust_ty(e.ty)),
+        None => core_ty(o),
     };
     let keys: Vec<String> =
-        o.fields.iter().map(|f| format!("\"{}\"", if node { camel(f.name) } else { f.name.to_owned() })).collect();
+        o.fields.iter().map(|f| format!("Key {{ name: \"{}\", js: \"{}\" }}", f.name, camel(f.name))).collect();
     let _ = writeln!(out, "/// The options of `{}`: {}", o.call, o.doc);
-    if node {
-        let _ = writeln!(out, "pub fn {name}(env: &Env, options: Option<Unknown>) -> napi::Result<{ret}> {{");
-        let _ = writeln!(out, "    let r = Reader::new(env, options, \"{}\", &[{}])?;", o.call, keys.join(", "));
-    } else {
-        let _ = writeln!(out, "pub fn {name}(options: Option<&Bound<'_, PyDict>>) -> PyResult<{ret}> {{");
-        let _ = writeln!(out, "    let r = Reader::new(options, \"{}\", &[{}])?;", o.call, keys.join(", "));
-    }
-    let _ = writeln!(out, "    let mut o = {}::default();", o.core);
+    let _ = writeln!(out, "pub fn {name}<R: Source>(open: impl FnOnce(&'static Call) -> Result<R, R::Error>) -> Result<{ret}, R::Error> {{");
+    let _ = writeln!(out, "    const CALL: Call = Call {{ name: \"{}\", keys: &[{}] }};", o.call, keys.join(", "));
+    let _ = writeln!(out, "    let r = open(&CALL)?;");
+    let _ = writeln!(out, "    let mut o = {}::default();", core_ty(o));
     if let Some(e) = extra(o) {
         if let Set::Extra(d) = e.set {
-            let _ = writeln!(out, "    let mut {} = {d};", e.name);
+            let _ = writeln!(out, "    let mut {} = {};", e.name, d.replace("kiln::graph::", "g::"));
         }
     }
-    for f in o.fields {
-        let key = if node { camel(f.name) } else { f.name.to_owned() };
+    for (i, f) in o.fields.iter().enumerate() {
         let store = match f.set {
             Set::Plain => format!("o.{} = v", f.name),
             Set::Some => format!("o.{} = Some(v)", f.name),
             Set::Extra(_) => format!("{} = v", f.name),
         };
-        let _ = writeln!(out, "    if let Some(v) = r.get::<{}>(\"{key}\")? {{", rust_ty(f.ty));
+        let _ = writeln!(out, "    if let Some(v) = Get::<{}>::get(&r, &CALL.keys[{i}])? {{", rust_ty(f.ty));
         let _ = writeln!(out, "        {store};");
         let _ = writeln!(out, "    }}");
     }
@@ -149,23 +149,18 @@ fn reader_fn(out: &mut String, o: &Opts, node: bool) {
     let _ = writeln!(out, "}}\n");
 }
 
-fn rust_file(node: bool) -> String {
+/// The option readers, once for every language (core's `options::builder`).
+fn rust_file() -> String {
     let mut out = format!("//! {HEADER}\n//!\n");
-    if node {
-        out.push_str(
-            "//! The readers of the builder's options objects: each takes the JS object a call was given and\n\
-             //! fills the core options struct, refusing unknown keys and wrong types with KILN_OPTION_INVALID.\n\n\
-             use crate::opts::Reader;\nuse napi::bindgen_prelude::Unknown;\nuse napi::Env;\n\n",
-        );
-    } else {
-        out.push_str(
-            "//! The readers of the builder's keyword options: each takes the `**options` a call was given and\n\
-             //! fills the core options struct, refusing unknown keys and wrong types with kiln.OptionError.\n\n\
-             use crate::opts::Reader;\nuse pyo3::prelude::*;\nuse pyo3::types::PyDict;\n\n",
-        );
-    }
+    out.push_str(
+        "//! The readers of the builder's options, written once for every language: each opens the\n\
+         //! binding's reader for its [`Call`] (which refuses unknown keys), reads each key with the\n\
+         //! binding's value conversion (which refuses wrong types) and fills the core options struct.\n\n\
+         #![allow(clippy::type_complexity)]\n\n\
+         use super::named::{Call, Get, Key, Source};\nuse crate::graph as g;\nuse std::collections::BTreeMap;\n\n",
+    );
     for o in OPTIONS {
-        reader_fn(&mut out, o, node);
+        reader_fn(&mut out, o);
     }
     out.truncate(out.trim_end().len());
     out.push('\n');
@@ -203,6 +198,30 @@ fn dts_file() -> String {
     out
 }
 
+/// `text` formatted by rustfmt with the repository's settings, so `cargo fmt --check` accepts the
+/// generated file as written.
+fn rustfmt(repo: &Path, text: &str) -> Result<String, String> {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("rustfmt")
+        .args(["--edition", "2021", "--emit", "stdout", "--config-path"])
+        .arg(repo.join("rustfmt.toml"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("running rustfmt: {e}"))?;
+    let mut stdin = child.stdin.take().ok_or("rustfmt: no stdin")?;
+    let input = text.to_owned();
+    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
+    let out = child.wait_with_output().map_err(|e| format!("rustfmt: {e}"))?;
+    writer.join().map_err(|_| "rustfmt: the writer thread panicked")?.map_err(|e| format!("rustfmt: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("rustfmt failed: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    String::from_utf8(out.stdout).map_err(|e| format!("rustfmt: {e}"))
+}
+
 /// Every generated file: (path relative to the repo, contents). The .pyi is the hand-written
 /// file with its marked region replaced.
 fn outputs(repo: &Path) -> Result<Vec<(PathBuf, String)>, String> {
@@ -213,8 +232,7 @@ fn outputs(repo: &Path) -> Result<Vec<(PathBuf, String)>, String> {
     };
     let pyi = format!("{}{}{}", &pyi[..a], pyi_region(), &pyi[b + PYI_END.len()..]);
     Ok(vec![
-        (repo.join("bindings/python/src/generated.rs"), rust_file(false)),
-        (repo.join("bindings/node/src/generated.rs"), rust_file(true)),
+        (repo.join("core/src/options/builder.rs"), rustfmt(repo, &rust_file())?),
         (repo.join("node/builder.d.ts"), dts_file()),
         (pyi_path, pyi),
     ])

@@ -55,6 +55,7 @@ from .errors import (
     InternalError,
     IoError,
     KilnError,
+    NotFoundError,
     OptionError,
     RegistryError,
     RootInUseError,

@@ -503,6 +503,92 @@ impl PyEngine {
         py.import("kiln._aio")?.call_method1("run", (task,))
     }
 
+    /// Runs a client-side build: `function(ctx)` gets a `BuildContext`, solves graphs with
+    /// `ctx.solve(...)` into `Ref`s, reads files from them and decides what to build next, then
+    /// returns the result (a `State`, `ExecState`, `Definition` or `Ref`; or None: the result
+    /// set with `ctx.set_result(...)`, else the empty filesystem), which goes to `outputs` and
+    /// `cache_exports` as `solve` would send it. Takes `solve`'s options (they apply to every
+    /// inner solve; `cache_imports` too) and `frontend_opts` (read as `ctx.frontend_opts`; a
+    /// `cache-imports` entry in BuildKit's JSON form adds cache imports).
+    ///
+    /// A plain `function` runs on this thread; its `ctx`/`Ref` calls block with the GIL released.
+    /// A coroutine function runs on a new asyncio loop on this thread (not allowed while a loop
+    /// runs here: use `build_async`) and awaits the `*_async` variants. An exception raised by
+    /// `function` fails the build and is raised here, the same object, once the build cleaned up
+    /// (every ref released: refs kept past the build raise `UnsupportedError`). A callable
+    /// `progress` is called on a kiln thread, in order; an exception it raises cancels the build
+    /// and is raised here. Ctrl-C cancels the build cleanly.
+    #[pyo3(signature = (function, *, locals=None, outputs=None, cache_exports=None, cache_imports=None,
+                        secrets=None, image_config=None, progress=None, source_date_epoch=None,
+                        platform=None, frontend_opts=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn build<'py>(
+        &self,
+        py: Python<'py>,
+        function: &Bound<'py, PyAny>,
+        locals: Option<BTreeMap<String, PathBuf>>,
+        outputs: Option<Vec<String>>,
+        cache_exports: Option<Vec<String>>,
+        cache_imports: Option<Vec<String>>,
+        secrets: Option<&Bound<'py, PyDict>>,
+        image_config: Option<&Bound<'py, PyAny>>,
+        progress: Option<&Bound<'py, PyAny>>,
+        source_date_epoch: Option<i64>,
+        platform: Option<&str>,
+        frontend_opts: Option<BTreeMap<String, String>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let task = crate::build::start(
+            py,
+            self,
+            (locals, outputs, cache_exports, cache_imports),
+            secrets,
+            image_config,
+            progress,
+            (source_date_epoch, platform),
+            frontend_opts,
+            false,
+        )?;
+        py.import("kiln._build")?.call_method1("run", (task, function))
+    }
+
+    /// `build` as an asyncio coroutine (the build starts right away). A coroutine `function` runs
+    /// on the running loop and awaits the `*_async` methods of `ctx` and its refs; a plain one
+    /// runs in a worker thread (`asyncio.to_thread`) with the blocking methods. A callable
+    /// `progress` is called on the event loop. Cancelling the awaiting task cancels the build; its
+    /// `CancelledError` propagates once the build has cleaned up.
+    #[pyo3(signature = (function, *, locals=None, outputs=None, cache_exports=None, cache_imports=None,
+                        secrets=None, image_config=None, progress=None, source_date_epoch=None,
+                        platform=None, frontend_opts=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn build_async<'py>(
+        &self,
+        py: Python<'py>,
+        function: &Bound<'py, PyAny>,
+        locals: Option<BTreeMap<String, PathBuf>>,
+        outputs: Option<Vec<String>>,
+        cache_exports: Option<Vec<String>>,
+        cache_imports: Option<Vec<String>>,
+        secrets: Option<&Bound<'py, PyDict>>,
+        image_config: Option<&Bound<'py, PyAny>>,
+        progress: Option<&Bound<'py, PyAny>>,
+        source_date_epoch: Option<i64>,
+        platform: Option<&str>,
+        frontend_opts: Option<BTreeMap<String, String>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let task = crate::build::start(
+            py,
+            self,
+            (locals, outputs, cache_exports, cache_imports),
+            secrets,
+            image_config,
+            progress,
+            (source_date_epoch, platform),
+            frontend_opts,
+            true,
+        )?;
+        py.import("kiln._build")?.call_method1("run_async", (task, function))
+    }
+
     /// Cache records and their sizes.
     fn disk_usage(&self, py: Python<'_>) -> PyResult<Vec<PyUsageRecord>> {
         let engine = self.engine()?;

@@ -8,7 +8,9 @@ from __future__ import annotations
 import asyncio
 import os
 import pathlib
+import signal
 import stat
+import threading
 
 import pytest
 
@@ -262,7 +264,7 @@ def test_cancelling_build_async_cleans_up(engine, rootfs):
                 started.set()
 
         async def slow(ctx):
-            await ctx.solve_async(kiln.local("rootfs").run(["/bin/sh", "-c", "echo begin; exec sleep 1000"]))
+            await ctx.solve_async(kiln.local("rootfs").run(["/bin/sh", "-c", "echo begin; exec sleep 1002"]))
 
         task = asyncio.ensure_future(engine.build_async(slow, locals={"rootfs": rootfs}, progress=progress))
         await asyncio.wait_for(started.wait(), 60)
@@ -274,6 +276,37 @@ def test_cancelling_build_async_cleans_up(engine, rootfs):
     asyncio.run(main())
     assert engine.running_containers() == []
     assert mounts_under(engine.root) == []
+
+
+def test_keyboard_interrupt_in_an_inner_solve_cancels_the_build(engine, rootfs):
+    assert threading.current_thread() is threading.main_thread()
+    started = threading.Event()
+    main_ident = threading.main_thread().ident
+
+    def interrupter():
+        started.wait(60)
+        signal.pthread_kill(main_ident, signal.SIGINT)
+
+    helper = threading.Thread(target=interrupter, daemon=True)
+    helper.start()
+
+    def on_event(e):
+        if e.type == "log" and b"begin" in e.data:
+            started.set()
+
+    def fn(ctx):
+        ctx.solve(sh("echo ready > /r")).read_file("/r")
+        ctx.solve(kiln.local("rootfs").run(["/bin/sh", "-c", "echo begin; exec sleep 1003"]))
+
+    with pytest.raises(KeyboardInterrupt):
+        engine.build(fn, locals={"rootfs": rootfs}, progress=on_event)
+    helper.join(5)
+    assert started.is_set()
+    # Raised once the build cleaned up: no container, no mount left right now.
+    assert engine.running_containers() == []
+    assert mounts_under(engine.root) == []
+    # The engine stays usable.
+    assert engine.build(lambda ctx: ctx.solve(sh("true")), locals={"rootfs": rootfs}, progress="quiet")
 
 
 def test_twenty_failing_builds_leak_nothing(engine, rootfs):

@@ -211,6 +211,34 @@ def test_a_coroutine_function_awaits_the_async_methods(engine, rootfs, tmp_path)
     assert read(out / "got") == "one\ntwog4"
 
 
+def test_ctx_is_usable_from_several_threads(engine, rootfs, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    def fn(ctx):
+        def one(i):
+            return ctx.solve(sh(f"echo {i} > /n")).read_file("/n")
+
+        with ThreadPoolExecutor(4) as pool:
+            got = list(pool.map(one, range(4)))
+        assert got == [f"{i}\n".encode() for i in range(4)]
+        return kiln.scratch().mkfile("/all", b"".join(got))
+
+    engine.build(fn, locals={"rootfs": rootfs}, outputs=[f"type=local,dest={tmp_path / 'out'}"], progress="quiet")
+    assert read(tmp_path / "out" / "all") == "0\n1\n2\n3\n"
+
+
+def test_a_build_failing_before_its_function_runs_does_not_call_it(engine):
+    called = []
+    with pytest.raises(kiln.KilnError):
+        engine.build(called.append, outputs=[f"type=local,dest={engine.root}/inside"], progress="quiet")
+    assert called == []
+    with pytest.raises(kiln.OptionError):
+        engine.build(called.append, outputs=["type=nope"], progress="quiet")
+    with pytest.raises(kiln.OptionError):
+        engine.build(called.append, frontend_opts={"cache-imports": "not json"}, progress="quiet")
+    assert called == []
+
+
 def test_build_async_with_a_coroutine_or_a_plain_function(engine, rootfs, tmp_path):
     events = []
 

@@ -599,8 +599,18 @@ fn entries(dir: &str, stats: Vec<FileStat>) -> Vec<PyDirEntry> {
         .collect()
 }
 
-fn bytes(data: Vec<u8>) -> Py<PyBytes> {
-    Python::attach(|py| PyBytes::new(py, &data).unbind())
+/// File contents on their way to Python: `bytes` once converted (under the GIL the awaitable's
+/// completion holds anyway, not on an engine thread).
+struct Data(Vec<u8>);
+
+impl<'py> IntoPyObject<'py> for Data {
+    type Target = PyBytes;
+    type Output = Bound<'py, PyBytes>;
+    type Error = std::convert::Infallible;
+
+    fn into_pyobject(self, py: Python<'py>) -> Result<Self::Output, Self::Error> {
+        Ok(PyBytes::new(py, &self.0))
+    }
 }
 
 #[pymethods]
@@ -625,7 +635,7 @@ impl PyRef {
         length: Option<u64>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let r = self.inner.clone();
-        awaitable(py, async move { r.read_file(&path, range(offset, length)).await.map(bytes) })
+        awaitable(py, async move { r.read_file(&path, range(offset, length)).await.map(Data) })
     }
 
     /// The entries of the directory at `path`, sorted by name; with `include_pattern` (`*`,

@@ -18,12 +18,15 @@ from __future__ import annotations
 from . import _native
 from . import errors as _errors
 from ._native import (
+    BuildContext,
     Definition,
+    DirEntry,
     Engine,
     ExecState,
     Mount,
     ProgressEvent,
     PruneReport,
+    Ref,
     Secret,
     SolveResult,
     State,
@@ -55,6 +58,7 @@ from .errors import (
     InternalError,
     IoError,
     KilnError,
+    NotFoundError,
     OptionError,
     RegistryError,
     RootInUseError,
@@ -67,12 +71,15 @@ from .errors import (
 __version__: str = _native.__version__
 
 __all__ = [
+    "BuildContext",
     "Definition",
+    "DirEntry",
     "Engine",
     "ExecState",
     "Mount",
     "ProgressEvent",
     "PruneReport",
+    "Ref",
     "Secret",
     "SolveResult",
     "State",

@@ -182,12 +182,178 @@ class Engine:
         source_date_epoch: Optional[int] = None,
         platform: Optional[str] = None,
     ) -> SolveResult: ...
+    def build(
+        self,
+        function: Callable[["BuildContext"], Any],
+        *,
+        locals: Optional[Mapping[str, _Path]] = None,
+        outputs: Optional[Sequence[str]] = None,
+        cache_exports: Optional[Sequence[str]] = None,
+        cache_imports: Optional[Sequence[str]] = None,
+        secrets: Optional[Mapping[str, "Secret"]] = None,
+        image_config: Optional[Mapping[str, Any]] = None,
+        progress: _Progress = "auto",
+        source_date_epoch: Optional[int] = None,
+        platform: Optional[str] = None,
+        frontend_opts: Optional[Mapping[str, str]] = None,
+    ) -> SolveResult:
+        """Runs a client-side build (BuildKit's gateway frontend, embedded).
+
+        ``function(ctx)`` solves graphs with ``ctx.solve(...)`` into :class:`Ref` objects, reads
+        files from them, decides what to build next, and returns the build's result: a
+        ``State``, ``ExecState`` or ``Definition`` (solved), a ``Ref``, or None (then the result
+        set with ``ctx.set_result(...)`` is used, else the empty filesystem). The result goes to
+        ``outputs`` and ``cache_exports`` as ``solve`` sends a solve's. The options are
+        ``solve``'s and apply to every inner solve (``cache_imports`` included);
+        ``frontend_opts`` are readable as ``ctx.frontend_opts`` (a ``cache-imports`` entry in
+        BuildKit's JSON form adds cache imports). A returned ``State``'s image config is what
+        image outputs write unless ``image_config`` is given.
+
+        Threads: a plain ``function`` runs on the calling thread and the blocking methods of
+        ``ctx`` and its refs release the GIL while they wait. A coroutine function runs on a new
+        event loop on this thread (an error if one already runs here: use ``build_async``) and
+        should await the ``*_async`` methods. A callable ``progress`` is called on a kiln thread,
+        in order.
+
+        Errors: an exception raised by ``function`` fails the build and is raised here, the same
+        object, once the build has cleaned up (every ref released; a ref kept past the build
+        raises ``UnsupportedError``). An exception raised by a ``progress`` callable cancels the
+        build and is raised here. Ctrl-C cancels the build cleanly and raises
+        ``KeyboardInterrupt``. Returning a result after ``ctx.set_result`` raises
+        ``DefinitionError`` "result already set".
+        """
+    async def build_async(
+        self,
+        function: Callable[["BuildContext"], Any],
+        *,
+        locals: Optional[Mapping[str, _Path]] = None,
+        outputs: Optional[Sequence[str]] = None,
+        cache_exports: Optional[Sequence[str]] = None,
+        cache_imports: Optional[Sequence[str]] = None,
+        secrets: Optional[Mapping[str, "Secret"]] = None,
+        image_config: Optional[Mapping[str, Any]] = None,
+        progress: _Progress = "auto",
+        source_date_epoch: Optional[int] = None,
+        platform: Optional[str] = None,
+        frontend_opts: Optional[Mapping[str, str]] = None,
+    ) -> SolveResult:
+        """``build`` as an asyncio coroutine (the build starts when called).
+
+        A coroutine ``function`` runs on the running loop and awaits the ``*_async`` methods; a
+        plain one runs in a worker thread (``asyncio.to_thread``) and uses the blocking ones. A
+        callable ``progress`` is called on the event loop. Cancelling the awaiting task cancels
+        the build; its ``CancelledError`` propagates once the build has cleaned up.
+        """
     def image(self, reference: str, **options: Unpack[_ImageOptions]) -> State: ...
     def oci_layout(self, path: _Path, **options: Unpack[_OciLayoutOptions]) -> State: ...
     def disk_usage(self) -> List[UsageRecord]: ...
     def prune(self, *, keep_bytes: int = 0, all: bool = False) -> PruneReport: ...
     def workers(self) -> List[WorkerInfo]: ...
     def running_containers(self) -> List[str]: ...
+
+@final
+class BuildContext:
+    """What a build function gets from ``Engine.build``.
+
+    The blocking methods release the GIL while they wait (Ctrl-C cancels the build); the
+    ``*_async`` methods return awaitables for coroutine build functions. Usable from any thread
+    until the build ends.
+    """
+
+    def solve(
+        self,
+        target: Union[State, ExecState, Definition],
+        *,
+        cache_imports: Optional[Sequence[str]] = None,
+        evaluate: bool = False,
+    ) -> "Ref":
+        """Solves ``target`` with the build's options (plus ``cache_imports`` for this solve),
+        sharing work with every other solve on the engine. Raises the solve's ``KilnError``
+        (e.g. ``ExecError``). ``evaluate=True`` loads the result even when a cache knows it."""
+    def solve_async(
+        self,
+        target: Union[State, ExecState, Definition],
+        *,
+        cache_imports: Optional[Sequence[str]] = None,
+        evaluate: bool = False,
+    ) -> Awaitable["Ref"]:
+        """``solve`` as an awaitable."""
+    def set_result(
+        self, result: Union["Ref", State, ExecState, Definition], image_config: Optional[Mapping[str, Any]] = None
+    ) -> None:
+        """Sets the build's result (a State, ExecState or Definition is solved first, blocking).
+        ``image_config`` is what image outputs write (default: a State's own config, else the
+        build's). Once only: a second call, or the function then returning a result, raises
+        ``DefinitionError`` "result already set"."""
+    def warn(self, vertex: str, message: str) -> None:
+        """Reports a ``warning`` progress event ``"vertex: message"``."""
+    @property
+    def frontend_opts(self) -> Dict[str, str]:
+        """The build's ``frontend_opts``."""
+
+@final
+class Ref:
+    """The result of ``BuildContext.solve``: read it, or return it as the build's result.
+
+    Paths resolve inside the result only (``..`` and symlinks, absolute or relative, never leave
+    it) and nothing is copied. A missing path raises :class:`NotFoundError`. After the build
+    ended every method raises ``UnsupportedError``.
+    """
+
+    def read_file(self, path: str, offset: int = 0, length: Optional[int] = None) -> bytes:
+        """The file's contents, or ``length`` bytes from ``offset`` (fewer at the end, none
+        past it). Symlinks are followed inside the result; a directory raises ``FileOpError``."""
+    def read_file_async(self, path: str, offset: int = 0, length: Optional[int] = None) -> Awaitable[bytes]:
+        """``read_file`` as an awaitable."""
+    def read_dir(self, path: str, include_pattern: Optional[str] = None) -> List["DirEntry"]:
+        """The directory's entries sorted by name; with ``include_pattern`` (``*``, ``?``,
+        ``[...]``, ``**``) only those whose name matches."""
+    def read_dir_async(self, path: str, include_pattern: Optional[str] = None) -> Awaitable[List["DirEntry"]]:
+        """``read_dir`` as an awaitable."""
+    def stat_file(self, path: str) -> "DirEntry":
+        """What is at ``path`` (symlinks followed inside the result)."""
+    def stat_file_async(self, path: str) -> Awaitable["DirEntry"]:
+        """``stat_file`` as an awaitable."""
+    def evaluate(self) -> None:
+        """Forces the result to exist locally (runs it, or fetches it from an imported cache)."""
+    def evaluate_async(self) -> Awaitable[None]:
+        """``evaluate`` as an awaitable."""
+    @property
+    def is_scratch(self) -> bool:
+        """True for the empty filesystem."""
+
+@final
+class DirEntry:
+    """One path of a :class:`Ref` (BuildKit's fsutil stat)."""
+
+    @property
+    def name(self) -> str:
+        """The base name."""
+    @property
+    def path(self) -> str:
+        """The listed directory joined with ``name`` (``read_dir``), or the path asked (``stat_file``)."""
+    @property
+    def mode(self) -> int:
+        """Unix ``st_mode`` (type and permission bits: use ``stat.S_ISDIR``, ``stat.S_IMODE``)."""
+    @property
+    def uid(self) -> int: ...
+    @property
+    def gid(self) -> int: ...
+    @property
+    def size(self) -> int:
+        """Bytes (0 for a directory)."""
+    @property
+    def mtime(self) -> float:
+        """Modification time, seconds since the epoch."""
+    @property
+    def mtime_ns(self) -> int:
+        """Modification time, nanoseconds since the epoch."""
+    @property
+    def link_target(self) -> Optional[str]:
+        """A symlink's target as stored (not resolved), else None."""
+    def is_dir(self) -> bool: ...
+    def is_file(self) -> bool: ...
+    def is_symlink(self) -> bool: ...
 
 def scratch() -> State: ...
 def image(reference: str, **options: Unpack[_ImageOptions]) -> State: ...
@@ -210,6 +376,18 @@ class _SolveTask:
 
     def result(self) -> Awaitable[SolveResult]: ...
     def cancel(self) -> Awaitable[None]: ...
+
+class _BuildTask:
+    """A build started by ``Engine.build``/``build_async`` (internal; ``kiln._build`` drives it)."""
+
+    def started_wait(self) -> Optional[BuildContext]: ...
+    def started(self) -> Awaitable[Optional[BuildContext]]: ...
+    def finish(self, value: Any) -> None: ...
+    def fail(self) -> None: ...
+    def wait(self) -> SolveResult: ...
+    def result(self) -> Awaitable[SolveResult]: ...
+    def cancel(self) -> Awaitable[None]: ...
+    def progress_error(self) -> Optional[BaseException]: ...
 
 # --- kiln-gen: option dicts (generated by kiln-gen; do not edit) ---
 

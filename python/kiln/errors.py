@@ -16,6 +16,7 @@ __all__ = [
     "ExecError",
     "SourceError",
     "FileOpError",
+    "NotFoundError",
     "WorkerError",
     "SnapshotError",
     "ContentError",
@@ -94,6 +95,21 @@ class FileOpError(KilnError):
     """A file operation (copy, mkdir, mkfile, rm, symlink) failed."""
 
     kind = "file_op"
+
+
+class NotFoundError(FileOpError, FileNotFoundError):
+    """A path read from a build result (``Ref.read_file``, ``read_dir``, ``stat_file``) does not
+    exist; ``path`` is the path as asked. Also a ``FileNotFoundError``."""
+
+    kind = "file_op"
+    path: Optional[str] = None
+
+    def __init__(self, message: str = "", **fields: Any) -> None:
+        KilnError.__init__(self, message, **fields)
+        self.filename = self.path
+
+    def __str__(self) -> str:
+        return self.message
 
 
 class WorkerError(KilnError):

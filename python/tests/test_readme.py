@@ -9,7 +9,10 @@ import textwrap
 from conftest import REPO
 
 SECTIONS = {
-    "Python": ("python", [REPO / "python" / "examples" / "hello.py", REPO / "python" / "examples" / "ci_build.py"]),
+    "Python": (
+        "python",
+        [REPO / "python" / "examples" / n for n in ("hello.py", "ci_build.py", "client_build.py")],
+    ),
     "Node": ("js", [REPO / "node" / "examples" / "hello.mjs", REPO / "node" / "examples" / "ci_build.mjs"]),
     "C": ("c", [REPO / "tests" / "c" / "example.c", REPO / "tests" / "c" / "ci_build.c"]),
 }

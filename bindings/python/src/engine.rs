@@ -125,7 +125,8 @@ enum Msg {
 }
 
 /// Locals, outputs, cache exports and cache imports of a solve, as Python passed them.
-type SolveIo = (Option<BTreeMap<String, PathBuf>>, Option<Vec<String>>, Option<Vec<String>>, Option<Vec<String>>);
+pub(crate) type SolveIo =
+    (Option<BTreeMap<String, PathBuf>>, Option<Vec<String>>, Option<Vec<String>>, Option<Vec<String>>);
 
 /// Everything a solve needs, converted from Python while the GIL is held.
 struct Prepared {
@@ -135,7 +136,7 @@ struct Prepared {
 }
 
 impl PyEngine {
-    fn engine(&self) -> PyResult<kiln::Engine> {
+    pub(crate) fn engine(&self) -> PyResult<kiln::Engine> {
         self.inner
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -147,45 +148,92 @@ impl PyEngine {
         &self,
         py: Python<'_>,
         target: &Bound<'_, PyAny>,
-        (locals, outputs, cache_exports, cache_imports): SolveIo,
+        io: SolveIo,
         secrets: Option<&Bound<'_, PyDict>>,
         image_config: Option<&Bound<'_, PyAny>>,
-        (source_date_epoch, platform): (Option<i64>, Option<&str>),
+        more: (Option<i64>, Option<&str>),
     ) -> PyResult<Prepared> {
         let engine = self.engine()?;
-        let mut opts = SolveOptions::default();
-        opts.source_date_epoch = source_date_epoch;
-        if let Some(p) = platform {
-            opts = opts.platform(p).map_err(|e| kerr(py, e))?;
-        }
+        let mut opts = solve_options(py, io, secrets, image_config, more)?;
         let def = if let Ok(d) = target.cast::<PyDefinition>() {
             d.get().inner.clone()
         } else {
             let state = state_of(target)
                 .map_err(|_| PyTypeError::new_err("solve() takes a kiln.State, kiln.ExecState or kiln.Definition"))?;
-            opts.image_config = state.image_config();
+            // An explicit `image_config` wins over the state's.
+            if image_config.is_none_or(|c| c.is_none()) {
+                opts.image_config = state.image_config();
+            }
             state.to_definition().map_err(|e| kerr(py, e))?
         };
-        if let Some(c) = image_config.filter(|c| !c.is_none()) {
-            opts.image_config = image_config_from_py(c)?;
-        }
-        for (name, dir) in locals.unwrap_or_default() {
-            opts = opts.local(name, local_dir(dir));
-        }
-        for o in outputs.unwrap_or_default() {
-            opts = opts.output(&o).map_err(|e| kerr(py, e))?;
-        }
-        for c in cache_exports.unwrap_or_default() {
-            opts = opts.cache_export(&c).map_err(|e| kerr(py, e))?;
-        }
-        for c in cache_imports.unwrap_or_default() {
-            opts = opts.cache_import(&c).map_err(|e| kerr(py, e))?;
-        }
-        if let Some(secrets) = secrets {
-            opts.secrets = secrets_from_py(secrets)?;
-        }
         Ok(Prepared { engine, def, opts })
     }
+}
+
+/// The options `solve`, `solve_async`, `build` and `build_async` share (all but the target and
+/// the progress), converted from Python while the GIL is held.
+pub(crate) fn solve_options(
+    py: Python<'_>,
+    (locals, outputs, cache_exports, cache_imports): SolveIo,
+    secrets: Option<&Bound<'_, PyDict>>,
+    image_config: Option<&Bound<'_, PyAny>>,
+    (source_date_epoch, platform): (Option<i64>, Option<&str>),
+) -> PyResult<SolveOptions> {
+    let mut opts = SolveOptions { source_date_epoch, ..Default::default() };
+    if let Some(p) = platform {
+        opts = opts.platform(p).map_err(|e| kerr(py, e))?;
+    }
+    if let Some(c) = image_config.filter(|c| !c.is_none()) {
+        opts.image_config = image_config_from_py(c)?;
+    }
+    for (name, dir) in locals.unwrap_or_default() {
+        opts = opts.local(name, local_dir(dir));
+    }
+    for o in outputs.unwrap_or_default() {
+        opts = opts.output(&o).map_err(|e| kerr(py, e))?;
+    }
+    for c in cache_exports.unwrap_or_default() {
+        opts = opts.cache_export(&c).map_err(|e| kerr(py, e))?;
+    }
+    for c in cache_imports.unwrap_or_default() {
+        opts = opts.cache_import(&c).map_err(|e| kerr(py, e))?;
+    }
+    if let Some(secrets) = secrets {
+        opts.secrets = secrets_from_py(secrets)?;
+    }
+    Ok(opts)
+}
+
+/// The progress sink of an asyncio solve or build: a callable is called on the event loop of
+/// `locals` (`call_soon_threadsafe`), a display writes to `sys.stderr`, `quiet` drops events.
+pub(crate) fn async_progress_sink(
+    py: Python<'_>,
+    progress: Option<&Bound<'_, PyAny>>,
+    locals: &pyo3_async_runtimes::TaskLocals,
+) -> PyResult<ProgressSink> {
+    Ok(match Progress::from_py(py, progress)? {
+        Progress::Quiet => ProgressSink::none(),
+        Progress::Callback(f) => {
+            let event_loop = locals.event_loop(py).unbind();
+            ProgressSink::new(move |e| {
+                Python::attach(|py| {
+                    let ev = PyProgressEvent::from_event(py, &e);
+                    if let Err(err) = event_loop.call_method1(py, "call_soon_threadsafe", (&f, ev)) {
+                        err.write_unraisable(py, None);
+                    }
+                })
+            })
+        }
+        Progress::Display(p) => {
+            let printer = Arc::new(Mutex::new(Progress::Display(p)));
+            ProgressSink::new(move |e| {
+                Python::attach(|py| {
+                    let mut p = printer.lock().unwrap_or_else(|x| x.into_inner());
+                    let _ = p.handle(py, &e);
+                })
+            })
+        }
+    })
 }
 
 /// Sets its watch channel to true when dropped: the solve task's future is gone.
@@ -429,29 +477,7 @@ impl PyEngine {
         )?;
         let rt = runtime().map_err(|e| PyRuntimeError::new_err(format!("tokio runtime: {e}")))?;
         let locals = pyo3_async_runtimes::generic::get_current_locals::<KilnRuntime>(py)?;
-        opts.progress = match Progress::from_py(py, progress)? {
-            Progress::Quiet => ProgressSink::none(),
-            Progress::Callback(f) => {
-                let event_loop = locals.event_loop(py).unbind();
-                ProgressSink::new(move |e| {
-                    Python::attach(|py| {
-                        let ev = PyProgressEvent::from_event(py, &e);
-                        if let Err(err) = event_loop.call_method1(py, "call_soon_threadsafe", (&f, ev)) {
-                            err.write_unraisable(py, None);
-                        }
-                    })
-                })
-            }
-            Progress::Display(p) => {
-                let printer = Arc::new(Mutex::new(Progress::Display(p)));
-                ProgressSink::new(move |e| {
-                    Python::attach(|py| {
-                        let mut p = printer.lock().unwrap_or_else(|x| x.into_inner());
-                        let _ = p.handle(py, &e);
-                    })
-                })
-            }
-        };
+        opts.progress = async_progress_sink(py, progress, &locals)?;
         // The solve runs as its own task so that cancelling the awaiting Python task does not
         // just drop a waiter: `kiln._aio.run` then calls `_SolveTask.cancel()`, which cancels the
         // solve's token and waits for it to return (after its cleanup) before the
@@ -475,6 +501,92 @@ impl PyEngine {
         drop(task);
         let task = PySolveTask { result: Mutex::new(Some(result_rx)), cancel, done: done_rx };
         py.import("kiln._aio")?.call_method1("run", (task,))
+    }
+
+    /// Runs a client-side build: `function(ctx)` gets a `BuildContext`, solves graphs with
+    /// `ctx.solve(...)` into `Ref`s, reads files from them and decides what to build next, then
+    /// returns the result (a `State`, `ExecState`, `Definition` or `Ref`; or None: the result
+    /// set with `ctx.set_result(...)`, else the empty filesystem), which goes to `outputs` and
+    /// `cache_exports` as `solve` would send it. Takes `solve`'s options (they apply to every
+    /// inner solve; `cache_imports` too) and `frontend_opts` (read as `ctx.frontend_opts`; a
+    /// `cache-imports` entry in BuildKit's JSON form adds cache imports).
+    ///
+    /// A plain `function` runs on this thread; its `ctx`/`Ref` calls block with the GIL released.
+    /// A coroutine function runs on a new asyncio loop on this thread (not allowed while a loop
+    /// runs here: use `build_async`) and awaits the `*_async` variants. An exception raised by
+    /// `function` fails the build and is raised here, the same object, once the build cleaned up
+    /// (every ref released: refs kept past the build raise `UnsupportedError`). A callable
+    /// `progress` is called on a kiln thread, in order; an exception it raises cancels the build
+    /// and is raised here. Ctrl-C cancels the build cleanly.
+    #[pyo3(signature = (function, *, locals=None, outputs=None, cache_exports=None, cache_imports=None,
+                        secrets=None, image_config=None, progress=None, source_date_epoch=None,
+                        platform=None, frontend_opts=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn build<'py>(
+        &self,
+        py: Python<'py>,
+        function: &Bound<'py, PyAny>,
+        locals: Option<BTreeMap<String, PathBuf>>,
+        outputs: Option<Vec<String>>,
+        cache_exports: Option<Vec<String>>,
+        cache_imports: Option<Vec<String>>,
+        secrets: Option<&Bound<'py, PyDict>>,
+        image_config: Option<&Bound<'py, PyAny>>,
+        progress: Option<&Bound<'py, PyAny>>,
+        source_date_epoch: Option<i64>,
+        platform: Option<&str>,
+        frontend_opts: Option<BTreeMap<String, String>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let task = crate::build::start(
+            py,
+            self,
+            (locals, outputs, cache_exports, cache_imports),
+            secrets,
+            image_config,
+            progress,
+            (source_date_epoch, platform),
+            frontend_opts,
+            false,
+        )?;
+        py.import("kiln._build")?.call_method1("run", (task, function))
+    }
+
+    /// `build` as an asyncio coroutine (the build starts right away). A coroutine `function` runs
+    /// on the running loop and awaits the `*_async` methods of `ctx` and its refs; a plain one
+    /// runs in a worker thread (`asyncio.to_thread`) with the blocking methods. A callable
+    /// `progress` is called on the event loop. Cancelling the awaiting task cancels the build; its
+    /// `CancelledError` propagates once the build has cleaned up.
+    #[pyo3(signature = (function, *, locals=None, outputs=None, cache_exports=None, cache_imports=None,
+                        secrets=None, image_config=None, progress=None, source_date_epoch=None,
+                        platform=None, frontend_opts=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn build_async<'py>(
+        &self,
+        py: Python<'py>,
+        function: &Bound<'py, PyAny>,
+        locals: Option<BTreeMap<String, PathBuf>>,
+        outputs: Option<Vec<String>>,
+        cache_exports: Option<Vec<String>>,
+        cache_imports: Option<Vec<String>>,
+        secrets: Option<&Bound<'py, PyDict>>,
+        image_config: Option<&Bound<'py, PyAny>>,
+        progress: Option<&Bound<'py, PyAny>>,
+        source_date_epoch: Option<i64>,
+        platform: Option<&str>,
+        frontend_opts: Option<BTreeMap<String, String>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let task = crate::build::start(
+            py,
+            self,
+            (locals, outputs, cache_exports, cache_imports),
+            secrets,
+            image_config,
+            progress,
+            (source_date_epoch, platform),
+            frontend_opts,
+            true,
+        )?;
+        py.import("kiln._build")?.call_method1("run_async", (task, function))
     }
 
     /// Cache records and their sizes.

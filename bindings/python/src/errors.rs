@@ -10,6 +10,10 @@ use pyo3::types::PyDict;
 /// The base class every kiln exception derives from.
 pub const BASE_CLASS: &str = "KilnError";
 
+/// The class of [`Error::NotFound`] (a path missing from a build result; kind `file_op`), a
+/// subclass of `FileOpError` and of Python's `FileNotFoundError`.
+pub const NOT_FOUND_CLASS: &str = "NotFoundError";
+
 /// The `kiln.errors` class raised for `kind`.
 pub fn class_name(kind: ErrorKind) -> &'static str {
     match kind {
@@ -49,7 +53,8 @@ pub fn to_pyerr(py: Python<'_>, e: &Error) -> PyErr {
 
 fn build(py: Python<'_>, e: &Error) -> PyResult<PyErr> {
     let module = py.import("kiln.errors")?;
-    let class = module.getattr(class_name(e.kind()))?;
+    // A missing path of a build result is a FileOpError of its own class.
+    let class = module.getattr(if e.is_not_found() { NOT_FOUND_CLASS } else { class_name(e.kind()) })?;
     let kw = PyDict::new(py);
     kw.set_item("kind", e.kind().as_str())?;
     match e {
@@ -66,6 +71,7 @@ fn build(py: Python<'_>, e: &Error) -> PyResult<PyErr> {
         }
         Error::Definition { op, .. } => kw.set_item("op", op)?,
         Error::Io { path, .. } => kw.set_item("path", path)?,
+        Error::NotFound { path } => kw.set_item("path", path)?,
         Error::RootInUse { root, pid } => {
             kw.set_item("path", root)?;
             kw.set_item("pid", pid)?;

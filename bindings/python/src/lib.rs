@@ -2,6 +2,7 @@
 //! files (`python/kiln/`) re-export these classes and define the exception hierarchy that
 //! [`errors`] raises. Only the public face of the `kiln` crate is used.
 
+pub mod build;
 pub mod engine;
 pub mod errors;
 pub mod graph;
@@ -40,6 +41,10 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<engine::PyPruneReport>()?;
     m.add_class::<engine::PyWorkerInfo>()?;
     m.add_class::<engine::PySolveTask>()?;
+    m.add_class::<build::PyBuildTask>()?;
+    m.add_class::<build::PyBuildContext>()?;
+    m.add_class::<build::PyRef>()?;
+    m.add_class::<build::PyDirEntry>()?;
     m.add_class::<progress::PyProgressEvent>()?;
     m.add_function(wrap_pyfunction!(graph::scratch, m)?)?;
     m.add_function(wrap_pyfunction!(graph::image, m)?)?;

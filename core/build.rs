@@ -1,9 +1,18 @@
-//! Generates the LLB protobuf types from core/proto/ops.proto.
+//! Generates the LLB protobuf types from core/proto/ops.proto and, with the `api` feature,
+//! BuildKit's control API (core/proto/buildkit/) with tonic services.
 //! Maps are BTreeMaps so that encoding is deterministic (an op's digest is the sha256 of its bytes).
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    println!("cargo:rerun-if-changed=proto/ops.proto");
+    println!("cargo:rerun-if-changed=proto");
     let mut cfg = prost_build::Config::new();
     cfg.btree_map(["."]);
     cfg.compile_protos(&["proto/ops.proto"], &["proto"])?;
+    #[cfg(feature = "api")]
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .btree_map(".")
+        // The LLB types are the ones above: one `pb::Definition` type in the whole crate.
+        .extern_path(".pb", "crate::graph::pb")
+        .compile_protos(&["proto/buildkit/control.proto"], &["proto"])?;
     Ok(())
 }

@@ -28,6 +28,8 @@ pub mod error;
 pub mod graph;
 pub mod options;
 pub mod progress;
+#[cfg(feature = "api")]
+pub mod server;
 pub mod solver;
 
 internal_modules!(cache, content, export, fileops, registry, remotecache, snapshot, source, worker);

@@ -54,6 +54,14 @@ enum Cmd {
         #[command(subcommand)]
         cmd: CacheCmd,
     },
+    /// Serve BuildKit's gRPC API (moby.buildkit.v1.Control) so buildctl and BuildKit clients
+    /// drive this engine. Runs until SIGTERM or SIGINT, then lets running calls finish.
+    Serve {
+        /// Address to listen on, repeatable: unix:///PATH or tcp://HOST:PORT (default
+        /// unix:///run/kiln/kiln.sock as root, $XDG_RUNTIME_DIR/kiln/kiln.sock otherwise).
+        #[arg(long = "addr")]
+        addrs: Vec<String>,
+    },
     /// Debugging helpers.
     Debug {
         #[command(subcommand)]
@@ -285,6 +293,32 @@ fn read_definition_bytes(file: Option<&PathBuf>) -> kiln::Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// `kiln serve`: the engine behind BuildKit's API until SIGTERM/SIGINT.
+async fn serve(root: Option<PathBuf>, addrs: &[String]) -> kiln::Result<()> {
+    use kiln::server::ListenAddr;
+    let addrs: Vec<ListenAddr> = if addrs.is_empty() {
+        vec![ListenAddr::default_for_user()]
+    } else {
+        addrs.iter().map(|a| a.parse()).collect::<kiln::Result<_>>()?
+    };
+    let engine = open_engine(root)?;
+    let io = |e| kiln::Error::with_source(kiln::ErrorKind::Io, "install signal handlers", e);
+    // Installed here, not inherited: under nohup or in the background SIGINT may be ignored.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(io)?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).map_err(io)?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        tracing::info!("shutting down: waiting for running calls");
+    };
+    for a in &addrs {
+        eprintln!("kiln serve: listening on {a}");
+    }
+    kiln::server::serve(engine, &addrs, shutdown).await
+}
+
 fn open_engine(root: Option<PathBuf>) -> kiln::Result<Engine> {
     Engine::open(EngineOptions::new(root.unwrap_or_else(EngineOptions::default_root)))
 }
@@ -292,6 +326,7 @@ fn open_engine(root: Option<PathBuf>) -> kiln::Result<Engine> {
 async fn run(cli: Cli) -> kiln::Result<()> {
     match cli.cmd {
         Cmd::Build(b) => build(cli.root, b).await,
+        Cmd::Serve { addrs } => serve(cli.root, &addrs).await,
         Cmd::Du { verbose } => {
             let engine = open_engine(cli.root)?;
             let usage = engine.disk_usage().await?;

@@ -303,6 +303,13 @@ fn direction_hint(key: &str) -> Option<String> {
     }
 }
 
+/// `type=KIND` followed by the attributes, as the CSV form would give them.
+pub(crate) fn type_and_attrs(kind: &str, attrs: &BTreeMap<String, String>) -> Vec<(String, String)> {
+    let mut pairs = vec![("type".to_owned(), kind.to_owned())];
+    pairs.extend(attrs.iter().map(|(k, v)| (k.clone(), v.clone())));
+    pairs
+}
+
 impl CacheExportSpec {
     /// Parses an `--export-cache` value: the CSV form, or a bare registry reference.
     pub fn parse(s: &str) -> Result<CacheExportSpec> {
@@ -316,6 +323,12 @@ impl CacheExportSpec {
     /// export to `reference` with each option one `KEY=VALUE` (the value may hold commas).
     pub fn parse_legacy(reference: &str, opts: &[String]) -> Result<CacheExportSpec> {
         Self::from_pairs(legacy_pairs(reference, opts)?)
+    }
+
+    /// An export from its type and attributes (BuildKit's `CacheOptionsEntry`), checked as the
+    /// CSV form is.
+    pub fn from_attrs(kind: &str, attrs: &BTreeMap<String, String>) -> Result<CacheExportSpec> {
+        Self::from_pairs(type_and_attrs(kind, attrs))
     }
 
     fn from_pairs(pairs: Vec<(String, String)>) -> Result<CacheExportSpec> {
@@ -472,9 +485,7 @@ impl CacheImportSpec {
     /// An import from its type and attributes (BuildKit's `CacheOptionsEntry`: `Type` and
     /// `Attrs`), checked as the CSV form is.
     pub fn from_attrs(kind: &str, attrs: &BTreeMap<String, String>) -> Result<CacheImportSpec> {
-        let mut pairs = vec![("type".to_owned(), kind.to_owned())];
-        pairs.extend(attrs.iter().map(|(k, v)| (k.clone(), v.clone())));
-        Self::from_pairs(pairs)
+        Self::from_pairs(type_and_attrs(kind, attrs))
     }
 
     fn from_pairs(pairs: Vec<(String, String)>) -> Result<CacheImportSpec> {

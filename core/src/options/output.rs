@@ -59,7 +59,17 @@ impl OutputSpec {
     ///
     /// For `type=oci`, whether `dest` is a directory is checked on disk when `tar=` is not given.
     pub fn parse(s: &str) -> Result<OutputSpec> {
-        let mut map = OptionMap::new(csv::parse_csv(s)?)?;
+        Self::from_pairs(csv::parse_csv(s)?)
+    }
+
+    /// An output from an exporter's type and attributes (BuildKit's `SolveRequest.Exporter` and
+    /// `ExporterAttrs`), checked as the CSV form is.
+    pub fn from_attrs(kind: &str, attrs: &std::collections::BTreeMap<String, String>) -> Result<OutputSpec> {
+        Self::from_pairs(super::cache::type_and_attrs(kind, attrs))
+    }
+
+    fn from_pairs(pairs: Vec<(String, String)>) -> Result<OutputSpec> {
+        let mut map = OptionMap::new(pairs)?;
         let Some(t) = map.get("type").map(str::to_owned) else {
             return Err(Error::option("type", "", format!("type is required; supported: {OUTPUT_TYPES}")));
         };

@@ -1,0 +1,213 @@
+//! `kiln serve` driven by BuildKit's own client and by a gRPC client of kiln's generated API: a
+//! real `buildctl` (BuildKit v0.11.6, from `KILN_BUILDKIT_DIR`, default `<repo>/../shared/buildkit`)
+//! lists workers, reads disk usage and info, prunes, and gets a clear error for what kiln serve
+//! does not serve yet; a Control client solves a definition and follows its Status. SIGTERM
+//! stops the server cleanly and removes its socket.
+
+use kiln::graph::State;
+use kiln::server::proto::control::control_client::ControlClient;
+use kiln::server::proto::control::{InfoRequest, SolveRequest, StatusRequest};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn buildctl() -> PathBuf {
+    let dir = std::env::var_os("KILN_BUILDKIT_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/buildkit"));
+    let b = dir.join("buildctl");
+    assert!(b.exists(), "buildctl not found at {} (set KILN_BUILDKIT_DIR)", b.display());
+    b
+}
+
+/// A running `kiln serve`, killed if a test fails before stopping it.
+struct Server {
+    child: Option<Child>,
+    _dir: tempfile::TempDir,
+    sock: PathBuf,
+    tcp: String,
+}
+
+impl Server {
+    fn start() -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sock = dir.path().join("run/kiln.sock");
+        // A free loopback port (bound and released: a tiny race another process would have to win).
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        let tcp = format!("127.0.0.1:{port}");
+        let child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .arg("--root")
+            .arg(dir.path().join("root"))
+            .args(["serve", "--addr", &format!("unix://{}", sock.display()), "--addr", &format!("tcp://{tcp}")])
+            .env_remove("KILN_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn kiln serve");
+        let s = Server { child: Some(child), _dir: dir, sock, tcp };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::os::unix::net::UnixStream::connect(&s.sock).is_err() {
+            assert!(Instant::now() < deadline, "kiln serve did not listen within 30 s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        s
+    }
+
+    fn buildctl(&self, args: &[&str], stdin: &[u8]) -> Output {
+        use std::io::Write;
+        let mut c = Command::new(buildctl())
+            .arg("--addr")
+            .arg(format!("unix://{}", self.sock.display()))
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn buildctl");
+        let _ = c.stdin.take().expect("stdin").write_all(stdin);
+        wait_bounded(c, Duration::from_secs(120), "buildctl")
+    }
+
+    /// SIGTERM, then the exit status (bounded).
+    fn stop(mut self) -> Output {
+        let child = self.child.take().expect("running");
+        let st = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().expect("kill -TERM");
+        assert!(st.success(), "kill -TERM failed");
+        wait_bounded(child, Duration::from_secs(60), "kiln serve after SIGTERM")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn wait_bounded(mut c: Child, limit: Duration, what: &str) -> Output {
+    let deadline = Instant::now() + limit;
+    loop {
+        if c.try_wait().expect("try_wait").is_some() {
+            return c.wait_with_output().expect("output");
+        }
+        if Instant::now() > deadline {
+            let _ = c.kill();
+            let out = c.wait_with_output().expect("output");
+            panic!("{what} did not finish within {limit:?}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+#[test]
+fn buildctl_drives_kiln_serve() {
+    let server = Server::start();
+
+    let w = server.buildctl(&["debug", "workers"], b"");
+    assert!(w.status.success(), "debug workers: {}", text(&w));
+    let out = text(&w);
+    assert!(out.contains("runc-overlayfs") || out.contains("runc-native"), "workers: {out}");
+    assert!(out.contains("linux/"), "worker platforms: {out}");
+
+    let i = server.buildctl(&["debug", "info"], b"");
+    assert!(i.status.success(), "debug info: {}", text(&i));
+    assert!(text(&i).contains("kiln"), "info: {}", text(&i));
+
+    let du = server.buildctl(&["du"], b"");
+    assert!(du.status.success(), "du: {}", text(&du));
+    assert!(text(&du).contains("Total:"), "du: {}", text(&du));
+
+    let p = server.buildctl(&["prune"], b"");
+    assert!(p.status.success(), "prune: {}", text(&p));
+
+    // buildctl build drives its build over the LLB bridge: not served yet, and said so.
+    let def = State::scratch()
+        .mkfile("/hello", 0o644, b"hi\n".to_vec(), Default::default())
+        .to_definition()
+        .expect("def")
+        .to_bytes();
+    let b = server.buildctl(&["build", "--progress", "plain"], &def);
+    assert!(!b.status.success());
+    assert!(text(&b).contains("LLB bridge"), "build error names what is missing: {}", text(&b));
+
+    let sock = server.sock.clone();
+    let stopped = server.stop();
+    assert!(stopped.status.success(), "kiln serve exits 0 on SIGTERM: {}", text(&stopped));
+    assert!(!sock.exists(), "the socket is removed on exit");
+}
+
+#[test]
+fn control_client_solves_a_definition_and_follows_its_status() {
+    let server = Server::start();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let endpoint = format!("http://{}", server.tcp);
+    rt.block_on(async move {
+        let mut client = tokio::time::timeout(Duration::from_secs(30), ControlClient::connect(endpoint))
+            .await
+            .expect("connect within 30 s")
+            .expect("connect");
+        let info = client.info(InfoRequest {}).await.expect("info").into_inner();
+        assert_eq!(info.buildkit_version.expect("version").package, "kiln");
+
+        let st = State::scratch()
+            .mkfile("/hello", 0o644, b"hi\n".to_vec(), Default::default())
+            .mkdir("/d", Default::default());
+        let def = st.to_definition().expect("definition");
+        let reference = "kiln-serve-test-1".to_owned();
+        // Status before Solve, as buildctl does: the updates are kept for it.
+        let mut status_client = client.clone();
+        let r = reference.clone();
+        let status = tokio::spawn(async move {
+            let mut stream = status_client.status(StatusRequest { r#ref: r }).await.expect("status").into_inner();
+            let mut names = Vec::new();
+            let mut completed = 0;
+            while let Some(u) = stream.message().await.expect("status message") {
+                for v in u.vertexes {
+                    if v.completed.is_some() {
+                        completed += 1;
+                    }
+                    names.push(v.name);
+                }
+            }
+            (names, completed)
+        });
+        let resp = client
+            .solve(SolveRequest { r#ref: reference.clone(), definition: Some(def.to_pb()), ..Default::default() })
+            .await
+            .expect("solve");
+        let _ = resp.into_inner().exporter_response;
+        let (names, completed) = tokio::time::timeout(Duration::from_secs(30), status)
+            .await
+            .expect("status ends with the solve")
+            .expect("join");
+        assert!(completed >= 1, "a completed vertex was reported: {names:?}");
+        assert!(names.iter().any(|n| n.contains("mkfile")), "vertex names: {names:?}");
+
+        // A second solve of the same graph is cached; errors carry gRPC codes.
+        let err = client
+            .solve(SolveRequest { r#ref: "bad".into(), frontend: "dockerfile.v0".into(), ..Default::default() })
+            .await
+            .expect_err("frontend not served yet");
+        assert_eq!(err.code(), tonic::Code::Unimplemented);
+        assert!(err.message().contains("frontend"), "{}", err.message());
+        let err = client
+            .solve(SolveRequest {
+                r#ref: "bad2".into(),
+                definition: Some(def.to_pb()),
+                exporter: "nope".into(),
+                ..Default::default()
+            })
+            .await
+            .expect_err("unknown exporter");
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    });
+    let stopped = server.stop();
+    assert!(stopped.status.success(), "{}", text(&stopped));
+}

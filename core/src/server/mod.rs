@@ -1,0 +1,155 @@
+//! `kiln serve`: BuildKit's gRPC API (`moby.buildkit.v1.Control`, v0.11.6 field-compatible)
+//! served over unix sockets or TCP by one [`Engine`], so BuildKit's own clients (`buildctl`)
+//! drive kiln unchanged. This module owns listening and the service wiring; [`control`] maps
+//! requests onto the engine, [`status`] keeps each build's progress for `Status`.
+//!
+//! Not served yet (answered `Unimplemented` with a message): the session's callbacks into the
+//! client (local sources, `local`/`tar`/`oci` exporters, local cache import/export, secrets,
+//! SSH, registry credentials), frontends, the gateway's LLB bridge, TLS.
+
+pub mod control;
+pub mod proto;
+pub mod status;
+
+use crate::engine::Engine;
+use crate::error::{Error, ErrorKind, Result};
+use proto::control::control_server::ControlServer;
+use std::future::Future;
+use std::path::PathBuf;
+
+pub use control::ControlService;
+
+/// Where `kiln serve` listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenAddr {
+    /// `unix:///path/to/socket`.
+    Unix(PathBuf),
+    /// `tcp://HOST:PORT`.
+    Tcp(String),
+}
+
+impl std::str::FromStr for ListenAddr {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<ListenAddr> {
+        if let Some(p) = s.strip_prefix("unix://") {
+            if p.is_empty() {
+                return Err(Error::option("addr", s, "unix://PATH with a socket path"));
+            }
+            return Ok(ListenAddr::Unix(PathBuf::from(p)));
+        }
+        if let Some(hp) = s.strip_prefix("tcp://") {
+            if !hp.contains(':') {
+                return Err(Error::option("addr", s, "tcp://HOST:PORT"));
+            }
+            return Ok(ListenAddr::Tcp(hp.to_owned()));
+        }
+        Err(Error::option("addr", s, "unix:///path/to/socket or tcp://HOST:PORT"))
+    }
+}
+
+impl ListenAddr {
+    /// The default address: `/run/kiln/kiln.sock` as root, `$XDG_RUNTIME_DIR/kiln/kiln.sock`
+    /// otherwise (or the engine's temp dir when that is unset).
+    pub fn default_for_user() -> ListenAddr {
+        if nix::unistd::geteuid().is_root() {
+            return ListenAddr::Unix(PathBuf::from("/run/kiln/kiln.sock"));
+        }
+        let base = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+        ListenAddr::Unix(base.join("kiln/kiln.sock"))
+    }
+}
+
+impl std::fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ListenAddr::Unix(p) => write!(f, "unix://{}", p.display()),
+            ListenAddr::Tcp(hp) => write!(f, "tcp://{hp}"),
+        }
+    }
+}
+
+fn io(context: String) -> impl FnOnce(std::io::Error) -> Error {
+    move |e| Error::with_source(ErrorKind::Io, context, e)
+}
+
+/// Binds a unix socket: creates its directory (0700 when new), replaces a stale socket (one
+/// nobody listens on) but refuses one in use, and leaves the socket 0660.
+fn bind_unix(path: &std::path::Path) -> Result<tokio::net::UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(dir) = path.parent() {
+        if !dir.exists() {
+            std::fs::create_dir_all(dir).map_err(io(format!("create {}", dir.display())))?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(io(format!("chmod {}", dir.display())))?;
+        }
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(Error::new(
+                ErrorKind::RootInUse,
+                format!("{} is in use by another server; stop it or pick another --addr", path.display()),
+            ));
+        }
+        std::fs::remove_file(path).map_err(io(format!("remove stale socket {}", path.display())))?;
+    }
+    let l = tokio::net::UnixListener::bind(path).map_err(io(format!("listen on {}", path.display())))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+        .map_err(io(format!("chmod {}", path.display())))?;
+    Ok(l)
+}
+
+/// Serves `engine` on every address until `shutdown` completes, then stops accepting, lets
+/// running calls finish and returns. Addresses are bound before this returns its future's
+/// first poll result, so a bind error is reported at once.
+pub async fn serve(engine: Engine, addrs: &[ListenAddr], shutdown: impl Future<Output = ()>) -> Result<()> {
+    if addrs.is_empty() {
+        return Err(Error::option("addr", "", "at least one address to listen on"));
+    }
+    let service = ControlServer::new(ControlService::new(engine)).max_decoding_message_size(64 << 20);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut servers = tokio::task::JoinSet::new();
+    let mut sockets = Vec::new();
+    for addr in addrs {
+        let mut stop = stop_rx.clone();
+        let stopped = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        let router = tonic::transport::Server::builder().add_service(service.clone());
+        match addr {
+            ListenAddr::Unix(path) => {
+                let l = bind_unix(path)?;
+                sockets.push(path.clone());
+                let incoming = tokio_stream::wrappers::UnixListenerStream::new(l);
+                servers.spawn(router.serve_with_incoming_shutdown(incoming, stopped));
+            }
+            ListenAddr::Tcp(hp) => {
+                let l = tokio::net::TcpListener::bind(hp).await.map_err(io(format!("listen on {hp}")))?;
+                let incoming = tokio_stream::wrappers::TcpListenerStream::new(l);
+                servers.spawn(router.serve_with_incoming_shutdown(incoming, stopped));
+            }
+        }
+        tracing::info!(%addr, "serving BuildKit's API");
+    }
+    tokio::select! {
+        _ = shutdown => {}
+        Some(r) = servers.join_next() => {
+            // A server ended on its own: stop the others and report why.
+            let _ = stop_tx.send(true);
+            for p in &sockets {
+                let _ = std::fs::remove_file(p);
+            }
+            return match r {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(Error::with_source(ErrorKind::Io, "the gRPC server failed", e)),
+                Err(e) => Err(Error::with_source(ErrorKind::Internal, "the gRPC server task", e)),
+            };
+        }
+    }
+    let _ = stop_tx.send(true);
+    while servers.join_next().await.is_some() {}
+    for p in &sockets {
+        let _ = std::fs::remove_file(p);
+    }
+    Ok(())
+}

@@ -1,0 +1,34 @@
+//! BuildKit's API types and tonic services, generated from `core/proto/buildkit/` (field-compatible
+//! with BuildKit v0.11.6). The LLB types are `crate::graph::pb`'s.
+
+#![allow(missing_docs, clippy::all, clippy::pedantic)]
+
+/// BuildKit's packages under `moby.buildkit`.
+pub mod moby {
+    /// `moby.buildkit`.
+    pub mod buildkit {
+        /// `moby.buildkit.v1`: the control API.
+        pub mod v1 {
+            include!(concat!(env!("OUT_DIR"), "/moby.buildkit.v1.rs"));
+            /// `moby.buildkit.v1.types`: worker records.
+            pub mod types {
+                include!(concat!(env!("OUT_DIR"), "/moby.buildkit.v1.types.rs"));
+            }
+            /// `moby.buildkit.v1.sourcepolicy`: source policies.
+            pub mod sourcepolicy {
+                include!(concat!(env!("OUT_DIR"), "/moby.buildkit.v1.sourcepolicy.rs"));
+            }
+        }
+    }
+}
+
+/// `google.rpc`.
+pub mod google {
+    /// `google.rpc.Status`.
+    pub mod rpc {
+        include!(concat!(env!("OUT_DIR"), "/google.rpc.rs"));
+    }
+}
+
+pub use moby::buildkit::v1 as control;
+pub use moby::buildkit::v1::types;

@@ -1,0 +1,5 @@
+//! The `dockerfile.v0` frontend's model: Dockerfile text in, typed instructions out, with the
+//! semantics of BuildKit v0.11.6 (Dockerfile syntax 1.5, stable features).
+
+pub mod shell;
+mod text;

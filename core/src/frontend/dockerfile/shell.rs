@@ -60,6 +60,10 @@ pub fn build_envs<S: AsRef<str>>(env: &[S]) -> HashMap<String, String> {
     out
 }
 
+/// Expands one word (BuildKit's `SingleWordExpander`); the error is the message. Instruction
+/// expansion takes one of these so that the caller decides the lexer and environment.
+pub type Expander<'a> = dyn FnMut(&str) -> Result<String, String> + 'a;
+
 /// An expansion failure; the message is BuildKit's (`failed to process "${A": syntax error: missing '}'`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]

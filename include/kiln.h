@@ -97,8 +97,10 @@
  * The result of every fallible kiln function. Numbers are stable ABI: they never change
  * meaning, and a number that is retired stays reserved forever (it is never reused).
  *
- * 1..=16 mirror the engine's error kinds; 99 is a kind newer than this library's mapping (a
- * fallback that a matching build never returns); 100 and up are misuse of the C API itself.
+ * 1..=16 mirror the engine's error kinds; 17 and 18 belong to client-side builds
+ * (`kiln_engine_build`): a path missing from a build ref and a failed build callback; 99 is a
+ * kind newer than this library's mapping (a fallback that a matching build never returns); 100
+ * and up are misuse of the C API itself.
  */
 typedef enum {
   /**
@@ -170,6 +172,17 @@ typedef enum {
    * A bug in kiln: an invariant did not hold (kind `internal`).
    */
   KILN_ERR_INTERNAL = 16,
+  /**
+   * A path read from a build ref (`kiln_ref_read_file`, `kiln_ref_read_dir`,
+   * `kiln_ref_stat_file`) does not exist (kind `not_found`); the message names the path.
+   */
+  KILN_ERR_NOT_FOUND = 17,
+  /**
+   * A build callback failed (kind `callback`): it returned nonzero or called
+   * `kiln_build_ctx_fail`; the message is the one it gave, `kiln_error_exit_code` the value it
+   * returned.
+   */
+  KILN_ERR_CALLBACK = 18,
   /**
    * An engine error kind newer than this library's mapping (kind as the engine names it).
    */
@@ -268,8 +281,8 @@ typedef enum {
 } kiln_cache_sharing;
 
 /**
- * An owned byte buffer (a marshalled LLB definition). Immutable; any thread; freed with
- * `kiln_bytes_free`.
+ * An owned byte buffer (a marshalled LLB definition, or file contents read from a build ref).
+ * Immutable; any thread; freed with `kiln_bytes_free`.
  */
 typedef struct kiln_bytes kiln_bytes;
 
@@ -636,8 +649,9 @@ void kiln_error_free(kiln_error **err);
 kiln_status kiln_error_status(const kiln_error *err);
 
 /**
- * The stable lowercase kind name (`"exec"`, `"option"`, ..., or for API misuse
- * `"null_argument"`, `"invalid_utf8"`, `"invalid_argument"`, `"panic"`, `"wrong_thread"`).
+ * The stable lowercase kind name (`"exec"`, `"option"`, ..., `"not_found"`, `"callback"`, or for
+ * API misuse `"null_argument"`, `"invalid_utf8"`, `"invalid_argument"`, `"panic"`,
+ * `"wrong_thread"`).
  * Borrowed: valid until the error is freed. NULL if `err` is NULL.
  *
  * Thread safety: any thread, concurrently.
@@ -653,8 +667,9 @@ const char *kiln_error_kind(const kiln_error *err);
 const char *kiln_error_message(const kiln_error *err);
 
 /**
- * The exit code of the failed process for KILN_ERR_EXEC (128+signal when killed by a signal);
- * -1 for every other error and for a NULL `err`.
+ * The exit code of the failed process for KILN_ERR_EXEC (128+signal when killed by a signal),
+ * the value the build callback returned for KILN_ERR_CALLBACK; -1 for every other error and for
+ * a NULL `err`.
  *
  * Thread safety: any thread, concurrently.
  */

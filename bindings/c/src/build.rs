@@ -149,12 +149,34 @@ impl Drop for InCallback {
     }
 }
 
-/// Runs `f` to completion on the library's runtime from a thread that may block: a build
-/// callback's thread or a thread of the caller's.
-fn block_on<T>(what: &str, f: impl Future<Output = T>) -> Result<T, kiln_error> {
-    if !IN_CALLBACK.with(Cell::get) {
-        not_on_runtime_thread(what)?;
+/// Clears the build callback's mark while a progress callback runs on its thread (a warning
+/// is delivered on the thread that gives it): in there, ctx and ref calls are refused as on
+/// every other kiln thread (a solve would wait for the progress delivery it is inside of).
+pub(crate) struct ProgressDelivery(bool);
+
+impl ProgressDelivery {
+    pub(crate) fn enter() -> ProgressDelivery {
+        ProgressDelivery(IN_CALLBACK.with(|c| c.replace(false)))
     }
+}
+
+impl Drop for ProgressDelivery {
+    fn drop(&mut self) {
+        IN_CALLBACK.with(|c| c.set(self.0));
+    }
+}
+
+/// Ctx and ref calls are made on a build callback's thread or a thread of the caller's.
+fn check_thread(what: &str) -> Result<(), kiln_error> {
+    if IN_CALLBACK.with(Cell::get) {
+        return Ok(());
+    }
+    not_on_runtime_thread(what)
+}
+
+/// Runs `f` to completion on the library's runtime from a thread that may block.
+fn block_on<T>(what: &str, f: impl Future<Output = T>) -> Result<T, kiln_error> {
+    check_thread(what)?;
     Ok(runtime()?.block_on(f))
 }
 
@@ -266,8 +288,11 @@ fn run_callback(cb: BuildFn, ud: UserData, ctx: BuildContext, shared: Arc<BuildS
     Err(e)
 }
 
-fn ctx_arg<'a>(ctx: *mut kiln_build_ctx) -> Result<&'a kiln_build_ctx, kiln_error> {
-    ref_arg(ctx.cast_const(), "ctx")
+/// The context of a ctx call made from an allowed thread (see `kiln_build_ctx`).
+fn ctx_arg<'a>(ctx: *mut kiln_build_ctx, what: &str) -> Result<&'a kiln_build_ctx, kiln_error> {
+    let c = ref_arg(ctx.cast_const(), "ctx")?;
+    check_thread(what)?;
+    Ok(c)
 }
 
 fn solve_into(
@@ -278,7 +303,7 @@ fn solve_into(
 ) -> kiln_status {
     guard(err, || {
         let out = out_arg(out, "out")?;
-        let c = ctx_arg(ctx)?;
+        let c = ctx_arg(ctx, "kiln_build_ctx_solve")?;
         let def = def()?;
         let r = block_on("kiln_build_ctx_solve", c.ctx.solve(&def, SolveRequest::default()))??;
         put(out, c.build.track(r));
@@ -338,7 +363,7 @@ pub extern "C" fn kiln_build_ctx_set_result(
     err: *mut *mut kiln_error,
 ) -> kiln_status {
     guard(err, || {
-        let c = ctx_arg(ctx)?;
+        let c = ctx_arg(ctx, "kiln_build_ctx_set_result")?;
         let r = own_ref(c, r#ref)?;
         Ok(c.ctx.set_result(BuildOutput::of(r))?)
     })
@@ -355,7 +380,7 @@ pub extern "C" fn kiln_build_ctx_set_result_state(
     err: *mut *mut kiln_error,
 ) -> kiln_status {
     guard(err, || {
-        let c = ctx_arg(ctx)?;
+        let c = ctx_arg(ctx, "kiln_build_ctx_set_result_state")?;
         let st = &ref_arg(state, "state")?.st;
         let def = st.to_definition()?;
         let r = block_on("kiln_build_ctx_set_result_state", c.ctx.solve(&def, SolveRequest::default()))??;
@@ -374,7 +399,7 @@ pub extern "C" fn kiln_build_ctx_warn(
     message: *const c_char,
 ) -> kiln_status {
     guard(ptr::null_mut(), || {
-        let c = ctx_arg(ctx)?;
+        let c = ctx_arg(ctx, "kiln_build_ctx_warn")?;
         c.ctx.warn(str_arg(vertex, "vertex")?, str_arg(message, "message")?);
         Ok(())
     })
@@ -388,7 +413,7 @@ pub extern "C" fn kiln_build_ctx_warn(
 #[no_mangle]
 pub extern "C" fn kiln_build_ctx_fail(ctx: *mut kiln_build_ctx, message: *const c_char) -> kiln_status {
     guard(ptr::null_mut(), || {
-        let c = ctx_arg(ctx)?;
+        let c = ctx_arg(ctx, "kiln_build_ctx_fail")?;
         let m = str_arg(message, "message")?;
         *lock(&c.build.failure) = Some(kiln_error::callback(0, m));
         Ok(())
@@ -403,7 +428,7 @@ pub extern "C" fn kiln_build_ctx_fail(ctx: *mut kiln_build_ctx, message: *const 
 #[no_mangle]
 pub extern "C" fn kiln_build_ctx_fail_with(ctx: *mut kiln_build_ctx, error: *const kiln_error) -> kiln_status {
     guard(ptr::null_mut(), || {
-        let c = ctx_arg(ctx)?;
+        let c = ctx_arg(ctx, "kiln_build_ctx_fail_with")?;
         let e = ref_arg(error, "error")?.clone();
         *lock(&c.build.failure) = Some(e);
         Ok(())

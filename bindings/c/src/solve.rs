@@ -159,6 +159,7 @@ impl ProgressGate {
         let sink = ProgressSink::new(move |ev| {
             let guard = open.lock().unwrap_or_else(|p| p.into_inner());
             if *guard {
+                let _mark = crate::build::ProgressDelivery::enter();
                 // A panic while building the event must not unwind into the solver.
                 let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| deliver(cb, ud, &ev)));
             }

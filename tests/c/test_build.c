@@ -2,7 +2,8 @@
  * from refs (whole, ranged, directory listings with a pattern, stats, missing paths), a second
  * graph chosen by a file's content set as the result and exported, the set-once result, failing
  * callbacks (with a code, a message, a passed-on error), refs used after their build, reads that
- * cannot escape the ref, thread rules, and no leak after 20 failing builds. */
+ * cannot escape the ref, thread rules, concurrent builds, cancellation, and no leak after 20
+ * failing builds. */
 #include "common.h"
 #include <pthread.h>
 #include <stdint.h>
@@ -88,6 +89,12 @@ struct main_build {
   const kiln_engine *engine;
   int ran;
   kiln_ref *kept; /* a ref kept past the build, to check it is cut off */
+  int warned;
+  /* Set while the callback warns: the progress callback (delivered on the thread that warns)
+   * tries ctx and ref calls, which are refused there. */
+  kiln_build_ctx *warning_ctx;
+  const kiln_ref *warning_ref;
+  kiln_status warn_in_progress, read_in_progress;
 };
 
 static int main_cb(kiln_build_ctx *ctx, void *user_data) {
@@ -192,7 +199,13 @@ static int main_cb(kiln_build_ctx *ctx, void *user_data) {
     kiln_state_free(&sc);
   }
 
+  m->warning_ctx = ctx;
+  m->warning_ref = r;
   CHECK_OK(kiln_build_ctx_warn(ctx, "first-graph", "chose the second graph from /choice"));
+  m->warning_ctx = NULL;
+  m->warning_ref = NULL;
+  CHECK_STATUS(m->warn_in_progress, KILN_ERR_WRONG_THREAD);
+  CHECK_STATUS(m->read_in_progress, KILN_ERR_WRONG_THREAD);
   CHECK_STATUS(kiln_build_ctx_warn(ctx, NULL, "x"), KILN_ERR_NULL_ARGUMENT);
 
   /* The second graph, chosen by the file's content, becomes the result: once. */
@@ -216,8 +229,15 @@ static int main_cb(kiln_build_ctx *ctx, void *user_data) {
 }
 
 static void on_progress(const kiln_progress_event *ev, void *userdata) {
-  int *warned = userdata;
-  if (ev->kind == KILN_PROGRESS_WARNING && contains(ev->message, "first-graph: chose the second graph")) (*warned)++;
+  struct main_build *m = userdata;
+  if (ev->kind != KILN_PROGRESS_WARNING || !contains(ev->message, "first-graph: chose the second graph")) return;
+  m->warned++;
+  if (m->warning_ctx != NULL) {
+    kiln_bytes *b = NULL;
+    m->warn_in_progress = kiln_build_ctx_warn(m->warning_ctx, "progress", "nested");
+    m->read_in_progress = kiln_ref_read_file(m->warning_ref, "/choice", 0, SIZE_MAX, &b, NULL);
+    kiln_bytes_free(&b);
+  }
 }
 
 static void main_build(const kiln_engine *engine, const char *tmp) {
@@ -225,10 +245,9 @@ static void main_build(const kiln_engine *engine, const char *tmp) {
   char *csv = NULL;
   if (asprintf(&csv, "type=local,dest=%s", out) < 0) exit(2);
   kiln_solve_opts *o = opts_with_rootfs();
-  int warned = 0;
+  struct main_build m = {engine, 0, NULL, 0, NULL, NULL, KILN_OK, KILN_OK};
   CHECK_OK(kiln_solve_opts_add_output(o, csv));
-  CHECK_OK(kiln_solve_opts_set_progress(o, on_progress, &warned));
-  struct main_build m = {engine, 0, NULL};
+  CHECK_OK(kiln_solve_opts_set_progress(o, on_progress, &m));
   kiln_result *res = NULL;
   kiln_error *e = NULL;
   CHECK_OK(kiln_engine_build(engine, o, main_cb, &m, &res, &e));
@@ -236,7 +255,7 @@ static void main_build(const kiln_engine *engine, const char *tmp) {
   kiln_error_free(&e);
   CHECK(m.ran == 1);
   CHECK(res != NULL && kiln_result_executed(res) >= 2);
-  CHECK(warned == 1);
+  CHECK(m.warned == 1);
   char *result = join(out, "result");
   char *got = read_file(result);
   CHECK(got != NULL && strcmp(got, "chosen-second\n") == 0);
@@ -489,6 +508,76 @@ static void cancelled_build(const kiln_engine *engine, const char *root) {
   kiln_solve_opts_free(&o);
 }
 
+/* ---- concurrent builds, each setting a state as its result ---- */
+
+struct concurrent {
+  const kiln_engine *engine;
+  const char *tmp;
+  int i;
+  kiln_status status;
+};
+
+static int concurrent_cb(kiln_build_ctx *ctx, void *user_data) {
+  struct concurrent *c = user_data;
+  char cmd[128];
+  snprintf(cmd, sizeof cmd, "cat /s > /own && echo own-%d >> /own", c->i);
+  kiln_state *shared = sh_graph("echo shared > /s");
+  kiln_state *own = NULL;
+  kiln_exec *ex = NULL;
+  const char *argv[] = {"/bin/sh", "-c", cmd};
+  kiln_ref *r = NULL;
+  kiln_bytes *b = NULL;
+  CHECK_OK(kiln_build_ctx_solve(ctx, shared, &r, NULL));
+  CHECK_OK(kiln_ref_read_file(r, "/s", 0, SIZE_MAX, &b, NULL));
+  CHECK_BYTES(b, "shared\n");
+  CHECK_OK(kiln_state_run(shared, argv, 3, NULL, &ex));
+  CHECK_OK(kiln_exec_root(ex, &own));
+  CHECK_OK(kiln_build_ctx_set_result_state(ctx, own, NULL));
+  kiln_ref_free(&r);
+  kiln_state_free(&own);
+  kiln_exec_free(&ex);
+  kiln_state_free(&shared);
+  return 0;
+}
+
+static void *concurrent_thread(void *arg) {
+  struct concurrent *c = arg;
+  char name[32], *out = NULL, *csv = NULL;
+  snprintf(name, sizeof name, "out-%d", c->i);
+  out = join(c->tmp, name);
+  if (asprintf(&csv, "type=local,dest=%s", out) < 0) exit(2);
+  kiln_solve_opts *o = opts_with_rootfs();
+  kiln_result *res = NULL;
+  CHECK_OK(kiln_solve_opts_add_output(o, csv));
+  c->status = kiln_engine_build(c->engine, o, concurrent_cb, c, &res, NULL);
+  char *own = join(out, "own");
+  char *got = read_file(own);
+  char want[32];
+  snprintf(want, sizeof want, "shared\nown-%d\n", c->i);
+  CHECK(got != NULL && strcmp(got, want) == 0);
+  free(got);
+  free(own);
+  kiln_result_free(&res);
+  kiln_solve_opts_free(&o);
+  free(csv);
+  free(out);
+  return NULL;
+}
+
+static void concurrent_builds(const kiln_engine *engine, const char *tmp) {
+  enum { N = 6 };
+  struct concurrent c[N];
+  pthread_t t[N];
+  for (int i = 0; i < N; i++) {
+    c[i] = (struct concurrent){engine, tmp, i, KILN_ERR_INTERNAL};
+    CHECK(pthread_create(&t[i], NULL, concurrent_thread, &c[i]) == 0);
+  }
+  for (int i = 0; i < N; i++) {
+    pthread_join(t[i], NULL);
+    CHECK_OK(c[i].status);
+  }
+}
+
 /* ---- no leak after failing builds ---- */
 
 /* How many mounts of this process's namespace mention `root`. */
@@ -596,6 +685,7 @@ int main(void) {
     kiln_result_free(&res);
     kiln_solve_opts_free(&o);
   }
+  concurrent_builds(e, tmp);
   cancelled_build(e, root);
   no_leaks(e, root);
 

@@ -41,8 +41,8 @@
  *   blocking calls it needs are allowed: kiln_build_ctx_* (also from the caller's own threads
  *   while the callback runs) and kiln_ref_* (from any thread of the caller's). The
  *   kiln_build_ctx is borrowed for the duration of the callback only. kiln_ref handles are owned
- *   by the caller (kiln_ref_free), usable until their build ends and afterwards return
- *   KILN_ERR_UNSUPPORTED from every call: never undefined behaviour.
+ *   by the caller (kiln_ref_free), usable while the callback runs; once the build has ended
+ *   every call on them returns KILN_ERR_UNSUPPORTED: never undefined behaviour.
  */
 
 
@@ -362,9 +362,10 @@ typedef struct kiln_file_stat kiln_file_stat;
  * stat its paths, force it to exist, or set it as the build's result. Owned by the caller, who
  * frees it with `kiln_ref_free` — during the build or after it.
  *
- * A ref is usable until its build ends (`kiln_engine_build` returns): then kiln releases what
- * it points at, and every later call on it returns KILN_ERR_UNSUPPORTED saying the build has
- * ended (never undefined behaviour); only `kiln_ref_free` remains useful.
+ * A ref is usable while its build's callback runs. Once the callback has returned, the build
+ * ends and releases what the ref points at: calls on it then return KILN_ERR_UNSUPPORTED saying
+ * the build has ended (never undefined behaviour; certainly so once `kiln_engine_build` has
+ * returned), and only `kiln_ref_free` remains useful.
  *
  * Thread safety: immutable; any thread may read one ref concurrently (not kiln's own threads,
  * e.g. a progress callback: KILN_ERR_WRONG_THREAD).

@@ -37,9 +37,10 @@ pub struct kiln_build_ctx {
 /// stat its paths, force it to exist, or set it as the build's result. Owned by the caller, who
 /// frees it with `kiln_ref_free` — during the build or after it.
 ///
-/// A ref is usable until its build ends (`kiln_engine_build` returns): then kiln releases what
-/// it points at, and every later call on it returns KILN_ERR_UNSUPPORTED saying the build has
-/// ended (never undefined behaviour); only `kiln_ref_free` remains useful.
+/// A ref is usable while its build's callback runs. Once the callback has returned, the build
+/// ends and releases what the ref points at: calls on it then return KILN_ERR_UNSUPPORTED saying
+/// the build has ended (never undefined behaviour; certainly so once `kiln_engine_build` has
+/// returned), and only `kiln_ref_free` remains useful.
 ///
 /// Thread safety: immutable; any thread may read one ref concurrently (not kiln's own threads,
 /// e.g. a progress callback: KILN_ERR_WRONG_THREAD).

@@ -5,6 +5,7 @@
  * cannot escape the ref, thread rules, concurrent builds, cancellation, and no leak after 20
  * failing builds. */
 #include "common.h"
+#include <dirent.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <sys/stat.h>
@@ -605,6 +606,20 @@ static int snapshot_entries(const char *root) {
   return n;
 }
 
+/* How many containers runc still knows under the engine root (its state dirs). */
+static int runc_containers(const char *root) {
+  char *dir = join(root, "runtime/runc");
+  int n = 0;
+  DIR *d = opendir(dir);
+  if (d != NULL) {
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) n += e->d_name[0] != '.';
+    closedir(d);
+  }
+  free(dir);
+  return n;
+}
+
 struct leak {
   const char *root;
   int i;
@@ -648,7 +663,7 @@ static void no_leaks(const kiln_engine *engine, const char *root) {
   size_t records0 = 0, records1 = 0;
   uint64_t bytes0 = 0, bytes1 = 0;
   CHECK_OK(kiln_engine_disk_usage(engine, &records0, &bytes0, NULL));
-  int mounts0 = mounts_of(root), snaps0 = snapshot_entries(root);
+  int mounts0 = mounts_of(root), snaps0 = snapshot_entries(root), containers0 = runc_containers(root);
   CHECK(snaps0 > 0);
   struct leak l = {root, 0, 0, NULL};
   for (l.i = 0; l.i < 20; l.i++) {
@@ -659,6 +674,7 @@ static void no_leaks(const kiln_engine *engine, const char *root) {
     CHECK_ERR(e, KILN_ERR_CALLBACK, "callback", want);
     CHECK(mounts_of(root) == mounts0);
     CHECK(snapshot_entries(root) == snaps0);
+    CHECK(runc_containers(root) == containers0);
     kiln_ref_free(&l.kept);
   }
   CHECK(l.view_mounted == 20);

@@ -27,15 +27,22 @@
  *   - constructors and functions taking only `const` handles may be called from any thread (but
  *     see the blocking calls below), also concurrently on the same handles: `const` handle
  *     arguments are only read, never mutated;
- *   - immutable handles (kiln_state, kiln_exec, kiln_result, kiln_error, kiln_bytes) and
- *     kiln_engine may be used from several threads at once;
+ *   - immutable handles (kiln_state, kiln_exec, kiln_result, kiln_error, kiln_bytes, kiln_ref,
+ *     kiln_file_stat, kiln_dir_entries) and kiln_engine may be used from several threads at once;
  *   - builders (kiln_solve_opts, kiln_exec_opts) are mutated through non-`const` arguments: no
  *     other call may use the same builder while one mutates it;
  *   - a free function must not race with any other use of the same handle.
  * - No panic crosses the boundary: an internal bug returns KILN_ERR_PANIC.
  * - kiln runs its engine on its own thread pool, started on first use. Blocking calls
- *   (kiln_engine_open, kiln_engine_solve*) return KILN_ERR_WRONG_THREAD when called from one of its
- *   threads (e.g. inside a progress callback). Do not use kiln in the child of a fork().
+ *   (kiln_engine_open, kiln_engine_solve*, kiln_engine_build, ...) return KILN_ERR_WRONG_THREAD
+ *   when called from one of its threads (e.g. inside a progress callback or a build callback).
+ *   Do not use kiln in the child of a fork().
+ * - Client-side builds (kiln_engine_build): the build callback runs on a kiln thread, where the
+ *   blocking calls it needs are allowed: kiln_build_ctx_* (also from the caller's own threads
+ *   while the callback runs) and kiln_ref_* (from any thread of the caller's). The
+ *   kiln_build_ctx is borrowed for the duration of the callback only. kiln_ref handles are owned
+ *   by the caller (kiln_ref_free), usable while the callback runs; once the build has ended
+ *   every call on them returns KILN_ERR_UNSUPPORTED: never undefined behaviour.
  */
 
 
@@ -97,8 +104,10 @@
  * The result of every fallible kiln function. Numbers are stable ABI: they never change
  * meaning, and a number that is retired stays reserved forever (it is never reused).
  *
- * 1..=16 mirror the engine's error kinds; 99 is a kind newer than this library's mapping (a
- * fallback that a matching build never returns); 100 and up are misuse of the C API itself.
+ * 1..=16 mirror the engine's error kinds; 17 and 18 belong to client-side builds
+ * (`kiln_engine_build`): a path missing from a build ref and a failed build callback; 99 is a
+ * kind newer than this library's mapping (a fallback that a matching build never returns); 100
+ * and up are misuse of the C API itself.
  */
 typedef enum {
   /**
@@ -170,6 +179,17 @@ typedef enum {
    * A bug in kiln: an invariant did not hold (kind `internal`).
    */
   KILN_ERR_INTERNAL = 16,
+  /**
+   * A path read from a build ref (`kiln_ref_read_file`, `kiln_ref_read_dir`,
+   * `kiln_ref_stat_file`) does not exist (kind `not_found`); the message names the path.
+   */
+  KILN_ERR_NOT_FOUND = 17,
+  /**
+   * A build callback failed (kind `callback`): it returned nonzero or called
+   * `kiln_build_ctx_fail`; the message is the one it gave, `kiln_error_exit_code` the value it
+   * returned.
+   */
+  KILN_ERR_CALLBACK = 18,
   /**
    * An engine error kind newer than this library's mapping (kind as the engine names it).
    */
@@ -268,8 +288,20 @@ typedef enum {
 } kiln_cache_sharing;
 
 /**
- * An owned byte buffer (a marshalled LLB definition). Immutable; any thread; freed with
- * `kiln_bytes_free`.
+ * The context of one client-side build, handed to the build callback. Borrowed: valid only
+ * until the callback returns (kiln frees it then); never free it.
+ *
+ * Thread safety: every `kiln_build_ctx_*` function may be called from the callback's thread and,
+ * while the callback runs, from any thread of the caller's, concurrently (e.g. inner solves in
+ * parallel from pthreads the callback starts and joins); all of those calls must have returned
+ * before the callback returns. Not from kiln's other threads, such as a progress callback
+ * (KILN_ERR_WRONG_THREAD).
+ */
+typedef struct kiln_build_ctx kiln_build_ctx;
+
+/**
+ * An owned byte buffer (a marshalled LLB definition, or file contents read from a build ref).
+ * Immutable; any thread; freed with `kiln_bytes_free`.
  */
 typedef struct kiln_bytes kiln_bytes;
 
@@ -280,6 +312,12 @@ typedef struct kiln_bytes kiln_bytes;
  * callback. Freed with `kiln_cancel_token_free` (options holding it keep their own reference).
  */
 typedef struct kiln_cancel_token kiln_cancel_token;
+
+/**
+ * The entries of a directory of a build ref (`kiln_ref_read_dir`), sorted by name. Immutable;
+ * any thread; freed with `kiln_dir_entries_free`.
+ */
+typedef struct kiln_dir_entries kiln_dir_entries;
 
 /**
  * An open engine holding one root directory (exclusively: a second engine on the same root gets
@@ -311,6 +349,28 @@ typedef struct kiln_exec kiln_exec;
  * builder: not for concurrent use; freed with `kiln_exec_opts_free`.
  */
 typedef struct kiln_exec_opts kiln_exec_opts;
+
+/**
+ * One path of a build ref: name, mode, owner, size, mtime and link target. Immutable; any
+ * thread; freed with `kiln_file_stat_free` (those returned by `kiln_dir_entries_get` are
+ * borrowed from their list instead).
+ */
+typedef struct kiln_file_stat kiln_file_stat;
+
+/**
+ * The result of an inner solve of a build (`kiln_build_ctx_solve`): read its files, list and
+ * stat its paths, force it to exist, or set it as the build's result. Owned by the caller, who
+ * frees it with `kiln_ref_free` — during the build or after it.
+ *
+ * A ref is usable while its build's callback runs. Once the callback has returned, the build
+ * ends and releases what the ref points at: calls on it then return KILN_ERR_UNSUPPORTED saying
+ * the build has ended (never undefined behaviour; certainly so once `kiln_engine_build` has
+ * returned), and only `kiln_ref_free` remains useful.
+ *
+ * Thread safety: immutable; any thread may read one ref concurrently (not kiln's own threads,
+ * e.g. a progress callback: KILN_ERR_WRONG_THREAD).
+ */
+typedef struct kiln_ref kiln_ref;
 
 /**
  * The outcome of a successful solve. Immutable; any thread; freed with `kiln_result_free`.
@@ -393,6 +453,15 @@ typedef struct {
  * `kiln_engine_solve` (that returns KILN_ERR_WRONG_THREAD) and should return quickly.
  */
 typedef void (*kiln_progress_cb)(const kiln_progress_event *ev, void *userdata);
+
+/**
+ * The build callback. It runs once, on a kiln thread (not the thread that called
+ * `kiln_engine_build`), with the build's context and the caller's `user_data`. It returns 0 for
+ * success and nonzero to fail the build (KILN_ERR_CALLBACK with that value as
+ * `kiln_error_exit_code`, and the message or error given to `kiln_build_ctx_fail` /
+ * `kiln_build_ctx_fail_with` if the callback called one).
+ */
+typedef int (*kiln_build_cb)(kiln_build_ctx *ctx, void *user_data);
 
 #ifdef __cplusplus
 extern "C" {
@@ -636,8 +705,9 @@ void kiln_error_free(kiln_error **err);
 kiln_status kiln_error_status(const kiln_error *err);
 
 /**
- * The stable lowercase kind name (`"exec"`, `"option"`, ..., or for API misuse
- * `"null_argument"`, `"invalid_utf8"`, `"invalid_argument"`, `"panic"`, `"wrong_thread"`).
+ * The stable lowercase kind name (`"exec"`, `"option"`, ..., `"not_found"`, `"callback"`, or for
+ * API misuse `"null_argument"`, `"invalid_utf8"`, `"invalid_argument"`, `"panic"`,
+ * `"wrong_thread"`).
  * Borrowed: valid until the error is freed. NULL if `err` is NULL.
  *
  * Thread safety: any thread, concurrently.
@@ -653,8 +723,9 @@ const char *kiln_error_kind(const kiln_error *err);
 const char *kiln_error_message(const kiln_error *err);
 
 /**
- * The exit code of the failed process for KILN_ERR_EXEC (128+signal when killed by a signal);
- * -1 for every other error and for a NULL `err`.
+ * The exit code of the failed process for KILN_ERR_EXEC (128+signal when killed by a signal),
+ * the value the build callback returned for KILN_ERR_CALLBACK; -1 for every other error and for
+ * a NULL `err`.
  *
  * Thread safety: any thread, concurrently.
  */
@@ -1371,6 +1442,254 @@ kiln_status kiln_engine_disk_usage_of(const kiln_engine *engine,
                                       size_t *records,
                                       uint64_t *bytes,
                                       kiln_error **err);
+
+/**
+ * Runs a client-side build on `engine`: calls `callback(ctx, user_data)` once, on a kiln thread,
+ * and blocks until the build has ended. Inside the callback, `kiln_build_ctx_solve` solves
+ * graphs into refs to read, and `kiln_build_ctx_set_result` (or `_set_result_state`) sets the
+ * result, which then goes to the outputs and cache exports of `opts` (NULL: none) like a solve's
+ * (a callback that sets no result exports the empty filesystem). Locals, secrets, cache imports,
+ * platform and entitlements of `opts` apply to every inner solve; its progress callback gets
+ * the events of every inner solve and the build's warnings; its cancel token cancels the whole
+ * build (KILN_ERR_CANCELLED; calls the callback is making then fail, and the build still waits
+ * for the callback to return).
+ *
+ * On success `*out` holds a new result (caller owns it; free with `kiln_result_free`) with the
+ * exporters' response and the counts of every inner solve. On failure the status and `*err` (if
+ * `err` is non-NULL; caller frees it) say why: KILN_ERR_CALLBACK when the callback returned
+ * nonzero or called `kiln_build_ctx_fail` (or the error it passed to `kiln_build_ctx_fail_with`,
+ * unchanged), KILN_ERR_DEFINITION "result already set", an export error, ...
+ *
+ * When this returns — success or failure — the callback has returned, no progress callback
+ * runs any more, and everything the build held is released: no container runs, no mount stays,
+ * no snapshot is left unrecorded, and every `kiln_ref` of the build is cut off (later calls on
+ * it return KILN_ERR_UNSUPPORTED; the caller still frees each with `kiln_ref_free`).
+ * `user_data` is only passed to the callback; kiln never reads it.
+ *
+ * Thread safety: `engine` and `opts` are only read; several builds and solves may run on one
+ * engine at once. Must not be called from a kiln thread, e.g. inside a build or progress
+ * callback (KILN_ERR_WRONG_THREAD): solve from a callback with `kiln_build_ctx_solve`.
+ */
+kiln_status kiln_engine_build(const kiln_engine *engine,
+                              const kiln_solve_opts *opts,
+                              kiln_build_cb callback,
+                              void *user_data,
+                              kiln_result **out,
+                              kiln_error **err);
+
+/**
+ * Solves `state` inside the build (with the build's options, sharing work with every other
+ * solve and build on the engine) into `*out`: a new ref the caller owns and frees with
+ * `kiln_ref_free`. A result the cache already knows is loaded only when first read, evaluated
+ * or exported. Errors as `kiln_engine_solve` (KILN_ERR_EXEC with exit code and log tail, ...).
+ *
+ * Thread safety: see `kiln_build_ctx`.
+ */
+kiln_status kiln_build_ctx_solve(kiln_build_ctx *ctx,
+                                 const kiln_state *state,
+                                 kiln_ref **out,
+                                 kiln_error **err);
+
+/**
+ * Like `kiln_build_ctx_solve`, for a marshalled LLB definition in `data[0..len]` (copied).
+ * Malformed bytes: KILN_ERR_DEFINITION.
+ *
+ * Thread safety: see `kiln_build_ctx`.
+ */
+kiln_status kiln_build_ctx_solve_definition(kiln_build_ctx *ctx,
+                                            const uint8_t *data,
+                                            size_t len,
+                                            kiln_ref **out,
+                                            kiln_error **err);
+
+/**
+ * Sets the build's result to `ref` (a ref of this build; only read: the caller still frees it).
+ * Once per build: a second call returns KILN_ERR_DEFINITION "result already set" and the first
+ * result stays.
+ *
+ * Thread safety: see `kiln_build_ctx`.
+ */
+kiln_status kiln_build_ctx_set_result(kiln_build_ctx *ctx, const kiln_ref *ref, kiln_error **err);
+
+/**
+ * Solves `state` (as `kiln_build_ctx_solve`) and sets the result to it, with the image config
+ * of `state` (env, cwd, ...) for image outputs. Once per build, as `kiln_build_ctx_set_result`.
+ *
+ * Thread safety: see `kiln_build_ctx`.
+ */
+kiln_status kiln_build_ctx_set_result_state(kiln_build_ctx *ctx,
+                                            const kiln_state *state,
+                                            kiln_error **err);
+
+/**
+ * Reports a warning about `vertex` (an op digest, or any name to show) with `message` (both
+ * copied) as a KILN_PROGRESS_WARNING event `vertex: message` of the build.
+ *
+ * Thread safety: see `kiln_build_ctx`.
+ */
+kiln_status kiln_build_ctx_warn(kiln_build_ctx *ctx, const char *vertex, const char *message);
+
+/**
+ * Fails the build with `message` (copied): `kiln_engine_build` returns KILN_ERR_CALLBACK with
+ * this message (and the callback's return value as `kiln_error_exit_code`), even if the
+ * callback then returns 0. A later call replaces the error.
+ *
+ * Thread safety: see `kiln_build_ctx`.
+ */
+kiln_status kiln_build_ctx_fail(kiln_build_ctx *ctx, const char *message);
+
+/**
+ * Fails the build with a copy of `error` (e.g. one a ctx or ref call returned; the caller still
+ * frees its own): `kiln_engine_build` returns it unchanged — status, kind, message, exit code,
+ * vertex, log tail — even if the callback then returns 0. A later call replaces the error.
+ *
+ * Thread safety: see `kiln_build_ctx`.
+ */
+kiln_status kiln_build_ctx_fail_with(kiln_build_ctx *ctx, const kiln_error *error);
+
+/**
+ * Reads the file at `path` of `ref` into `*out` (a new buffer the caller owns; free with
+ * `kiln_bytes_free`): `length` bytes from `offset` (fewer at the end of the file, none past it);
+ * `length == SIZE_MAX` reads to the end, so `(0, SIZE_MAX)` is the whole file and `length == 0`
+ * reads nothing. Paths resolve inside the ref: `..` and symlinks (absolute or relative) never
+ * leave it; symlinks are followed inside it. A missing path is KILN_ERR_NOT_FOUND, a directory
+ * KILN_ERR_FILE_OP.
+ *
+ * Thread safety: see `kiln_ref`.
+ */
+kiln_status kiln_ref_read_file(const kiln_ref *ref,
+                               const char *path,
+                               uint64_t offset,
+                               size_t length,
+                               kiln_bytes **out,
+                               kiln_error **err);
+
+/**
+ * Lists the directory at `path` of `ref` into `*out` (a new list the caller owns; free with
+ * `kiln_dir_entries_free`), sorted by name; with `include_pattern` (NULL or "": every entry)
+ * only the entries whose name it matches (`*`, `?`, `[...]`, `**`, as BuildKit's include
+ * patterns). Symlinks are listed, not followed. Paths resolve inside the ref as in
+ * `kiln_ref_read_file`. A missing path is KILN_ERR_NOT_FOUND.
+ *
+ * Thread safety: see `kiln_ref`.
+ */
+kiln_status kiln_ref_read_dir(const kiln_ref *ref,
+                              const char *path,
+                              const char *include_pattern,
+                              kiln_dir_entries **out,
+                              kiln_error **err);
+
+/**
+ * What is at `path` of `ref` (symlinks followed inside the ref; the name is the path's last
+ * component) into `*out` (a new stat the caller owns; free with `kiln_file_stat_free`). A missing
+ * path is KILN_ERR_NOT_FOUND.
+ *
+ * Thread safety: see `kiln_ref`.
+ */
+kiln_status kiln_ref_stat_file(const kiln_ref *ref,
+                               const char *path,
+                               kiln_file_stat **out,
+                               kiln_error **err);
+
+/**
+ * Forces the result of `ref` to exist locally (executes it, or fetches it from an imported
+ * cache, when the solve only knew it was available). Errors as `kiln_engine_solve`.
+ *
+ * Thread safety: see `kiln_ref`.
+ */
+kiln_status kiln_ref_evaluate(const kiln_ref *ref, kiln_error **err);
+
+/**
+ * Frees a ref and sets `*ref` to NULL (NULL / `*ref == NULL`: no-op). Allowed during the build
+ * (what the ref read through is released at once if nothing else uses it) and after it.
+ *
+ * Thread safety: must not race with any other use of the same ref.
+ */
+void kiln_ref_free(kiln_ref **ref);
+
+/**
+ * The name: the entry's name for `kiln_ref_read_dir`, the path's last component for
+ * `kiln_ref_stat_file` (`/` for the root). Borrowed: valid until the stat (or its list) is
+ * freed. NULL if `stat` is NULL.
+ *
+ * Thread safety: any thread, concurrently.
+ */
+const char *kiln_file_stat_name(const kiln_file_stat *stat);
+
+/**
+ * The Unix `st_mode`: file type bits (test with `S_ISDIR`, `S_ISREG`, `S_ISLNK`, ...) and
+ * permission bits including setuid, setgid and sticky. 0 if `stat` is NULL.
+ *
+ * Thread safety: any thread, concurrently.
+ */
+uint32_t kiln_file_stat_mode(const kiln_file_stat *stat);
+
+/**
+ * The owner's user id; 0 if `stat` is NULL.
+ *
+ * Thread safety: any thread, concurrently.
+ */
+uint32_t kiln_file_stat_uid(const kiln_file_stat *stat);
+
+/**
+ * The owner's group id; 0 if `stat` is NULL.
+ *
+ * Thread safety: any thread, concurrently.
+ */
+uint32_t kiln_file_stat_gid(const kiln_file_stat *stat);
+
+/**
+ * The size in bytes (0 for directories, as BuildKit reports them); 0 if `stat` is NULL.
+ *
+ * Thread safety: any thread, concurrently.
+ */
+uint64_t kiln_file_stat_size(const kiln_file_stat *stat);
+
+/**
+ * The modification time in nanoseconds since the Unix epoch; 0 if `stat` is NULL.
+ *
+ * Thread safety: any thread, concurrently.
+ */
+int64_t kiln_file_stat_mtime_ns(const kiln_file_stat *stat);
+
+/**
+ * The target of a symlink as stored (not resolved); NULL for anything else or if `stat` is
+ * NULL. Borrowed: valid until the stat (or its list) is freed.
+ *
+ * Thread safety: any thread, concurrently.
+ */
+const char *kiln_file_stat_link_target(const kiln_file_stat *stat);
+
+/**
+ * Frees a stat from `kiln_ref_stat_file` and sets `*stat` to NULL (NULL / `*stat == NULL`:
+ * no-op). Never for one borrowed from `kiln_dir_entries_get`.
+ *
+ * Thread safety: must not race with any other use of the same stat.
+ */
+void kiln_file_stat_free(kiln_file_stat **stat);
+
+/**
+ * How many entries the list holds; 0 if `entries` is NULL.
+ *
+ * Thread safety: any thread, concurrently.
+ */
+size_t kiln_dir_entries_len(const kiln_dir_entries *entries);
+
+/**
+ * Entry `index` (0-based, in name order); NULL if out of range or `entries` is NULL. Borrowed:
+ * valid until the list is freed; never free it.
+ *
+ * Thread safety: any thread, concurrently.
+ */
+const kiln_file_stat *kiln_dir_entries_get(const kiln_dir_entries *entries, size_t index);
+
+/**
+ * Frees a directory listing (and every entry borrowed from it) and sets `*entries` to NULL
+ * (NULL / `*entries == NULL`: no-op).
+ *
+ * Thread safety: must not race with any other use of the same list.
+ */
+void kiln_dir_entries_free(kiln_dir_entries **entries);
 
 #ifdef __cplusplus
 }  // extern "C"

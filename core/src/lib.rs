@@ -25,6 +25,7 @@ pub mod build;
 pub mod digest;
 pub mod engine;
 pub mod error;
+pub mod frontend;
 pub mod graph;
 pub mod options;
 pub mod progress;

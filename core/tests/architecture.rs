@@ -15,6 +15,7 @@ const LAYERS: &[&[&str]] = &[
     &["cache", "remotecache"],
     &["solver"],
     &["build"],
+    &["frontend"],
     &["engine"],
 ];
 

@@ -36,6 +36,8 @@ static void every_kind_has_its_own_status(void) {
   CHECK(KILN_ERR_EXEC == 3);
   CHECK(KILN_ERR_ROOT_IN_USE == 12);
   CHECK(KILN_ERR_INTERNAL == 16);
+  CHECK(KILN_ERR_NOT_FOUND == 17);
+  CHECK(KILN_ERR_CALLBACK == 18);
   CHECK(KILN_ERR_UNKNOWN == 99);
   CHECK(KILN_ERR_NULL_ARGUMENT == 100);
   CHECK(KILN_ERR_INVALID_UTF8 == 101);
@@ -44,7 +46,7 @@ static void every_kind_has_its_own_status(void) {
   CHECK(KILN_ERR_WRONG_THREAD == 104);
   for (int s = 0; s < 200; s++) {
     const char *name = kiln_status_name(s);
-    int assigned = (s >= 0 && s <= 16) || s == 99 || (s >= 100 && s <= 104);
+    int assigned = (s >= 0 && s <= 18) || s == 99 || (s >= 100 && s <= 104);
     CHECK((name != NULL) == assigned);
   }
 }

@@ -6,11 +6,18 @@ use crate::ffi::{catch, guard, out_arg, put, ref_arg, take_free};
 use crate::state::kiln_state;
 use std::ptr;
 
-/// An owned byte buffer (a marshalled LLB definition). Immutable; any thread; freed with
-/// `kiln_bytes_free`.
+/// An owned byte buffer (a marshalled LLB definition, or file contents read from a build ref).
+/// Immutable; any thread; freed with `kiln_bytes_free`.
 #[allow(non_camel_case_types)]
 pub struct kiln_bytes {
     data: Vec<u8>,
+}
+
+impl kiln_bytes {
+    /// A buffer holding `data`.
+    pub(crate) fn new(data: Vec<u8>) -> kiln_bytes {
+        kiln_bytes { data }
+    }
 }
 
 /// Marshals `state` into an LLB definition (BuildKit's `pb.Definition` protobuf) in `*out`

@@ -8,7 +8,7 @@ use crate::ffi::{
 };
 use crate::solve::{kiln_solve_opts, ProgressGate};
 use crate::state::kiln_state;
-use kiln::engine::{Engine, EngineOptions, SnapshotterKind, SolveOptions};
+use kiln::engine::{Engine, EngineOptions, SnapshotterKind, SolveOptions, SolveResult};
 use kiln::solver::display::{DisplayMode, StderrDisplay};
 use kiln::Definition;
 use std::ffi::{c_char, CString};
@@ -206,6 +206,53 @@ pub extern "C" fn kiln_engine_free(engine: *mut *mut kiln_engine) {
     })
 }
 
+/// A solve's (or build's) options from `opts` (NULL: defaults) with its progress delivery
+/// wired in: the C callback (closed by [`Progress::finish`]) and the stderr display.
+pub(crate) fn solve_options(opts: *const kiln_solve_opts) -> Result<(SolveOptions, Progress), kiln_error> {
+    // A cancel token set on the options travels inside them (`SolveOptions::cancel`): the
+    // solve then returns Cancelled once its own steps have cleaned up.
+    let (mut so, progress, display) = if opts.is_null() {
+        (SolveOptions::default(), None, DisplayMode::Quiet)
+    } else {
+        let o = ref_arg(opts, "opts")?;
+        (o.inner.clone(), o.progress, o.display)
+    };
+    let (sink, gate) = ProgressGate::sink(progress);
+    let display = StderrDisplay::new(display);
+    so.progress = match &display {
+        Some(d) => sink.tee(d.sink()),
+        None => sink,
+    };
+    Ok((so, Progress { gate, display }))
+}
+
+/// The progress delivery of one solve or build.
+pub(crate) struct Progress {
+    gate: ProgressGate,
+    display: Option<StderrDisplay>,
+}
+
+impl Progress {
+    /// Stops the C callback (returns once a running call has returned) and ends the display.
+    pub(crate) fn finish(&self) {
+        self.gate.close();
+        if let Some(d) = &self.display {
+            d.finish();
+        }
+    }
+}
+
+impl kiln_result {
+    /// The C view of a solve's (or build's) outcome.
+    pub(crate) fn of(r: &SolveResult) -> kiln_result {
+        kiln_result {
+            cached: r.cached,
+            executed: r.executed,
+            response: r.exporter_response.iter().map(|(k, v)| (cstring(k.as_str()), cstring(v.as_str()))).collect(),
+        }
+    }
+}
+
 fn solve_def(
     engine: *const kiln_engine,
     def: impl FnOnce() -> Result<(Definition, Option<kiln::graph::ImageConfig>), kiln_error>,
@@ -217,39 +264,15 @@ fn solve_def(
         let out = out_arg(out, "out")?;
         let engine = ref_arg(engine, "engine")?;
         let (def, image_config) = def()?;
-        // A cancel token set on the options travels inside them (`SolveOptions::cancel`): the
-        // solve then returns Cancelled once its own steps have cleaned up.
-        let (mut so, progress, display) = if opts.is_null() {
-            (SolveOptions::default(), None, DisplayMode::Quiet)
-        } else {
-            let o = ref_arg(opts, "opts")?;
-            (o.inner.clone(), o.progress, o.display)
-        };
+        not_on_runtime_thread("kiln_engine_solve")?;
+        let rt = runtime()?;
+        let (mut so, progress) = solve_options(opts)?;
         if let Some(ic) = image_config {
             so.image_config = ic;
         }
-        not_on_runtime_thread("kiln_engine_solve")?;
-        let rt = runtime()?;
-        let (sink, gate) = ProgressGate::sink(progress);
-        let display = StderrDisplay::new(display);
-        so.progress = match &display {
-            Some(d) => sink.tee(d.sink()),
-            None => sink,
-        };
         let r = rt.block_on(engine.engine.solve(&def, so));
-        gate.close();
-        if let Some(d) = &display {
-            d.finish();
-        }
-        let r = r?;
-        put(
-            out,
-            kiln_result {
-                cached: r.cached,
-                executed: r.executed,
-                response: r.exporter_response.iter().map(|(k, v)| (cstring(k.as_str()), cstring(v.as_str()))).collect(),
-            },
-        );
+        progress.finish();
+        put(out, kiln_result::of(&r?));
         Ok(())
     })
 }

@@ -11,8 +11,10 @@ use std::ptr;
 /// The result of every fallible kiln function. Numbers are stable ABI: they never change
 /// meaning, and a number that is retired stays reserved forever (it is never reused).
 ///
-/// 1..=16 mirror the engine's error kinds; 99 is a kind newer than this library's mapping (a
-/// fallback that a matching build never returns); 100 and up are misuse of the C API itself.
+/// 1..=16 mirror the engine's error kinds; 17 and 18 belong to client-side builds
+/// (`kiln_engine_build`): a path missing from a build ref and a failed build callback; 99 is a
+/// kind newer than this library's mapping (a fallback that a matching build never returns); 100
+/// and up are misuse of the C API itself.
 #[allow(non_camel_case_types)]
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -52,6 +54,13 @@ pub enum kiln_status {
     KILN_ERR_IO = 15,
     /// A bug in kiln: an invariant did not hold (kind `internal`).
     KILN_ERR_INTERNAL = 16,
+    /// A path read from a build ref (`kiln_ref_read_file`, `kiln_ref_read_dir`,
+    /// `kiln_ref_stat_file`) does not exist (kind `not_found`); the message names the path.
+    KILN_ERR_NOT_FOUND = 17,
+    /// A build callback failed (kind `callback`): it returned nonzero or called
+    /// `kiln_build_ctx_fail`; the message is the one it gave, `kiln_error_exit_code` the value it
+    /// returned.
+    KILN_ERR_CALLBACK = 18,
     /// An engine error kind newer than this library's mapping (kind as the engine names it).
     KILN_ERR_UNKNOWN = 99,
     /// A required pointer argument was NULL (kind `null_argument`).
@@ -88,6 +97,8 @@ const STATUS_NAMES: &[(kiln_status, &str)] = &[
     (KILN_ERR_CANCELLED, "KILN_ERR_CANCELLED\0"),
     (KILN_ERR_IO, "KILN_ERR_IO\0"),
     (KILN_ERR_INTERNAL, "KILN_ERR_INTERNAL\0"),
+    (KILN_ERR_NOT_FOUND, "KILN_ERR_NOT_FOUND\0"),
+    (KILN_ERR_CALLBACK, "KILN_ERR_CALLBACK\0"),
     (KILN_ERR_UNKNOWN, "KILN_ERR_UNKNOWN\0"),
     (KILN_ERR_NULL_ARGUMENT, "KILN_ERR_NULL_ARGUMENT\0"),
     (KILN_ERR_INVALID_UTF8, "KILN_ERR_INVALID_UTF8\0"),
@@ -159,6 +170,26 @@ impl kiln_error {
         kiln_error::api(KILN_ERR_INVALID_ARGUMENT, "invalid_argument", message)
     }
 
+    /// The failure of a build callback that returned `code` (see KILN_ERR_CALLBACK).
+    pub(crate) fn callback(code: i32, message: impl Into<String>) -> kiln_error {
+        let mut e = kiln_error::api(KILN_ERR_CALLBACK, "callback", message);
+        e.exit_code = Some(code);
+        e
+    }
+
+    /// For a KILN_ERR_CALLBACK error, records the value the callback returned.
+    pub(crate) fn with_callback_code(mut self, code: i32) -> kiln_error {
+        if self.status == KILN_ERR_CALLBACK {
+            self.exit_code = Some(code);
+        }
+        self
+    }
+
+    /// The message as a Rust string.
+    pub(crate) fn message_string(&self) -> String {
+        self.message.to_string_lossy().into_owned()
+    }
+
     /// The status of this error.
     pub(crate) fn status(&self) -> kiln_status {
         self.status
@@ -196,14 +227,13 @@ impl From<&Error> for kiln_error {
             Error::Definition { op: Some(op), .. } => (None, Some(cstring(op.as_str())), Vec::new()),
             _ => (None, None, Vec::new()),
         };
-        kiln_error {
-            status: status_of_kind(e.kind()),
-            kind: cstring(e.kind().as_str()),
-            message: cstring(message),
-            exit_code,
-            vertex,
-            log_tail,
-        }
+        // A missing path is a file_op error to the engine; C gets a status of its own for it.
+        let (status, kind) = if e.is_not_found() {
+            (KILN_ERR_NOT_FOUND, "not_found")
+        } else {
+            (status_of_kind(e.kind()), e.kind().as_str())
+        };
+        kiln_error { status, kind: cstring(kind), message: cstring(message), exit_code, vertex, log_tail }
     }
 }
 
@@ -249,8 +279,9 @@ pub extern "C" fn kiln_error_status(err: *const kiln_error) -> kiln_status {
     catch(KILN_ERR_PANIC, || ref_arg(err, "err").map(|e| e.status).unwrap_or(KILN_ERR_NULL_ARGUMENT))
 }
 
-/// The stable lowercase kind name (`"exec"`, `"option"`, ..., or for API misuse
-/// `"null_argument"`, `"invalid_utf8"`, `"invalid_argument"`, `"panic"`, `"wrong_thread"`).
+/// The stable lowercase kind name (`"exec"`, `"option"`, ..., `"not_found"`, `"callback"`, or for
+/// API misuse `"null_argument"`, `"invalid_utf8"`, `"invalid_argument"`, `"panic"`,
+/// `"wrong_thread"`).
 /// Borrowed: valid until the error is freed. NULL if `err` is NULL.
 ///
 /// Thread safety: any thread, concurrently.
@@ -268,8 +299,9 @@ pub extern "C" fn kiln_error_message(err: *const kiln_error) -> *const c_char {
     catch(ptr::null(), || ref_arg(err, "err").map(|e| e.message.as_ptr()).unwrap_or(ptr::null()))
 }
 
-/// The exit code of the failed process for KILN_ERR_EXEC (128+signal when killed by a signal);
-/// -1 for every other error and for a NULL `err`.
+/// The exit code of the failed process for KILN_ERR_EXEC (128+signal when killed by a signal),
+/// the value the build callback returned for KILN_ERR_CALLBACK; -1 for every other error and for
+/// a NULL `err`.
 ///
 /// Thread safety: any thread, concurrently.
 #[no_mangle]
@@ -400,6 +432,17 @@ mod tests {
         assert_eq!(kiln_error_log_tail_len(&ke), 2);
         assert!(kiln_error_log_tail_line(&ke, 2).is_null());
         assert!(ke.message_str().contains("exit code: 7"));
+    }
+
+    #[test]
+    fn a_missing_path_has_its_own_status() {
+        let e = kiln_error::from(&Error::NotFound { path: "/nope".into() });
+        assert_eq!(e.status(), KILN_ERR_NOT_FOUND);
+        // SAFETY: kiln_error_kind returns a NUL-terminated string borrowed from `e`.
+        assert_eq!(unsafe { CStr::from_ptr(kiln_error_kind(&e)) }.to_str().unwrap(), "not_found");
+        assert!(e.message_str().contains("/nope"));
+        let c = kiln_error::callback(3, "no lockfile");
+        assert_eq!((c.status(), kiln_error_exit_code(&c)), (KILN_ERR_CALLBACK, 3));
     }
 
     #[test]

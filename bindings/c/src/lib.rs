@@ -8,7 +8,8 @@
 //! Modules: [`ffi`] (the boundary helpers), [`errors`] (status numbers and error objects),
 //! the graph builder ([`state`]: states, sources, metadata, merge; [`exec_opts`]: runs and their
 //! options; [`file_ops`]: file actions; [`bytes`]: marshalled definitions), [`solve`] (solve options
-//! and progress), [`engine`] (engine, solve, results). Thread-safety and ownership rules hold for
+//! and progress), [`engine`] (engine, solve, results), [`build`] (client-side builds: the build
+//! callback, its context, refs and their reads). Thread-safety and ownership rules hold for
 //! every function and are stated once, in the kiln.h preamble (`cbindgen.toml`).
 #![allow(clippy::not_unsafe_ptr_arg_deref)] // C callers cannot see `unsafe`; the contract is in kiln.h.
 
@@ -27,6 +28,8 @@ pub mod file_ops;
 pub mod bytes;
 
 pub mod image;
+
+pub mod build;
 
 use std::ffi::c_char;
 

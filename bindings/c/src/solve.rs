@@ -138,7 +138,7 @@ pub(crate) type ProgressFn = unsafe extern "C" fn(*const kiln_progress_event, *m
 /// The caller's userdata pointer. The caller promised (kiln.h) that it may be used from engine
 /// threads; kiln only passes it back.
 #[derive(Clone, Copy)]
-pub(crate) struct UserData(*mut c_void);
+pub(crate) struct UserData(pub(crate) *mut c_void);
 // SAFETY: kiln never dereferences the pointer; the caller guarantees it is usable from other threads.
 unsafe impl Send for UserData {}
 // SAFETY: as above; calls are serialised by a mutex in `ProgressGate`.
@@ -159,6 +159,7 @@ impl ProgressGate {
         let sink = ProgressSink::new(move |ev| {
             let guard = open.lock().unwrap_or_else(|p| p.into_inner());
             if *guard {
+                let _mark = crate::build::ProgressDelivery::enter();
                 // A panic while building the event must not unwind into the solver.
                 let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| deliver(cb, ud, &ev)));
             }

@@ -397,7 +397,7 @@ impl Engine {
         options: Option<napi::bindgen_prelude::Unknown>,
     ) -> napi::Result<PromiseRaw<'env, State>> {
         let engine = self.get();
-        let o = kiln::options::builder::image_options(crate::opts::open(env, options))?;
+        let o = kiln::graph::builder::image_options(crate::opts::open(env, options))?;
         env.spawn_future_with_callback(
             async move { Ok(async move { engine?.image(&reference, &o).await }.await) },
             |env, r| r.map(State::from).map_err(|e| errors::throw(env, &e)),
@@ -417,7 +417,7 @@ impl Engine {
         options: Option<napi::bindgen_prelude::Unknown>,
     ) -> napi::Result<PromiseRaw<'env, State>> {
         let engine = self.get();
-        let o = kiln::options::builder::oci_layout_options(crate::opts::open(env, options))?;
+        let o = kiln::graph::builder::oci_layout_options(crate::opts::open(env, options))?;
         let r = o.reference().map_err(|e| errors::throw(env, &e))?;
         let dir = std::path::absolute(&dir).unwrap_or_else(|_| PathBuf::from(&dir));
         env.spawn_future_with_callback(

@@ -4,7 +4,7 @@
 
 use crate::{errors, opts};
 use kiln::graph as g;
-use kiln::options::builder as gen;
+use kiln::graph::builder as gen;
 use napi::bindgen_prelude::{Buffer, Either, Object, Unknown};
 use napi::Env;
 use napi_derive::napi;

@@ -3,13 +3,13 @@
 //! it instead of being ignored), and each value must have the key's type (a wrong type is
 //! `KILN_OPTION_INVALID` naming the key, the JS type given and what is accepted, instead of
 //! napi's bare `ArrayExpected`). `undefined` and `null` mean "not given". The readers themselves
-//! are core's, generated once for every language (`kiln::options::builder`); this file holds only
+//! are core's, generated once for every language (`kiln::graph::builder`); this file holds only
 //! the JS-side value conversions.
 
 use crate::errors;
 use crate::graph::{ExecState, Mount, State};
 use kiln::graph as g;
-use kiln::options::named::{self, Call, Key};
+use kiln::graph::named::{self, Call, Key};
 use napi::bindgen_prelude::{ClassInstance, FromNapiValue, JsObjectValue, Object, Unknown};
 use napi::{Env, JsValue, ValueType};
 use std::collections::BTreeMap;
@@ -83,7 +83,7 @@ impl<'e> Reader<'e> {
     }
 }
 
-/// Opens the reader of `options` for a generated options reader (`kiln::options::builder`).
+/// Opens the reader of `options` for a generated options reader (`kiln::graph::builder`).
 pub fn open<'e>(env: &'e Env, options: Option<Unknown<'e>>) -> impl FnOnce(&'static Call) -> napi::Result<Reader<'e>> {
     move |call| Reader::new(env, options, call)
 }

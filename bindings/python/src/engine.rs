@@ -615,7 +615,7 @@ impl PyEngine {
     #[pyo3(signature = (reference, **options))]
     fn image(&self, py: Python<'_>, reference: &str, options: Option<&Bound<'_, PyDict>>) -> PyResult<PyState> {
         let engine = self.engine()?;
-        let o = kiln::options::builder::image_options(crate::opts::open(options))?;
+        let o = kiln::graph::builder::image_options(crate::opts::open(options))?;
         let rt = runtime().map_err(|e| PyRuntimeError::new_err(format!("tokio runtime: {e}")))?;
         let st = py.detach(|| rt.block_on(engine.image(reference, &o))).map_err(|e| kerr(py, e))?;
         Ok(crate::graph::wrap(st))
@@ -626,7 +626,7 @@ impl PyEngine {
     #[pyo3(signature = (path, **options))]
     fn oci_layout(&self, py: Python<'_>, path: PathBuf, options: Option<&Bound<'_, PyDict>>) -> PyResult<PyState> {
         let engine = self.engine()?;
-        let o = kiln::options::builder::oci_layout_options(crate::opts::open(options))?;
+        let o = kiln::graph::builder::oci_layout_options(crate::opts::open(options))?;
         let r = o.reference().map_err(|e| kerr(py, e))?;
         let path = std::path::absolute(&path).unwrap_or(path);
         let rt = runtime().map_err(|e| PyRuntimeError::new_err(format!("tokio runtime: {e}")))?;

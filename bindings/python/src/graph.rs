@@ -4,8 +4,8 @@
 
 use crate::errors::to_pyerr;
 use crate::opts::{self, FromPy};
+use kiln::graph::builder as gen;
 use kiln::graph::{ExecOptions, ExecState, ImageConfig, MountSpec};
-use kiln::options::builder as gen;
 use kiln::options::SecretSource;
 use kiln::{Definition, Error, State};
 use pyo3::exceptions::PyTypeError;

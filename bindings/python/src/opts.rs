@@ -2,13 +2,13 @@
 //! call knows (an unknown key, e.g. a misspelt `make_parent`, is `kiln.OptionError` naming it),
 //! and each value must have the key's type (a wrong type is `kiln.OptionError` naming the key,
 //! the Python type given and what is accepted). `None` means "not given". The readers themselves
-//! are core's, generated once for every language (`kiln::options::builder`); this file holds only
+//! are core's, generated once for every language (`kiln::graph::builder`); this file holds only
 //! the Python-side value conversions.
 
 use crate::errors::to_pyerr;
 use crate::graph::{state_of, PyMount};
 use kiln::graph as g;
-use kiln::options::named::{self, Call, Key};
+use kiln::graph::named::{self, Call, Key};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyInt, PyList, PyString, PyTuple};
 use std::collections::BTreeMap;
@@ -57,7 +57,7 @@ impl<'a, 'py> Reader<'a, 'py> {
     }
 }
 
-/// Opens the reader of `options` for a generated options reader (`kiln::options::builder`).
+/// Opens the reader of `options` for a generated options reader (`kiln::graph::builder`).
 pub fn open<'a, 'py>(
     options: Option<&'a Bound<'py, PyDict>>,
 ) -> impl FnOnce(&'static Call) -> PyResult<Reader<'a, 'py>> {

@@ -1,7 +1,9 @@
 //! The build graph: LLB ops (`pb`), validated `Definition`s and the fluent `State` builder.
+pub mod builder;
 pub mod definition;
 pub mod image_config;
 pub mod json;
+pub mod named;
 pub mod op;
 pub mod pb;
 pub mod platform;

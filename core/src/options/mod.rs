@@ -5,13 +5,11 @@
 //! result exporters (`--output`) and [`secrets`] for build secrets. Errors are [`Error::Option`]
 //! values naming the key, the rejected value and what is accepted.
 
-pub mod builder;
 pub mod cache;
 pub mod csv;
 pub(crate) mod destinations;
 pub mod grants;
 pub mod image_export;
-pub mod named;
 pub mod output;
 pub mod secrets;
 

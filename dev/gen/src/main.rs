@@ -3,8 +3,8 @@
 //! `cargo run -p kiln-gen -- --check` fails (exit 1) when a checked-in file differs from what it
 //! would write, which is how CI and `scripts/test` catch a hand edit or a forgotten regeneration.
 //!
-//! Generated: the option readers, once for every language (`core/src/options/builder.rs`,
-//! generic over a binding's reader — see `core/src/options/named.rs`), the Python `TypedDict`s
+//! Generated: the option readers, once for every language (`core/src/graph/builder.rs`,
+//! generic over a binding's reader — see `core/src/graph/named.rs`), the Python `TypedDict`s
 //! of `python/kiln/_native.pyi` (between its `kiln-gen` markers) and the Node option interfaces
 //! (`node/builder.d.ts`). Each binding writes only its value conversions (`opts.rs`: unknown keys
 //! and wrong types are kiln option errors naming the key) and its call shims.
@@ -149,7 +149,7 @@ fn reader_fn(out: &mut String, o: &Opts) {
     let _ = writeln!(out, "}}\n");
 }
 
-/// The option readers, once for every language (core's `options::builder`).
+/// The option readers, once for every language (core's `graph::builder`).
 fn rust_file() -> String {
     let mut out = format!("//! {HEADER}\n//!\n");
     out.push_str(
@@ -232,7 +232,7 @@ fn outputs(repo: &Path) -> Result<Vec<(PathBuf, String)>, String> {
     };
     let pyi = format!("{}{}{}", &pyi[..a], pyi_region(), &pyi[b + PYI_END.len()..]);
     Ok(vec![
-        (repo.join("core/src/options/builder.rs"), rustfmt(repo, &rust_file())?),
+        (repo.join("core/src/graph/builder.rs"), rustfmt(repo, &rust_file())?),
         (repo.join("node/builder.d.ts"), dts_file()),
         (pyi_path, pyi),
     ])

@@ -1,8 +1,11 @@
 //! `kiln serve` driven by BuildKit's own client and by a gRPC client of kiln's generated API: a
 //! real `buildctl` (BuildKit v0.11.6, from `KILN_BUILDKIT_DIR`, default `<repo>/../shared/buildkit`)
-//! lists workers, reads disk usage and info, prunes, and gets a clear error for what kiln serve
-//! does not serve yet; a Control client solves a definition and follows its Status. SIGTERM
-//! stops the server cleanly and removes its socket.
+//! lists workers, reads disk usage and info, prunes, builds over the LLB bridge (pushing an image
+//! and a registry cache to a real `docker-registry`, which a fresh server imports), and gets a
+//! clear error for what kiln serve does not serve yet; a Control client solves a definition and
+//! follows its Status. SIGTERM stops the server cleanly and removes its socket.
+
+mod fault_common;
 
 use kiln::graph::State;
 use kiln::server::proto::control::control_client::ControlClient;
@@ -127,20 +130,51 @@ fn buildctl_drives_kiln_serve() {
     let p = server.buildctl(&["prune"], b"");
     assert!(p.status.success(), "prune: {}", text(&p));
 
-    // buildctl build drives its build over the LLB bridge: not served yet, and said so.
+    // buildctl build drives its build over the LLB bridge (client.Build): Control.Solve without
+    // a definition, then LLBBridge Ping/Solve/Return keyed by the build id.
     let def = State::scratch()
         .mkfile("/hello", 0o644, b"hi\n".to_vec(), Default::default())
         .to_definition()
         .expect("def")
         .to_bytes();
     let b = server.buildctl(&["build", "--progress", "plain"], &def);
-    assert!(!b.status.success());
-    assert!(text(&b).contains("LLB bridge"), "build error names what is missing: {}", text(&b));
+    assert!(b.status.success(), "build over the LLB bridge: {}", text(&b));
+    assert!(text(&b).contains("mkfile /hello"), "progress names the vertex: {}", text(&b));
+    let again = server.buildctl(&["build", "--progress", "plain"], &def);
+    assert!(again.status.success(), "{}", text(&again));
+    assert!(text(&again).contains("CACHED"), "a second build is cached: {}", text(&again));
+
+    // An image pushed and a registry cache exported, both to a real registry on loopback.
+    let reg = fault_common::Registry::start();
+    let image = format!("name={}/kiln/serve:1,push=true,registry.insecure=true", reg.addr);
+    let cache = format!("type=registry,ref={}/kiln/serve-cache:1,mode=max,registry.insecure=true", reg.addr);
+    let out = format!("type=image,{image}");
+    let p = server.buildctl(&["build", "--output", &out, "--export-cache", &cache], &def);
+    assert!(p.status.success(), "push + cache export: {}", text(&p));
+    let inspect = Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false", &format!("docker://{}/kiln/serve:1", reg.addr)])
+        .output()
+        .expect("run skopeo");
+    assert!(inspect.status.success(), "skopeo reads the pushed image: {}", text(&inspect));
+
+    // Outputs that travel through the session to the client are refused, saying why.
+    let dest = format!("type=local,dest={}", server.sock.with_file_name("out").display());
+    let l = server.buildctl(&["build", "--output", &dest], &def);
+    assert!(!l.status.success());
+    assert!(text(&l).contains("session"), "local output error names the session: {}", text(&l));
 
     let sock = server.sock.clone();
     let stopped = server.stop();
     assert!(stopped.status.success(), "kiln serve exits 0 on SIGTERM: {}", text(&stopped));
     assert!(!sock.exists(), "the socket is removed on exit");
+
+    // A fresh server (new root) importing the registry cache runs nothing.
+    let fresh = Server::start();
+    let import = format!("type=registry,ref={}/kiln/serve-cache:1,registry.insecure=true", reg.addr);
+    let c = fresh.buildctl(&["build", "--progress", "plain", "--import-cache", &import], &def);
+    assert!(c.status.success(), "build importing the cache: {}", text(&c));
+    assert!(text(&c).contains("CACHED"), "the imported cache is hit: {}", text(&c));
+    assert!(fresh.stop().status.success());
 }
 
 #[test]

@@ -3,6 +3,7 @@
 //! workers, disk usage and prune. What kiln does not serve yet answers gRPC `Unimplemented` with
 //! a message saying what, never a crash or a silent success.
 
+use super::bridge::Forwarder;
 use super::proto::control::control_server::Control;
 use super::proto::control::{
     BuildHistoryEvent, BuildHistoryRequest, BytesMessage, DiskUsageRequest, DiskUsageResponse, InfoRequest,
@@ -11,6 +12,7 @@ use super::proto::control::{
 };
 use super::proto::types::{BuildkitVersion, WorkerRecord};
 use super::status::{StatusConverter, StatusHub};
+use crate::build::BuildOptions;
 use crate::engine::{Engine, SolveOptions, UsageRecord as EngineRecord};
 use crate::error::{Error, ErrorKind};
 use crate::graph::{Definition, Platform};
@@ -34,13 +36,29 @@ pub const PACKAGE: &str = "kiln";
 pub struct ControlService {
     engine: Engine,
     hub: StatusHub,
+    fwd: Forwarder,
 }
 
 impl ControlService {
-    /// Serves `engine`.
-    pub fn new(engine: Engine) -> Self {
-        ControlService { engine, hub: StatusHub::default() }
+    /// Serves `engine`; builds driven over the LLB bridge are registered in `fwd`.
+    pub fn new(engine: Engine, fwd: Forwarder) -> Self {
+        ControlService { engine, hub: StatusHub::default(), fwd }
     }
+}
+
+/// The engine's workers as BuildKit records (ListWorkers, the gateway's Ping).
+pub fn worker_records(engine: &Engine) -> Vec<WorkerRecord> {
+    engine
+        .workers()
+        .into_iter()
+        .map(|w| WorkerRecord {
+            id: w.name,
+            labels: w.labels.into_iter().collect(),
+            platforms: vec![Platform::host().to_pb()],
+            gc_policy: Vec::new(),
+            buildkit_version: Some(version()),
+        })
+        .collect()
 }
 
 /// A kiln error as a gRPC status: the code says what kind of failure, the message is kiln's.
@@ -192,16 +210,6 @@ impl Control for ControlService {
             return Err(Status::invalid_argument("a solve needs a Ref (the build id Status follows)"));
         }
         let mut opts = solve_options(&req)?;
-        let Some(def) = req.definition.clone() else {
-            // BuildKit's clients (buildctl build, client.Build) send no definition: they drive
-            // the build from their side over the LLB bridge, keyed by this Ref.
-            return Err(Status::unimplemented(
-                "this client drives its build over BuildKit's LLB bridge (gateway API, as buildctl build does), \
-                 which kiln serve does not serve yet; send a SolveRequest with a Definition (BuildKit's \
-                 client.Solve) or build in-process",
-            ));
-        };
-        let def = Definition::from_pb(def).map_err(|e| to_status(&e))?;
         let reference = req.r#ref.clone();
         self.hub.start(&reference);
         let hub = self.hub.clone();
@@ -213,8 +221,31 @@ impl Control for ControlService {
         });
         // Dropping this future (the client went away) cancels the solve: its containers are
         // killed and its snapshots released by the engine.
-        let finish = FinishOnDrop { hub: self.hub.clone(), reference };
-        let result = self.engine.solve(&def, opts).await;
+        let finish = FinishOnDrop { hub: self.hub.clone(), reference: reference.clone() };
+        let result = match req.definition.clone() {
+            Some(def) => match Definition::from_pb(def) {
+                Ok(def) => self.engine.solve(&def, opts).await,
+                Err(e) => Err(e),
+            },
+            // BuildKit's clients (buildctl build, client.Build) send no definition: they drive
+            // the build from their side over the LLB bridge, keyed by this Ref.
+            None => {
+                let fwd = self.fwd.clone();
+                let build = BuildOptions { solve: opts, frontend_attrs: req.frontend_attrs.clone() };
+                self.engine
+                    .build(build, move |ctx| async move {
+                        let (_registered, returned) = fwd.register(&reference, ctx);
+                        match returned.await {
+                            Ok(outcome) => outcome,
+                            Err(_) => Err(Error::new(
+                                ErrorKind::Cancelled,
+                                "the build ended before its client returned a result",
+                            )),
+                        }
+                    })
+                    .await
+            }
+        };
         drop(finish);
         let result = result.map_err(|e| to_status(&e))?;
         Ok(Response::new(SolveResponse { exporter_response: result.exporter_response }))
@@ -249,19 +280,7 @@ impl Control for ControlService {
         if !req.get_ref().filter.is_empty() {
             return Err(Status::unimplemented("worker filters are not supported by kiln serve"));
         }
-        let record = self
-            .engine
-            .workers()
-            .into_iter()
-            .map(|w| WorkerRecord {
-                id: w.name,
-                labels: w.labels.into_iter().collect(),
-                platforms: vec![Platform::host().to_pb()],
-                gc_policy: Vec::new(),
-                buildkit_version: Some(version()),
-            })
-            .collect();
-        Ok(Response::new(ListWorkersResponse { record }))
+        Ok(Response::new(ListWorkersResponse { record: worker_records(&self.engine) }))
     }
 
     async fn info(&self, _req: Request<InfoRequest>) -> Result<Response<InfoResponse>, Status> {

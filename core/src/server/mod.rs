@@ -1,12 +1,14 @@
 //! `kiln serve`: BuildKit's gRPC API (`moby.buildkit.v1.Control`, v0.11.6 field-compatible)
 //! served over unix sockets or TCP by one [`Engine`], so BuildKit's own clients (`buildctl`)
 //! drive kiln unchanged. This module owns listening and the service wiring; [`control`] maps
-//! requests onto the engine, [`status`] keeps each build's progress for `Status`.
+//! requests onto the engine, [`bridge`] serves the gateway (`LLBBridge`) of client-side builds
+//! driven over the control socket, [`status`] keeps each build's progress for `Status`.
 //!
 //! Not served yet (answered `Unimplemented` with a message): the session's callbacks into the
 //! client (local sources, `local`/`tar`/`oci` exporters, local cache import/export, secrets,
-//! SSH, registry credentials), frontends, the gateway's LLB bridge, TLS.
+//! SSH, registry credentials), frontends, gateway containers, ResolveImageConfig, TLS.
 
+pub mod bridge;
 pub mod control;
 pub mod proto;
 pub mod status;
@@ -14,6 +16,7 @@ pub mod status;
 use crate::engine::Engine;
 use crate::error::{Error, ErrorKind, Result};
 use proto::control::control_server::ControlServer;
+use proto::gateway::llb_bridge_server::LlbBridgeServer;
 use std::future::Future;
 use std::path::PathBuf;
 
@@ -106,7 +109,10 @@ pub async fn serve(engine: Engine, addrs: &[ListenAddr], shutdown: impl Future<O
     if addrs.is_empty() {
         return Err(Error::option("addr", "", "at least one address to listen on"));
     }
-    let service = ControlServer::new(ControlService::new(engine)).max_decoding_message_size(64 << 20);
+    let fwd = bridge::Forwarder::default();
+    let workers = control::worker_records(&engine);
+    let service = ControlServer::new(ControlService::new(engine, fwd.clone())).max_decoding_message_size(64 << 20);
+    let gateway = LlbBridgeServer::new(bridge::BridgeService::new(fwd, workers)).max_decoding_message_size(64 << 20);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut servers = tokio::task::JoinSet::new();
     let mut sockets = Vec::new();
@@ -115,7 +121,7 @@ pub async fn serve(engine: Engine, addrs: &[ListenAddr], shutdown: impl Future<O
         let stopped = async move {
             let _ = stop.wait_for(|s| *s).await;
         };
-        let router = tonic::transport::Server::builder().add_service(service.clone());
+        let router = tonic::transport::Server::builder().add_service(service.clone()).add_service(gateway.clone());
         match addr {
             ListenAddr::Unix(path) => {
                 let l = bind_unix(path)?;

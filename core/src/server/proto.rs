@@ -14,11 +14,27 @@ pub mod moby {
             pub mod types {
                 include!(concat!(env!("OUT_DIR"), "/moby.buildkit.v1.types.rs"));
             }
+            /// `moby.buildkit.v1.frontend`: the gateway (LLB bridge).
+            pub mod frontend {
+                include!(concat!(env!("OUT_DIR"), "/moby.buildkit.v1.frontend.rs"));
+            }
+            /// `moby.buildkit.v1.apicaps`: capability records.
+            pub mod apicaps {
+                include!(concat!(env!("OUT_DIR"), "/moby.buildkit.v1.apicaps.rs"));
+            }
             /// `moby.buildkit.v1.sourcepolicy`: source policies.
             pub mod sourcepolicy {
                 include!(concat!(env!("OUT_DIR"), "/moby.buildkit.v1.sourcepolicy.rs"));
             }
         }
+    }
+}
+
+/// `fsutil.types`: file stats of ReadDir and StatFile.
+pub mod fsutil {
+    /// `fsutil.types.Stat`.
+    pub mod types {
+        include!(concat!(env!("OUT_DIR"), "/fsutil.types.rs"));
     }
 }
 
@@ -31,4 +47,5 @@ pub mod google {
 }
 
 pub use moby::buildkit::v1 as control;
+pub use moby::buildkit::v1::frontend as gateway;
 pub use moby::buildkit::v1::types;

@@ -276,6 +276,7 @@ impl Lcg {
 // One recorder for every fault test: core's (same file, same line format, same directory).
 #[path = "../../../../core/tests/common/fault.rs"]
 mod fault;
+#[allow(unused_imports)] // not every test crate records fault rows
 pub use fault::record;
 
 /// A small tmpfs mounted at a directory, unmounted (lazily if busy) on drop.

@@ -11,6 +11,7 @@
 //! (nodes to typed [`instructions`]), [`expand`].
 
 pub mod ast;
+pub mod convert;
 pub mod directives;
 pub mod error;
 pub mod expand;

@@ -6,8 +6,9 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { existsSync, readdirSync, readFileSync } from 'node:fs'
+import { spawnSync } from 'node:child_process'
 import { join } from 'node:path'
-import { kiln, base, rootfsDir, tempDir, mountedUnder } from './helpers.mjs'
+import { kiln, base, repo, rootfsDir, tempDir, mountedUnder } from './helpers.mjs'
 
 const locals = () => ({ rootfs: rootfsDir() })
 const sh = (script) => ['/bin/sh', '-c', script]
@@ -463,4 +464,51 @@ test('reads stay inside the ref: a symlink to /etc and ../ paths', LONG, async (
   )
   assert.ok(!mountedUnder(e.root))
   e.close()
+})
+
+test('inner solves run concurrently; two builds share one engine; a ctx used late rejects', LONG, async () => {
+  const e = newEngine()
+  const outs = [fresh('out'), fresh('out')]
+  const shared = base().run(sh('echo shared > /s')).root()
+  const late = []
+  const builds = outs.map((out, i) =>
+    e.build(
+      async (ctx) => {
+        late.push(ctx)
+        const [a, b] = await Promise.all([
+          ctx.solve(shared),
+          ctx.solve(shared.run(sh(`cat /s > /mine && echo ${i} >> /mine`)).root()),
+        ])
+        assert.equal((await a.readFile('/s')).toString(), 'shared\n')
+        return b
+      },
+      { locals: locals(), outputs: [`type=local,dest=${out}`] },
+    ),
+  )
+  await within(180_000, Promise.all(builds), 'two builds')
+  outs.forEach((out, i) => assert.equal(readFileSync(join(out, 'mine'), 'utf8'), `shared\n${i}\n`))
+  await assert.rejects(within(30_000, late[0].solve(shared), 'late solve'), { code: 'KILN_UNSUPPORTED' })
+  assert.ok(!mountedUnder(e.root))
+  e.close()
+})
+
+test('refs and contexts kept after the build do not keep the process alive', LONG, () => {
+  // A child keeps the build's Ref and BuildContext (which hold the build's session, and so its
+  // progress sink) reachable after the build and must still exit on its own.
+  const script = `
+    const kiln = require(${JSON.stringify(join(repo, 'node', 'index.js'))})
+    const e = new kiln.Engine({ root: ${JSON.stringify(fresh('root'))} })
+    globalThis.kept = []
+    e.build(async (ctx) => {
+      kept.push(ctx)
+      const r = await ctx.solve(kiln.scratch().mkfile('/a', 'a'))
+      kept.push(r)
+      return r
+    }, { onProgress: () => {} }).then(() => { e.close(); process.stdout.write('built') },
+      (err) => { console.log(String(err)); process.exit(3) })
+  `
+  const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 60_000 })
+  assert.equal(r.signal, null, 'the child did not exit on its own within 60 s')
+  assert.equal(r.status, 0, r.stdout + r.stderr)
+  assert.equal(r.stdout, 'built')
 })

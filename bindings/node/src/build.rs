@@ -142,11 +142,13 @@ impl Engine {
         let failed_in_fn = failed.clone();
         let fut = async move {
             let engine = engine?;
-            let CoreRunOptions { opts, display, explicit_image_config } = run.into_core()?;
+            let CoreRunOptions { opts, display, progress, explicit_image_config } = run.into_core()?;
             let mut bo = BuildOptions::new(opts);
             bo.frontend_attrs = attrs.into_iter().collect();
             let r =
                 engine.build(bo, move |ctx| run_function(ctx, on_context, failed_in_fn, explicit_image_config)).await;
+            // Refs and contexts JS still holds keep the build's session, not the JS callback.
+            progress.close();
             if let Some(d) = &display {
                 d.finish();
             }

@@ -255,10 +255,27 @@ pub(crate) struct RunOptions {
     pre_aborted: bool,
 }
 
+/// The JS progress callback as the progress sink holds it. [`ProgressSlot::close`] drops it when
+/// the solve or build has returned: events already queued are still delivered, later ones go
+/// nowhere, and JS objects that outlive a build (a `Ref`, its `BuildContext`, which keep the
+/// build's session and so its sink) do not keep Node's event loop alive through the callback.
+#[derive(Clone, Default)]
+pub(crate) struct ProgressSlot(Arc<Mutex<Option<ProgressFn>>>);
+
+impl ProgressSlot {
+    /// Releases the callback. Idempotent.
+    pub(crate) fn close(&self) {
+        let f = self.0.lock().unwrap_or_else(|p| p.into_inner()).take();
+        drop(f);
+    }
+}
+
 /// kiln's solve options made from [`RunOptions`], and the stderr display they feed.
 pub(crate) struct CoreRunOptions {
     pub opts: kiln::SolveOptions,
     pub display: Option<StderrDisplay>,
+    /// The JS progress callback; close it once the solve or build has returned.
+    pub progress: ProgressSlot,
     /// True when the caller gave `imageConfig` (it then wins over a state's own config).
     pub explicit_image_config: bool,
 }
@@ -332,11 +349,15 @@ impl RunOptions {
         if let Some(c) = self.image_config {
             so.image_config = c.into();
         }
+        let progress = ProgressSlot::default();
         if let Some(f) = self.on_progress {
-            let f = Arc::new(f);
+            *progress.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(f);
+            let slot = progress.clone();
             so.progress = ProgressSink::new(move |e| {
-                // NonBlocking: a slow JS callback queues events instead of stalling the solve.
-                let _ = f.call(ProgressEvent::from(e), ThreadsafeFunctionCallMode::NonBlocking);
+                if let Some(f) = &*slot.0.lock().unwrap_or_else(|p| p.into_inner()) {
+                    // NonBlocking: a slow JS callback queues events instead of stalling the solve.
+                    let _ = f.call(ProgressEvent::from(e), ThreadsafeFunctionCallMode::NonBlocking);
+                }
             });
         }
         let display = StderrDisplay::new(self.display_mode);
@@ -344,7 +365,7 @@ impl RunOptions {
             so.progress = so.progress.tee(d.sink());
         }
         so.cancel = Some(self.cancel);
-        Ok(CoreRunOptions { opts: so, display, explicit_image_config })
+        Ok(CoreRunOptions { opts: so, display, progress, explicit_image_config })
     }
 }
 
@@ -444,7 +465,7 @@ impl Engine {
         let run = RunOptions::read(env, options)?;
         let fut = async move {
             let engine = engine?;
-            let CoreRunOptions { mut opts, display, explicit_image_config } = run.into_core()?;
+            let CoreRunOptions { mut opts, display, progress, explicit_image_config } = run.into_core()?;
             let def = match graph {
                 Either::A(s) => {
                     if !explicit_image_config {
@@ -455,6 +476,7 @@ impl Engine {
                 Either::B(d) => d,
             };
             let r = engine.solve(&def, opts).await;
+            progress.close();
             if let Some(d) = &display {
                 d.finish();
             }

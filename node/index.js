@@ -5,7 +5,10 @@
 
 const native = require('./native.js')
 
-/** Every code a KilnError can carry, one per kiln::ErrorKind, plus the fallback KILN_UNKNOWN. */
+/**
+ * Every code a KilnError can carry: one per kiln::ErrorKind, KILN_NOT_FOUND (a path missing from a
+ * build result; its kind is 'file_op') and the fallback KILN_UNKNOWN.
+ */
 const ERROR_CODES = Object.freeze([
   'KILN_DEFINITION',
   'KILN_OPTION_INVALID',
@@ -23,6 +26,7 @@ const ERROR_CODES = Object.freeze([
   'KILN_CANCELLED',
   'KILN_IO',
   'KILN_INTERNAL',
+  'KILN_NOT_FOUND',
   'KILN_UNKNOWN',
 ])
 
@@ -42,6 +46,44 @@ if (typeof Symbol.dispose === 'symbol') {
   native.Engine.prototype[Symbol.dispose] = function dispose() {
     this.close()
   }
+}
+
+// `engine.build(fn, options)`: a client-side build. The native `_build` runs core's
+// Engine::build on the runtime and hands this wrapper the build's context through a non-blocking
+// threadsafe call; `fn(ctx)` runs here on the JS thread, and its outcome goes back through
+// `ctx._finish(value)` / `ctx._fail()`, which only send on a channel the build awaits
+// asynchronously. Neither thread ever blocks on the other (bindings/node/src/build.rs). When `fn`
+// throws or rejects, `_build` resolves `null` after the build has released everything, and the
+// build rejects with the value `fn` threw.
+const RESULT_TYPES = [native.Ref, native.State, native.ExecState, native.Definition]
+
+native.Engine.prototype.build = async function build(fn, options) {
+  if (typeof fn !== 'function') {
+    throw new TypeError('engine.build(fn, options): fn must be a function (ctx) => result')
+  }
+  let failure = null
+  const onContext = (ctx) => {
+    // A promise chain: a synchronous throw of `fn` is a rejection too, and no rejection is ever
+    // unhandled (also when the build ended first, e.g. aborted).
+    Promise.resolve()
+      .then(() => fn(ctx))
+      .then((value) => {
+        if (value != null && !RESULT_TYPES.some((T) => value instanceof T)) {
+          throw new TypeError('the build function must return a State, ExecState, Definition, Ref or undefined')
+        }
+        ctx._finish(value ?? undefined)
+      })
+      .catch((error) => {
+        failure = { error }
+        ctx._fail()
+      })
+  }
+  const frontendOpts = options == null ? undefined : options.frontendOpts
+  const result = await this._build(onContext, options, frontendOpts)
+  if (result === null) {
+    throw failure !== null ? failure.error : new Error('the build function failed')
+  }
+  return result
 }
 
 // Spelled as a spread of `require(...)` so that Node's CommonJS export detection

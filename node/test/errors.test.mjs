@@ -15,7 +15,8 @@ test('every error kind maps to a distinct code listed in ERROR_CODES', () => {
     assert.ok(kiln.ERROR_CODES.includes(c), `${c} missing from ERROR_CODES / KilnErrorCode`)
     assert.notEqual(c, 'KILN_UNKNOWN')
   }
-  assert.deepEqual([...codes, 'KILN_UNKNOWN'].sort(), [...kiln.ERROR_CODES].sort())
+  // Besides one code per kind: KILN_NOT_FOUND (a path missing from a build result, kind file_op).
+  assert.deepEqual([...codes, 'KILN_NOT_FOUND', 'KILN_UNKNOWN'].sort(), [...kiln.ERROR_CODES].sort())
   assert.equal(rows.find((r) => r.kind === 'exec').code, 'KILN_EXEC_FAILED')
 })
 

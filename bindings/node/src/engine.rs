@@ -136,6 +136,16 @@ pub struct SolveResult {
     pub executed: u32,
 }
 
+impl From<kiln::SolveResult> for SolveResult {
+    fn from(res: kiln::SolveResult) -> Self {
+        SolveResult {
+            exporter_response: res.exporter_response.into_iter().collect(),
+            cached: res.cached as u32,
+            executed: res.executed as u32,
+        }
+    }
+}
+
 /// A worker: name and labels.
 #[napi(object)]
 pub struct WorkerInfo {
@@ -186,32 +196,140 @@ pub struct Engine {
     inner: Mutex<Option<kiln::Engine>>,
 }
 
-fn build_solve_options(
+/// The options of `engine.solve` or `engine.build`, read on the JS thread (the `AbortSignal`
+/// hooked to `cancel`, secrets and the display mode checked) and turned into kiln's
+/// `SolveOptions` on the runtime by [`RunOptions::into_core`]: the one conversion both share.
+pub(crate) struct RunOptions {
     locals: HashMap<String, String>,
     outputs: Vec<String>,
     cache_exports: Vec<String>,
     cache_imports: Vec<String>,
     secrets: Vec<(String, kiln::options::SecretSource)>,
-) -> kiln::Result<kiln::SolveOptions> {
-    let mut so = kiln::SolveOptions::default();
-    for (name, dir) in locals {
-        so = so.local(name, PathBuf::from(dir));
+    on_progress: Option<ProgressFn>,
+    display_mode: DisplayMode,
+    image_config: Option<ImageConfig>,
+    source_date_epoch: Option<i64>,
+    platform: Option<String>,
+    cancel: kiln::CancelToken,
+    pre_aborted: bool,
+}
+
+/// The JS progress callback as the progress sink holds it. [`ProgressSlot::close`] drops it when
+/// the solve or build has returned: events already queued are still delivered, later ones go
+/// nowhere, and JS objects that outlive a build (a `Ref`, its `BuildContext`, which keep the
+/// build's session and so its sink) do not keep Node's event loop alive through the callback.
+#[derive(Clone, Default)]
+pub(crate) struct ProgressSlot(Arc<Mutex<Option<ProgressFn>>>);
+
+impl ProgressSlot {
+    /// Releases the callback. Idempotent.
+    pub(crate) fn close(&self) {
+        let f = self.0.lock().unwrap_or_else(|p| p.into_inner()).take();
+        drop(f);
     }
-    for o in &outputs {
-        so = so.output(o)?;
+}
+
+/// kiln's solve options made from [`RunOptions`], and the stderr display they feed.
+pub(crate) struct CoreRunOptions {
+    pub opts: kiln::SolveOptions,
+    pub display: Option<StderrDisplay>,
+    /// The JS progress callback; close it once the solve or build has returned.
+    pub progress: ProgressSlot,
+    /// True when the caller gave `imageConfig` (it then wins over a state's own config).
+    pub explicit_image_config: bool,
+}
+
+impl RunOptions {
+    /// Reads `options` (must run on the JS thread).
+    pub(crate) fn read(env: &Env, options: Option<SolveOptions>) -> napi::Result<RunOptions> {
+        let mut r = RunOptions {
+            locals: HashMap::new(),
+            outputs: Vec::new(),
+            cache_exports: Vec::new(),
+            cache_imports: Vec::new(),
+            secrets: Vec::new(),
+            on_progress: None,
+            display_mode: DisplayMode::Quiet,
+            image_config: None,
+            source_date_epoch: None,
+            platform: None,
+            cancel: kiln::CancelToken::new(),
+            pre_aborted: false,
+        };
+        if let Some(o) = options {
+            r.source_date_epoch = o.source_date_epoch;
+            r.platform = o.platform;
+            if let Some(sig) = &o.signal {
+                r.pre_aborted = watch_signal(env, sig, r.cancel.clone())?;
+            }
+            r.locals = o.locals.unwrap_or_default();
+            r.outputs = o.outputs.unwrap_or_default();
+            r.cache_exports = o.cache_exports.unwrap_or_default();
+            r.cache_imports = o.cache_imports.unwrap_or_default();
+            if let Some(obj) = &o.secrets {
+                r.secrets = crate::opts::secrets_of(env, obj)?;
+            }
+            r.on_progress = o.on_progress;
+            if let Some(m) = &o.progress {
+                r.display_mode = m.parse().map_err(|e| errors::throw(env, &e))?;
+            }
+            r.image_config = o.image_config;
+        }
+        Ok(r)
     }
-    for c in &cache_exports {
-        so = so.cache_export(c)?;
+
+    /// kiln's solve options (on the runtime: secrets are loaded here). `Cancelled` when the
+    /// signal was aborted before the call. The cancel token is set: an abort makes the solve or
+    /// build return `Cancelled` once its own steps have cleaned up (no container or mount outlives
+    /// the rejection), without waiting for other solves of the engine.
+    pub(crate) fn into_core(self) -> kiln::Result<CoreRunOptions> {
+        if self.pre_aborted {
+            return Err(Error::Cancelled);
+        }
+        let mut so = kiln::SolveOptions::default();
+        for (name, dir) in self.locals {
+            so = so.local(name, PathBuf::from(dir));
+        }
+        for o in &self.outputs {
+            so = so.output(o)?;
+        }
+        for c in &self.cache_exports {
+            so = so.cache_export(c)?;
+        }
+        for c in &self.cache_imports {
+            so = so.cache_import(c)?;
+        }
+        so.secrets = kiln::options::load_secrets(self.secrets.iter().map(|(id, s)| (id.as_str(), s)))?;
+        so.source_date_epoch = self.source_date_epoch;
+        if let Some(p) = &self.platform {
+            so = so.platform(p)?;
+        }
+        let explicit_image_config = self.image_config.is_some();
+        if let Some(c) = self.image_config {
+            so.image_config = c.into();
+        }
+        let progress = ProgressSlot::default();
+        if let Some(f) = self.on_progress {
+            *progress.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(f);
+            let slot = progress.clone();
+            so.progress = ProgressSink::new(move |e| {
+                if let Some(f) = &*slot.0.lock().unwrap_or_else(|p| p.into_inner()) {
+                    // NonBlocking: a slow JS callback queues events instead of stalling the solve.
+                    let _ = f.call(ProgressEvent::from(e), ThreadsafeFunctionCallMode::NonBlocking);
+                }
+            });
+        }
+        let display = StderrDisplay::new(self.display_mode);
+        if let Some(d) = &display {
+            so.progress = so.progress.tee(d.sink());
+        }
+        so.cancel = Some(self.cancel);
+        Ok(CoreRunOptions { opts: so, display, progress, explicit_image_config })
     }
-    for c in &cache_imports {
-        so = so.cache_import(c)?;
-    }
-    so.secrets = kiln::options::load_secrets(secrets.iter().map(|(id, s)| (id.as_str(), s)))?;
-    Ok(so)
 }
 
 impl Engine {
-    fn get(&self) -> kiln::Result<kiln::Engine> {
+    pub(crate) fn get(&self) -> kiln::Result<kiln::Engine> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner()).clone().ok_or_else(Error::engine_closed)
     }
 }
@@ -303,67 +421,21 @@ impl Engine {
             Either3::B(x) => Either::A(x.inner.root()),
             Either3::C(d) => Either::B(d.inner.clone()),
         };
-        let cancel = kiln::CancelToken::new();
-        let mut pre_aborted = false;
-        let (mut locals, mut outputs, mut cexp, mut cimp, mut secrets, mut progress, mut image_config) =
-            (HashMap::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), None, None);
-        let mut display_mode = DisplayMode::Quiet;
-        let (mut source_date_epoch, mut platform) = (None, None);
-        if let Some(o) = options {
-            source_date_epoch = o.source_date_epoch;
-            platform = o.platform;
-            if let Some(sig) = &o.signal {
-                pre_aborted = watch_signal(env, sig, cancel.clone())?;
-            }
-            locals = o.locals.unwrap_or_default();
-            outputs = o.outputs.unwrap_or_default();
-            cexp = o.cache_exports.unwrap_or_default();
-            cimp = o.cache_imports.unwrap_or_default();
-            if let Some(obj) = &o.secrets {
-                secrets = crate::opts::secrets_of(env, obj)?;
-            }
-            progress = o.on_progress;
-            if let Some(m) = &o.progress {
-                display_mode = m.parse().map_err(|e| errors::throw(env, &e))?;
-            }
-            image_config = o.image_config;
-        }
+        let run = RunOptions::read(env, options)?;
         let fut = async move {
             let engine = engine?;
-            if pre_aborted {
-                return Err(Error::Cancelled);
-            }
-            let mut so = build_solve_options(locals, outputs, cexp, cimp, secrets)?;
-            so.source_date_epoch = source_date_epoch;
-            if let Some(p) = &platform {
-                so = so.platform(p)?;
-            }
+            let CoreRunOptions { mut opts, display, progress, explicit_image_config } = run.into_core()?;
             let def = match graph {
                 Either::A(s) => {
-                    so.image_config = s.image_config();
+                    if !explicit_image_config {
+                        opts.image_config = s.image_config();
+                    }
                     s.to_definition()?
                 }
                 Either::B(d) => d,
             };
-            if let Some(c) = image_config {
-                so.image_config = c.into();
-            }
-            if let Some(f) = progress {
-                let f = Arc::new(f);
-                so.progress = ProgressSink::new(move |e| {
-                    // NonBlocking: a slow JS callback queues events instead of stalling the solve.
-                    let _ = f.call(ProgressEvent::from(e), ThreadsafeFunctionCallMode::NonBlocking);
-                });
-            }
-            let display = StderrDisplay::new(display_mode);
-            if let Some(d) = &display {
-                so.progress = so.progress.tee(d.sink());
-            }
-            // An abort trips the token: the solve then returns Cancelled once its own steps have
-            // cleaned up (no container or mount outlives the rejection), without waiting for
-            // other solves of the engine.
-            so.cancel = Some(cancel.clone());
-            let r = engine.solve(&def, so).await;
+            let r = engine.solve(&def, opts).await;
+            progress.close();
             if let Some(d) = &display {
                 d.finish();
             }
@@ -373,11 +445,7 @@ impl Engine {
             r
         };
         env.spawn_future_with_callback(async move { Ok(fut.await) }, |env, r| match r {
-            Ok(res) => Ok(SolveResult {
-                exporter_response: res.exporter_response.into_iter().collect(),
-                cached: res.cached as u32,
-                executed: res.executed as u32,
-            }),
+            Ok(res) => Ok(SolveResult::from(res)),
             Err(e) => Err(errors::throw(env, &e)),
         })
     }

@@ -10,6 +10,19 @@ use napi::{Env, JsValue};
 /// The code of errors whose kind this binding does not know yet (`ErrorKind` is non-exhaustive).
 pub const UNKNOWN_CODE: &str = "KILN_UNKNOWN";
 
+/// The code of a path missing from a build result (`Error::NotFound`, of kind `file_op`): its own
+/// code, so callers tell "not there" from other file errors without reading messages.
+pub const NOT_FOUND_CODE: &str = "KILN_NOT_FOUND";
+
+/// The stable JS `code` of an error: its kind's, except [`NOT_FOUND_CODE`] for a missing path.
+pub fn code_of_error(e: &Error) -> &'static str {
+    if e.is_not_found() {
+        NOT_FOUND_CODE
+    } else {
+        code_of(e.kind())
+    }
+}
+
 /// The stable JS `code` of an error kind. Adding a kind to core means adding a line here (the
 /// test below fails until every kind has a distinct code) and to `KilnErrorCode` in index.d.ts.
 pub fn code_of(kind: ErrorKind) -> &'static str {
@@ -65,7 +78,7 @@ pub fn error_codes() -> Vec<ErrorCodeEntry> {
 pub fn to_js<'e>(env: &'e Env, e: &Error) -> napi::Result<Object<'e>> {
     let mut obj = env.create_error(napi::Error::from_reason(message_of(e)))?;
     obj.set_named_property("name", "KilnError")?;
-    obj.set_named_property("code", code_of(e.kind()))?;
+    obj.set_named_property("code", code_of_error(e))?;
     obj.set_named_property("kind", e.kind().as_str())?;
     match e {
         Error::Exec { vertex, command, exit_code, log_tail } => {
@@ -83,6 +96,7 @@ pub fn to_js<'e>(env: &'e Env, e: &Error) -> napi::Result<Object<'e>> {
         Error::Io { path, .. } | Error::RootInUse { root: path, .. } => {
             obj.set_named_property("path", path.to_string_lossy().as_ref())?
         }
+        Error::NotFound { path } => obj.set_named_property("path", path.as_str())?,
         _ => {}
     }
     Ok(obj)
@@ -122,6 +136,14 @@ mod tests {
     fn exec_maps_to_exec_failed() {
         assert_eq!(code_of(ErrorKind::Exec), "KILN_EXEC_FAILED");
         assert_eq!(code_of(ErrorKind::Option), "KILN_OPTION_INVALID");
+    }
+
+    #[test]
+    fn not_found_has_its_own_code() {
+        let e = Error::NotFound { path: "/nope".into() };
+        assert_eq!(code_of_error(&e), NOT_FOUND_CODE);
+        assert!(!ErrorKind::ALL.iter().any(|k| code_of(*k) == NOT_FOUND_CODE));
+        assert_eq!(code_of_error(&Error::Cancelled), "KILN_CANCELLED");
     }
 
     #[test]

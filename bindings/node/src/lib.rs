@@ -3,6 +3,7 @@
 //! `kiln::Error`); all behaviour lives in core. Async work runs on napi's tokio runtime.
 #![deny(clippy::unwrap_used)]
 
+pub mod build;
 pub mod engine;
 pub mod errors;
 pub mod graph;

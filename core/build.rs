@@ -13,6 +13,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .btree_map(".")
         // The LLB types are the ones above: one `pb::Definition` type in the whole crate.
         .extern_path(".pb", "crate::graph::pb")
-        .compile_protos(&["proto/buildkit/control.proto", "proto/buildkit/gateway.proto"], &["proto"])?;
+        .compile_protos(&["proto/buildkit/control.proto", "proto/buildkit/gateway.proto", "proto/buildkit/health.proto"], &["proto"])?;
     Ok(())
 }

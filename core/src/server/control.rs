@@ -4,6 +4,7 @@
 //! a message saying what, never a crash or a silent success.
 
 use super::bridge::Forwarder;
+use super::session::Sessions;
 use super::proto::control::control_server::Control;
 use super::proto::control::{
     BuildHistoryEvent, BuildHistoryRequest, BytesMessage, DiskUsageRequest, DiskUsageResponse, InfoRequest,
@@ -22,8 +23,7 @@ use futures::Stream;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::{ReceiverStream, UnboundedReceiverStream};
+use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -37,12 +37,13 @@ pub struct ControlService {
     engine: Engine,
     hub: StatusHub,
     fwd: Forwarder,
+    sessions: Sessions,
 }
 
 impl ControlService {
     /// Serves `engine`; builds driven over the LLB bridge are registered in `fwd`.
     pub fn new(engine: Engine, fwd: Forwarder) -> Self {
-        ControlService { engine, hub: StatusHub::default(), fwd }
+        ControlService { engine, hub: StatusHub::default(), fwd, sessions: Sessions::default() }
     }
 }
 
@@ -261,19 +262,9 @@ impl Control for ControlService {
     type SessionStream = BoxStream<BytesMessage>;
 
     async fn session(&self, req: Request<Streaming<BytesMessage>>) -> Result<Response<Self::SessionStream>, Status> {
-        // The session's stream carries an HTTP/2 connection on which the daemon calls the
-        // client's services (files, secrets, auth). kiln serve does not call them yet: it keeps
-        // the stream open for the build's lifetime and ends it when the client does.
-        let id = req.metadata().get("x-docker-expose-session-uuid").and_then(|v| v.to_str().ok()).map(str::to_owned);
-        tracing::debug!(session = ?id, "session attached");
-        let mut inbound = req.into_inner();
-        let (tx, rx) = mpsc::channel::<Result<BytesMessage, Status>>(1);
-        tokio::spawn(async move {
-            while let Ok(Some(_)) = inbound.message().await {}
-            drop(tx);
-            tracing::debug!(session = ?id, "session ended");
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        let md = req.metadata().clone();
+        let out = self.sessions.attach(&md, req.into_inner()).await?;
+        Ok(Response::new(Box::pin(out)))
     }
 
     async fn list_workers(&self, req: Request<ListWorkersRequest>) -> Result<Response<ListWorkersResponse>, Status> {

@@ -11,6 +11,7 @@
 pub mod bridge;
 pub mod control;
 pub mod proto;
+pub mod session;
 pub mod status;
 
 use crate::engine::Engine;

@@ -38,6 +38,14 @@ pub mod fsutil {
     }
 }
 
+/// `grpc.health.v1`: the health service a BuildKit client serves on its session.
+pub mod health {
+    /// `grpc.health.v1`.
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/grpc.health.v1.rs"));
+    }
+}
+
 /// `google.rpc`.
 pub mod google {
     /// `google.rpc.Status`.

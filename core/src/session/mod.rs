@@ -4,4 +4,5 @@
 //! stream ([`conn`]) so they run over any transport: a tonic call in either direction, or an
 //! in-memory pipe. Wiring them into `kiln serve`'s session tunnel is `server`'s job.
 
+pub mod conn;
 pub mod proto;

@@ -5,4 +5,5 @@
 //! in-memory pipe. Wiring them into `kiln serve`'s session tunnel is `server`'s job.
 
 pub mod conn;
+pub mod fsutil;
 pub mod proto;

@@ -6,4 +6,6 @@
 
 pub mod conn;
 pub mod fsutil;
+pub mod packet_call;
 pub mod proto;
+pub mod tar_stream;

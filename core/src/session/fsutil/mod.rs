@@ -14,6 +14,9 @@ pub mod stat;
 pub mod validate;
 mod writer;
 
+#[cfg(test)]
+mod tests;
+
 pub use receive::{receive, Differ, ReceiveOpts};
 pub use send::{send, SendOpts};
 

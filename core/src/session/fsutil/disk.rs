@@ -17,7 +17,7 @@ pub(super) fn rewrite_metadata(path: &Path, st: &Stat) -> Result<()> {
     if let Err(e) = std::os::unix::fs::lchown(path, Some(st.uid), Some(st.gid)) {
         // fsutil fails here; an unprivileged receiver keeps its own ids instead (BuildKit runs as
         // root, or as root of a user namespace).
-        if !(e.raw_os_error() == Some(libc::EPERM) && !crate::fileops::is_root()) {
+        if e.raw_os_error() != Some(libc::EPERM) || crate::fileops::is_root() {
             return Err(Error::io("file transfer: cannot change owner of", path, e));
         }
     }

@@ -76,7 +76,7 @@ where
     // Regular files by the id the receiver will request them with: the stat's index in the walk.
     let files: Mutex<HashMap<u32, String>> = Mutex::new(HashMap::new());
     let (queue_tx, queue_rx) = mpsc::channel::<(u32, PathBuf)>(QUEUE);
-    let (tx, files) = (&tx, &files);
+    let (tx_ref, files) = (&tx, &files);
 
     let walk = async move {
         let mut id: u32 = 0;
@@ -84,7 +84,7 @@ where
             let st = match st {
                 Ok(st) => st,
                 Err(e) => {
-                    let _ = tx.send(err_packet(&e.to_string())).await;
+                    let _ = tx_ref.send(err_packet(&e.to_string())).await;
                     return Err(e);
                 }
             };
@@ -92,10 +92,10 @@ where
                 lock(files).insert(id, st.path.clone());
             }
             id = id.wrapping_add(1);
-            tx.send(Packet { r#type: PacketType::PacketStat as i32, stat: Some(st), ..Packet::default() }).await?;
+            tx_ref.send(Packet { r#type: PacketType::PacketStat as i32, stat: Some(st), ..Packet::default() }).await?;
         }
         // The empty STAT: the walk is complete.
-        tx.send(Packet { r#type: PacketType::PacketStat as i32, ..Packet::default() }).await
+        tx_ref.send(Packet { r#type: PacketType::PacketStat as i32, ..Packet::default() }).await
     };
 
     // Owns the queue's sender: when it returns, the file senders run dry and finish.
@@ -116,7 +116,10 @@ where
                         return Err(send_err("file senders stopped".into()));
                     }
                 }
-                Ok(PacketType::PacketFin) => return tx.send(fin_packet()).await,
+                Ok(PacketType::PacketFin) => {
+                    tx_ref.send(fin_packet()).await?;
+                    return Ok(rx);
+                }
                 // fsutil's sender ignores everything else.
                 _ => {}
             }
@@ -129,11 +132,21 @@ where
         loop {
             let next = queue.lock().await.recv().await;
             let Some((id, path)) = next else { return Ok::<(), Error>(()) };
-            send_file(tx, id, path).await?;
+            send_file(tx_ref, id, path).await?;
         }
     };
-    tokio::try_join!(walk, requests, sender(), sender(), sender(), sender()).map(|_| ())
+    let ((), mut rx, (), (), (), ()) = tokio::try_join!(walk, requests, sender(), sender(), sender(), sender())?;
+    // Our end of the stream, then the receiver's: returning at once would drop a client call
+    // before its request's end reached the peer, which h2 turns into a cancellation that the
+    // receiver (still reading to the end of the stream, as fsutil does) reports as a failure.
+    drop(tx);
+    let drained = tokio::time::timeout(END_GRACE, async { while let Ok(Some(_)) = rx.recv().await {} });
+    let _ = drained.await;
+    Ok(())
 }
+
+/// How long a finished send waits for the receiver to end its side.
+const END_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// One requested file: its content in [`CHUNK`]-sized DATA packets, then an empty DATA. A file
 /// that cannot be opened any more is sent empty, as fsutil does.

@@ -61,7 +61,7 @@ fn sample_tree(root: &Path) {
     d("a.b");
     write(&root.join("zero"), b"", 0o644);
     write(&root.join("a/small.txt"), b"hello\n", 0o640);
-    let big: Vec<u8> = (0..(1_500_000u32)).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let big: Vec<u8> = (0..1_500_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
     write(&root.join("a/b/big.bin"), &big, 0o600);
     write(&root.join("a/b/c/exact"), &vec![7u8; super::send::CHUNK * 2], 0o644);
     write(&root.join("suid"), b"#!/bin/sh\n", 0o4755);

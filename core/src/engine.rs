@@ -134,6 +134,26 @@ impl Engine {
         crate::build::run(self.solver.clone(), opts, f).await
     }
 
+    /// Runs a built-in frontend as a client-side build (BuildKit's `Solve` with a frontend):
+    /// `frontend` is `dockerfile.v0` (also accepted: `dockerfile`), its options are
+    /// `opts.frontend_attrs` under BuildKit's names (`filename`, `target`, `build-arg:NAME`,
+    /// `label:NAME`, `no-cache`, `platform`, `context:NAME`, `cache-imports`, ...), the Dockerfile
+    /// comes from the local named `dockerfile` and the build context from the local named
+    /// `context` (both in `opts.solve.locals`). Base images resolve through this engine (registry
+    /// or OCI layout). The result and its image config go to the outputs of `opts.solve`.
+    pub async fn build_frontend(&self, frontend: &str, opts: BuildOptions) -> Result<SolveResult> {
+        match frontend {
+            crate::frontend::dockerfile::build::FRONTEND_NAME | "dockerfile" => {
+                let resolver: crate::frontend::dockerfile::build::SharedResolver = Arc::new(self.clone());
+                self.build(opts, move |ctx| crate::frontend::dockerfile::build::build(ctx, resolver)).await
+            }
+            other => Err(Error::new(
+                ErrorKind::Unsupported,
+                format!("frontend {other:?} is not supported: kiln has the built-in dockerfile.v0"),
+            )),
+        }
+    }
+
     /// Waits until no vertex task is alive: after a cancelled (dropped) solve, its containers are
     /// killed and its mounts and snapshots released when this returns.
     pub async fn wait_idle(&self) {

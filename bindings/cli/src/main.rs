@@ -153,10 +153,16 @@ struct BuildArgs {
     /// emulator: another platform is refused. Recorded in exported image configs.
     #[arg(long, value_name = "PLATFORM")]
     platform: Option<String>,
-    /// buildctl's frontend options; kiln has no frontend and takes only
-    /// build-arg:SOURCE_DATE_EPOCH=N and platform=PLATFORM (repeatable).
+    /// buildctl's frontend options (repeatable). With --frontend dockerfile.v0: BuildKit's
+    /// names (filename, target, build-arg:NAME, label:NAME, no-cache, platform, context:NAME,
+    /// cache-imports, ...). Without a frontend only build-arg:SOURCE_DATE_EPOCH=N and
+    /// platform=PLATFORM.
     #[arg(long = "opt", value_name = "KEY=VALUE")]
     opts: Vec<String>,
+    /// Build with a frontend instead of reading LLB: `dockerfile.v0` (the Dockerfile from
+    /// --local dockerfile=DIR, the context from --local context=DIR).
+    #[arg(long, value_name = "NAME")]
+    frontend: Option<String>,
 }
 
 /// One setting given by the flag `--FLAG` and by `--opt KEY=`: both must agree.
@@ -178,6 +184,8 @@ fn apply_image_args(opts: &mut SolveOptions, b: &BuildArgs, env_epoch: Option<&s
         match o.split_once('=') {
             Some(("build-arg:SOURCE_DATE_EPOCH", v)) => opt_epoch = Some(v),
             Some(("platform", v)) => opt_platform = Some(v),
+            // A frontend takes every option (see frontend_attrs).
+            Some(_) if b.frontend.is_some() => {}
             _ => return Err(kiln::Error::option(
                 "opt",
                 o.as_str(),
@@ -387,8 +395,22 @@ async fn run(cli: Cli) -> kiln::Result<()> {
     }
 }
 
+/// The `--opt KEY=VALUE` values as frontend attributes (buildctl sends a bare KEY as KEY="").
+fn frontend_attrs(b: &BuildArgs) -> std::collections::BTreeMap<String, String> {
+    b.opts
+        .iter()
+        .map(|o| match o.split_once('=') {
+            Some((k, v)) => (k.to_owned(), v.to_owned()),
+            None => (o.clone(), String::new()),
+        })
+        .collect()
+}
+
 async fn build(root: Option<PathBuf>, b: BuildArgs) -> kiln::Result<()> {
-    let def = read_definition(b.definition.as_ref())?;
+    let def = match &b.frontend {
+        Some(_) => None,
+        None => Some(read_definition(b.definition.as_ref())?),
+    };
     let mut opts = SolveOptions::default();
     for l in &b.locals {
         let (name, dir) =
@@ -425,7 +447,15 @@ async fn build(root: Option<PathBuf>, b: BuildArgs) -> kiln::Result<()> {
     let engine = open_engine(root)?;
     let cancel = kiln::CancelToken::new();
     opts.cancel = Some(cancel.clone());
-    let solve = engine.solve(&def, opts);
+    let solve: std::pin::Pin<Box<dyn std::future::Future<Output = kiln::Result<kiln::SolveResult>> + Send>> =
+        match (&b.frontend, &def) {
+            (Some(f), _) => {
+                let build_opts = kiln::engine::BuildOptions { solve: opts, frontend_attrs: frontend_attrs(&b) };
+                Box::pin(engine.build_frontend(f, build_opts))
+            }
+            (None, Some(def)) => Box::pin(engine.solve(def, opts)),
+            (None, None) => return Err(kiln::Error::new(kiln::ErrorKind::Internal, "no definition read")),
+        };
     tokio::pin!(solve);
     // SIGINT, SIGTERM and SIGHUP all cancel: the solve ends its registry requests, kills its
     // containers and releases its mounts, snapshots and staged secrets, then returns Cancelled.

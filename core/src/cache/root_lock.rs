@@ -6,6 +6,9 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
+/// How long a lock held by this same process is retried (see [`RootLock::acquire`]).
+pub const OWN_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Holds the root's exclusive lock until dropped (the kernel releases it if the process dies).
 #[derive(Debug)]
 pub struct RootLock {
@@ -14,7 +17,10 @@ pub struct RootLock {
 }
 
 impl RootLock {
-    /// Takes the lock of `root` or fails with [`Error::RootInUse`] naming the holder's pid.
+    /// Takes the lock of `root` or fails with [`Error::RootInUse`] naming the holder's pid. A
+    /// lock held by this process is retried for [`OWN_RELEASE_WAIT`] first (a dropped engine's
+    /// lock outlives it while a forked child has not exec'd yet); a live engine of this process
+    /// on the same root is still refused, after that wait.
     pub fn acquire(root: &Path) -> Result<RootLock> {
         let path = root.join("lock");
         let mut file = OpenOptions::new()
@@ -24,15 +30,26 @@ impl RootLock {
             .truncate(false)
             .open(&path)
             .with_path("open root lock", &path)?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                let mut s = String::new();
-                let _ = file.read_to_string(&mut s);
-                let pid = s.trim().parse().unwrap_or(0);
-                return Err(Error::RootInUse { root: root.to_path_buf(), pid });
+        // An engine of this process that was just dropped may still hold the lock for a moment:
+        // a child forked by another thread (a container runtime, a helper process) shares the
+        // lock's open file until it execs. That window is short and bounded, so only when the
+        // holder is this very process, the lock is retried for up to OWN_RELEASE_WAIT.
+        let deadline = std::time::Instant::now() + OWN_RELEASE_WAIT;
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    let mut s = String::new();
+                    let _ = file.seek(SeekFrom::Start(0));
+                    let _ = file.read_to_string(&mut s);
+                    let pid = s.trim().parse().unwrap_or(0);
+                    if pid != std::process::id() || std::time::Instant::now() >= deadline {
+                        return Err(Error::RootInUse { root: root.to_path_buf(), pid });
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                Err(std::fs::TryLockError::Error(e)) => return Err(Error::io("lock root", &path, e)),
             }
-            Err(std::fs::TryLockError::Error(e)) => return Err(Error::io("lock root", &path, e)),
         }
         file.set_len(0).with_path("write root lock", &path)?;
         file.seek(SeekFrom::Start(0)).with_path("write root lock", &path)?;

@@ -38,6 +38,9 @@ pub struct CopyOptions {
     /// Replace a destination that has the wrong type (a directory where a file goes, or the
     /// reverse) instead of failing.
     pub always_replace_existing: bool,
+    /// A source that is a tar archive (plain, gzip or zstd) is extracted into the destination
+    /// instead of copied (BuildKit's `AttemptUnpackDockerCompatibility`, a Dockerfile's ADD).
+    pub attempt_unpack: bool,
 }
 
 impl CopyOptions {
@@ -71,7 +74,21 @@ pub fn copy(src_root: &Path, src: &str, dest_root: &Path, dest: &str, opts: &Cop
             ));
         }
     }
-    let sources = select_sources(&action, src_root, &src_c, opts)?;
+    let mut sources = select_sources(&action, src_root, &src_c, opts)?;
+    if opts.attempt_unpack {
+        // Each archive is extracted in place of being copied (the source path is resolved with
+        // its symlinks followed, as BuildKit's `fs.RootPath`).
+        let mut rest = Vec::with_capacity(sources.len());
+        for s in sources {
+            let host = resolve(&action, src_root, &clean_abs(&s), true)?;
+            if super::unpack::is_archive(&host) {
+                super::unpack::unpack(&action, &host, dest_root, &dest_c, opts.owner)?;
+            } else {
+                rest.push(s);
+            }
+        }
+        sources = rest;
+    }
     if sources.is_empty() {
         return Ok(());
     }

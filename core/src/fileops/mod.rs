@@ -12,6 +12,7 @@ mod copy;
 mod meta;
 pub mod pattern;
 mod resolve;
+mod unpack;
 
 pub use actions::{mkdir, mkfile, rm, symlink};
 pub use checksum::checksum_selection;

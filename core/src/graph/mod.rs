@@ -19,7 +19,8 @@ pub use platform::Platform;
 pub use resolve::{ImageMetaResolver, ImageOptions, ImageRef, ResolvedImageConfig};
 pub use source::{OciRef, SourceSpec};
 pub use state::{
-    parse_digest, BindMountOptions, CacheMountOptions, OciLayoutOptions, SecretMountOptions, TmpfsMountOptions,
+    normalize_image_ref, parse_digest, BindMountOptions, CacheMountOptions, OciLayoutOptions, SecretMountOptions,
+    TmpfsMountOptions,
 };
 pub use state::{
     CacheSharing, CopyOptions, ExecOptions, ExecState, GitOptions, HttpOptions, LocalOptions, MkdirOptions,

@@ -286,8 +286,10 @@ fn mkdir_timestamp() -> R {
 }
 
 fn mkdir_parents_owner_timestamp() -> R {
-    st(State::scratch()
-        .mkdir("/p/q/r", MkdirOptions { make_parents: true, owner: owner(12, 34), timestamp: Some(TS), mode: 0o750 }))
+    st(State::scratch().mkdir(
+        "/p/q/r",
+        MkdirOptions { make_parents: true, owner: owner(12, 34), timestamp: Some(TS), mode: 0o750, user: None },
+    ))
 }
 
 fn mkdir_existing() -> R {

@@ -4,6 +4,8 @@
 //! by entry; `buildctl debug dump-llb` and `kiln debug dump-llb` must print the same text.
 //! See `tests/differential/README.md`.
 
+mod dfcheck;
+pub mod dockerfiles;
 pub mod fixtures;
 pub mod graphs;
 pub mod tree;
@@ -34,6 +36,29 @@ pub struct Graph {
     pub refused: bool,
     /// Paths whose mtime is compared (the graph pins them); `"*"` compares every entry.
     pub mtime: &'static [&'static str],
+}
+
+/// One entry of the suite: an LLB graph or a Dockerfile case.
+pub enum Case {
+    /// A graph of [`graphs::GRAPHS`].
+    Graph(&'static Graph),
+    /// A case of [`dockerfiles::CASES`].
+    Dockerfile(&'static str, &'static dockerfiles::DockerfileCase),
+}
+
+impl Case {
+    /// The name printed on the result line and matched by `DIFF_ONLY`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Case::Graph(g) => g.name,
+            Case::Dockerfile(n, _) => n,
+        }
+    }
+
+    /// Both engines must fail.
+    pub fn refused(&self) -> bool {
+        matches!(self, Case::Graph(g) if g.refused)
+    }
 }
 
 /// Where the engines are and what every build gets.
@@ -102,7 +127,7 @@ pub fn run_cmd(mut cmd: Command, input: &Path, work: &Path, tag: &str) -> Result
     Ok(Run { ok: status.success(), stdout, stderr })
 }
 
-fn last_lines(s: &str, n: usize) -> String {
+pub(crate) fn last_lines(s: &str, n: usize) -> String {
     let lines: Vec<&str> = s.lines().filter(|l| !l.trim().is_empty()).collect();
     lines[lines.len().saturating_sub(n)..].iter().map(|l| format!("      | {l}")).collect::<Vec<_>>().join("\n")
 }
@@ -152,6 +177,14 @@ impl Env {
         let mut k = Command::new(&self.kiln);
         k.arg("debug").arg("dump-llb");
         Ok((run_cmd(b, def, work, "buildctl-dump")?, run_cmd(k, def, work, "kiln-dump")?))
+    }
+
+    /// Runs one entry of the suite ([`Env::check`] or [`Env::check_dockerfile`]).
+    pub fn check_case(&self, c: &Case, job: usize) -> Result<Vec<String>, Vec<String>> {
+        match c {
+            Case::Graph(g) => self.check(g, job),
+            Case::Dockerfile(n, d) => self.check_dockerfile(n, d, job),
+        }
     }
 
     /// Runs one graph; `Ok(notes)` when both engines agree (notes: both errors of a refused

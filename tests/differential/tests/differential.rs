@@ -7,7 +7,7 @@
 //! `DIFF_JOBS` (graphs run at once, default 2), `DIFF_KEEP` (a directory: keep both tars and
 //! the definition of every graph there).
 
-use kiln_differential::{fixtures, graphs::GRAPHS, start_daemon, Env, Graph};
+use kiln_differential::{dockerfiles::CASES, fixtures, graphs::GRAPHS, start_daemon, Case, Env};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -103,8 +103,8 @@ fn run() -> Result<bool, String> {
 
     let only: Option<Vec<String>> =
         std::env::var("DIFF_ONLY").ok().map(|s| s.split(',').map(|x| x.trim().to_owned()).collect());
-    let selected: Vec<&Graph> =
-        GRAPHS.iter().filter(|g| only.as_ref().is_none_or(|o| o.iter().any(|n| n == g.name))).collect();
+    let all = GRAPHS.iter().map(Case::Graph).chain(CASES.iter().map(|(n, c)| Case::Dockerfile(n, c)));
+    let selected: Vec<Case> = all.filter(|g| only.as_ref().is_none_or(|o| o.iter().any(|n| n == g.name()))).collect();
     if selected.is_empty() {
         return Err("no graph selected (check DIFF_ONLY)".into());
     }
@@ -119,24 +119,24 @@ fn run() -> Result<bool, String> {
                 let i = next.fetch_add(1, Ordering::SeqCst);
                 let Some(g) = selected.get(i) else { break };
                 let t = Instant::now();
-                let r = env.check(g, job);
+                let r = env.check_case(g, job);
                 let secs = t.elapsed().as_secs_f32();
                 let text = match &r {
                     Ok(notes) => {
-                        let verdict = if g.refused { "refused by both" } else { "identical" };
-                        let mut t = format!("differential: {:<40} {verdict} ({secs:.1}s)", g.name);
+                        let verdict = if g.refused() { "refused by both" } else { "identical" };
+                        let mut t = format!("differential: {:<40} {verdict} ({secs:.1}s)", g.name());
                         for n in notes {
-                            t.push_str(&format!("\n    [{}] {n}", g.name));
+                            t.push_str(&format!("\n    [{}] {n}", g.name()));
                         }
                         t
                     }
                     Err(problems) => {
-                        let mut t = format!("differential: {:<40} DIFFERENT ({secs:.1}s)", g.name);
+                        let mut t = format!("differential: {:<40} DIFFERENT ({secs:.1}s)", g.name());
                         for p in problems.iter().take(40) {
-                            t.push_str(&format!("\n    [{}] {p}", g.name));
+                            t.push_str(&format!("\n    [{}] {p}", g.name()));
                         }
                         if problems.len() > 40 {
-                            t.push_str(&format!("\n    [{}] ... {} more", g.name, problems.len() - 40));
+                            t.push_str(&format!("\n    [{}] ... {} more", g.name(), problems.len() - 40));
                         }
                         t
                     }
@@ -150,7 +150,7 @@ fn run() -> Result<bool, String> {
     });
     let results = results.into_inner().map_err(|_| "a worker thread panicked".to_owned())?;
     let same = results.iter().filter(|(_, ok)| *ok).count();
-    let mut failed: Vec<&str> = results.iter().filter(|(_, ok)| !ok).map(|(i, _)| selected[*i].name).collect();
+    let mut failed: Vec<&str> = results.iter().filter(|(_, ok)| !ok).map(|(i, _)| selected[*i].name()).collect();
     failed.sort();
     println!(
         "differential: {same}/{} graphs identical ({:.0}s){}",

@@ -37,6 +37,8 @@ pub enum DockerfileErrorKind {
     Instruction,
     /// Variable expansion or a value checked after expansion (mount options, ...).
     Expansion,
+    /// Converting to LLB failed (an unknown stage, a bad platform, a refused option ...).
+    Conversion,
 }
 
 /// A Dockerfile could not be read; [`std::fmt::Display`] gives `FILE:LINE: MESSAGE`.

@@ -6,12 +6,19 @@
 //! as written; a converter expands each command with [`Command::expand`] (see [`expand`] for
 //! which words BuildKit expands) using a [`Lex`] built with [`Dockerfile::escape`].
 //!
+//! [`convert`] turns a parsed Dockerfile into LLB and an image config; [`build`] is the
+//! `dockerfile.v0` frontend itself (read the Dockerfile and `.dockerignore` in a client-side
+//! build, convert, solve), run by `Engine::build_frontend`.
+//!
 //! Layers, lowest first: [`shell`] (word processing and expansion), [`directives`],
 //! [`heredoc`], the line parsers, [`parser`] (text to [`ast::Node`]s), [`parse`](parse_stages)
 //! (nodes to typed [`instructions`]), [`expand`].
 
 pub mod ast;
+pub mod build;
+pub mod convert;
 pub mod directives;
+pub mod dockerignore;
 pub mod error;
 pub mod expand;
 mod flags;

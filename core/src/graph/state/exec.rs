@@ -157,7 +157,7 @@ impl State {
         let mut secrets = Vec::new();
         for m in &o.mounts {
             match &m.kind {
-                MountKind::Bind { state, readonly, selector } => {
+                MountKind::Bind { state, readonly, selector, no_output } => {
                     plain.push((
                         state.output.clone(),
                         pb::Mount {
@@ -166,7 +166,7 @@ impl State {
                             selector: selector.clone().unwrap_or_default(),
                             ..Default::default()
                         },
-                        !*readonly,
+                        !*readonly && !*no_output,
                     ));
                 }
                 MountKind::Tmpfs { size } => {
@@ -180,7 +180,7 @@ impl State {
                     };
                     plain.push((None, mount, false));
                 }
-                MountKind::Cache { id, sharing } => {
+                MountKind::Cache { id, sharing, base, selector, readonly } => {
                     let sharing = match sharing {
                         CacheSharing::Shared => pb::CacheSharingOpt::Shared,
                         CacheSharing::Private => pb::CacheSharingOpt::Private,
@@ -190,9 +190,11 @@ impl State {
                         dest: m.dest.clone(),
                         mount_type: pb::MountType::Cache as i32,
                         cache_opt: Some(pb::CacheOpt { id: id.clone(), sharing }),
+                        selector: selector.clone().unwrap_or_default(),
+                        readonly: *readonly,
                         ..Default::default()
                     };
-                    plain.push((None, mount, false));
+                    plain.push((base.as_ref().and_then(|b| b.output.clone()), mount, false));
                 }
                 MountKind::Secret { id, uid, gid, mode, optional } => {
                     secrets.push(pb::Mount {
@@ -274,9 +276,15 @@ impl State {
                         caps.insert("exec.mount.tmpfs.size");
                     }
                 }
-                MountKind::Cache { .. } => {
+                MountKind::Cache { selector, base, .. } => {
                     caps.insert("exec.mount.cache");
                     caps.insert("exec.mount.cache.sharing");
+                    if selector.is_some() {
+                        caps.insert("exec.mount.selector");
+                    }
+                    if base.is_some() {
+                        caps.insert("exec.mount.bind");
+                    }
                 }
                 MountKind::Secret { .. } => {
                     caps.insert("exec.mount.secret");

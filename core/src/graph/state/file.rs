@@ -17,6 +17,30 @@ fn chown(o: &Option<Owner>) -> Option<pb::ChownOpt> {
     })
 }
 
+/// Go llb's `WithUser("user[:group]")`: each part a decimal id or a name resolved when solved
+/// (against the action's input, index 0 of the action here as in Go's first action).
+fn chown_spec(spec: &str) -> pb::ChownOpt {
+    let part = |v: &str| {
+        let user = match v.parse::<u32>() {
+            Ok(id) => pb::user_opt::User::ById(id),
+            Err(_) => pb::user_opt::User::ByName(pb::NamedUserOpt { name: v.to_owned(), input: 0 }),
+        };
+        pb::UserOpt { user: Some(user) }
+    };
+    let (u, g) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    pb::ChownOpt { user: Some(part(u)), group: g.map(part) }
+}
+
+fn owner_of(user: &Option<String>, owner: &Option<Owner>) -> Option<pb::ChownOpt> {
+    match user {
+        Some(u) => Some(chown_spec(u)),
+        None => chown(owner),
+    }
+}
+
 impl State {
     fn file_action(&self, action: Action, copy_src: Option<Option<Output>>, caps: &[&'static str]) -> State {
         let chained = match (&self.output, self.chain_open) {
@@ -45,7 +69,7 @@ impl State {
             path: normalize_path(self.cwd(), path.as_ref(), false),
             mode: (o.mode & 0o777) as i32,
             make_parents: o.make_parents,
-            owner: chown(&o.owner),
+            owner: owner_of(&o.user, &o.owner),
             timestamp: o.timestamp.unwrap_or(-1),
         });
         self.file_action(a, None, &[])
@@ -93,11 +117,11 @@ impl State {
         let a = Action::Copy(pb::FileActionCopy {
             src: sp,
             dest: normalize_path(self.cwd(), dest_path.as_ref(), true),
-            owner: chown(&o.owner),
+            owner: owner_of(&o.user, &o.owner),
             mode: o.mode.map(|m| m as i32).unwrap_or(-1),
             follow_symlink: o.follow_symlinks,
             dir_copy_contents: o.dir_copy_contents,
-            attempt_unpack_docker_compatibility: false,
+            attempt_unpack_docker_compatibility: o.attempt_unpack,
             create_dest_path: o.create_dest_path,
             allow_wildcard: o.allow_wildcard,
             allow_empty_wildcard: o.allow_empty_wildcard,

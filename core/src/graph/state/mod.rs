@@ -40,6 +40,8 @@ pub use options::{
     CacheSharing, CopyOptions, ExecOptions, GitOptions, HttpOptions, LocalOptions, MkdirOptions, MkfileOptions,
     MountSpec, Network, Owner, RmOptions, SecretEnv, Security, SshSocket,
 };
+pub use path::clean as clean_path;
+pub use source::normalize_image_ref;
 
 #[cfg(doc)]
 use super::definition::Definition;
@@ -180,6 +182,13 @@ impl State {
             user: self.meta.user.clone(),
             ..(*self.meta.image).clone()
         }
+    }
+
+    /// Ends file-action chaining: the next file action on this state starts a new FileOp (as
+    /// each Go llb `State.File` call does) instead of extending the one that made this state.
+    pub fn seal(mut self) -> State {
+        self.chain_open = false;
+        self
     }
 
     /// Copies the llb metadata (env, cwd, user, image config) of `other` onto this state.

@@ -111,7 +111,12 @@ impl MountSpec {
     pub fn bind_with(dest: impl Into<String>, state: &State, o: BindMountOptions) -> MountSpec {
         MountSpec {
             dest: dest.into(),
-            kind: MountKind::Bind { state: state.clone(), readonly: o.readonly, selector: o.selector },
+            kind: MountKind::Bind {
+                state: state.clone(),
+                readonly: o.readonly,
+                selector: o.selector,
+                no_output: false,
+            },
         }
     }
 
@@ -150,7 +155,7 @@ mod tests {
     #[test]
     fn defaults_are_decided_here() {
         let m = MountSpec::cache_with("/root/.cache", CacheMountOptions::default());
-        assert!(matches!(&m.kind, MountKind::Cache { id, sharing: CacheSharing::Shared } if id == "/root/.cache"));
+        assert!(matches!(&m.kind, MountKind::Cache { id, sharing: CacheSharing::Shared, .. } if id == "/root/.cache"));
         let m = MountSpec::secret_with("/run/secrets/token", SecretMountOptions::default()).unwrap();
         assert!(
             matches!(&m.kind, MountKind::Secret { id, mode: 0o400, uid: 0, gid: 0, optional: false } if id == "token")

@@ -123,9 +123,9 @@ pub struct Owner {
 
 #[derive(Debug, Clone)]
 pub(super) enum MountKind {
-    Bind { state: State, readonly: bool, selector: Option<String> },
+    Bind { state: State, readonly: bool, selector: Option<String>, no_output: bool },
     Tmpfs { size: u64 },
-    Cache { id: String, sharing: CacheSharing },
+    Cache { id: String, sharing: CacheSharing, base: Option<State>, selector: Option<String>, readonly: bool },
     Secret { id: String, uid: u32, gid: u32, mode: u32, optional: bool },
 }
 
@@ -140,13 +140,45 @@ impl MountSpec {
     /// Bind-mounts `state` at `dest`. A writable bind produces an output
     /// ([`ExecState::mount_output`](super::ExecState::mount_output)); a readonly one does not.
     pub fn bind(dest: impl Into<String>, state: &State, readonly: bool) -> MountSpec {
-        MountSpec { dest: dest.into(), kind: MountKind::Bind { state: state.clone(), readonly, selector: None } }
+        MountSpec {
+            dest: dest.into(),
+            kind: MountKind::Bind { state: state.clone(), readonly, selector: None, no_output: false },
+        }
     }
 
-    /// Mounts only `path` of the bound state (BuildKit's mount selector). No effect on other kinds.
+    /// Mounts only `path` of the bound state or of a cache's base (BuildKit's mount selector).
+    /// No effect on other kinds.
     pub fn with_selector(mut self, path: impl Into<String>) -> MountSpec {
-        if let MountKind::Bind { selector, .. } = &mut self.kind {
-            *selector = Some(path.into());
+        match &mut self.kind {
+            MountKind::Bind { selector, .. } | MountKind::Cache { selector, .. } => *selector = Some(path.into()),
+            _ => {}
+        }
+        self
+    }
+
+    /// A writable bind whose changes are dropped: the mount takes no output (Go llb's
+    /// `ForceNoOutput`, what a Dockerfile's `--mount=type=bind,rw` is). No effect on other kinds.
+    pub fn without_output(mut self) -> MountSpec {
+        if let MountKind::Bind { no_output, .. } = &mut self.kind {
+            *no_output = true;
+        }
+        self
+    }
+
+    /// A cache directory `id` at `dest` whose first use starts from `base`'s content (Go llb's
+    /// `AddMount(dest, base, AsPersistentCacheDir(..))`; a Dockerfile's `--mount=type=cache,from=`).
+    pub fn cache_on(dest: impl Into<String>, id: impl Into<String>, sharing: CacheSharing, base: &State) -> MountSpec {
+        let base = (!base.is_scratch()).then(|| base.clone());
+        MountSpec {
+            dest: dest.into(),
+            kind: MountKind::Cache { id: id.into(), sharing, base, selector: None, readonly: false },
+        }
+    }
+
+    /// Makes a cache mount read-only (`--mount=type=cache,ro`). No effect on other kinds.
+    pub fn read_only_cache(mut self) -> MountSpec {
+        if let MountKind::Cache { readonly, .. } = &mut self.kind {
+            *readonly = true;
         }
         self
     }
@@ -158,7 +190,10 @@ impl MountSpec {
 
     /// A persistent cache directory `id` at `dest`.
     pub fn cache(dest: impl Into<String>, id: impl Into<String>, sharing: CacheSharing) -> MountSpec {
-        MountSpec { dest: dest.into(), kind: MountKind::Cache { id: id.into(), sharing } }
+        MountSpec {
+            dest: dest.into(),
+            kind: MountKind::Cache { id: id.into(), sharing, base: None, selector: None, readonly: false },
+        }
     }
 
     /// Secret `id` as a file at `dest` with owner and mode; `optional` tolerates a missing secret.
@@ -444,6 +479,9 @@ pub struct MkdirOptions {
     pub owner: Option<Owner>,
     /// Timestamp in Unix nanoseconds.
     pub timestamp: Option<i64>,
+    /// Owner as `user[:group]` (names or ids, names resolved in the target's `/etc/passwd` and
+    /// `/etc/group` when solved; Go llb's `WithUser`); wins over `owner`.
+    pub user: Option<String>,
 }
 
 impl MkfileOptions {
@@ -453,7 +491,7 @@ impl MkfileOptions {
 
 impl Default for MkdirOptions {
     fn default() -> Self {
-        MkdirOptions { mode: 0o755, make_parents: false, owner: None, timestamp: None }
+        MkdirOptions { mode: 0o755, make_parents: false, owner: None, timestamp: None, user: None }
     }
 }
 
@@ -498,4 +536,10 @@ pub struct CopyOptions {
     pub mode: Option<u32>,
     /// Timestamp in Unix nanoseconds.
     pub timestamp: Option<i64>,
+    /// Owner as `user[:group]` (names or ids, resolved in the destination's `/etc/passwd` and
+    /// `/etc/group` when solved; Go llb's `WithUser`); wins over `owner`.
+    pub user: Option<String>,
+    /// Extract a source that is a local tar archive (compressed or not) into the destination
+    /// (Go llb's `AttemptUnpack`, what a Dockerfile's `ADD` does).
+    pub attempt_unpack: bool,
 }

@@ -2,7 +2,7 @@
 //! `with_cwd`, `run`'s cwd and the file actions.
 
 /// Go's `path.Clean` for slash paths.
-pub(super) fn clean(p: &str) -> String {
+pub fn clean(p: &str) -> String {
     let rooted = p.starts_with('/');
     let mut parts: Vec<&str> = Vec::new();
     for seg in p.split('/') {

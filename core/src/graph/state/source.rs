@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 /// Normalizes a docker image reference like Go's `reference.ParseNormalizedNamed` +
 /// `TagNameOnly` for the common forms: `busybox` → `docker.io/library/busybox:latest`.
-pub(super) fn normalize_image_ref(r: &str) -> String {
+pub fn normalize_image_ref(r: &str) -> String {
     let (first, _) = r.split_once('/').unwrap_or(("", r));
     let has_domain = r.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
     let mut out = if has_domain {

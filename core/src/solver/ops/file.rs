@@ -35,6 +35,7 @@ pub fn copy_options(c: &pb::FileActionCopy) -> CopyOptions {
         mode: if c.mode > 0 { Some(c.mode as u32) } else { None },
         timestamp: if c.timestamp > 0 { Some(c.timestamp) } else { None },
         always_replace_existing: c.always_replace_existing_dest_paths,
+        attempt_unpack: c.attempt_unpack_docker_compatibility,
     }
 }
 

@@ -1,0 +1,51 @@
+//! ADD's archive extraction (BuildKit's `AttemptUnpackDockerCompatibility`, its file backend's
+//! `unpack`): a copy source that is a regular file holding a tar archive — plain, gzip or zstd
+//! compressed — is extracted into the destination directory instead of copied; anything else is
+//! copied as usual.
+
+use super::meta::{in_action, io_err, mkdir_all_in_root, resolve};
+use super::resolve::clean_abs;
+use super::Owner;
+use crate::error::Result;
+use std::io::Read;
+use std::path::Path;
+
+/// The decompressed stream of `path` when it is a compression format BuildKit reads (gzip,
+/// zstd) or plain.
+fn open_stream(path: &Path) -> std::io::Result<Box<dyn Read>> {
+    let mut magic = [0u8; 4];
+    let n = std::fs::File::open(path)?.read(&mut magic)?;
+    let f = std::fs::File::open(path)?;
+    Ok(match &magic[..n] {
+        [0x1f, 0x8b, ..] => Box::new(flate2::read::MultiGzDecoder::new(f)),
+        [0x28, 0xb5, 0x2f, 0xfd] => Box::new(zstd::stream::read::Decoder::new(f)?),
+        _ => Box::new(f),
+    })
+}
+
+/// BuildKit's `isArchivePath`: a regular file whose (decompressed) start is a tar header.
+pub(crate) fn is_archive(host: &Path) -> bool {
+    let Ok(m) = std::fs::symlink_metadata(host) else { return false };
+    if !m.file_type().is_file() {
+        return false;
+    }
+    let Ok(stream) = open_stream(host) else { return false };
+    let mut ar = tar::Archive::new(stream);
+    matches!(ar.entries().map(|mut e| e.next()), Ok(Some(Ok(_))))
+}
+
+/// Extracts the archive at `src_host` into `dest` of `dest_root` (created with parents owned
+/// by `owner`), keeping the entries' modes, owners and times, as Docker's `Untar`.
+pub(crate) fn unpack(action: &str, src_host: &Path, dest_root: &Path, dest: &str, owner: Option<Owner>) -> Result<()> {
+    let dest_host = resolve(action, dest_root, &clean_abs(dest), true)?;
+    mkdir_all_in_root(action, dest_root, &dest_host, 0o755, owner, None)?;
+    let shown = clean_abs(dest);
+    let stream = open_stream(src_host).map_err(|e| io_err(action, "cannot open archive", &shown, e))?;
+    let mut ar = tar::Archive::new(stream);
+    ar.set_preserve_permissions(true);
+    ar.set_preserve_mtime(true);
+    ar.set_preserve_ownerships(super::meta::is_root());
+    ar.set_overwrite(true);
+    // `unpack` keeps every entry inside `dest_host` (no `..`, no escaping through links).
+    ar.unpack(&dest_host).map_err(|e| in_action(action, crate::error::Error::io("extracting archive into", &dest_host, e)))
+}

@@ -4,7 +4,6 @@
 //! a message saying what, never a crash or a silent success.
 
 use super::bridge::Forwarder;
-use super::session::Sessions;
 use super::proto::control::control_server::Control;
 use super::proto::control::{
     BuildHistoryEvent, BuildHistoryRequest, BytesMessage, DiskUsageRequest, DiskUsageResponse, InfoRequest,
@@ -12,7 +11,9 @@ use super::proto::control::{
     StatusResponse, UpdateBuildHistoryRequest, UpdateBuildHistoryResponse, UsageRecord,
 };
 use super::proto::types::{BuildkitVersion, WorkerRecord};
+use super::session::Sessions;
 use super::status::{StatusConverter, StatusHub};
+use super::transfer::{locals_of, send_output, stage_output, sync_locals, Staging};
 use crate::build::BuildOptions;
 use crate::engine::{Engine, SolveOptions, UsageRecord as EngineRecord};
 use crate::error::{Error, ErrorKind};
@@ -90,12 +91,10 @@ fn outputs(req: &SolveRequest) -> Result<Vec<OutputSpec>, Status> {
         "image" | "moby" => {
             OutputSpec::from_attrs("image", &req.exporter_attrs).map(|o| vec![o]).map_err(|e| to_status(&e))
         }
-        kind @ ("local" | "tar" | "oci") => Err(Status::unimplemented(format!(
-            "exporter {kind:?} writes to the client through the session's file transfer, which kiln serve does not \
-             serve yet; use type=image (with push=true) or build in-process"
-        ))),
+        // Staged on the daemon and sent to the client after the solve (see `transfer`).
+        "local" | "tar" | "oci" => Ok(Vec::new()),
         other => Err(Status::invalid_argument(format!(
-            "unknown exporter {other:?}; kiln serve accepts image (local, tar and oci need the session file transfer)"
+            "unknown exporter {other:?}; kiln serve accepts local, tar, oci and image"
         ))),
     }
 }
@@ -211,6 +210,25 @@ impl Control for ControlService {
             return Err(Status::invalid_argument("a solve needs a Ref (the build id Status follows)"));
         }
         let mut opts = solve_options(&req)?;
+        let session = match req.session.as_str() {
+            "" => None,
+            id => Some(self.sessions.get(id).await?),
+        };
+        let needs_session = |what: &str| {
+            Status::failed_precondition(format!("{what} comes from the client's session, and this solve names none"))
+        };
+        let mut staging = Staging::new(self.engine.root())?;
+        let client_output = match req.exporter.as_str() {
+            kind @ ("local" | "tar" | "oci") => {
+                let (spec, out) = stage_output(kind, &req.exporter_attrs, &mut staging)?;
+                opts.outputs.push(spec);
+                Some(out)
+            }
+            _ => None,
+        };
+        if client_output.is_some() && session.is_none() {
+            return Err(needs_session(&format!("the {} output", req.exporter)));
+        }
         let reference = req.r#ref.clone();
         self.hub.start(&reference);
         let hub = self.hub.clone();
@@ -224,18 +242,25 @@ impl Control for ControlService {
         // killed and its snapshots released by the engine.
         let finish = FinishOnDrop { hub: self.hub.clone(), reference: reference.clone() };
         let result = match req.definition.clone() {
-            Some(def) => match Definition::from_pb(def) {
-                Ok(def) => self.engine.solve(&def, opts).await,
-                Err(e) => Err(e),
-            },
+            Some(def) => {
+                let def = Definition::from_pb(def).map_err(|e| to_status(&e))?;
+                let wanted = locals_of(&def);
+                if !wanted.is_empty() {
+                    let s = session.as_ref().ok_or_else(|| needs_session("a local dir"))?;
+                    opts.locals = sync_locals(s, wanted, &mut staging).await?;
+                }
+                self.engine.solve(&def, opts).await
+            }
             // BuildKit's clients (buildctl build, client.Build) send no definition: they drive
             // the build from their side over the LLB bridge, keyed by this Ref.
             None => {
                 let fwd = self.fwd.clone();
                 let build = BuildOptions { solve: opts, frontend_attrs: req.frontend_attrs.clone() };
+                let root = self.engine.root().to_path_buf();
+                let session = session.clone();
                 self.engine
                     .build(build, move |ctx| async move {
-                        let (_registered, returned) = fwd.register(&reference, ctx);
+                        let (_registered, returned) = fwd.register(&reference, ctx, session, root);
                         match returned.await {
                             Ok(outcome) => outcome,
                             Err(_) => Err(Error::new(
@@ -247,9 +272,14 @@ impl Control for ControlService {
                     .await
             }
         };
+        let result = result.map_err(|e| to_status(&e));
+        let result = match (result, &client_output, &session) {
+            (Ok(r), Some(out), Some(s)) => send_output(s, out, &req.exporter_attrs).await.map(|()| r),
+            (r, _, _) => r,
+        };
         drop(finish);
-        let result = result.map_err(|e| to_status(&e))?;
-        Ok(Response::new(SolveResponse { exporter_response: result.exporter_response }))
+        drop(staging);
+        Ok(Response::new(SolveResponse { exporter_response: result?.exporter_response }))
     }
 
     type StatusStream = BoxStream<StatusResponse>;

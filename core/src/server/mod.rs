@@ -13,6 +13,7 @@ pub mod control;
 pub mod proto;
 pub mod session;
 pub mod status;
+pub mod transfer;
 
 use crate::engine::Engine;
 use crate::error::{Error, ErrorKind, Result};

@@ -72,6 +72,42 @@ impl<M: Send + 'static> MsgRx<M> for tonic::Streaming<M> {
     }
 }
 
+/// The response stream of a call whose peer answers only after it has received something (a Go
+/// gRPC server sends its response headers with its first message): the call is awaited on the
+/// first `recv`, so the caller can send first. BuildKit's client receiving an export (fsutil's
+/// receiver speaks only after the sender's stats) is such a peer.
+pub struct LazyResponse<M> {
+    call: Option<
+        std::pin::Pin<
+            Box<dyn Future<Output = std::result::Result<tonic::Response<tonic::Streaming<M>>, tonic::Status>> + Send>,
+        >,
+    >,
+    stream: Option<tonic::Streaming<M>>,
+}
+
+impl<M> LazyResponse<M> {
+    /// Wraps the (not yet awaited) call.
+    pub fn new(
+        call: impl Future<Output = std::result::Result<tonic::Response<tonic::Streaming<M>>, tonic::Status>>
+            + Send
+            + 'static,
+    ) -> LazyResponse<M> {
+        LazyResponse { call: Some(Box::pin(call)), stream: None }
+    }
+}
+
+impl<M: Send + 'static> MsgRx<M> for LazyResponse<M> {
+    async fn recv(&mut self) -> Result<Option<M>> {
+        if let Some(call) = self.call.take() {
+            self.stream = Some(call.await.map_err(status_error)?.into_inner());
+        }
+        match self.stream.as_mut() {
+            Some(s) => s.message().await.map_err(status_error),
+            None => Ok(None),
+        }
+    }
+}
+
 /// A transport failure of the session stream as a kiln error (the status message is the
 /// peer's; BuildKit puts its error text there).
 pub fn status_error(s: tonic::Status) -> Error {

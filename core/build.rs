@@ -1,5 +1,5 @@
 //! Generates the LLB protobuf types from core/proto/ops.proto and, with the `api` feature,
-//! BuildKit's control API (core/proto/buildkit/) with tonic services.
+//! BuildKit's control API and session file transfer (core/proto/buildkit/) with tonic services.
 //! Maps are BTreeMaps so that encoding is deterministic (an op's digest is the sha256 of its bytes).
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
@@ -13,6 +13,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .btree_map(".")
         // The LLB types are the ones above: one `pb::Definition` type in the whole crate.
         .extern_path(".pb", "crate::graph::pb")
-        .compile_protos(&["proto/buildkit/control.proto", "proto/buildkit/gateway.proto"], &["proto"])?;
+        // One call for every package: prost writes one file per package (fsutil.types holds both
+        // the gateway's Stat and filesync's Packet).
+        .compile_protos(
+            &[
+                "proto/buildkit/control.proto",
+                "proto/buildkit/gateway.proto",
+                "proto/buildkit/filesync.proto",
+                "proto/buildkit/health.proto",
+            ],
+            &["proto"],
+        )?;
     Ok(())
 }

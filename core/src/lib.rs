@@ -31,6 +31,8 @@ pub mod options;
 pub mod progress;
 #[cfg(feature = "api")]
 pub mod server;
+#[cfg(feature = "api")]
+pub mod session;
 pub mod solver;
 
 internal_modules!(cache, content, export, fileops, registry, remotecache, snapshot, source, worker);

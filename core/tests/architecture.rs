@@ -17,6 +17,8 @@ const LAYERS: &[&[&str]] = &[
     &["build"],
     &["frontend"],
     &["engine"],
+    // The session's client-served protocols (file transfer); below `server`, which wires them.
+    &["session"],
     &["server"],
 ];
 

@@ -105,6 +105,36 @@ fn wait_bounded(mut c: Child, limit: Duration, what: &str) -> Output {
     }
 }
 
+/// Every path under `root` with its type, mode, size, content digest and link target.
+fn tree(root: &Path) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("read_dir") {
+            let p = e.expect("entry").path();
+            let m = std::fs::symlink_metadata(&p).expect("lstat");
+            let rel = p.strip_prefix(root).expect("under root").display().to_string();
+            let what = if m.file_type().is_symlink() {
+                format!("link {}", std::fs::read_link(&p).expect("readlink").display())
+            } else if m.is_dir() {
+                stack.push(p.clone());
+                "dir".to_owned()
+            } else {
+                let data = std::fs::read(&p).expect("read");
+                format!(
+                    "file {} {:x}",
+                    data.len(),
+                    data.iter().fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(*b as u64))
+                )
+            };
+            out.push(format!("{rel} {:o} {}:{} {what}", m.mode(), m.uid(), m.gid()));
+        }
+    }
+    out.sort();
+    out
+}
+
 fn text(o: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
@@ -157,11 +187,54 @@ fn buildctl_drives_kiln_serve() {
         .expect("run skopeo");
     assert!(inspect.status.success(), "skopeo reads the pushed image: {}", text(&inspect));
 
-    // Outputs that travel through the session to the client are refused, saying why.
-    let dest = format!("type=local,dest={}", server.sock.with_file_name("out").display());
-    let l = server.buildctl(&["build", "--output", &dest], &def);
-    assert!(!l.status.success());
-    assert!(text(&l).contains("session"), "local output error names the session: {}", text(&l));
+    // Local dirs come from the client and outputs go back to it over the session (fsutil's
+    // DiffCopy both ways, archives as bytes); the tree equals the embedded engine's.
+    let work = tempfile::tempdir().expect("tempdir");
+    let ctx = work.path().join("ctx");
+    std::fs::create_dir_all(ctx.join("sub")).expect("mkdir");
+    std::fs::write(ctx.join("a"), b"hello\n").expect("write");
+    std::fs::write(ctx.join("sub/b"), vec![7u8; 300_000]).expect("write");
+    std::os::unix::fs::symlink("a", ctx.join("link")).expect("symlink");
+    let def2 = State::scratch()
+        .copy(&State::local("ctx"), "/", "/app", Default::default())
+        .mkfile("/hello", 0o644, b"hi\n".to_vec(), Default::default())
+        .to_definition()
+        .expect("def")
+        .to_bytes();
+    let local_arg = format!("ctx={}", ctx.display());
+    let via_serve = work.path().join("served");
+    let out = format!("type=local,dest={}", via_serve.display());
+    let l = server.buildctl(&["build", "--local", &local_arg, "--output", &out], &def2);
+    assert!(l.status.success(), "local dir in, local output out: {}", text(&l));
+    let embedded = work.path().join("embedded");
+    let e = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("--root")
+        .arg(work.path().join("root"))
+        .args(["build", "--local", &local_arg, "--output", &format!("type=local,dest={}", embedded.display())])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map(|mut c| {
+            use std::io::Write;
+            let _ = c.stdin.take().expect("stdin").write_all(&def2);
+            c
+        })
+        .expect("spawn kiln build");
+    let e = wait_bounded(e, Duration::from_secs(120), "kiln build");
+    assert!(e.status.success(), "embedded build: {}", text(&e));
+    assert_eq!(std::fs::read(via_serve.join("app/sub/b")).expect("synced file"), vec![7u8; 300_000]);
+    assert_eq!(tree(&via_serve), tree(&embedded), "kiln serve's output equals the embedded engine's");
+    for (kind, name) in [("tar", "out.tar"), ("oci", "oci.tar")] {
+        let file = work.path().join(name);
+        let out = format!("type={kind},dest={}", file.display());
+        let t = server.buildctl(&["build", "--local", &local_arg, "--output", &out], &def2);
+        assert!(t.status.success(), "{kind} output: {}", text(&t));
+        let list = Command::new("tar").arg("tf").arg(&file).output().expect("tar tf");
+        let names = String::from_utf8_lossy(&list.stdout).to_string();
+        let want = if kind == "tar" { "app/sub/b" } else { "index.json" };
+        assert!(names.lines().any(|l| l.trim_start_matches("./") == want), "{kind} archive lists {want}: {names}");
+    }
 
     let sock = server.sock.clone();
     let stopped = server.stop();

@@ -20,6 +20,9 @@ pub struct SolveRequest {
     /// Load the result now even when the local or an imported cache already knows it (BuildKit's
     /// `Evaluate`); otherwise a known result is loaded when first read, evaluated or exported.
     pub evaluate: bool,
+    /// Local directories for this solve, on top of (and replacing same-named) ones of the build
+    /// (a daemon syncs a client's dirs per solve, as they are named).
+    pub locals: std::collections::BTreeMap<String, std::path::PathBuf>,
 }
 
 /// The handle a build function uses: solve definitions into [`Ref`]s, warn, read the frontend
@@ -60,7 +63,7 @@ impl BuildContext {
     /// Solves `def` on the engine (sharing work with every other solve and build there) with
     /// the build's options and `req`; the result is a [`Ref`] to read or return.
     pub async fn solve(&self, def: &Definition, req: SolveRequest) -> Result<Ref> {
-        let solved = self.inner.session.solve(def, req.cache_imports, req.evaluate).await?;
+        let solved = self.inner.session.solve(def, req.cache_imports, req.locals, req.evaluate).await?;
         let inner = Arc::new(RefInner { session: self.inner.session.clone(), solved, view: Mutex::new(None) });
         let mut refs = lock(&self.inner.refs);
         // Forget refs already dropped, so a long build's list stays as long as its live refs.

@@ -53,6 +53,11 @@ type Outcome = Result<Option<BuildOutput>, Error>;
 /// One client-side build in flight.
 struct Bridged {
     ctx: BuildContext,
+    /// The client's session (its local dirs), when the solve named one.
+    session: Option<Arc<super::session::Session>>,
+    /// Staging of the locals synced for inner solves; goes with the build.
+    staging: tokio::sync::Mutex<Option<super::transfer::Staging>>,
+    root: std::path::PathBuf,
     refs: Mutex<HashMap<String, Ref>>,
     next: AtomicU64,
     returned: Mutex<Option<oneshot::Sender<Outcome>>>,
@@ -82,12 +87,25 @@ impl Drop for Registration {
 }
 
 impl Forwarder {
-    /// Registers the build `id` driven through `ctx`; its result arrives on the returned receiver
-    /// when the client calls `Return`.
-    pub fn register(&self, id: &str, ctx: BuildContext) -> (Registration, oneshot::Receiver<Outcome>) {
+    /// Registers the build `id` driven through `ctx` (its locals come from `session`, staged
+    /// under `root`); its result arrives on the returned receiver when the client calls `Return`.
+    pub fn register(
+        &self,
+        id: &str,
+        ctx: BuildContext,
+        session: Option<Arc<super::session::Session>>,
+        root: std::path::PathBuf,
+    ) -> (Registration, oneshot::Receiver<Outcome>) {
         let (tx, rx) = oneshot::channel();
-        let b =
-            Bridged { ctx, refs: Mutex::new(HashMap::new()), next: AtomicU64::new(0), returned: Mutex::new(Some(tx)) };
+        let b = Bridged {
+            ctx,
+            session,
+            staging: tokio::sync::Mutex::new(None),
+            root,
+            refs: Mutex::new(HashMap::new()),
+            next: AtomicU64::new(0),
+            returned: Mutex::new(Some(tx)),
+        };
         lock(&self.builds).insert(id.to_owned(), Arc::new(b));
         self.registered.notify_waiters();
         (Registration { fwd: self.clone(), id: id.to_owned() }, rx)
@@ -240,6 +258,19 @@ impl LlbBridge for BridgeService {
             }));
         };
         let def = Definition::from_pb(pbdef.clone()).map_err(|e| to_status(&e))?;
+        let wanted = super::transfer::locals_of(&def);
+        if !wanted.is_empty() {
+            let session = b.session.as_ref().ok_or_else(|| {
+                Status::failed_precondition("a local dir comes from the client's session, and this build names none")
+            })?;
+            let mut staging = b.staging.lock().await;
+            if staging.is_none() {
+                *staging = Some(super::transfer::Staging::new(&b.root)?);
+            }
+            if let Some(st) = staging.as_mut() {
+                inner.locals = super::transfer::sync_locals(session, wanted, st).await?;
+            }
+        }
         let r = b.ctx.solve(&def, inner).await.map_err(|e| to_status(&e))?;
         let id = b.add_ref(r);
         let result = gw::Result {

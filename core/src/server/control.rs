@@ -11,7 +11,9 @@ use super::proto::control::{
     StatusResponse, UpdateBuildHistoryRequest, UpdateBuildHistoryResponse, UsageRecord,
 };
 use super::proto::types::{BuildkitVersion, WorkerRecord};
+use super::session::Sessions;
 use super::status::{StatusConverter, StatusHub};
+use super::transfer::{locals_of, send_output, stage_output, sync_locals, Staging};
 use crate::build::BuildOptions;
 use crate::engine::{Engine, SolveOptions, UsageRecord as EngineRecord};
 use crate::error::{Error, ErrorKind};
@@ -22,8 +24,7 @@ use futures::Stream;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::{ReceiverStream, UnboundedReceiverStream};
+use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -37,12 +38,13 @@ pub struct ControlService {
     engine: Engine,
     hub: StatusHub,
     fwd: Forwarder,
+    sessions: Sessions,
 }
 
 impl ControlService {
     /// Serves `engine`; builds driven over the LLB bridge are registered in `fwd`.
     pub fn new(engine: Engine, fwd: Forwarder) -> Self {
-        ControlService { engine, hub: StatusHub::default(), fwd }
+        ControlService { engine, hub: StatusHub::default(), fwd, sessions: Sessions::default() }
     }
 }
 
@@ -89,12 +91,10 @@ fn outputs(req: &SolveRequest) -> Result<Vec<OutputSpec>, Status> {
         "image" | "moby" => {
             OutputSpec::from_attrs("image", &req.exporter_attrs).map(|o| vec![o]).map_err(|e| to_status(&e))
         }
-        kind @ ("local" | "tar" | "oci") => Err(Status::unimplemented(format!(
-            "exporter {kind:?} writes to the client through the session's file transfer, which kiln serve does not \
-             serve yet; use type=image (with push=true) or build in-process"
-        ))),
+        // Staged on the daemon and sent to the client after the solve (see `transfer`).
+        "local" | "tar" | "oci" => Ok(Vec::new()),
         other => Err(Status::invalid_argument(format!(
-            "unknown exporter {other:?}; kiln serve accepts image (local, tar and oci need the session file transfer)"
+            "unknown exporter {other:?}; kiln serve accepts local, tar, oci and image"
         ))),
     }
 }
@@ -210,6 +210,25 @@ impl Control for ControlService {
             return Err(Status::invalid_argument("a solve needs a Ref (the build id Status follows)"));
         }
         let mut opts = solve_options(&req)?;
+        let session = match req.session.as_str() {
+            "" => None,
+            id => Some(self.sessions.get(id).await?),
+        };
+        let needs_session = |what: &str| {
+            Status::failed_precondition(format!("{what} comes from the client's session, and this solve names none"))
+        };
+        let mut staging = Staging::new(self.engine.root())?;
+        let client_output = match req.exporter.as_str() {
+            kind @ ("local" | "tar" | "oci") => {
+                let (spec, out) = stage_output(kind, &req.exporter_attrs, &mut staging)?;
+                opts.outputs.push(spec);
+                Some(out)
+            }
+            _ => None,
+        };
+        if client_output.is_some() && session.is_none() {
+            return Err(needs_session(&format!("the {} output", req.exporter)));
+        }
         let reference = req.r#ref.clone();
         self.hub.start(&reference);
         let hub = self.hub.clone();
@@ -223,18 +242,25 @@ impl Control for ControlService {
         // killed and its snapshots released by the engine.
         let finish = FinishOnDrop { hub: self.hub.clone(), reference: reference.clone() };
         let result = match req.definition.clone() {
-            Some(def) => match Definition::from_pb(def) {
-                Ok(def) => self.engine.solve(&def, opts).await,
-                Err(e) => Err(e),
-            },
+            Some(def) => {
+                let def = Definition::from_pb(def).map_err(|e| to_status(&e))?;
+                let wanted = locals_of(&def);
+                if !wanted.is_empty() {
+                    let s = session.as_ref().ok_or_else(|| needs_session("a local dir"))?;
+                    opts.locals = sync_locals(s, wanted, &mut staging).await?;
+                }
+                self.engine.solve(&def, opts).await
+            }
             // BuildKit's clients (buildctl build, client.Build) send no definition: they drive
             // the build from their side over the LLB bridge, keyed by this Ref.
             None => {
                 let fwd = self.fwd.clone();
                 let build = BuildOptions { solve: opts, frontend_attrs: req.frontend_attrs.clone() };
+                let root = self.engine.root().to_path_buf();
+                let session = session.clone();
                 self.engine
                     .build(build, move |ctx| async move {
-                        let (_registered, returned) = fwd.register(&reference, ctx);
+                        let (_registered, returned) = fwd.register(&reference, ctx, session, root);
                         match returned.await {
                             Ok(outcome) => outcome,
                             Err(_) => Err(Error::new(
@@ -246,9 +272,14 @@ impl Control for ControlService {
                     .await
             }
         };
+        let result = result.map_err(|e| to_status(&e));
+        let result = match (result, &client_output, &session) {
+            (Ok(r), Some(out), Some(s)) => send_output(s, out, &req.exporter_attrs).await.map(|()| r),
+            (r, _, _) => r,
+        };
         drop(finish);
-        let result = result.map_err(|e| to_status(&e))?;
-        Ok(Response::new(SolveResponse { exporter_response: result.exporter_response }))
+        drop(staging);
+        Ok(Response::new(SolveResponse { exporter_response: result?.exporter_response }))
     }
 
     type StatusStream = BoxStream<StatusResponse>;
@@ -261,19 +292,9 @@ impl Control for ControlService {
     type SessionStream = BoxStream<BytesMessage>;
 
     async fn session(&self, req: Request<Streaming<BytesMessage>>) -> Result<Response<Self::SessionStream>, Status> {
-        // The session's stream carries an HTTP/2 connection on which the daemon calls the
-        // client's services (files, secrets, auth). kiln serve does not call them yet: it keeps
-        // the stream open for the build's lifetime and ends it when the client does.
-        let id = req.metadata().get("x-docker-expose-session-uuid").and_then(|v| v.to_str().ok()).map(str::to_owned);
-        tracing::debug!(session = ?id, "session attached");
-        let mut inbound = req.into_inner();
-        let (tx, rx) = mpsc::channel::<Result<BytesMessage, Status>>(1);
-        tokio::spawn(async move {
-            while let Ok(Some(_)) = inbound.message().await {}
-            drop(tx);
-            tracing::debug!(session = ?id, "session ended");
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        let md = req.metadata().clone();
+        let out = self.sessions.attach(&md, req.into_inner()).await?;
+        Ok(Response::new(Box::pin(out)))
     }
 
     async fn list_workers(&self, req: Request<ListWorkersRequest>) -> Result<Response<ListWorkersResponse>, Status> {

@@ -11,7 +11,9 @@
 pub mod bridge;
 pub mod control;
 pub mod proto;
+pub mod session;
 pub mod status;
+pub mod transfer;
 
 use crate::engine::Engine;
 use crate::error::{Error, ErrorKind, Result};

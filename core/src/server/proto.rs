@@ -30,11 +30,19 @@ pub mod moby {
     }
 }
 
-/// `fsutil.types`: file stats of ReadDir and StatFile.
-pub mod fsutil {
-    /// `fsutil.types.Stat`.
-    pub mod types {
-        include!(concat!(env!("OUT_DIR"), "/fsutil.types.rs"));
+/// `fsutil.types`: file stats of ReadDir and StatFile, DiffCopy packets. Generated once, in
+/// `session::proto` (the layer below), so both modules share one `Stat` type; the generated
+/// gateway code reaches it at this path.
+pub use crate::session::proto::fsutil;
+
+/// `moby.filesync.v1`: the session's `FileSync`/`FileSend` services.
+pub use crate::session::proto::filesync;
+
+/// `grpc.health.v1`: the health service a BuildKit client serves on its session.
+pub mod health {
+    /// `grpc.health.v1`.
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/grpc.health.v1.rs"));
     }
 }
 

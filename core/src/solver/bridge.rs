@@ -109,12 +109,13 @@ impl BuildSession {
         (self.solver.tasks.token(), self.tasks.token())
     }
 
-    /// Solves `def` with the build's options plus `imports`; the result is loaded now when
+    /// Solves `def` with the build's options plus `imports` and `locals`; the result is loaded now when
     /// `evaluate` is set or when neither the local nor an imported cache knows it, else lazily.
     pub async fn solve(
         self: &Arc<Self>,
         def: &Definition,
         imports: Vec<CacheImportSpec>,
+        locals: std::collections::BTreeMap<String, std::path::PathBuf>,
         evaluate: bool,
     ) -> Result<SolvedRef> {
         if self.is_closed() {
@@ -122,6 +123,7 @@ impl BuildSession {
         }
         self.opts.check(def)?;
         let mut opts = self.opts.clone();
+        opts.locals.extend(locals);
         for i in imports {
             if !opts.cache_imports.iter().any(|c| c.to_string() == i.to_string()) {
                 opts.cache_imports.push(i);

@@ -250,6 +250,83 @@ fn buildctl_drives_kiln_serve() {
     assert!(fresh.stop().status.success());
 }
 
+/// The file under an OCI layout directory that `digest` names.
+fn blob(layout: &Path, digest: &str) -> Vec<u8> {
+    let hex = digest.strip_prefix("sha256:").expect("sha256 digest");
+    std::fs::read(layout.join("blobs/sha256").join(hex)).expect("blob")
+}
+
+#[test]
+fn buildctl_builds_a_dockerfile_on_kiln_serve() {
+    let server = Server::start();
+    let work = tempfile::tempdir().expect("tempdir");
+    let rootfs = work.path().join("rootfs");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/make-rootfs");
+    let st = Command::new("sh").arg(&script).arg(&rootfs).status().expect("make-rootfs");
+    assert!(st.success(), "make-rootfs failed (is busybox-static installed?)");
+    let ctx = work.path().join("ctx");
+    std::fs::create_dir_all(&ctx).expect("mkdir");
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM base AS build\nARG MSG=hello\nRUN echo \"$MSG from run\" > /built.txt\n\
+         FROM scratch\nCOPY --from=build /built.txt /out/\nCOPY a.txt /out/\nENV FOO=bar\nCMD [\"/bin/sh\"]\n",
+    )
+    .expect("write Dockerfile");
+    std::fs::write(ctx.join("a.txt"), "ctxfile\n").expect("write");
+    std::fs::write(ctx.join(".dockerignore"), "ignored\n").expect("write");
+    std::fs::write(ctx.join("ignored"), "no\n").expect("write");
+    let c = format!("context={}", ctx.display());
+    let d = format!("dockerfile={}", ctx.display());
+    let r = format!("rootfs={}", rootfs.display());
+    let common = [
+        "build",
+        "--frontend",
+        "dockerfile.v0",
+        "--local",
+        &c,
+        "--local",
+        &d,
+        "--local",
+        &r,
+        "--opt",
+        "context:base=local:rootfs",
+        "--opt",
+        "build-arg:MSG=hi",
+    ];
+    let out_dir = work.path().join("out");
+    let mut args = common.to_vec();
+    let out = format!("type=local,dest={}", out_dir.display());
+    args.extend(["--output", &out]);
+    let b = server.buildctl(&args, b"");
+    assert!(b.status.success(), "dockerfile build through kiln serve: {}", text(&b));
+    assert_eq!(std::fs::read_to_string(out_dir.join("out/built.txt")).expect("built"), "hi from run\n");
+    assert_eq!(std::fs::read_to_string(out_dir.join("out/a.txt")).expect("copied"), "ctxfile\n");
+
+    // The image config the frontend made reaches the exported image.
+    let oci = work.path().join("img.tar");
+    let mut args = common.to_vec();
+    let out = format!("type=oci,dest={}", oci.display());
+    args.extend(["--output", &out]);
+    let o = server.buildctl(&args, b"");
+    assert!(o.status.success(), "oci output: {}", text(&o));
+    let layout = work.path().join("layout");
+    std::fs::create_dir_all(&layout).expect("mkdir");
+    let x = Command::new("tar").arg("xf").arg(&oci).arg("-C").arg(&layout).status().expect("tar xf");
+    assert!(x.success());
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).expect("index")).expect("json");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&blob(&layout, index["manifests"][0]["digest"].as_str().expect("manifest digest")))
+            .expect("manifest json");
+    let config: serde_json::Value =
+        serde_json::from_slice(&blob(&layout, manifest["config"]["digest"].as_str().expect("config digest")))
+            .expect("config json");
+    let env = config["config"]["Env"].to_string();
+    assert!(env.contains("FOO=bar"), "Env carries the Dockerfile's ENV: {config}");
+    assert_eq!(config["config"]["Cmd"], serde_json::json!(["/bin/sh"]), "{config}");
+    assert!(server.stop().status.success());
+}
+
 #[test]
 fn control_client_solves_a_definition_and_follows_its_status() {
     let server = Server::start();

@@ -39,8 +39,9 @@ struct CtxInner {
     attrs: BTreeMap<String, String>,
     /// The result set with [`BuildContext::set_result`].
     result: Mutex<Option<BuildOutput>>,
-    /// Every ref handed out (weakly: a ref dropped early releases its view at once).
-    refs: Mutex<Vec<Weak<RefInner>>>,
+    /// Every ref handed out (weakly: a ref dropped early releases its view at once), shared
+    /// with the contexts derived from this one.
+    refs: Arc<Mutex<Vec<Weak<RefInner>>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -56,7 +57,7 @@ pub(super) fn result_already_set() -> Error {
 impl BuildContext {
     pub(super) fn new(session: Arc<BuildSession>, attrs: BTreeMap<String, String>) -> BuildContext {
         BuildContext {
-            inner: Arc::new(CtxInner { session, attrs, result: Mutex::new(None), refs: Mutex::new(Vec::new()) }),
+            inner: Arc::new(CtxInner { session, attrs, result: Mutex::new(None), refs: Default::default() }),
         }
     }
 
@@ -94,6 +95,20 @@ impl BuildContext {
     pub fn warn(&self, vertex: &str, message: &str) {
         tracing::warn!(vertex, message, "build warning");
         self.inner.session.emit(ProgressEvent::Warning { message: format!("{vertex}: {message}") });
+    }
+
+    /// A context of the same build whose frontend options are `attrs` (a frontend run inside
+    /// the build, as a gateway client's `Solve` with a frontend asks): its solves and refs are
+    /// the build's — released when the build ends —; its result slot is its own.
+    pub fn with_frontend_attrs(&self, attrs: BTreeMap<String, String>) -> BuildContext {
+        BuildContext {
+            inner: Arc::new(CtxInner {
+                session: self.inner.session.clone(),
+                attrs,
+                result: Mutex::new(None),
+                refs: self.inner.refs.clone(),
+            }),
+        }
     }
 
     /// The build's frontend options (BuildKit's `FrontendOpt`s), `cache-imports` included.

@@ -53,11 +53,6 @@ type Outcome = Result<Option<BuildOutput>, Error>;
 /// One client-side build in flight.
 struct Bridged {
     ctx: BuildContext,
-    /// The client's session (its local dirs), when the solve named one.
-    session: Option<Arc<super::session::Session>>,
-    /// Staging of the locals synced for inner solves; goes with the build.
-    staging: tokio::sync::Mutex<Option<super::transfer::Staging>>,
-    root: std::path::PathBuf,
     refs: Mutex<HashMap<String, Ref>>,
     next: AtomicU64,
     returned: Mutex<Option<oneshot::Sender<Outcome>>>,
@@ -87,25 +82,12 @@ impl Drop for Registration {
 }
 
 impl Forwarder {
-    /// Registers the build `id` driven through `ctx` (its locals come from `session`, staged
-    /// under `root`); its result arrives on the returned receiver when the client calls `Return`.
-    pub fn register(
-        &self,
-        id: &str,
-        ctx: BuildContext,
-        session: Option<Arc<super::session::Session>>,
-        root: std::path::PathBuf,
-    ) -> (Registration, oneshot::Receiver<Outcome>) {
+    /// Registers the build `id` driven through `ctx`; its result arrives on the returned receiver
+    /// when the client calls `Return`.
+    pub fn register(&self, id: &str, ctx: BuildContext) -> (Registration, oneshot::Receiver<Outcome>) {
         let (tx, rx) = oneshot::channel();
-        let b = Bridged {
-            ctx,
-            session,
-            staging: tokio::sync::Mutex::new(None),
-            root,
-            refs: Mutex::new(HashMap::new()),
-            next: AtomicU64::new(0),
-            returned: Mutex::new(Some(tx)),
-        };
+        let b =
+            Bridged { ctx, refs: Mutex::new(HashMap::new()), next: AtomicU64::new(0), returned: Mutex::new(Some(tx)) };
         lock(&self.builds).insert(id.to_owned(), Arc::new(b));
         self.registered.notify_waiters();
         (Registration { fwd: self.clone(), id: id.to_owned() }, rx)
@@ -207,12 +189,41 @@ fn caps(ids: &[&str]) -> Vec<ApiCap> {
 pub struct BridgeService {
     fwd: Forwarder,
     workers: Vec<super::proto::types::WorkerRecord>,
+    engine: crate::engine::Engine,
 }
 
 impl BridgeService {
-    /// Serves the builds of `fwd`; `workers` is what `Ping` reports.
-    pub fn new(fwd: Forwarder, workers: Vec<super::proto::types::WorkerRecord>) -> Self {
-        BridgeService { fwd, workers }
+    /// Serves the builds of `fwd` on `engine` (which resolves frontends' base images);
+    /// `workers` is what `Ping` reports.
+    pub fn new(fwd: Forwarder, workers: Vec<super::proto::types::WorkerRecord>, engine: crate::engine::Engine) -> Self {
+        BridgeService { fwd, workers, engine }
+    }
+
+    /// A gateway `Solve` naming the Dockerfile frontend: the frontend runs inside the build with
+    /// the request's options; its result becomes a ref of the build, its image config the
+    /// result's `containerimage.config` metadata (as BuildKit's frontends return it).
+    async fn frontend_solve(
+        &self,
+        b: &Bridged,
+        attrs: std::collections::BTreeMap<String, String>,
+    ) -> Result<Response<gw::SolveResponse>, Status> {
+        let ctx = b.ctx.with_frontend_attrs(attrs);
+        let resolver: crate::frontend::dockerfile::build::SharedResolver = Arc::new(self.engine.clone());
+        let out = crate::frontend::dockerfile::build::build(ctx, resolver).await.map_err(|e| to_status(&e))?;
+        let out = out.unwrap_or_default();
+        let id = out.result.map(|r| b.add_ref(r)).unwrap_or_default();
+        let mut metadata = std::collections::BTreeMap::new();
+        if let Some(cfg) = &out.image_config {
+            let json = serde_json::to_vec(&cfg.to_oci_json())
+                .map_err(|e| Status::internal(format!("encode the image config: {e}")))?;
+            metadata.insert("containerimage.config".to_owned(), json);
+        }
+        let result = gw::Result {
+            result: Some(GwResult::Ref(gw::Ref { id: id.clone(), def: None })),
+            metadata,
+            ..Default::default()
+        };
+        Ok(Response::new(gw::SolveResponse { r#ref: id, result: Some(result) }))
     }
 }
 
@@ -230,11 +241,16 @@ impl LlbBridge for BridgeService {
     async fn solve(&self, req: Request<gw::SolveRequest>) -> Result<Response<gw::SolveResponse>, Status> {
         let b = self.fwd.lookup(&req).await?;
         let req = req.into_inner();
-        if !req.frontend.is_empty() {
-            return Err(Status::unimplemented(format!(
-                "frontend {:?} is not supported by kiln serve yet; solve an LLB definition",
-                req.frontend
-            )));
+        match req.frontend.as_str() {
+            "" => {}
+            crate::frontend::dockerfile::build::FRONTEND_NAME | "dockerfile" => {
+                return self.frontend_solve(&b, req.frontend_opt).await;
+            }
+            other => {
+                return Err(Status::unimplemented(format!(
+                    "frontend {other:?} is not supported: kiln has the built-in dockerfile.v0"
+                )));
+            }
         }
         if req.source_policies.iter().any(|p| !p.rules.is_empty()) {
             return Err(Status::unimplemented("source policies are not supported by kiln serve"));
@@ -258,19 +274,6 @@ impl LlbBridge for BridgeService {
             }));
         };
         let def = Definition::from_pb(pbdef.clone()).map_err(|e| to_status(&e))?;
-        let wanted = super::transfer::locals_of(&def);
-        if !wanted.is_empty() {
-            let session = b.session.as_ref().ok_or_else(|| {
-                Status::failed_precondition("a local dir comes from the client's session, and this build names none")
-            })?;
-            let mut staging = b.staging.lock().await;
-            if staging.is_none() {
-                *staging = Some(super::transfer::Staging::new(&b.root)?);
-            }
-            if let Some(st) = staging.as_mut() {
-                inner.locals = super::transfer::sync_locals(session, wanted, st).await?;
-            }
-        }
         let r = b.ctx.solve(&def, inner).await.map_err(|e| to_status(&e))?;
         let id = b.add_ref(r);
         let result = gw::Result {

@@ -13,7 +13,7 @@ use super::proto::control::{
 use super::proto::types::{BuildkitVersion, WorkerRecord};
 use super::session::Sessions;
 use super::status::{StatusConverter, StatusHub};
-use super::transfer::{locals_of, send_output, stage_output, sync_locals, Staging};
+use super::transfer::{send_output, stage_output, SessionLocals, Staging};
 use crate::build::BuildOptions;
 use crate::engine::{Engine, SolveOptions, UsageRecord as EngineRecord};
 use crate::error::{Error, ErrorKind};
@@ -217,7 +217,10 @@ impl Control for ControlService {
         let needs_session = |what: &str| {
             Status::failed_precondition(format!("{what} comes from the client's session, and this solve names none"))
         };
-        let mut staging = Staging::new(self.engine.root())?;
+        let mut staging = Staging::new();
+        if let Some(s) = &session {
+            opts.local_provider = Some(SessionLocals::new(s.clone(), self.engine.root()));
+        }
         let client_output = match req.exporter.as_str() {
             kind @ ("local" | "tar" | "oci") => {
                 let (spec, out) = stage_output(kind, &req.exporter_attrs, &mut staging)?;
@@ -244,11 +247,6 @@ impl Control for ControlService {
         let result = match req.definition.clone() {
             Some(def) => {
                 let def = Definition::from_pb(def).map_err(|e| to_status(&e))?;
-                let wanted = locals_of(&def);
-                if !wanted.is_empty() {
-                    let s = session.as_ref().ok_or_else(|| needs_session("a local dir"))?;
-                    opts.locals = sync_locals(s, wanted, &mut staging).await?;
-                }
                 self.engine.solve(&def, opts).await
             }
             // BuildKit's clients (buildctl build, client.Build) send no definition: they drive
@@ -256,11 +254,9 @@ impl Control for ControlService {
             None => {
                 let fwd = self.fwd.clone();
                 let build = BuildOptions { solve: opts, frontend_attrs: req.frontend_attrs.clone() };
-                let root = self.engine.root().to_path_buf();
-                let session = session.clone();
                 self.engine
                     .build(build, move |ctx| async move {
-                        let (_registered, returned) = fwd.register(&reference, ctx, session, root);
+                        let (_registered, returned) = fwd.register(&reference, ctx);
                         match returned.await {
                             Ok(outcome) => outcome,
                             Err(_) => Err(Error::new(

@@ -113,8 +113,10 @@ pub async fn serve(engine: Engine, addrs: &[ListenAddr], shutdown: impl Future<O
     }
     let fwd = bridge::Forwarder::default();
     let workers = control::worker_records(&engine);
-    let service = ControlServer::new(ControlService::new(engine, fwd.clone())).max_decoding_message_size(64 << 20);
-    let gateway = LlbBridgeServer::new(bridge::BridgeService::new(fwd, workers)).max_decoding_message_size(64 << 20);
+    let service =
+        ControlServer::new(ControlService::new(engine.clone(), fwd.clone())).max_decoding_message_size(64 << 20);
+    let gateway = LlbBridgeServer::new(bridge::BridgeService::new(fwd, workers, engine.clone()))
+        .max_decoding_message_size(64 << 20);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut servers = tokio::task::JoinSet::new();
     let mut sockets = Vec::new();

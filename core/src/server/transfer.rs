@@ -1,6 +1,6 @@
 //! Files between a build on the daemon and its client, over the client's session: the local
-//! dirs a definition names are synced from the client (`FileSync.DiffCopy`) into staging dirs the
-//! solve reads; `local`, `tar` and `oci` outputs are written to staging on the daemon and sent to
+//! dirs a solve's sources name are synced from the client on demand (`FileSync.DiffCopy`, the
+//! solve's `LocalProvider`) into staging dirs the solve reads; `local`, `tar` and `oci` outputs are written to staging on the daemon and sent to
 //! the client (`FileSend.DiffCopy`: fsutil packets for a directory, raw bytes for an archive),
 //! as BuildKit's exporters do. Synced locals are staged in the engine root's `tmp` (emptied at
 //! every open); outputs in the system temp dir, since an export may never write inside the root.
@@ -8,7 +8,6 @@
 
 use super::control::to_status;
 use super::session::Session;
-use crate::graph::{Definition, SourceSpec};
 use crate::options::OutputSpec;
 use crate::session::conn::{request_stream, Conn, LazyResponse};
 use crate::session::fsutil::{self, ReceiveOpts, SendOpts, SyncRequest};
@@ -16,40 +15,30 @@ use crate::session::packet_call::{call_with_packets, FILE_SEND_DIFF_COPY, FILE_S
 use crate::session::proto::filesync::file_send_client::FileSendClient;
 use crate::session::proto::filesync::BytesMessage;
 use crate::session::proto::fsutil::types::Packet;
-use std::collections::BTreeMap;
+use crate::solver::{LocalProvider, LocalRequest};
+use futures::future::BoxFuture;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use tokio::io::AsyncReadExt;
 use tonic::Status;
 
-/// The staging dirs of one build (removed when dropped).
+/// The output staging dirs of one build (removed when dropped).
 pub struct Staging {
     dirs: Vec<tempfile::TempDir>,
     base: PathBuf,
 }
 
-/// What a staging dir holds.
-#[derive(Clone, Copy)]
-enum Kind {
-    Local,
-    Output,
-}
-
 impl Staging {
-    /// Staging under the engine root's `tmp` (emptied by every engine open, so a crash leaves
-    /// nothing behind for long).
-    pub fn new(root: &Path) -> Result<Staging, Status> {
-        let base = root.join("tmp");
-        std::fs::create_dir_all(&base).map_err(|e| Status::internal(format!("create {}: {e}", base.display())))?;
-        Ok(Staging { dirs: Vec::new(), base })
+    /// Staging in the system temp dir (an export may never write inside the engine root).
+    pub fn new() -> Staging {
+        Staging { dirs: Vec::new(), base: std::env::temp_dir() }
     }
 
-    fn dir(&mut self, kind: Kind) -> Result<PathBuf, Status> {
-        let (base, prefix) = match kind {
-            Kind::Local => (self.base.clone(), "session-local-"),
-            Kind::Output => (std::env::temp_dir(), "kiln-serve-output-"),
-        };
+    fn dir(&mut self) -> Result<PathBuf, Status> {
+        let base = self.base.clone();
         let d = tempfile::Builder::new()
-            .prefix(prefix)
+            .prefix("kiln-serve-output-")
             .tempdir_in(&base)
             .map_err(|e| Status::internal(format!("create a staging dir in {}: {e}", base.display())))?;
         let p = d.path().to_path_buf();
@@ -62,55 +51,67 @@ fn session_err(e: crate::Error) -> Status {
     to_status(&e)
 }
 
-/// What the client must send of each local dir `def` names: its filters when every source of
-/// that name agrees on them, everything otherwise (kiln applies each source's own filters to
-/// the synced dir again, so sending more is correct, only slower).
-pub fn locals_of(def: &Definition) -> BTreeMap<String, SendOpts> {
-    let mut out: BTreeMap<String, Option<SendOpts>> = BTreeMap::new();
-    for v in def.vertices() {
-        if let Ok(Some(SourceSpec::Local { name, include, exclude, follow_paths, .. })) = v.source_spec() {
-            let want = SendOpts { include, exclude, follow_paths };
-            match out.get(&name) {
-                None => {
-                    out.insert(name, Some(want));
-                }
-                Some(Some(have)) if *have != want => {
-                    out.insert(name, None);
-                }
-                Some(_) => {}
-            }
-        }
-    }
-    out.into_iter().map(|(k, v)| (k, v.unwrap_or_default())).collect()
+/// The client's local dirs, synced on demand as a solve's sources name them (the solve's
+/// [`LocalProvider`]): each distinct request (name and filters) is synced once per build into
+/// its own staging dir, concurrent requests for it waiting for the one transfer.
+#[derive(Debug)]
+pub struct SessionLocals {
+    session: Arc<Session>,
+    base: PathBuf,
+    synced: tokio::sync::Mutex<HashMap<LocalRequest, Arc<tokio::sync::OnceCell<PathBuf>>>>,
+    dirs: std::sync::Mutex<Vec<tempfile::TempDir>>,
 }
 
-/// Syncs each named local dir from the client into staging; the map is the solve's `locals`.
-pub async fn sync_locals(
-    session: &Session,
-    wanted: BTreeMap<String, SendOpts>,
-    staging: &mut Staging,
-) -> Result<BTreeMap<String, PathBuf>, Status> {
-    if !wanted.is_empty() && !session.serves(FILE_SYNC_DIFF_COPY) {
-        return Err(Status::failed_precondition("the client's session serves no local dirs (FileSync.DiffCopy)"));
+impl SessionLocals {
+    /// Locals of `session`, staged under `ROOT/tmp`.
+    pub fn new(session: Arc<Session>, root: &Path) -> Arc<SessionLocals> {
+        Arc::new(SessionLocals {
+            session,
+            base: root.join("tmp"),
+            synced: Default::default(),
+            dirs: Default::default(),
+        })
     }
-    let mut out = BTreeMap::new();
-    for (name, opts) in wanted {
-        let dest = staging.dir(Kind::Local)?;
+
+    async fn sync(&self, req: &LocalRequest) -> crate::Result<PathBuf> {
+        let fail = |msg: String| crate::Error::new(crate::ErrorKind::Source, msg);
+        if !self.session.serves(FILE_SYNC_DIFF_COPY) {
+            return Err(fail("the client's session serves no local dirs (FileSync.DiffCopy)".into()));
+        }
+        std::fs::create_dir_all(&self.base).map_err(|e| crate::Error::io("create staging dir", &self.base, e))?;
+        let dir = tempfile::Builder::new()
+            .prefix("session-local-")
+            .tempdir_in(&self.base)
+            .map_err(|e| crate::Error::io("create staging dir", &self.base, e))?;
+        let dest = dir.path().to_path_buf();
+        self.dirs.lock().unwrap_or_else(|p| p.into_inner()).push(dir);
+        let name = &req.name;
         let (tx, rx) = request_stream::<Packet>();
-        let mut req = tonic::Request::new(rx);
-        SyncRequest { dir_name: name.clone(), opts, override_excludes: false }
-            .to_metadata(req.metadata_mut())
-            .map_err(session_err)?;
-        let resp = call_with_packets(session.channel.clone(), FILE_SYNC_DIFF_COPY, req)
+        let mut call = tonic::Request::new(rx);
+        let opts = SendOpts {
+            include: req.include.clone(),
+            exclude: req.exclude.clone(),
+            follow_paths: req.follow_paths.clone(),
+        };
+        SyncRequest { dir_name: name.clone(), opts, override_excludes: false }.to_metadata(call.metadata_mut())?;
+        let resp = call_with_packets(self.session.channel.clone(), FILE_SYNC_DIFF_COPY, call)
             .await
-            .map_err(|s| Status::new(s.code(), format!("syncing local {name:?} from the client: {}", s.message())))?;
+            .map_err(|s| fail(format!("syncing local {name:?} from the client: {}", s.message())))?;
         let opts = ReceiveOpts { differ: fsutil::Differ::None, ..Default::default() };
         fsutil::receive(Conn::new(tx, resp.into_inner()), &dest, &opts)
             .await
-            .map_err(|e| Status::new(to_status(&e).code(), format!("syncing local {name:?} from the client: {e}")))?;
-        out.insert(name, dest);
+            .map_err(|e| fail(format!("syncing local {name:?} from the client: {e}")))?;
+        Ok(dest)
     }
-    Ok(out)
+}
+
+impl LocalProvider for SessionLocals {
+    fn provide<'a>(&'a self, req: &'a LocalRequest) -> BoxFuture<'a, crate::Result<PathBuf>> {
+        Box::pin(async move {
+            let cell = self.synced.lock().await.entry(req.clone()).or_default().clone();
+            cell.get_or_try_init(|| self.sync(req)).await.cloned()
+        })
+    }
 }
 
 /// An output that goes to the client, and where the daemon stages it.
@@ -130,11 +131,11 @@ pub fn stage_output(
 ) -> Result<(OutputSpec, ClientOutput), Status> {
     match kind {
         "local" => {
-            let d = staging.dir(Kind::Output)?;
+            let d = staging.dir()?;
             Ok((OutputSpec::Local { dest: d.clone() }, ClientOutput::Dir(d)))
         }
         "tar" | "oci" => {
-            let file = staging.dir(Kind::Output)?.join("out.tar");
+            let file = staging.dir()?.join("out.tar");
             let mut a: BTreeMap<String, String> = attrs
                 .iter()
                 .filter(|(k, _)| k.as_str() != "dest" && k.as_str() != "tar")

@@ -45,6 +45,30 @@ pub struct SolveOptions {
     /// `os`/`architecture`/`variant`. kiln has no emulator, so a platform this host does not
     /// run natively is refused when the solve starts, as is a source op asking for one.
     pub platform: Option<Platform>,
+    /// Where local directories not in [`SolveOptions::locals`] come from, on demand (a daemon
+    /// syncs them from its client's session as sources name them, with their filters).
+    pub local_provider: Option<Arc<dyn LocalProvider>>,
+}
+
+/// The filters a `local://NAME` source applies (its include, exclude and follow patterns).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct LocalRequest {
+    /// The local's name.
+    pub name: String,
+    /// Include patterns (empty: everything).
+    pub include: Vec<String>,
+    /// Exclude patterns.
+    pub exclude: Vec<String>,
+    /// Paths whose symlinks are followed.
+    pub follow_paths: Vec<String>,
+}
+
+/// Provides local directories a solve names but was not given (see
+/// [`SolveOptions::local_provider`]). The directory returned must hold at least what the
+/// request's filters select; kiln applies the filters again when it reads it.
+pub trait LocalProvider: Send + Sync + std::fmt::Debug {
+    /// The directory of `req.name`, made available (e.g. synced from a client).
+    fn provide<'a>(&'a self, req: &'a LocalRequest) -> futures::future::BoxFuture<'a, Result<PathBuf>>;
 }
 
 impl SolveOptions {

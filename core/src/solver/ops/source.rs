@@ -65,24 +65,30 @@ impl OpSolver for SourceOp {
     }
 }
 
-fn local_source(
+/// The local dir `name`: given in the solve's locals, else from its local provider.
+async fn local_source(
     solve: &Solve,
     name: &str,
     include: &[String],
     exclude: &[String],
     follow: &[String],
 ) -> Result<LocalSource> {
-    let dir = solve
-        .opts
-        .locals
-        .get(name)
-        .ok_or_else(|| Error::missing_input(MissingInput::Local, name, None, solve.opts.locals.keys()))?;
-    Ok(LocalSource {
-        dir: dir.clone(),
-        include: include.to_vec(),
-        exclude: exclude.to_vec(),
-        follow_paths: follow.to_vec(),
-    })
+    let dir = match (solve.opts.locals.get(name), &solve.opts.local_provider) {
+        (Some(d), _) => d.clone(),
+        (None, Some(p)) => {
+            let req = crate::solver::LocalRequest {
+                name: name.to_owned(),
+                include: include.to_vec(),
+                exclude: exclude.to_vec(),
+                follow_paths: follow.to_vec(),
+            };
+            p.provide(&req).await?
+        }
+        (None, None) => {
+            return Err(Error::missing_input(MissingInput::Local, name, None, solve.opts.locals.keys()));
+        }
+    };
+    Ok(LocalSource { dir, include: include.to_vec(), exclude: exclude.to_vec(), follow_paths: follow.to_vec() })
 }
 
 fn layout_ref(reference: &OciRef) -> String {
@@ -96,7 +102,7 @@ fn layout_ref(reference: &OciRef) -> String {
 async fn content_key(solve: &Arc<Solve>, v: &Vertex, spec: &SourceSpec) -> Result<String> {
     match spec.clone() {
         SourceSpec::Local { name, include, exclude, follow_paths, .. } => {
-            let src = local_source(solve, &name, &include, &exclude, &follow_paths)?;
+            let src = local_source(solve, &name, &include, &exclude, &follow_paths).await?;
             let d = tokio::task::spawn_blocking(move || checksum_local(&src))
                 .await
                 .map_err(|e| Error::with_source(ErrorKind::Internal, "checksum task", e))??;
@@ -158,7 +164,7 @@ async fn run(solve: &Arc<Solve>, v: &Vertex, spec: &SourceSpec, worker: &Arc<Wor
     let progress = solve.opts.progress.clone();
     match spec.clone() {
         SourceSpec::Local { name: local, include, exclude, follow_paths, .. } => {
-            let src = local_source(solve, &local, &include, &exclude, &follow_paths)?;
+            let src = local_source(solve, &local, &include, &exclude, &follow_paths).await?;
             blocking(move || {
                 let a = Active::prepare(&worker.snapshotter, None)?;
                 let bytes = {

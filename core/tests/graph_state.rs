@@ -216,7 +216,13 @@ fn file_actions_chain_into_one_op() {
     let s = base
         .mkdir(
             "out",
-            MkdirOptions { mode: 0o700, make_parents: true, owner: Some(Owner { uid: 1, gid: 2 }), timestamp: None },
+            MkdirOptions {
+                mode: 0o700,
+                make_parents: true,
+                owner: Some(Owner { uid: 1, gid: 2 }),
+                timestamp: None,
+                user: None,
+            },
         )
         .mkfile("out/a", 0o644, b"hi".to_vec(), MkfileOptions { owner: None, timestamp: Some(5) })
         .copy(

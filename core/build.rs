@@ -21,6 +21,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "proto/buildkit/gateway.proto",
                 "proto/buildkit/filesync.proto",
                 "proto/buildkit/health.proto",
+                "proto/buildkit/secrets.proto",
             ],
             &["proto"],
         )?;

@@ -324,6 +324,30 @@ fn buildctl_builds_a_dockerfile_on_kiln_serve() {
     let env = config["config"]["Env"].to_string();
     assert!(env.contains("FOO=bar"), "Env carries the Dockerfile's ENV: {config}");
     assert_eq!(config["config"]["Cmd"], serde_json::json!(["/bin/sh"]), "{config}");
+
+    // A secret comes from the client's session when an exec mounts it, never into the output.
+    let secret = work.path().join("token");
+    std::fs::write(&secret, "s3cret").expect("write secret");
+    let mut opts = kiln::graph::ExecOptions::shell(
+        "test \"$(cat /run/secrets/tok)\" = s3cret && echo secret-ok > /result || echo secret-bad > /result",
+    );
+    opts.mounts.push(kiln::graph::MountSpec::secret("/run/secrets/tok", "tok", 0, 0, 0o400, false));
+    let def = State::local("rootfs").run(opts).root().to_definition().expect("definition").to_bytes();
+    let sec_arg = format!("id=tok,src={}", secret.display());
+    let sec_out = work.path().join("secret-out");
+    let out = format!("type=local,dest={}", sec_out.display());
+    let s = server.buildctl(&["build", "--local", &r, "--secret", &sec_arg, "--output", &out], &def);
+    assert!(s.status.success(), "secret over the session: {}", text(&s));
+    assert_eq!(std::fs::read_to_string(sec_out.join("result")).expect("result"), "secret-ok\n");
+    assert!(!sec_out.join("run/secrets/tok").is_file(), "the secret is not in the output");
+    // A secret the client does not have is a clear error naming its id (a new step: a cached
+    // one needs no secret, as in BuildKit).
+    let mut opts = kiln::graph::ExecOptions::shell("cat /run/secrets/tok > /dev/null; echo other > /result");
+    opts.mounts.push(kiln::graph::MountSpec::secret("/run/secrets/tok", "tok", 0, 0, 0o400, false));
+    let def = State::local("rootfs").run(opts).root().to_definition().expect("definition").to_bytes();
+    let m = server.buildctl(&["build", "--local", &r, "--output", &out], &def);
+    assert!(!m.status.success());
+    assert!(text(&m).contains("tok"), "the missing secret is named: {}", text(&m));
     assert!(server.stop().status.success());
 }
 

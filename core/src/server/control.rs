@@ -13,7 +13,7 @@ use super::proto::control::{
 use super::proto::types::{BuildkitVersion, WorkerRecord};
 use super::session::Sessions;
 use super::status::{StatusConverter, StatusHub};
-use super::transfer::{send_output, stage_output, SessionLocals, Staging};
+use super::transfer::{send_output, stage_output, SessionLocals, SessionSecrets, Staging};
 use crate::build::BuildOptions;
 use crate::engine::{Engine, SolveOptions, UsageRecord as EngineRecord};
 use crate::error::{Error, ErrorKind};
@@ -220,6 +220,7 @@ impl Control for ControlService {
         let mut staging = Staging::new();
         if let Some(s) = &session {
             opts.local_provider = Some(SessionLocals::new(s.clone(), self.engine.root()));
+            opts.secret_provider = Some(SessionSecrets::new(s.clone()));
         }
         let client_output = match req.exporter.as_str() {
             kind @ ("local" | "tar" | "oci") => {

@@ -46,6 +46,14 @@ pub mod health {
     }
 }
 
+/// `moby.buildkit.secrets.v1`: the secrets a BuildKit client serves on its session.
+pub mod secrets {
+    /// `moby.buildkit.secrets.v1`.
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/moby.buildkit.secrets.v1.rs"));
+    }
+}
+
 /// `google.rpc`.
 pub mod google {
     /// `google.rpc.Status`.

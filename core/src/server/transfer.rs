@@ -7,6 +7,8 @@
 //! Both go with the build.
 
 use super::control::to_status;
+use super::proto::secrets::v1::secrets_client::SecretsClient;
+use super::proto::secrets::v1::GetSecretRequest;
 use super::session::Session;
 use crate::options::OutputSpec;
 use crate::session::conn::{request_stream, Conn, LazyResponse};
@@ -15,7 +17,7 @@ use crate::session::packet_call::{call_with_packets, FILE_SEND_DIFF_COPY, FILE_S
 use crate::session::proto::filesync::file_send_client::FileSendClient;
 use crate::session::proto::filesync::BytesMessage;
 use crate::session::proto::fsutil::types::Packet;
-use crate::solver::{LocalProvider, LocalRequest};
+use crate::solver::{LocalProvider, LocalRequest, SecretProvider};
 use futures::future::BoxFuture;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -110,6 +112,42 @@ impl LocalProvider for SessionLocals {
         Box::pin(async move {
             let cell = self.synced.lock().await.entry(req.clone()).or_default().clone();
             cell.get_or_try_init(|| self.sync(req)).await.cloned()
+        })
+    }
+}
+
+/// The method a client serves secrets on.
+pub const GET_SECRET: &str = "/moby.buildkit.secrets.v1.Secrets/GetSecret";
+
+/// The client's secrets, asked for on demand as execs mount them (the solve's
+/// [`SecretProvider`]). Errors name the id, never a value.
+#[derive(Debug)]
+pub struct SessionSecrets {
+    session: Arc<Session>,
+}
+
+impl SessionSecrets {
+    /// Secrets of `session`.
+    pub fn new(session: Arc<Session>) -> Arc<SessionSecrets> {
+        Arc::new(SessionSecrets { session })
+    }
+}
+
+impl SecretProvider for SessionSecrets {
+    fn secret<'a>(&'a self, id: &'a str) -> BoxFuture<'a, crate::Result<Option<Vec<u8>>>> {
+        Box::pin(async move {
+            if !self.session.serves(GET_SECRET) {
+                return Ok(None);
+            }
+            let mut client = SecretsClient::new(self.session.channel.clone());
+            match client.get_secret(GetSecretRequest { id: id.to_owned(), ..Default::default() }).await {
+                Ok(r) => Ok(Some(r.into_inner().data)),
+                Err(s) if s.code() == tonic::Code::NotFound => Ok(None),
+                Err(s) => Err(crate::Error::new(
+                    crate::ErrorKind::Source,
+                    format!("reading secret {id:?} from the client: {}: {}", s.code(), s.message()),
+                )),
+            }
         })
     }
 }

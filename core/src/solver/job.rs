@@ -48,6 +48,29 @@ pub struct SolveOptions {
     /// Where local directories not in [`SolveOptions::locals`] come from, on demand (a daemon
     /// syncs them from its client's session as sources name them, with their filters).
     pub local_provider: Option<Arc<dyn LocalProvider>>,
+    /// Where secrets not in [`SolveOptions::secrets`] come from, on demand (a daemon asks its
+    /// client's session). Values are never cached or exported.
+    pub secret_provider: Option<Arc<dyn SecretProvider>>,
+}
+
+/// Provides secrets a solve's execs mount but were not given (see
+/// [`SolveOptions::secret_provider`]).
+pub trait SecretProvider: Send + Sync + std::fmt::Debug {
+    /// The value of secret `id`, `None` when the provider has no such secret.
+    fn secret<'a>(&'a self, id: &'a str) -> futures::future::BoxFuture<'a, Result<Option<Vec<u8>>>>;
+}
+
+impl SolveOptions {
+    /// Secret `id`: given in the options, else from the secret provider (`None`: nobody has it).
+    pub(crate) async fn lookup_secret(&self, id: &str) -> Result<Option<Vec<u8>>> {
+        if let Some(v) = self.secrets.get(id) {
+            return Ok(Some(v.clone()));
+        }
+        match &self.secret_provider {
+            Some(p) => p.secret(id).await,
+            None => Ok(None),
+        }
+    }
 }
 
 /// The filters a `local://NAME` source applies (its include, exclude and follow patterns).

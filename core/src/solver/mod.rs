@@ -21,7 +21,7 @@ use ops::diff;
 pub use crate::progress::{self, display, EventFields, LogStream, ProgressEvent, ProgressSink};
 
 pub(crate) use bridge::{BuildSession, SolvedRef};
-pub use job::{CancelToken, LocalProvider, LocalRequest, SolveOptions, SolveResult};
+pub use job::{CancelToken, LocalProvider, LocalRequest, SecretProvider, SolveOptions, SolveResult};
 pub(crate) use tasks::{KeyLockHandle, KeyLocks, TaskCount, TaskToken};
 
 use crate::cache::CacheManager;

@@ -91,7 +91,7 @@ async fn run(
         pb::NetMode::None => NetworkMode::None,
         pb::NetMode::Unset | pb::NetMode::Host => NetworkMode::Host,
     };
-    let secret_env = secret_env(solve, v, e)?;
+    let secret_env = secret_env(solve, v, e).await?;
     let sn = worker.snapshotter.clone();
     let input_ref = |i: i64| -> Result<Option<ResultRef>> {
         if i < 0 {
@@ -188,7 +188,7 @@ async fn run(
             }
             pb::MountType::Secret => {
                 let opt = m.secret_opt.clone().unwrap_or_default();
-                let Some(value) = solve.opts.secrets.get(&opt.id) else {
+                let Some(value) = solve.opts.lookup_secret(&opt.id).await? else {
                     if opt.optional {
                         continue;
                     }
@@ -200,7 +200,7 @@ async fn run(
                     ));
                 };
                 let file = secrets_dir.path().join(format!("secret-{}", exec_mounts.len()));
-                write_secret(&file, value, &opt)?;
+                write_secret(&file, &value, &opt)?;
                 exec_mounts
                     .push(ExecMount { dest: m.dest.clone(), source: MountSource::Bind { path: file, readonly: true } });
             }
@@ -417,7 +417,7 @@ fn run_env(meta: &pb::Meta, secret_env: Vec<String>) -> Vec<String> {
 /// The `NAME=value` entries of the op's secret env (BuildKit's `loadSecretEnv`): appended after
 /// the op's env; an optional secret that is missing gives `NAME=` (as BuildKit does). Errors name
 /// the secret id and variable, never a value.
-fn secret_env(solve: &Solve, v: &Vertex, e: &ExecOp) -> Result<Vec<String>> {
+async fn secret_env(solve: &Solve, v: &Vertex, e: &ExecOp) -> Result<Vec<String>> {
     let mut out = Vec::with_capacity(e.exec.secretenv.len());
     for s in &e.exec.secretenv {
         if s.id.is_empty() {
@@ -426,9 +426,9 @@ fn secret_env(solve: &Solve, v: &Vertex, e: &ExecOp) -> Result<Vec<String>> {
                 format!("secret ID missing for {:?} environment variable", s.name),
             ));
         }
-        let value = match solve.opts.secrets.get(&s.id) {
-            Some(value) => value.as_slice(),
-            None if s.optional => &[],
+        let value = match solve.opts.lookup_secret(&s.id).await? {
+            Some(value) => value,
+            None if s.optional => Vec::new(),
             None => {
                 return Err(Error::missing_input(
                     MissingInput::Secret,
@@ -439,7 +439,7 @@ fn secret_env(solve: &Solve, v: &Vertex, e: &ExecOp) -> Result<Vec<String>> {
             }
         };
         // Go's string(dt): the bytes as they are (invalid UTF-8 is replaced here).
-        out.push(format!("{}={}", s.name, String::from_utf8_lossy(value)));
+        out.push(format!("{}={}", s.name, String::from_utf8_lossy(&value)));
     }
     Ok(out)
 }

@@ -487,6 +487,26 @@ class _ImageOptions(TypedDict, total=False):
     resolve_digest: bool
     """When an engine resolves the image: pin the source to the resolved manifest digest. Default ``False``."""
 
+class _DockerfileOptions(TypedDict, total=False):
+    """Keyword options of ``dockerfile``: How a Dockerfile in a context directory becomes a State (BuildKit's dockerfile.v0 options)."""
+
+    dockerfile: str
+    """The Dockerfile, relative to the context directory or absolute (BuildKit's `filename`). Default ``"Dockerfile"``."""
+    target: str
+    """The stage to build (default: the last one)."""
+    build_args: Mapping[str, str]
+    """Build arguments (`build-arg:NAME`)."""
+    labels: Mapping[str, str]
+    """Labels added to the image config (`label:NAME`)."""
+    contexts: Mapping[str, str]
+    """Named contexts (`context:NAME`): `docker-image://REF`, `oci-layout://DIR[:TAG]`, `local:NAME`, `https://URL`."""
+    platform: str
+    """Target platform `os/arch[/variant]` (only the host's is built)."""
+    no_cache: bool
+    """No step uses the cache. Default ``False``."""
+    context_name: str
+    """Name of the local source the context is read from: give the directory under it in the solve's locals. Default ``"context"``."""
+
 class _LocalOptions(TypedDict, total=False):
     """Keyword options of ``local``: Which files of a local directory a `local` source sends."""
 

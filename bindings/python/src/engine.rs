@@ -131,7 +131,7 @@ pub(crate) type SolveIo =
 /// What a solve runs: a definition, or a built-in frontend with its options (BuildKit's
 /// `Solve` with a frontend: `Engine::build_frontend`).
 enum Job {
-    Definition(Definition),
+    Definition(Box<Definition>),
     Frontend(String, BTreeMap<String, String>),
 }
 
@@ -209,7 +209,7 @@ impl PyEngine {
             }
             state.to_definition().map_err(|e| kerr(py, e))?
         };
-        Ok(Prepared { engine, job: Job::Definition(def), opts })
+        Ok(Prepared { engine, job: Job::Definition(Box::new(def)), opts })
     }
 }
 

@@ -320,6 +320,12 @@ typedef struct kiln_cancel_token kiln_cancel_token;
 typedef struct kiln_dir_entries kiln_dir_entries;
 
 /**
+ * Options of `kiln_dockerfile` / `kiln_engine_dockerfile` (BuildKit's dockerfile.v0 options):
+ * created by `kiln_dockerfile_opts_new`, freed with `kiln_dockerfile_opts_free`.
+ */
+typedef struct kiln_dockerfile_opts kiln_dockerfile_opts;
+
+/**
  * An open engine holding one root directory (exclusively: a second engine on the same root gets
  * KILN_ERR_ROOT_IN_USE). Thread-safe: any number of threads may solve on one engine at once.
  * Freed with `kiln_engine_free`, which releases the root.
@@ -541,6 +547,8 @@ void kiln_engine_free(kiln_engine **engine);
 /**
  * Solves `state` on `engine` with `opts` (NULL: no outputs, no locals), blocking until done, and
  * runs its exporters. The image config (env, cwd, ...) of `state` goes to image exporters.
+ * With a frontend set on `opts` (`kiln_solve_opts_set_frontend`), `state` must be NULL and the
+ * frontend builds the result (its options: `kiln_solve_opts_add_frontend_opt`).
  *
  * On success `*out` holds a new result (caller owns it; free with `kiln_result_free`). On failure
  * the status tells the kind; if `err` is non-NULL, `*err` receives a new error (caller frees it
@@ -858,6 +866,28 @@ kiln_status kiln_solve_opts_add_cache_export(kiln_solve_opts *opts, const char *
  * Thread safety: mutates `opts`; no concurrent use of the same options.
  */
 kiln_status kiln_solve_opts_add_cache_import(kiln_solve_opts *opts, const char *csv);
+
+/**
+ * Sets the frontend `kiln_engine_solve` runs when given a NULL state (BuildKit's `Solve` with
+ * a frontend): `dockerfile.v0` reads the Dockerfile from the local `dockerfile` and the build
+ * context from the local `context` (`kiln_solve_opts_add_local`); its result and image config go
+ * to the outputs. An unknown name fails the solve with KILN_ERR_UNSUPPORTED. NULL unsets it.
+ *
+ * Thread safety: mutates `opts`; no concurrent use of the same options.
+ */
+kiln_status kiln_solve_opts_set_frontend(kiln_solve_opts *opts, const char *name);
+
+/**
+ * Adds a frontend option under BuildKit's name (`filename`, `target`, `build-arg:NAME`,
+ * `label:NAME`, `context:NAME`, `no-cache`, `platform`, `cache-imports`, ...), `key` and
+ * `value` copied; a repeated key replaces the earlier value. Read by the frontend of
+ * `kiln_solve_opts_set_frontend`, or by a `kiln_engine_build` callback as its build's options.
+ *
+ * Thread safety: mutates `opts`; no concurrent use of the same options.
+ */
+kiln_status kiln_solve_opts_add_frontend_opt(kiln_solve_opts *opts,
+                                             const char *key,
+                                             const char *value);
 
 /**
  * Maps `local://NAME` sources called `name` to directory `dir` (both copied; the directory is
@@ -1690,6 +1720,117 @@ const kiln_file_stat *kiln_dir_entries_get(const kiln_dir_entries *entries, size
  * Thread safety: must not race with any other use of the same list.
  */
 void kiln_dir_entries_free(kiln_dir_entries **entries);
+
+/**
+ * New default options into `*out` (Dockerfile `Dockerfile`, the last stage, the context read
+ * from the local `context`); caller owns them.
+ *
+ * Thread safety: any thread.
+ */
+kiln_status kiln_dockerfile_opts_new(kiln_dockerfile_opts **out);
+
+/**
+ * Frees options and sets `*opts` to NULL (NULL / `*opts == NULL`: no-op).
+ *
+ * Thread safety: must not race with any other use of the same options.
+ */
+void kiln_dockerfile_opts_free(kiln_dockerfile_opts **opts);
+
+/**
+ * The Dockerfile, relative to the context directory or absolute (default `Dockerfile`;
+ * BuildKit's `filename`); errors name it as given.
+ *
+ * Thread safety: mutates `opts`; no concurrent use of the same options.
+ */
+kiln_status kiln_dockerfile_opts_set_dockerfile(kiln_dockerfile_opts *opts, const char *path);
+
+/**
+ * The stage to build (NULL: the last one).
+ *
+ * Thread safety: mutates `opts`; no concurrent use of the same options.
+ */
+kiln_status kiln_dockerfile_opts_set_target(kiln_dockerfile_opts *opts, const char *target);
+
+/**
+ * The local source name the build context is read from at solve time (default `context`):
+ * give the context directory under it with `kiln_solve_opts_add_local`.
+ *
+ * Thread safety: mutates `opts`; no concurrent use of the same options.
+ */
+kiln_status kiln_dockerfile_opts_set_context_name(kiln_dockerfile_opts *opts, const char *name);
+
+/**
+ * Adds a build argument (`build-arg:NAME`); a repeated name replaces the earlier value.
+ *
+ * Thread safety: mutates `opts`; no concurrent use of the same options.
+ */
+kiln_status kiln_dockerfile_opts_add_build_arg(kiln_dockerfile_opts *opts,
+                                               const char *name,
+                                               const char *value);
+
+/**
+ * Adds a label to the image config (`label:NAME`).
+ *
+ * Thread safety: mutates `opts`; no concurrent use of the same options.
+ */
+kiln_status kiln_dockerfile_opts_add_label(kiln_dockerfile_opts *opts,
+                                           const char *name,
+                                           const char *value);
+
+/**
+ * Adds a named context (`context:NAME`): `docker-image://REF`, `oci-layout://DIR[:TAG]`,
+ * `local:NAME` or `https://URL`, used for `FROM NAME` / `COPY --from=NAME`. A bad value fails
+ * the conversion with KILN_ERR_OPTION or KILN_ERR_UNSUPPORTED.
+ *
+ * Thread safety: mutates `opts`; no concurrent use of the same options.
+ */
+kiln_status kiln_dockerfile_opts_add_context(kiln_dockerfile_opts *opts,
+                                             const char *name,
+                                             const char *value);
+
+/**
+ * The target platform `os/arch[/variant]` (NULL: the host's; another is refused). Invalid:
+ * KILN_ERR_OPTION.
+ *
+ * Thread safety: mutates `opts`; no concurrent use of the same options.
+ */
+kiln_status kiln_dockerfile_opts_set_platform(kiln_dockerfile_opts *opts, const char *platform);
+
+/**
+ * No step uses the cache (`no-cache`).
+ *
+ * Thread safety: mutates `opts`; no concurrent use of the same options.
+ */
+kiln_status kiln_dockerfile_opts_set_no_cache(kiln_dockerfile_opts *opts, bool no_cache);
+
+/**
+ * The Dockerfile of the directory `context_dir` converted into its target stage's state, in
+ * `*out` (caller owns it): it carries the target's image config (image exports write it; later
+ * runs use its env, working dir and user) and can be extended. Solve it with `context_dir`
+ * given as the local `context` (`kiln_solve_opts_add_local`; see
+ * `kiln_dockerfile_opts_set_context_name`). `opts` may be NULL (defaults). Bases come from
+ * named contexts (`kiln_dockerfile_opts_add_context(o, "base", "local:rootfs")`) or scratch; a
+ * registry or OCI-layout base is KILN_ERR_UNSUPPORTED here: use `kiln_engine_dockerfile`. A
+ * Dockerfile error is KILN_ERR_DEFINITION naming the file and line (`Dockerfile:2: ...`).
+ *
+ * Thread safety: any thread; `opts` is only read.
+ */
+kiln_status kiln_dockerfile(const char *context_dir,
+                            const kiln_dockerfile_opts *opts,
+                            kiln_state **out);
+
+/**
+ * `kiln_dockerfile` with base images resolved through `engine` (registry images and OCI
+ * layouts; the state inherits their configs, as `kiln_engine_image`). Blocks while registries
+ * answer. Errors as `kiln_engine_solve` (`err` may be NULL).
+ *
+ * Thread safety: any thread except kiln engine threads (KILN_ERR_WRONG_THREAD).
+ */
+kiln_status kiln_engine_dockerfile(const kiln_engine *engine,
+                                   const char *context_dir,
+                                   const kiln_dockerfile_opts *opts,
+                                   kiln_state **out,
+                                   kiln_error **err);
 
 #ifdef __cplusplus
 }  // extern "C"

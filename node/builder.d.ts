@@ -106,6 +106,26 @@ export interface ImageOptions {
   resolveDigest?: boolean
 }
 
+/** Options of `dockerfile`: How a Dockerfile in a context directory becomes a State (BuildKit's dockerfile.v0 options). */
+export interface DockerfileOptions {
+  /** The Dockerfile, relative to the context directory or absolute (BuildKit's `filename`). Default `'Dockerfile'`. */
+  dockerfile?: string
+  /** The stage to build (default: the last one). */
+  target?: string
+  /** Build arguments (`build-arg:NAME`). */
+  buildArgs?: Record<string, string>
+  /** Labels added to the image config (`label:NAME`). */
+  labels?: Record<string, string>
+  /** Named contexts (`context:NAME`): `docker-image://REF`, `oci-layout://DIR[:TAG]`, `local:NAME`, `https://URL`. */
+  contexts?: Record<string, string>
+  /** Target platform `os/arch[/variant]` (only the host's is built). */
+  platform?: string
+  /** No step uses the cache. Default `false`. */
+  noCache?: boolean
+  /** Name of the local source the context is read from: give the directory under it in the solve's locals. Default `'context'`. */
+  contextName?: string
+}
+
 /** Options of `local`: Which files of a local directory a `local` source sends. */
 export interface LocalOptions {
   /** Include patterns. */

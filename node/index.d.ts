@@ -77,8 +77,22 @@ export interface BuildOptions extends SolveOptions {
   frontendOpts?: Record<string, string>
 }
 
+/** Options of `engine.solve({ frontend, ... })`: a build with a built-in frontend. */
+export interface FrontendSolveOptions extends SolveOptions {
+  /** The frontend: `dockerfile.v0` (the Dockerfile from `locals.dockerfile`, the context from `locals.context`). */
+  frontend: string
+  /** Its options under BuildKit's names (`filename`, `target`, `build-arg:NAME`, `context:NAME`, ...). */
+  frontendOpts?: Record<string, string>
+}
+
 declare module './native' {
   interface Engine {
+    /**
+     * Builds with a built-in frontend (BuildKit's `Solve` with a frontend): `dockerfile.v0` reads
+     * the Dockerfile from the local `dockerfile` and the build context from the local `context`;
+     * the result and its image config go to `outputs` as a solve's.
+     */
+    solve(options: FrontendSolveOptions): Promise<SolveResult>
     /**
      * A client-side build (BuildKit's gateway frontend, embedded): `fn(ctx)` runs on the JS thread,
      * solves graphs with `ctx.solve`, reads the refs, and returns the result (a State, Definition

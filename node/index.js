@@ -86,6 +86,27 @@ native.Engine.prototype.build = async function build(fn, options) {
   return result
 }
 
+// `engine.solve(state, options)`, or `engine.solve({ frontend, frontendOpts, ...options })`: a
+// build with a built-in frontend (`dockerfile.v0`), run by the native `_solveFrontend`.
+const GRAPH_TYPES = [native.State, native.ExecState, native.Definition]
+const nativeSolve = native.Engine.prototype.solve
+
+native.Engine.prototype.solve = function solve(target, options) {
+  if (target != null && typeof target === 'object' && !GRAPH_TYPES.some((T) => target instanceof T)) {
+    if (options !== undefined) {
+      throw new TypeError('engine.solve({ frontend, ... }) takes one options object')
+    }
+    if (typeof target.frontend !== 'string') {
+      throw new TypeError('engine.solve(options): options.frontend must name a frontend (dockerfile.v0)')
+    }
+    return this._solveFrontend(target.frontend, target, target.frontendOpts)
+  }
+  if (options != null && (options.frontend != null || options.frontendOpts != null)) {
+    throw new TypeError('engine.solve: give a state or options.frontend, not both')
+  }
+  return nativeSolve.call(this, target, options)
+}
+
 // Spelled as a spread of `require(...)` so that Node's CommonJS export detection
 // (cjs-module-lexer) sees every native name: `import { Engine, local } from 'kiln'` works in ESM.
 module.exports = { ...require('./native.js'), ERROR_CODES, isKilnError }

@@ -156,7 +156,7 @@ class Engine:
     def __exit__(self, *args: Any) -> bool: ...
     def solve(
         self,
-        target: Union[State, ExecState, Definition],
+        target: Union[State, ExecState, Definition, None] = None,
         *,
         locals: Optional[Mapping[str, _Path]] = None,
         outputs: Optional[Sequence[str]] = None,
@@ -167,10 +167,12 @@ class Engine:
         progress: _Progress = "auto",
         source_date_epoch: Optional[int] = None,
         platform: Optional[str] = None,
+        frontend: Optional[str] = None,
+        frontend_opts: Optional[Mapping[str, str]] = None,
     ) -> SolveResult: ...
     async def solve_async(
         self,
-        target: Union[State, ExecState, Definition],
+        target: Union[State, ExecState, Definition, None] = None,
         *,
         locals: Optional[Mapping[str, _Path]] = None,
         outputs: Optional[Sequence[str]] = None,
@@ -181,6 +183,8 @@ class Engine:
         progress: _Progress = "auto",
         source_date_epoch: Optional[int] = None,
         platform: Optional[str] = None,
+        frontend: Optional[str] = None,
+        frontend_opts: Optional[Mapping[str, str]] = None,
     ) -> SolveResult: ...
     def build(
         self,
@@ -246,6 +250,9 @@ class Engine:
         """
     def image(self, reference: str, **options: Unpack[_ImageOptions]) -> State: ...
     def oci_layout(self, path: _Path, **options: Unpack[_OciLayoutOptions]) -> State: ...
+    def dockerfile(self, context: _Path, **options: Unpack[_DockerfileOptions]) -> State:
+        """``kiln.dockerfile`` with base images resolved through this engine (registry images
+        and OCI layouts: the state inherits their configs, as ``Engine.image``)."""
     def disk_usage(self) -> List[UsageRecord]: ...
     def prune(self, *, keep_bytes: int = 0, all: bool = False) -> PruneReport: ...
     def workers(self) -> List[WorkerInfo]: ...
@@ -358,6 +365,13 @@ class DirEntry:
 def scratch() -> State: ...
 def image(reference: str, **options: Unpack[_ImageOptions]) -> State: ...
 def oci_layout(path: _Path, **options: Unpack[_OciLayoutOptions]) -> State: ...
+def dockerfile(context: _Path, **options: Unpack[_DockerfileOptions]) -> State:
+    """The Dockerfile of the directory ``context`` as its target stage's State.
+
+    The state carries the target's image config (image outputs write it) and can be extended.
+    Solve it with ``locals={"context": context}`` (``context_name=`` renames the local). Bases
+    come from named contexts (``contexts={"base": "local:rootfs"}``) or scratch; registry and
+    OCI-layout bases need ``Engine.dockerfile``, which resolves their configs."""
 def local(name: str, **options: Unpack[_LocalOptions]) -> State: ...
 def http(url: str, **options: Unpack[_HttpOptions]) -> State: ...
 def git(url: str, ref: str = "", **options: Unpack[_GitOptions]) -> State: ...
@@ -486,6 +500,26 @@ class _ImageOptions(TypedDict, total=False):
     """Platform `os/arch[/variant]` of the image (default: the host's)."""
     resolve_digest: bool
     """When an engine resolves the image: pin the source to the resolved manifest digest. Default ``False``."""
+
+class _DockerfileOptions(TypedDict, total=False):
+    """Keyword options of ``dockerfile``: How a Dockerfile in a context directory becomes a State (BuildKit's dockerfile.v0 options)."""
+
+    dockerfile: str
+    """The Dockerfile, relative to the context directory or absolute (BuildKit's `filename`). Default ``"Dockerfile"``."""
+    target: str
+    """The stage to build (default: the last one)."""
+    build_args: Mapping[str, str]
+    """Build arguments (`build-arg:NAME`)."""
+    labels: Mapping[str, str]
+    """Labels added to the image config (`label:NAME`)."""
+    contexts: Mapping[str, str]
+    """Named contexts (`context:NAME`): `docker-image://REF`, `oci-layout://DIR[:TAG]`, `local:NAME`, `https://URL`."""
+    platform: str
+    """Target platform `os/arch[/variant]` (only the host's is built)."""
+    no_cache: bool
+    """No step uses the cache. Default ``False``."""
+    context_name: str
+    """Name of the local source the context is read from: give the directory under it in the solve's locals. Default ``"context"``."""
 
 class _LocalOptions(TypedDict, total=False):
     """Keyword options of ``local``: Which files of a local directory a `local` source sends."""

@@ -221,6 +221,8 @@ pub extern "C" fn kiln_engine_build(
         let cb = callback.ok_or_else(|| kiln_error::null("callback"))?;
         not_on_runtime_thread("kiln_engine_build")?;
         let rt = runtime()?;
+        let frontend_attrs =
+            if opts.is_null() { Default::default() } else { ref_arg(opts, "opts")?.frontend_attrs.clone() };
         let (so, progress) = solve_options(opts)?;
         let shared = Arc::new(BuildShared::default());
         let ud = UserData(user_data);
@@ -228,7 +230,7 @@ pub extern "C" fn kiln_engine_build(
         // caller's `user_data` and callback are no longer used.
         let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
         let for_build = shared.clone();
-        let r = rt.block_on(engine.engine.build(BuildOptions::new(so), move |ctx| async move {
+        let r = rt.block_on(engine.engine.build(BuildOptions { solve: so, frontend_attrs }, move |ctx| async move {
             let task = tokio::task::spawn_blocking(move || {
                 let _done = done_tx;
                 run_callback(cb, ud, ctx, for_build)

@@ -277,8 +277,33 @@ fn solve_def(
     })
 }
 
+/// A build with the frontend of `opts` (`Engine::build_frontend`), blocking.
+fn solve_frontend(
+    engine: *const kiln_engine,
+    frontend: &str,
+    opts: *const kiln_solve_opts,
+    out: *mut *mut kiln_result,
+    err: *mut *mut kiln_error,
+) -> kiln_status {
+    guard(err, || {
+        let out = out_arg(out, "out")?;
+        let engine = ref_arg(engine, "engine")?;
+        let frontend_attrs = ref_arg(opts, "opts")?.frontend_attrs.clone();
+        not_on_runtime_thread("kiln_engine_solve")?;
+        let rt = runtime()?;
+        let (so, progress) = solve_options(opts)?;
+        let bo = kiln::engine::BuildOptions { solve: so, frontend_attrs };
+        let r = rt.block_on(engine.engine.build_frontend(frontend, bo));
+        progress.finish();
+        put(out, kiln_result::of(&r?));
+        Ok(())
+    })
+}
+
 /// Solves `state` on `engine` with `opts` (NULL: no outputs, no locals), blocking until done, and
 /// runs its exporters. The image config (env, cwd, ...) of `state` goes to image exporters.
+/// With a frontend set on `opts` (`kiln_solve_opts_set_frontend`), `state` must be NULL and the
+/// frontend builds the result (its options: `kiln_solve_opts_add_frontend_opt`).
 ///
 /// On success `*out` holds a new result (caller owns it; free with `kiln_result_free`). On failure
 /// the status tells the kind; if `err` is non-NULL, `*err` receives a new error (caller frees it
@@ -300,6 +325,18 @@ pub extern "C" fn kiln_engine_solve(
     out: *mut *mut kiln_result,
     err: *mut *mut kiln_error,
 ) -> kiln_status {
+    let frontend = ref_arg(opts, "opts").ok().and_then(|o| o.frontend.clone());
+    match (state.is_null(), frontend) {
+        (true, Some(f)) => return solve_frontend(engine, &f, opts, out, err),
+        (false, Some(_)) => {
+            return guard(err, || {
+                Err(kiln_error::invalid(
+                    "kiln_engine_solve takes a state or a frontend (kiln_solve_opts_set_frontend), not both",
+                ))
+            })
+        }
+        _ => {}
+    }
     solve_def(
         engine,
         || {

@@ -30,6 +30,8 @@ pub mod bytes;
 pub mod image;
 
 pub mod build;
+/// A Dockerfile in a directory as a state (`kiln_dockerfile`, `kiln_engine_dockerfile`).
+pub mod dockerfile;
 
 use std::ffi::c_char;
 

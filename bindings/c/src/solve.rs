@@ -20,6 +20,10 @@ pub struct kiln_solve_opts {
     pub(crate) progress: Option<(ProgressFn, UserData)>,
     /// The built-in display on stderr (`kiln_solve_opts_set_progress_display`; default quiet).
     pub(crate) display: DisplayMode,
+    /// The frontend `kiln_engine_solve` runs with a NULL state (`kiln_solve_opts_set_frontend`).
+    pub(crate) frontend: Option<String>,
+    /// Frontend options (`kiln_solve_opts_add_frontend_opt`): the frontend's, or a build's.
+    pub(crate) frontend_attrs: std::collections::BTreeMap<String, String>,
 }
 
 /// A cancellation switch for solves (`kiln_solve_opts_set_cancel`). Once cancelled it stays
@@ -240,7 +244,13 @@ pub extern "C" fn kiln_solve_opts_new(out: *mut *mut kiln_solve_opts) -> kiln_st
     guard(ptr::null_mut(), || {
         put(
             out_arg(out, "out")?,
-            kiln_solve_opts { inner: SolveOptions::default(), progress: None, display: DisplayMode::Quiet },
+            kiln_solve_opts {
+                inner: SolveOptions::default(),
+                progress: None,
+                display: DisplayMode::Quiet,
+                frontend: None,
+                frontend_attrs: Default::default(),
+            },
         );
         Ok(())
     })
@@ -295,6 +305,39 @@ pub extern "C" fn kiln_solve_opts_add_cache_export(opts: *mut kiln_solve_opts, c
 pub extern "C" fn kiln_solve_opts_add_cache_import(opts: *mut kiln_solve_opts, csv: *const c_char) -> kiln_status {
     edit(opts, |o| {
         o.inner.cache_imports.push(str_arg(csv, "csv")?.parse()?);
+        Ok(())
+    })
+}
+
+/// Sets the frontend `kiln_engine_solve` runs when given a NULL state (BuildKit's `Solve` with
+/// a frontend): `dockerfile.v0` reads the Dockerfile from the local `dockerfile` and the build
+/// context from the local `context` (`kiln_solve_opts_add_local`); its result and image config go
+/// to the outputs. An unknown name fails the solve with KILN_ERR_UNSUPPORTED. NULL unsets it.
+///
+/// Thread safety: mutates `opts`; no concurrent use of the same options.
+#[no_mangle]
+pub extern "C" fn kiln_solve_opts_set_frontend(opts: *mut kiln_solve_opts, name: *const c_char) -> kiln_status {
+    edit(opts, |o| {
+        o.frontend = crate::state::optional_str(name, "name")?;
+        Ok(())
+    })
+}
+
+/// Adds a frontend option under BuildKit's name (`filename`, `target`, `build-arg:NAME`,
+/// `label:NAME`, `context:NAME`, `no-cache`, `platform`, `cache-imports`, ...), `key` and
+/// `value` copied; a repeated key replaces the earlier value. Read by the frontend of
+/// `kiln_solve_opts_set_frontend`, or by a `kiln_engine_build` callback as its build's options.
+///
+/// Thread safety: mutates `opts`; no concurrent use of the same options.
+#[no_mangle]
+pub extern "C" fn kiln_solve_opts_add_frontend_opt(
+    opts: *mut kiln_solve_opts,
+    key: *const c_char,
+    value: *const c_char,
+) -> kiln_status {
+    edit(opts, |o| {
+        let (k, v) = (str_arg(key, "key")?, str_arg(value, "value")?);
+        o.frontend_attrs.insert(k.to_owned(), v.to_owned());
         Ok(())
     })
 }

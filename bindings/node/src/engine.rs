@@ -472,6 +472,58 @@ impl Engine {
         )
     }
 
+    /// The Dockerfile of the directory `context` converted into its target stage's state, base
+    /// images resolved through this engine (like `engine.image`): `dockerfile(...)` with registry
+    /// and OCI-layout bases.
+    #[napi(
+        ts_args_type = "context: string, options?: import('./builder').DockerfileOptions",
+        ts_return_type = "Promise<State>"
+    )]
+    pub fn dockerfile<'env>(
+        &self,
+        env: &'env Env,
+        context: String,
+        options: Option<napi::bindgen_prelude::Unknown>,
+    ) -> napi::Result<PromiseRaw<'env, State>> {
+        let engine = self.get();
+        let o = kiln::graph::builder::dockerfile_options(crate::opts::open(env, options))?;
+        let context = std::path::absolute(&context).unwrap_or_else(|_| PathBuf::from(&context));
+        env.spawn_future_with_callback(
+            async move { Ok(async move { engine?.dockerfile(context, &o).await }.await) },
+            |env, r| r.map(State::from).map_err(|e| errors::throw(env, &e)),
+        )
+    }
+
+    /// The native half of `engine.solve({ frontend, frontendOpts, ... })` (index.js): builds with
+    /// a built-in frontend (`Engine::build_frontend`).
+    #[napi(js_name = "_solveFrontend", skip_typescript)]
+    pub fn solve_frontend<'env>(
+        &self,
+        env: &'env Env,
+        frontend: String,
+        options: Option<SolveOptions>,
+        frontend_opts: Option<HashMap<String, String>>,
+    ) -> napi::Result<PromiseRaw<'env, SolveResult>> {
+        let engine = self.get();
+        let run = RunOptions::read(env, options)?;
+        let attrs = frontend_opts.unwrap_or_default().into_iter().collect();
+        let fut = async move {
+            let engine = engine?;
+            let CoreRunOptions { opts, display, progress, .. } = run.into_core()?;
+            let bo = kiln::engine::BuildOptions { solve: opts, frontend_attrs: attrs };
+            let r = engine.build_frontend(&frontend, bo).await;
+            progress.close();
+            if let Some(d) = &display {
+                d.finish();
+            }
+            r
+        };
+        env.spawn_future_with_callback(async move { Ok(fut.await) }, |env, r| match r {
+            Ok(res) => Ok(SolveResult::from(res)),
+            Err(e) => Err(errors::throw(env, &e)),
+        })
+    }
+
     /// The image of the OCI layout at `dir` (by `tag`, default `latest`, or `digest`) resolved
     /// through this engine: the state carries the image's config, like `engine.image`.
     #[napi(

@@ -214,6 +214,18 @@ pub fn image(env: Env, reference: String, options: Option<Unknown>) -> napi::Res
     Ok(g::State::image_with_options(reference, &gen::image_options(opts::open(&env, options))?).into())
 }
 
+/// The Dockerfile of the directory `context` (`options.dockerfile`, default `Dockerfile`,
+/// relative to it) converted into its target stage's state, which carries the target's image
+/// config and can be extended; solve it with `locals: { context: dir }` (`contextName` renames
+/// the local). Bases come from named contexts (`contexts: { base: 'local:rootfs' }`) or
+/// scratch: registry bases need `engine.dockerfile`, which resolves their configs.
+#[napi(ts_args_type = "context: string, options?: import('./builder').DockerfileOptions")]
+pub fn dockerfile(env: Env, context: String, options: Option<Unknown>) -> napi::Result<State> {
+    let o = gen::dockerfile_options(opts::open(&env, options))?;
+    let context = std::path::absolute(&context).unwrap_or_else(|_| context.into());
+    kiln::frontend::dockerfile::state_from_dir(&context, &o, None).map(State::from).map_err(|e| errors::throw(&env, &e))
+}
+
 /// An image from an OCI image layout directory on disk, by tag (default `latest`) or digest.
 #[napi(ts_args_type = "dir: string, options?: import('./builder').OciLayoutOptions")]
 pub fn oci_layout(env: Env, dir: String, options: Option<Unknown>) -> napi::Result<State> {

@@ -128,12 +128,33 @@ enum Msg {
 pub(crate) type SolveIo =
     (Option<BTreeMap<String, PathBuf>>, Option<Vec<String>>, Option<Vec<String>>, Option<Vec<String>>);
 
+/// What a solve runs: a definition, or a built-in frontend with its options (BuildKit's
+/// `Solve` with a frontend: `Engine::build_frontend`).
+enum Job {
+    Definition(Box<Definition>),
+    Frontend(String, BTreeMap<String, String>),
+}
+
+impl Job {
+    async fn run(self, engine: &kiln::Engine, opts: SolveOptions) -> kiln::Result<SolveResult> {
+        match self {
+            Job::Definition(def) => engine.solve(&def, opts).await,
+            Job::Frontend(name, frontend_attrs) => {
+                engine.build_frontend(&name, kiln::engine::BuildOptions { solve: opts, frontend_attrs }).await
+            }
+        }
+    }
+}
+
 /// Everything a solve needs, converted from Python while the GIL is held.
 struct Prepared {
     engine: kiln::Engine,
-    def: Definition,
+    job: Job,
     opts: SolveOptions,
 }
+
+/// The frontend and its options of a solve.
+type FrontendArgs = (Option<String>, Option<BTreeMap<String, String>>);
 
 impl PyEngine {
     pub(crate) fn engine(&self) -> PyResult<kiln::Engine> {
@@ -144,17 +165,39 @@ impl PyEngine {
             .ok_or_else(|| Python::attach(|py| kerr(py, Error::engine_closed())))
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn prepare(
         &self,
         py: Python<'_>,
-        target: &Bound<'_, PyAny>,
+        target: Option<&Bound<'_, PyAny>>,
         io: SolveIo,
         secrets: Option<&Bound<'_, PyDict>>,
         image_config: Option<&Bound<'_, PyAny>>,
         more: (Option<i64>, Option<&str>),
+        (frontend, frontend_opts): FrontendArgs,
     ) -> PyResult<Prepared> {
         let engine = self.engine()?;
-        let mut opts = solve_options(py, io, secrets, image_config, more)?;
+        let opts = solve_options(py, io, secrets, image_config, more)?;
+        let target = target.filter(|t| !t.is_none());
+        let target = match (target, frontend) {
+            (Some(_), Some(_)) => {
+                return Err(PyTypeError::new_err("solve() takes a target or frontend=, not both"));
+            }
+            (None, Some(f)) => {
+                let job = Job::Frontend(f, frontend_opts.unwrap_or_default());
+                return Ok(Prepared { engine, job, opts });
+            }
+            (_, None) if frontend_opts.is_some() => {
+                return Err(PyTypeError::new_err("solve(): frontend_opts= needs frontend="));
+            }
+            (Some(t), None) => t,
+            (None, None) => {
+                return Err(PyTypeError::new_err(
+                    "solve() takes a kiln.State, kiln.ExecState or kiln.Definition, or frontend=",
+                ));
+            }
+        };
+        let mut opts = opts;
         let def = if let Ok(d) = target.cast::<PyDefinition>() {
             d.get().inner.clone()
         } else {
@@ -166,7 +209,7 @@ impl PyEngine {
             }
             state.to_definition().map_err(|e| kerr(py, e))?
         };
-        Ok(Prepared { engine, def, opts })
+        Ok(Prepared { engine, job: Job::Definition(Box::new(def)), opts })
     }
 }
 
@@ -349,15 +392,18 @@ impl PyEngine {
     /// Solves `target` (a State, ExecState or Definition) and runs the exporters, blocking with
     /// the GIL released. `progress` is a display mode (`auto`, the default: a live view on a
     /// terminal, plain lines otherwise; `tty`, `plain`, `rawjson`, `quiet`) or a callable receiving `ProgressEvent`s on this thread (an exception it
-    /// raises cancels the solve and propagates). Ctrl-C cancels the solve cleanly.
-    #[pyo3(signature = (target, *, locals=None, outputs=None, cache_exports=None, cache_imports=None,
+    /// raises cancels the solve and propagates). Ctrl-C cancels the solve cleanly. With
+    /// `frontend="dockerfile.v0"` and no target, builds a Dockerfile as BuildKit's frontend does
+    /// (`frontend_opts` under BuildKit's names: `filename`, `target`, `build-arg:NAME`, ...; the
+    /// Dockerfile from the local `dockerfile`, the context from the local `context`).
+    #[pyo3(signature = (target=None, *, locals=None, outputs=None, cache_exports=None, cache_imports=None,
                         secrets=None, image_config=None, progress=None, source_date_epoch=None,
-                        platform=None))]
+                        platform=None, frontend=None, frontend_opts=None))]
     #[allow(clippy::too_many_arguments)]
     fn solve(
         &self,
         py: Python<'_>,
-        target: &Bound<'_, PyAny>,
+        target: Option<&Bound<'_, PyAny>>,
         locals: Option<BTreeMap<String, PathBuf>>,
         outputs: Option<Vec<String>>,
         cache_exports: Option<Vec<String>>,
@@ -367,14 +413,17 @@ impl PyEngine {
         progress: Option<&Bound<'_, PyAny>>,
         source_date_epoch: Option<i64>,
         platform: Option<&str>,
+        frontend: Option<String>,
+        frontend_opts: Option<BTreeMap<String, String>>,
     ) -> PyResult<PySolveResult> {
-        let Prepared { engine, def, mut opts } = self.prepare(
+        let Prepared { engine, job, mut opts } = self.prepare(
             py,
             target,
             (locals, outputs, cache_exports, cache_imports),
             secrets,
             image_config,
             (source_date_epoch, platform),
+            (frontend, frontend_opts),
         )?;
         let mut progress = Progress::from_py(py, progress)?;
         let rt = runtime().map_err(|e| PyRuntimeError::new_err(format!("tokio runtime: {e}")))?;
@@ -389,7 +438,7 @@ impl PyEngine {
         opts.cancel = Some(cancel.clone());
         let solver = engine;
         let task = rt.spawn(async move {
-            let r = solver.solve(&def, opts).await;
+            let r = job.run(&solver, opts).await;
             // The engine handle goes before the result: once `solve` returns, closing the engine
             // releases the root at once (another engine may open it right away).
             drop(solver);
@@ -449,14 +498,14 @@ impl PyEngine {
     /// `solve` as an asyncio coroutine (the solve starts right away). A callable `progress` is
     /// called on the event loop (`call_soon_threadsafe`). Cancelling the awaiting task cancels the
     /// solve; its `CancelledError` propagates once the containers are killed and the mounts gone.
-    #[pyo3(signature = (target, *, locals=None, outputs=None, cache_exports=None, cache_imports=None,
+    #[pyo3(signature = (target=None, *, locals=None, outputs=None, cache_exports=None, cache_imports=None,
                         secrets=None, image_config=None, progress=None, source_date_epoch=None,
-                        platform=None))]
+                        platform=None, frontend=None, frontend_opts=None))]
     #[allow(clippy::too_many_arguments)]
     fn solve_async<'py>(
         &self,
         py: Python<'py>,
-        target: &Bound<'py, PyAny>,
+        target: Option<&Bound<'py, PyAny>>,
         locals: Option<BTreeMap<String, PathBuf>>,
         outputs: Option<Vec<String>>,
         cache_exports: Option<Vec<String>>,
@@ -466,14 +515,17 @@ impl PyEngine {
         progress: Option<&Bound<'py, PyAny>>,
         source_date_epoch: Option<i64>,
         platform: Option<&str>,
+        frontend: Option<String>,
+        frontend_opts: Option<BTreeMap<String, String>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let Prepared { engine, def, mut opts } = self.prepare(
+        let Prepared { engine, job, mut opts } = self.prepare(
             py,
             target,
             (locals, outputs, cache_exports, cache_imports),
             secrets,
             image_config,
             (source_date_epoch, platform),
+            (frontend, frontend_opts),
         )?;
         let rt = runtime().map_err(|e| PyRuntimeError::new_err(format!("tokio runtime: {e}")))?;
         let locals = pyo3_async_runtimes::generic::get_current_locals::<KilnRuntime>(py)?;
@@ -492,7 +544,7 @@ impl PyEngine {
             // engine handle are gone.
             let _done = DoneOnDrop(done_tx);
             let solver = solver;
-            let r = solver.solve(&def, opts).await;
+            let r = job.run(&solver, opts).await;
             // As in `solve`: release the engine handle before handing out the result.
             drop(solver);
             let _ = result_tx.send(r);
@@ -618,6 +670,19 @@ impl PyEngine {
         let o = kiln::graph::builder::image_options(crate::opts::open(options))?;
         let rt = runtime().map_err(|e| PyRuntimeError::new_err(format!("tokio runtime: {e}")))?;
         let st = py.detach(|| rt.block_on(engine.image(reference, &o))).map_err(|e| kerr(py, e))?;
+        Ok(crate::graph::wrap(st))
+    }
+
+    /// The Dockerfile of the directory `context` converted into its target stage's State, base
+    /// images resolved through this engine (like `Engine.image`): `kiln.dockerfile` with
+    /// registry and OCI-layout bases. Blocks with the GIL released.
+    #[pyo3(signature = (context, **options))]
+    fn dockerfile(&self, py: Python<'_>, context: PathBuf, options: Option<&Bound<'_, PyDict>>) -> PyResult<PyState> {
+        let engine = self.engine()?;
+        let o = kiln::graph::builder::dockerfile_options(crate::opts::open(options))?;
+        let context = std::path::absolute(&context).unwrap_or(context);
+        let rt = runtime().map_err(|e| PyRuntimeError::new_err(format!("tokio runtime: {e}")))?;
+        let st = py.detach(|| rt.block_on(engine.dockerfile(context, &o))).map_err(|e| kerr(py, e))?;
         Ok(crate::graph::wrap(st))
     }
 

@@ -422,6 +422,20 @@ pub fn image(reference: &str, options: Option<&Bound<'_, PyDict>>) -> PyResult<P
     Ok(wrap(State::image_with_options(reference, &gen::image_options(opts::open(options))?)))
 }
 
+/// The Dockerfile of the directory `context` (`dockerfile=`, default `Dockerfile`, relative to
+/// it) converted into its target stage's State, which carries the target's image config and can
+/// be extended; solve it with `locals={context_name: context}` (default name `context`). Bases
+/// must come from named contexts (`contexts={"base": "local:rootfs"}`) or scratch: registry
+/// bases need `Engine.dockerfile`, which resolves their configs.
+#[pyfunction]
+#[pyo3(signature = (context, **options))]
+pub fn dockerfile(py: Python<'_>, context: PathBuf, options: Option<&Bound<'_, PyDict>>) -> PyResult<PyState> {
+    let o = gen::dockerfile_options(opts::open(options))?;
+    let context = absolute(context);
+    let st = py.detach(|| kiln::frontend::dockerfile::state_from_dir(&context, &o, None)).map_err(kerr)?;
+    Ok(wrap(st))
+}
+
 /// An image from an OCI layout directory by `tag` (default `latest`) or manifest `digest`.
 #[pyfunction]
 #[pyo3(signature = (path, **options))]

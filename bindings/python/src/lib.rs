@@ -48,6 +48,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<progress::PyProgressEvent>()?;
     m.add_function(wrap_pyfunction!(graph::scratch, m)?)?;
     m.add_function(wrap_pyfunction!(graph::image, m)?)?;
+    m.add_function(wrap_pyfunction!(graph::dockerfile, m)?)?;
     m.add_function(wrap_pyfunction!(graph::oci_layout, m)?)?;
     m.add_function(wrap_pyfunction!(graph::local, m)?)?;
     m.add_function(wrap_pyfunction!(graph::http, m)?)?;

@@ -11,7 +11,7 @@ use crate::content::image::read_image;
 use crate::content::layout::from_oci_digest;
 use crate::content::{ContentStore, OciLayout};
 use crate::error::{Error, ErrorKind, Result};
-use crate::graph::ImageConfig;
+use crate::graph::{DockerfileOptions, ImageConfig};
 use crate::graph::{ImageMetaResolver, ImageOptions, ImageRef, OciRef, Platform, ResolvedImageConfig, State};
 use crate::registry::{pull_image_metadata, ClientSettings, Reference};
 use crate::worker::platform::check_native;
@@ -90,6 +90,20 @@ impl Engine {
         tokio::task::spawn_blocking(move || State::oci_layout_with(dir, reference, &options, &engine))
             .await
             .map_err(|e| Error::with_source(ErrorKind::Internal, "image resolve task", e))?
+    }
+
+    /// The Dockerfile `options.dockerfile` of `context_dir` converted into its target stage's
+    /// state, base images resolved through this engine
+    /// ([`crate::frontend::dockerfile::state_from_dir`] on a blocking thread): the state carries
+    /// the target's image config, can be extended and solved with `context_dir` given as the
+    /// local `options.context_name`.
+    pub async fn dockerfile(&self, context_dir: impl Into<PathBuf>, options: &DockerfileOptions) -> Result<State> {
+        let (engine, dir, options) = (self.clone(), context_dir.into(), options.clone());
+        tokio::task::spawn_blocking(move || {
+            crate::frontend::dockerfile::state_from_dir(&dir, &options, Some(&engine as &dyn ImageMetaResolver))
+        })
+        .await
+        .map_err(|e| Error::with_source(ErrorKind::Internal, "dockerfile conversion task", e))?
     }
 }
 

@@ -242,6 +242,52 @@ pub fn image_options<R: Source>(
     Ok(o)
 }
 
+/// The options of `dockerfile`: How a Dockerfile in a context directory becomes a State (BuildKit's dockerfile.v0 options).
+pub fn dockerfile_options<R: Source>(
+    open: impl FnOnce(&'static Call) -> Result<R, R::Error>,
+) -> Result<g::DockerfileOptions, R::Error> {
+    const CALL: Call = Call {
+        name: "dockerfile",
+        keys: &[
+            Key { name: "dockerfile", js: "dockerfile" },
+            Key { name: "target", js: "target" },
+            Key { name: "build_args", js: "buildArgs" },
+            Key { name: "labels", js: "labels" },
+            Key { name: "contexts", js: "contexts" },
+            Key { name: "platform", js: "platform" },
+            Key { name: "no_cache", js: "noCache" },
+            Key { name: "context_name", js: "contextName" },
+        ],
+    };
+    let r = open(&CALL)?;
+    let mut o = g::DockerfileOptions::default();
+    if let Some(v) = Get::<String>::get(&r, &CALL.keys[0])? {
+        o.dockerfile = v;
+    }
+    if let Some(v) = Get::<String>::get(&r, &CALL.keys[1])? {
+        o.target = Some(v);
+    }
+    if let Some(v) = Get::<BTreeMap<String, String>>::get(&r, &CALL.keys[2])? {
+        o.build_args = v;
+    }
+    if let Some(v) = Get::<BTreeMap<String, String>>::get(&r, &CALL.keys[3])? {
+        o.labels = v;
+    }
+    if let Some(v) = Get::<BTreeMap<String, String>>::get(&r, &CALL.keys[4])? {
+        o.contexts = v;
+    }
+    if let Some(v) = Get::<g::Platform>::get(&r, &CALL.keys[5])? {
+        o.platform = Some(v);
+    }
+    if let Some(v) = Get::<bool>::get(&r, &CALL.keys[6])? {
+        o.no_cache = v;
+    }
+    if let Some(v) = Get::<String>::get(&r, &CALL.keys[7])? {
+        o.context_name = v;
+    }
+    Ok(o)
+}
+
 /// The options of `local`: Which files of a local directory a `local` source sends.
 pub fn local_options<R: Source>(
     open: impl FnOnce(&'static Call) -> Result<R, R::Error>,

@@ -1,6 +1,7 @@
 //! The build graph: LLB ops (`pb`), validated `Definition`s and the fluent `State` builder.
 pub mod builder;
 pub mod definition;
+pub mod dockerfile_options;
 pub mod image_config;
 pub mod json;
 pub mod named;
@@ -14,6 +15,7 @@ pub mod state;
 pub use definition::{
     parse_worker_filter, Definition, DefinitionLimits, OpKind, Vertex, CUSTOM_NAME_KEY, SUPPORTED_CAPS,
 };
+pub use dockerfile_options::DockerfileOptions;
 pub use image_config::{Healthcheck, ImageConfig};
 pub use platform::Platform;
 pub use resolve::{ImageMetaResolver, ImageOptions, ImageRef, ResolvedImageConfig};

@@ -22,6 +22,7 @@ pub mod dockerignore;
 pub mod error;
 pub mod expand;
 mod flags;
+mod from_dir;
 pub mod heredoc;
 pub mod instructions;
 mod line_parsers;
@@ -34,6 +35,7 @@ pub mod units;
 
 pub use directives::{detect_syntax, Directive, SyntaxDirective};
 pub use error::{DockerfileError, DockerfileErrorKind, Location};
+pub use from_dir::state_from_dir;
 pub use heredoc::{chomp_heredoc_content, parse_heredoc, Heredoc};
 pub use instructions::*;
 pub use mount::{CacheSharing, Mount, MountType};

@@ -126,3 +126,23 @@ test('secrets: plain strings are refused; errors never show a value', async () =
   assert.equal(kiln.secretValue('hunter2').kind, 'value')
   e.close()
 })
+
+test('engine options objects refuse unknown keys, naming them (solve, build, prune, new Engine)', async () => {
+  const e = newEngine()
+  const st = kiln.scratch().mkfile('/f', 'x')
+  const named = (key) => (err) => {
+    assert.ok(kiln.isKilnError(err), String(err))
+    assert.equal(err.code, 'KILN_OPTION_INVALID')
+    assert.equal(err.key, key)
+    return true
+  }
+  // A misspelt option was silently ignored before (napi reads only the fields it knows).
+  await assert.rejects(async () => e.solve(st, { output: ['type=local,dest=/tmp/x'] }), named('output'))
+  await assert.rejects(async () => e.build(async () => st, { cacheImport: [] }), named('cacheImport'))
+  await assert.rejects(async () => e.prune({ keepStorage: 1 }), named('keepStorage'))
+  assert.throws(() => new kiln.Engine({ rooot: tempDir() }), named('rooot'))
+  // Every documented key is accepted.
+  const r = await e.solve(st, { outputs: [], cacheExports: [], cacheImports: [], progress: 'quiet', locals: {} })
+  assert.equal(typeof r.executed, 'number')
+  e.close()
+})

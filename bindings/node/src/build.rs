@@ -28,7 +28,7 @@ use crate::graph::{Definition, ExecState, ImageConfig, State};
 use futures::channel::oneshot;
 use kiln::engine::{BuildOptions, BuildOutput, FileStat, SolveRequest as CoreSolveRequest};
 use kiln::{Error, ErrorKind};
-use napi::bindgen_prelude::{BigInt, Buffer, Either, Either3, Either4, PromiseRaw};
+use napi::bindgen_prelude::{BigInt, Buffer, Either, Either3, Either4, PromiseRaw, Unknown};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::{Env, Status};
 use napi_derive::napi;
@@ -132,9 +132,11 @@ impl Engine {
         &self,
         env: &'env Env,
         on_context: ContextFn,
-        options: Option<SolveOptions>,
+        options: Option<Unknown<'env>>,
         frontend_opts: Option<HashMap<String, String>>,
     ) -> napi::Result<PromiseRaw<'env, Option<SolveResult>>> {
+        let options: Option<SolveOptions> =
+            crate::opts::strict(env, options, "engine.build", crate::engine::FRONTEND_SOLVE_KEYS)?;
         let engine = self.get();
         let run = RunOptions::read(env, options)?;
         let attrs = frontend_opts.unwrap_or_default();

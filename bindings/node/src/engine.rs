@@ -8,7 +8,7 @@ use kiln::solver::display::{DisplayMode, StderrDisplay};
 use kiln::solver::{ProgressEvent as CoreEvent, ProgressSink};
 use kiln::{Error, SnapshotterKind};
 use napi::bindgen_prelude::JsObjectValue;
-use napi::bindgen_prelude::{Either, Either3, Function, Object, PromiseRaw};
+use napi::bindgen_prelude::{Either, Either3, Function, Object, PromiseRaw, Unknown};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::{Env, Status};
 use napi_derive::napi;
@@ -85,6 +85,39 @@ impl From<CoreEvent> for ProgressEvent {
 
 /// The JS progress callback: called on the JS thread, never blocking the solve.
 type ProgressFn = ThreadsafeFunction<ProgressEvent, (), ProgressEvent, Status, false>;
+
+/// The keys of [`SolveOptions`] (camelCase), which `engine.solve` and `engine.build` accept.
+pub(crate) const SOLVE_KEYS: &[&str] = &[
+    "locals",
+    "outputs",
+    "cacheExports",
+    "cacheImports",
+    "secrets",
+    "onProgress",
+    "progress",
+    "imageConfig",
+    "sourceDateEpoch",
+    "platform",
+    "signal",
+];
+
+/// [`SOLVE_KEYS`] and the frontend's keys (`engine.solve({ frontend, frontendOpts, ... })`,
+/// `engine.build(fn, { frontendOpts, ... })`).
+pub(crate) const FRONTEND_SOLVE_KEYS: &[&str] = &[
+    "locals",
+    "outputs",
+    "cacheExports",
+    "cacheImports",
+    "secrets",
+    "onProgress",
+    "progress",
+    "imageConfig",
+    "sourceDateEpoch",
+    "platform",
+    "signal",
+    "frontend",
+    "frontendOpts",
+];
 
 /// Options of `engine.solve(state, options)`.
 #[napi(object, object_to_js = false)]
@@ -356,7 +389,9 @@ fn watch_signal(env: &Env, signal: &Object, cancel: kiln::CancelToken) -> napi::
 impl Engine {
     /// Opens (creating if needed) the root. Throws `KILN_ROOT_IN_USE` if another engine holds it.
     #[napi(constructor)]
-    pub fn new(env: Env, options: Option<EngineOptions>) -> napi::Result<Self> {
+    pub fn new(env: Env, #[napi(ts_arg_type = "EngineOptions")] options: Option<Unknown>) -> napi::Result<Self> {
+        let options: Option<EngineOptions> =
+            crate::opts::strict(&env, options, "new Engine", &["root", "parallelism", "runtime", "snapshotters"])?;
         let o = options.unwrap_or(EngineOptions { root: None, parallelism: None, runtime: None, snapshotters: None });
         let mut eo =
             kiln::EngineOptions::new(o.root.map(PathBuf::from).unwrap_or_else(kiln::EngineOptions::default_root));
@@ -413,8 +448,9 @@ impl Engine {
         &self,
         env: &'env Env,
         #[napi(ts_arg_type = "State | ExecState | Definition")] state: Either3<&State, &ExecState, &Definition>,
-        options: Option<SolveOptions>,
+        #[napi(ts_arg_type = "SolveOptions")] options: Option<Unknown<'env>>,
     ) -> napi::Result<PromiseRaw<'env, SolveResult>> {
+        let options = crate::opts::strict(env, options, "engine.solve", SOLVE_KEYS)?;
         let engine = self.get();
         let graph = match state {
             Either3::A(s) => Either::A(s.inner.clone()),
@@ -501,9 +537,10 @@ impl Engine {
         &self,
         env: &'env Env,
         frontend: String,
-        options: Option<SolveOptions>,
+        options: Option<Unknown<'env>>,
         frontend_opts: Option<HashMap<String, String>>,
     ) -> napi::Result<PromiseRaw<'env, SolveResult>> {
+        let options = crate::opts::strict(env, options, "engine.solve", FRONTEND_SOLVE_KEYS)?;
         let engine = self.get();
         let run = RunOptions::read(env, options)?;
         let attrs = frontend_opts.unwrap_or_default().into_iter().collect();
@@ -573,8 +610,9 @@ impl Engine {
     pub fn prune<'env>(
         &self,
         env: &'env Env,
-        options: Option<PruneOptions>,
+        #[napi(ts_arg_type = "PruneOptions")] options: Option<Unknown<'env>>,
     ) -> napi::Result<PromiseRaw<'env, PruneReport>> {
+        let options: Option<PruneOptions> = crate::opts::strict(env, options, "engine.prune", &["keepBytes", "all"])?;
         let engine = self.get();
         let keep = options.as_ref().and_then(|o| o.keep_bytes).unwrap_or(0.0).max(0.0) as u64;
         let all = options.and_then(|o| o.all).unwrap_or(false);

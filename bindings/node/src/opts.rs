@@ -83,6 +83,25 @@ impl<'e> Reader<'e> {
     }
 }
 
+/// An options object of a call whose options are a napi struct (`T`): keys the call does not
+/// know are refused (KILN_OPTION_INVALID naming the key) before the struct is read, since napi
+/// would silently ignore them. `undefined` and `null` are "no options".
+pub fn strict<'e, T: FromNapiValue>(
+    env: &'e Env,
+    options: Option<Unknown<'e>>,
+    call: &str,
+    known: &[&str],
+) -> napi::Result<Option<T>> {
+    let Some(u) = options else { return Ok(None) };
+    if matches!(u.get_type()?, ValueType::Undefined | ValueType::Null) {
+        return Ok(None);
+    }
+    Reader::with_keys(env, Some(u), call, known)?;
+    // SAFETY: `with_keys` checked that the value is a JS object; `T`'s conversion checks each
+    // field's type.
+    unsafe { u.cast::<T>() }.map(Some)
+}
+
 /// Opens the reader of `options` for a generated options reader (`kiln::graph::builder`).
 pub fn open<'e>(env: &'e Env, options: Option<Unknown<'e>>) -> impl FnOnce(&'static Call) -> napi::Result<Reader<'e>> {
     move |call| Reader::new(env, options, call)

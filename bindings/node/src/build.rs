@@ -135,8 +135,12 @@ impl Engine {
         options: Option<Unknown<'env>>,
         frontend_opts: Option<HashMap<String, String>>,
     ) -> napi::Result<PromiseRaw<'env, Option<SolveResult>>> {
-        let options: Option<SolveOptions> =
-            crate::opts::strict(env, options, "engine.build", crate::engine::FRONTEND_SOLVE_KEYS)?;
+        let options: Option<SolveOptions> = crate::opts::strict(
+            env,
+            options,
+            "engine.build",
+            &[crate::engine::SOLVE_KEYS, crate::engine::FRONTEND_KEYS].concat(),
+        )?;
         let engine = self.get();
         let run = RunOptions::read(env, options)?;
         let attrs = frontend_opts.unwrap_or_default();

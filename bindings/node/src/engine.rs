@@ -101,23 +101,9 @@ pub(crate) const SOLVE_KEYS: &[&str] = &[
     "signal",
 ];
 
-/// [`SOLVE_KEYS`] and the frontend's keys (`engine.solve({ frontend, frontendOpts, ... })`,
-/// `engine.build(fn, { frontendOpts, ... })`).
-pub(crate) const FRONTEND_SOLVE_KEYS: &[&str] = &[
-    "locals",
-    "outputs",
-    "cacheExports",
-    "cacheImports",
-    "secrets",
-    "onProgress",
-    "progress",
-    "imageConfig",
-    "sourceDateEpoch",
-    "platform",
-    "signal",
-    "frontend",
-    "frontendOpts",
-];
+/// The frontend's keys, accepted beside [`SOLVE_KEYS`] by `engine.solve({ frontend,
+/// frontendOpts, ... })` and `engine.build(fn, { frontendOpts, ... })`.
+pub(crate) const FRONTEND_KEYS: &[&str] = &["frontend", "frontendOpts"];
 
 /// Options of `engine.solve(state, options)`.
 #[napi(object, object_to_js = false)]
@@ -540,7 +526,7 @@ impl Engine {
         options: Option<Unknown<'env>>,
         frontend_opts: Option<HashMap<String, String>>,
     ) -> napi::Result<PromiseRaw<'env, SolveResult>> {
-        let options = crate::opts::strict(env, options, "engine.solve", FRONTEND_SOLVE_KEYS)?;
+        let options = crate::opts::strict(env, options, "engine.solve", &[SOLVE_KEYS, FRONTEND_KEYS].concat())?;
         let engine = self.get();
         let run = RunOptions::read(env, options)?;
         let attrs = frontend_opts.unwrap_or_default().into_iter().collect();

@@ -1,6 +1,8 @@
 //! `Engine`: a thin facade. It opens a root into a [`CacheManager`] (which owns the lock, stores
 //! and workers) and a [`Solver`], and forwards solves, disk usage, prune and
-//! worker listing to them. The public face bindings use. Nothing below imports this module.
+//! worker listing to them — or, connected ([`Engine::connect`], feature `api`), forwards them
+//! to a daemon through [`crate::client::Client`]. The public face bindings use. Nothing below
+//! imports this module.
 
 use crate::cache::CacheManager;
 use crate::error::{Error, ErrorKind, Result};
@@ -71,10 +73,24 @@ pub struct WorkerInfo {
     pub labels: BTreeMap<String, String>,
 }
 
-/// An open build engine on one root.
+/// An open build engine on one root, or connected to a daemon that speaks BuildKit's API
+/// (`kiln serve`, buildkitd): the same surface either way.
 #[derive(Debug, Clone)]
 pub struct Engine {
-    solver: Arc<Solver>,
+    backend: Backend,
+}
+
+#[derive(Debug, Clone)]
+enum Backend {
+    Local(Arc<Solver>),
+    #[cfg(feature = "api")]
+    Remote(crate::client::Client),
+}
+
+/// What a connected engine cannot do.
+#[cfg(feature = "api")]
+fn remote_unsupported(what: &str) -> Error {
+    Error::new(ErrorKind::Unsupported, format!("{what} applies to an embedded engine, not one connected to a daemon"))
 }
 
 impl Engine {
@@ -86,31 +102,75 @@ impl Engine {
         };
         let cache = CacheManager::open(&opts.root, &opts.runtime, &opts.snapshotters)?;
         solver::ops::exec::remove_stale_secret_dirs(cache.tmp());
-        Ok(Engine { solver: Arc::new(Solver::new(cache, opts.parallelism, registry)) })
+        Ok(Engine { backend: Backend::Local(Arc::new(Solver::new(cache, opts.parallelism, registry))) })
     }
 
-    /// The root directory.
+    /// Connects to a daemon speaking BuildKit's API at `addr` (`unix:///path/to.sock`,
+    /// `tcp://HOST:PORT`): `kiln serve` or a real buildkitd. The engine then solves there —
+    /// locals streamed from this machine, `local`/`tar`/`oci` outputs and secrets on this side —
+    /// with the surface of an embedded one; what only an embedded engine has (its root, its
+    /// snapshots) is an [`ErrorKind::Unsupported`] error. Fails when the daemon cannot be
+    /// reached (its workers are listed here).
+    #[cfg(feature = "api")]
+    pub async fn connect(addr: &str, opts: &crate::client::ConnectOptions) -> Result<Engine> {
+        Ok(Engine { backend: Backend::Remote(crate::client::Client::connect(addr, opts).await?) })
+    }
+
+    /// The daemon's address when connected, `None` for an embedded engine.
+    pub fn address(&self) -> Option<&str> {
+        match &self.backend {
+            Backend::Local(_) => None,
+            #[cfg(feature = "api")]
+            Backend::Remote(c) => Some(c.addr()),
+        }
+    }
+
+    fn solver(&self) -> Result<&Arc<Solver>> {
+        match &self.backend {
+            Backend::Local(s) => Ok(s),
+            #[cfg(feature = "api")]
+            Backend::Remote(_) => Err(remote_unsupported("this call")),
+        }
+    }
+
+    /// The root directory (empty for a connected engine: the root is the daemon's).
     pub fn root(&self) -> &Path {
-        self.solver.cache.root()
+        match &self.backend {
+            Backend::Local(s) => s.cache.root(),
+            #[cfg(feature = "api")]
+            Backend::Remote(_) => Path::new(""),
+        }
     }
 
     /// The workers, default first.
     pub fn workers(&self) -> Vec<WorkerInfo> {
-        self.solver
-            .cache
-            .workers()
-            .all()
-            .iter()
-            .map(|w| WorkerInfo { name: w.name.clone(), labels: w.labels.clone() })
-            .collect()
+        match &self.backend {
+            Backend::Local(s) => s
+                .cache
+                .workers()
+                .all()
+                .iter()
+                .map(|w| WorkerInfo { name: w.name.clone(), labels: w.labels.clone() })
+                .collect(),
+            #[cfg(feature = "api")]
+            Backend::Remote(c) => {
+                c.workers().iter().map(|w| WorkerInfo { name: w.id.clone(), labels: w.labels.clone() }).collect()
+            }
+        }
     }
 
     /// Solves `def`, runs the exporters of `opts`. Dropping the future cancels the solve: running
     /// containers are killed and every snapshot and mount is released.
     pub async fn solve(&self, def: &Definition, opts: SolveOptions) -> Result<SolveResult> {
-        crate::options::destinations::check_outside_root(self.root(), &opts.outputs, &opts.cache_exports)?;
         opts.check(def)?;
-        self.solver.solve(def, opts).await
+        match &self.backend {
+            Backend::Local(s) => {
+                crate::options::destinations::check_outside_root(self.root(), &opts.outputs, &opts.cache_exports)?;
+                s.solve(def, opts).await
+            }
+            #[cfg(feature = "api")]
+            Backend::Remote(c) => c.solve(crate::client::Target::Definition(def), opts).await,
+        }
     }
 
     /// Runs a client-side build (BuildKit's gateway frontend, embedded): `f` gets a
@@ -129,9 +189,18 @@ impl Engine {
         F: FnOnce(BuildContext) -> Fut,
         Fut: std::future::Future<Output = Result<Option<BuildOutput>>> + Send,
     {
+        #[cfg(feature = "api")]
+        if let Backend::Remote(_) = &self.backend {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                "client-side builds (build with a function) through a daemon are not supported yet; solve \
+                 definitions, or run the build on an embedded engine",
+            ));
+        }
+        let solver = self.solver()?;
         crate::options::destinations::check_outside_root(self.root(), &opts.solve.outputs, &opts.solve.cache_exports)?;
-        let _gate = self.solver.read_gate().await;
-        crate::build::run(self.solver.clone(), opts, f).await
+        let _gate = solver.read_gate().await;
+        crate::build::run(solver.clone(), opts, f).await
     }
 
     /// Runs a built-in frontend as a client-side build (BuildKit's `Solve` with a frontend):
@@ -142,6 +211,13 @@ impl Engine {
     /// `context` (both in `opts.solve.locals`). Base images resolve through this engine (registry
     /// or OCI layout). The result and its image config go to the outputs of `opts.solve`.
     pub async fn build_frontend(&self, frontend: &str, opts: BuildOptions) -> Result<SolveResult> {
+        #[cfg(feature = "api")]
+        if let Backend::Remote(c) = &self.backend {
+            let name =
+                if frontend == "dockerfile" { crate::frontend::dockerfile::build::FRONTEND_NAME } else { frontend };
+            let target = crate::client::Target::Frontend { name, attrs: &opts.frontend_attrs };
+            return c.solve(target, opts.solve).await;
+        }
         match frontend {
             crate::frontend::dockerfile::build::FRONTEND_NAME | "dockerfile" => {
                 let resolver: crate::frontend::dockerfile::build::SharedResolver = Arc::new(self.clone());
@@ -157,20 +233,32 @@ impl Engine {
     /// Waits until no vertex task is alive: after a cancelled (dropped) solve, its containers are
     /// killed and its mounts and snapshots released when this returns.
     pub async fn wait_idle(&self) {
-        self.solver.wait_idle().await
+        if let Backend::Local(s) = &self.backend {
+            s.wait_idle().await
+        }
     }
 
     /// Cache records and their sizes.
     pub async fn disk_usage(&self) -> Result<Vec<UsageRecord>> {
-        let _gate = self.solver.read_gate().await;
-        self.solver.cache.disk_usage()
+        #[cfg(feature = "api")]
+        if let Backend::Remote(c) = &self.backend {
+            return c.disk_usage().await;
+        }
+        let solver = self.solver()?;
+        let _gate = solver.read_gate().await;
+        solver.cache.disk_usage()
     }
 
     /// Removes cache records, least recently used first, until at most `keep_bytes` remain
     /// (`all` removes everything), then every snapshot no record or child needs.
     pub async fn prune(&self, keep_bytes: u64, all: bool) -> Result<PruneReport> {
-        let _gate = self.solver.write_gate().await;
-        let cache = self.solver.cache.clone();
+        #[cfg(feature = "api")]
+        if let Backend::Remote(c) = &self.backend {
+            return c.prune(keep_bytes, all).await;
+        }
+        let solver = self.solver()?;
+        let _gate = solver.write_gate().await;
+        let cache = solver.cache.clone();
         tokio::task::spawn_blocking(move || cache.prune(keep_bytes, all))
             .await
             .map_err(|e| Error::with_source(ErrorKind::Internal, "prune task", e))?
@@ -179,27 +267,27 @@ impl Engine {
     /// Snapshot ids per worker (leak checks; feature `test-support`).
     #[cfg(feature = "test-support")]
     pub fn snapshots(&self) -> Result<BTreeMap<String, Vec<String>>> {
-        self.solver.cache.snapshots()
+        self.solver()?.cache.snapshots()
     }
 
     /// Distinct (worker, snapshot) pairs referenced by cache records (leak checks; feature
     /// `test-support`).
     #[cfg(feature = "test-support")]
     pub fn recorded_snapshots(&self) -> Result<std::collections::BTreeSet<(String, String)>> {
-        self.solver.cache.recorded_snapshots()
+        self.solver()?.cache.recorded_snapshots()
     }
 
     /// Cache keys whose dedup lock is in use right now (0 when the engine is idle): the lock
     /// map holds only keys in use (leak checks; feature `test-support`).
     #[cfg(feature = "test-support")]
     pub fn key_locks_in_use(&self) -> usize {
-        self.solver.key_locks_in_use()
+        self.solver().map(|s| s.key_locks_in_use()).unwrap_or(0)
     }
 
     /// Containers the runtime still knows about (an idle engine has none; the Python and Node
     /// bindings expose this, so it is public API, not a test helper).
     pub fn running_containers(&self) -> Result<Vec<String>> {
-        match self.solver.cache.workers().all().first() {
+        match self.solver()?.cache.workers().all().first() {
             Some(w) => w.executor.list_containers(),
             None => Ok(Vec::new()),
         }

@@ -21,7 +21,11 @@ macro_rules! internal_modules {
     )*};
 }
 
+#[cfg(feature = "api")]
+pub mod api;
 pub mod build;
+#[cfg(feature = "api")]
+pub mod client;
 pub mod digest;
 pub mod engine;
 pub mod error;

@@ -16,9 +16,12 @@ const LAYERS: &[&[&str]] = &[
     &["solver"],
     &["build"],
     &["frontend"],
-    &["engine"],
-    // The session's client-served protocols (file transfer); below `server`, which wires them.
+    // The session's client-served protocols (file transfer), then BuildKit's generated API types,
+    // then the API's client: all below the engine, which wraps a connected client.
     &["session"],
+    &["api"],
+    &["client"],
+    &["engine"],
     &["server"],
 ];
 

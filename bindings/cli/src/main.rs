@@ -37,6 +37,8 @@ enum Cmd {
         /// One line per record.
         #[arg(long, short)]
         verbose: bool,
+        #[command(flatten)]
+        daemon: DaemonArgs,
     },
     /// Remove build cache.
     Prune {
@@ -46,9 +48,14 @@ enum Cmd {
         /// Keep at most this much (plain numbers are MB as in buildctl; or 512MB, 10GiB, ...).
         #[arg(long, value_parser = size::parse_size)]
         keep_storage: Option<u64>,
+        #[command(flatten)]
+        daemon: DaemonArgs,
     },
     /// List the engine's workers.
-    Workers,
+    Workers {
+        #[command(flatten)]
+        daemon: DaemonArgs,
+    },
     /// Manage local cache directories (exported with --export-cache type=local).
     Cache {
         #[command(subcommand)]
@@ -100,8 +107,32 @@ enum DebugCmd {
     },
 }
 
+/// Where the engine runs: in this process (the default) or on a daemon that speaks BuildKit's
+/// API (`kiln serve`, buildkitd), reached as buildctl reaches it.
+#[derive(clap::Args, Debug, Default, Clone)]
+struct DaemonArgs {
+    /// Run on the daemon at ADDR instead of in-process: unix:///PATH or tcp://HOST:PORT (`kiln
+    /// serve` or a BuildKit daemon). Locals, secrets and local/tar/oci outputs stay on this side.
+    #[arg(long, env = "KILN_ADDR", value_name = "ADDR")]
+    addr: Option<String>,
+    /// CA certificate the daemon's TLS certificate must chain to (tcp:// only).
+    #[arg(long, value_name = "FILE", requires = "addr")]
+    tlscacert: Option<PathBuf>,
+    /// Client certificate for daemons that require one.
+    #[arg(long, value_name = "FILE", requires = "addr")]
+    tlscert: Option<PathBuf>,
+    /// Key of the client certificate.
+    #[arg(long, value_name = "FILE", requires = "addr")]
+    tlskey: Option<PathBuf>,
+    /// Server name the daemon's certificate must carry (default: the address's host).
+    #[arg(long, value_name = "NAME", requires = "addr")]
+    tlsservername: Option<String>,
+}
+
 #[derive(Parser, Debug)]
 struct BuildArgs {
+    #[command(flatten)]
+    daemon: DaemonArgs,
     /// Read the definition from FILE instead of stdin.
     #[arg(long)]
     definition: Option<PathBuf>,
@@ -331,12 +362,24 @@ fn open_engine(root: Option<PathBuf>) -> kiln::Result<Engine> {
     Engine::open(EngineOptions::new(root.unwrap_or_else(EngineOptions::default_root)))
 }
 
+/// The engine of a client command: connected to `--addr`, else opened on the root.
+async fn engine_for(root: Option<PathBuf>, d: &DaemonArgs) -> kiln::Result<Engine> {
+    let Some(addr) = &d.addr else { return open_engine(root) };
+    let tls = kiln::client::TlsOptions {
+        ca_cert: d.tlscacert.clone(),
+        cert: d.tlscert.clone(),
+        key: d.tlskey.clone(),
+        server_name: d.tlsservername.clone(),
+    };
+    Engine::connect(addr, &kiln::client::ConnectOptions { tls }).await
+}
+
 async fn run(cli: Cli) -> kiln::Result<()> {
     match cli.cmd {
         Cmd::Build(b) => build(cli.root, b).await,
         Cmd::Serve { addrs } => serve(cli.root, &addrs).await,
-        Cmd::Du { verbose } => {
-            let engine = open_engine(cli.root)?;
+        Cmd::Du { verbose, daemon } => {
+            let engine = engine_for(cli.root, &daemon).await?;
             let usage = engine.disk_usage().await?;
             let total: u64 = usage.iter().map(|u| u.size).sum();
             if verbose {
@@ -352,14 +395,14 @@ async fn run(cli: Cli) -> kiln::Result<()> {
             println!("Total:\t{}", size::human(total));
             Ok(())
         }
-        Cmd::Prune { all, keep_storage } => {
-            let engine = open_engine(cli.root)?;
+        Cmd::Prune { all, keep_storage, daemon } => {
+            let engine = engine_for(cli.root, &daemon).await?;
             let r = engine.prune(keep_storage.unwrap_or(0), all || keep_storage.is_none()).await?;
             println!("Removed {} snapshots, freed {}", r.removed, size::human(r.freed_bytes));
             Ok(())
         }
-        Cmd::Workers => {
-            let engine = open_engine(cli.root)?;
+        Cmd::Workers { daemon } => {
+            let engine = engine_for(cli.root, &daemon).await?;
             println!("{:<20} LABELS", "NAME");
             for w in engine.workers() {
                 let labels: Vec<String> = w.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -444,7 +487,7 @@ async fn build(root: Option<PathBuf>, b: BuildArgs) -> kiln::Result<()> {
     if let Some(d) = &display {
         opts.progress = d.sink();
     }
-    let engine = open_engine(root)?;
+    let engine = engine_for(root, &b.daemon).await?;
     let cancel = kiln::CancelToken::new();
     opts.cancel = Some(cancel.clone());
     let solve: std::pin::Pin<Box<dyn std::future::Future<Output = kiln::Result<kiln::SolveResult>> + Send>> =

@@ -46,11 +46,15 @@ impl Engine {
         let resolved = match image {
             ImageRef::Registry(reference) => {
                 let r = Reference::parse(reference)?;
-                let settings =
-                    ClientSettings { options: self.solver.registry_options().clone(), interrupt: Default::default() };
+                // A connected engine resolves from this machine, with the environment's settings.
+                let (options, tmp_base) = match self.solver() {
+                    Ok(s) => (s.registry_options().clone(), s.cache.tmp().to_path_buf()),
+                    Err(_) => (crate::registry::RegistryOptions::from_env()?, std::env::temp_dir()),
+                };
+                let settings = ClientSettings { options, interrupt: Default::default() };
                 let client = settings.client(&r, false)?;
-                let tmp = tempfile::tempdir_in(self.solver.cache.tmp())
-                    .map_err(|e| Error::io("create a resolver dir", self.solver.cache.tmp(), e))?;
+                let tmp =
+                    tempfile::tempdir_in(&tmp_base).map_err(|e| Error::io("create a resolver dir", &tmp_base, e))?;
                 let store = ContentStore::open(tmp.path())?;
                 let img = pull_image_metadata(&client, &r, &store)?;
                 config_of(&store, &img)?

@@ -66,14 +66,19 @@ pub fn worker_records(engine: &Engine) -> Vec<WorkerRecord> {
 /// A kiln error as a gRPC status: the code says what kind of failure, the message is kiln's.
 pub fn to_status(e: &Error) -> Status {
     let msg = e.to_string();
-    match e.kind() {
+    let mut status = match e.kind() {
         ErrorKind::Definition | ErrorKind::Option => Status::invalid_argument(msg),
         ErrorKind::Unsupported => Status::unimplemented(msg),
         ErrorKind::Cancelled => Status::cancelled(msg),
         ErrorKind::RootInUse => Status::unavailable(msg),
         _ if e.is_not_found() => Status::not_found(msg),
         _ => Status::unknown(msg),
-    }
+    };
+    // kiln's own clients read the exact kind back (`kiln::client`); other clients ignore it.
+    status
+        .metadata_mut()
+        .insert(crate::client::ERROR_KIND_KEY, tonic::metadata::MetadataValue::from_static(e.kind().as_str()));
+    status
 }
 
 fn version() -> BuildkitVersion {
@@ -135,14 +140,10 @@ fn cache_options(req: &SolveRequest, opts: &mut SolveOptions) -> Result<(), Stat
 
 /// Everything of a request but the definition, as kiln's solve options.
 fn solve_options(req: &SolveRequest) -> Result<SolveOptions, Status> {
-    if !req.frontend.is_empty() {
-        return Err(Status::unimplemented(format!(
-            "frontend {:?} is not supported by kiln serve yet; send an LLB definition (buildctl build < def.pb)",
-            req.frontend
-        )));
-    }
     if !req.frontend_inputs.is_empty() {
-        return Err(Status::unimplemented("frontend inputs need a frontend; kiln serve takes an LLB definition"));
+        return Err(Status::unimplemented(
+            "frontend inputs are not supported by kiln serve; name the inputs with context:NAME options instead",
+        ));
     }
     if req.source_policy.as_ref().is_some_and(|p| !p.rules.is_empty()) {
         return Err(Status::unimplemented("source policies are not supported by kiln serve"));
@@ -246,6 +247,11 @@ impl Control for ControlService {
         // killed and its snapshots released by the engine.
         let finish = FinishOnDrop { hub: self.hub.clone(), reference: reference.clone() };
         let result = match req.definition.clone() {
+            // A built-in frontend run on the daemon (BuildKit's Solve with Frontend set).
+            None if !req.frontend.is_empty() => {
+                let build = BuildOptions { solve: opts, frontend_attrs: req.frontend_attrs.clone() };
+                self.engine.build_frontend(&req.frontend, build).await
+            }
             Some(def) => {
                 let def = Definition::from_pb(def).map_err(|e| to_status(&e))?;
                 self.engine.solve(&def, opts).await

@@ -7,51 +7,12 @@
 //! `DIFF_JOBS` (graphs run at once, default 2), `DIFF_KEEP` (a directory: keep both tars and
 //! the definition of every graph there).
 
-use kiln_differential::{dockerfiles::CASES, fixtures, graphs::GRAPHS, start_daemon, Case, Env};
+use kiln_differential::{dockerfiles::CASES, fixtures, graphs::GRAPHS, kiln_bin, repo_root, start_daemon, Case, Env};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Instant, SystemTime};
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap_or_else(|_| PathBuf::from("."))
-}
-
-/// `<target>/debug/kiln`: this test binary is `<target>/debug/deps/differential-HASH`.
-fn kiln_bin() -> Result<PathBuf, String> {
-    if let Some(p) = std::env::var_os("KILN_BIN") {
-        return Ok(PathBuf::from(p));
-    }
-    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
-    let profile_dir = exe.parent().and_then(Path::parent).ok_or("cannot locate the target dir")?;
-    let bin = profile_dir.join("kiln");
-    let hint = "build it first with `cargo build -p kiln-cli` (scripts/test does) or set KILN_BIN";
-    let meta = std::fs::metadata(&bin).map_err(|_| format!("{} does not exist: {hint}", bin.display()))?;
-    // A stale binary would test old code: refuse one older than any source it is built from.
-    let built = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-    let root = repo_root();
-    for dir in ["core/src", "core/proto", "bindings/cli/src"] {
-        if let Some(newer) = newest(&root.join(dir)).filter(|(t, _)| *t > built) {
-            return Err(format!("{} is older than {}: {hint}", bin.display(), newer.1.display()));
-        }
-    }
-    Ok(bin)
-}
-
-fn newest(dir: &Path) -> Option<(SystemTime, PathBuf)> {
-    let mut best: Option<(SystemTime, PathBuf)> = None;
-    for e in std::fs::read_dir(dir).ok()?.flatten() {
-        let p = e.path();
-        let cand = if p.is_dir() { newest(&p) } else { e.metadata().ok()?.modified().ok().map(|t| (t, p)) };
-        if let Some(c) = cand {
-            if best.as_ref().is_none_or(|b| c.0 > b.0) {
-                best = Some(c);
-            }
-        }
-    }
-    best
-}
 
 fn main() -> ExitCode {
     match run() {

@@ -1,0 +1,208 @@
+//! One solve on a daemon: [`SolveOptions`] become a `Control.Solve` request (the exporter and
+//! its attributes, cache exports and imports, entitlements), a session serves the locals,
+//! secrets and the client-side output, and `Control.Status` is followed beside the solve.
+//!
+//! BuildKit v0.11's API carries one exporter per solve, so a connected solve takes at most one
+//! output. What needs the client's content store (`type=local` caches, `type=oci,tar=false`)
+//! or an SSH agent is refused with an error saying so.
+
+use super::services::{OutputTarget, SessionServices};
+use super::session::{random_id, ClientSession};
+use super::status::StatusFollower;
+use super::{status_error, Client, Target};
+use crate::api::control::{CacheOptions, CacheOptionsEntry, SolveRequest, StatusRequest};
+use crate::error::{Error, ErrorKind, Result};
+use crate::options::{csv, CacheExportSpec, CacheImportSource, CacheImportSpec, CacheTarget, OutputSpec};
+use crate::solver::{SolveOptions, SolveResult};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// How long the status stream may trail the solve's answer (its last updates).
+const STATUS_DRAIN: Duration = Duration::from_secs(10);
+
+fn unsupported(msg: impl Into<String>) -> Error {
+    Error::new(ErrorKind::Unsupported, msg)
+}
+
+/// A CSV option's attributes without its `type`.
+fn attrs_of(csv_form: &str) -> Result<(String, BTreeMap<String, String>)> {
+    let mut kind = String::new();
+    let mut attrs = BTreeMap::new();
+    for (k, v) in csv::parse_csv(csv_form)? {
+        if k == "type" {
+            kind = v;
+        } else {
+            attrs.insert(k, v);
+        }
+    }
+    Ok((kind, attrs))
+}
+
+/// The exporter of the request and where its client-side part goes.
+fn exporter(opts: &SolveOptions) -> Result<(String, BTreeMap<String, String>, Option<OutputTarget>)> {
+    let out = match opts.outputs.as_slice() {
+        [] => return Ok((String::new(), BTreeMap::new(), None)),
+        [one] => one,
+        more => {
+            return Err(unsupported(format!(
+                "a solve through a daemon takes one output (BuildKit's API carries one exporter per solve); {} given",
+                more.len()
+            )))
+        }
+    };
+    let (kind, mut attrs) = attrs_of(&out.to_csv())?;
+    let target =
+        match out {
+            OutputSpec::Local { dest } => Some(OutputTarget::Dir(dest.clone())),
+            OutputSpec::Tar { dest } => Some(OutputTarget::File(dest.clone())),
+            OutputSpec::Oci { dest, tar: true, .. } => Some(OutputTarget::File(dest.clone())),
+            OutputSpec::Oci { tar: false, .. } => return Err(unsupported(
+                "type=oci,tar=false through a daemon needs the client's content store, which kiln's client does not \
+                 serve yet; export a tar (tar=true) instead",
+            )),
+            OutputSpec::Image { .. } => None,
+        };
+    // The destination is ours; the daemon only sends.
+    attrs.remove("dest");
+    if matches!(out, OutputSpec::Oci { .. } | OutputSpec::Image { .. })
+        && !attrs.contains_key("containerimage.config")
+        && opts.image_config != Default::default()
+    {
+        attrs.insert("containerimage.config".into(), opts.image_config.to_oci_json().to_string());
+    }
+    if let Some(epoch) = opts.source_date_epoch {
+        attrs.entry("source-date-epoch".into()).or_insert_with(|| epoch.to_string());
+    }
+    Ok((kind, attrs, target))
+}
+
+fn cache_entries(opts: &SolveOptions) -> Result<Option<CacheOptions>> {
+    if opts.cache_exports.is_empty() && opts.cache_imports.is_empty() {
+        return Ok(None);
+    }
+    let local = |what: &str| {
+        unsupported(format!(
+            "a cache {what} of type=local through a daemon goes through the client's content store, which kiln's \
+             client does not serve yet; use type=registry"
+        ))
+    };
+    let mut cache = CacheOptions::default();
+    for e in &opts.cache_exports {
+        if matches!(e.target, CacheTarget::Local { .. }) {
+            return Err(local("export"));
+        }
+        cache.exports.push(entry(&CacheExportSpec::to_csv(e))?);
+    }
+    for i in &opts.cache_imports {
+        if matches!(i.source, CacheImportSource::Local { .. }) {
+            return Err(local("import"));
+        }
+        cache.imports.push(entry(&CacheImportSpec::to_csv(i))?);
+    }
+    Ok(Some(cache))
+}
+
+fn entry(csv_form: &str) -> Result<CacheOptionsEntry> {
+    let (kind, attrs) = attrs_of(csv_form)?;
+    Ok(CacheOptionsEntry { r#type: kind, attrs })
+}
+
+/// Runs one solve on the daemon (see [`Client::solve`]).
+pub async fn solve(client: &Client, target: Target<'_>, opts: SolveOptions) -> Result<SolveResult> {
+    if !opts.ssh.is_empty() {
+        return Err(unsupported("SSH agent forwarding through a daemon is not served by kiln's client yet"));
+    }
+    if opts.local_provider.is_some() || opts.secret_provider.is_some() {
+        return Err(unsupported("local and secret providers apply to an embedded engine, not a connected one"));
+    }
+    let (exporter, exporter_attrs, output) = exporter(&opts)?;
+    let services = SessionServices {
+        locals: opts.locals.clone(),
+        secrets: opts.secrets.clone(),
+        output,
+        failure: Default::default(),
+    };
+    let session = ClientSession::start(client, &services).await?;
+    let build_ref = random_id()?;
+    let (definition, frontend, mut frontend_attrs, counted) = match target {
+        Target::Definition(def) => {
+            let digests = def.vertices().iter().map(|v| v.digest.to_string()).collect();
+            (Some(def.to_pb()), String::new(), BTreeMap::new(), Some(digests))
+        }
+        Target::Frontend { name, attrs } => (None, name.to_owned(), attrs.clone(), None),
+    };
+    if let Some(p) = &opts.platform {
+        frontend_attrs.entry("platform".into()).or_insert_with(|| p.to_string());
+    }
+    let req = SolveRequest {
+        r#ref: build_ref.clone(),
+        definition,
+        exporter,
+        exporter_attrs,
+        session: session.id().to_owned(),
+        frontend,
+        frontend_attrs,
+        cache: cache_entries(&opts)?,
+        entitlements: opts.entitlements.iter().map(|e| e.to_string()).collect(),
+        ..Default::default()
+    };
+
+    let sink = opts.progress.clone();
+    let mut status_client = client.control();
+    let status_ref = build_ref.clone();
+    let status = tokio::spawn(async move {
+        let mut follower = StatusFollower::new(counted);
+        if let Ok(resp) = status_client.status(StatusRequest { r#ref: status_ref }).await {
+            let mut stream = resp.into_inner();
+            while let Ok(Some(update)) = stream.message().await {
+                follower.update(update, &sink);
+            }
+        }
+        follower
+    });
+    let status_abort = status.abort_handle();
+    let _stop_status = scopeguard(move || status_abort.abort());
+
+    let mut control = client.control();
+    let call = control.solve(req);
+    let answer = match &opts.cancel {
+        Some(token) => tokio::select! {
+            r = call => r,
+            _ = token.cancelled() => return Err(Error::new(ErrorKind::Cancelled, "the solve was cancelled")),
+        },
+        None => call.await,
+    };
+    let transfer_failure = services.failure.lock().unwrap_or_else(|p| p.into_inner()).take();
+    let resp = match answer {
+        Ok(r) => r.into_inner(),
+        Err(s) => {
+            return Err(match transfer_failure {
+                Some(e) => e,
+                None => status_error("the daemon's solve failed", s),
+            })
+        }
+    };
+    if let Some(e) = transfer_failure {
+        return Err(e);
+    }
+    let follower = tokio::time::timeout(STATUS_DRAIN, status).await;
+    let (cached, executed) = match follower {
+        Ok(Ok(f)) => f.counts(),
+        _ => (0, 0),
+    };
+    session.close();
+    Ok(SolveResult { exporter_response: resp.exporter_response, cached, executed })
+}
+
+/// Runs `f` when dropped (stops the status follower when the solve future is dropped).
+fn scopeguard(f: impl FnOnce()) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
+}

@@ -1,0 +1,114 @@
+//! The client's end of a BuildKit session: a `Control.Session` call whose byte stream carries
+//! an HTTP/2 connection on which the *daemon* is the gRPC client and we serve
+//! [`SessionServices`]. The session lives until [`ClientSession`] is dropped (the daemon then
+//! sees its end and cancels what still needs it).
+
+use super::services::SessionServices;
+use super::Client;
+use crate::api::control::BytesMessage;
+use crate::error::{Error, ErrorKind, Result};
+use std::io::Read;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::task::JoinSet;
+
+/// An open session (closed when dropped).
+pub struct ClientSession {
+    id: String,
+    tasks: JoinSet<()>,
+}
+
+impl std::fmt::Debug for ClientSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientSession").field("id", &self.id).finish()
+    }
+}
+
+/// A random id (BuildKit's are 25 random base-32 characters; any unique string does).
+pub fn random_id() -> Result<String> {
+    let mut b = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .map_err(|e| Error::io("read random bytes", "/dev/urandom", e))?;
+    Ok(hex::encode(b))
+}
+
+fn ascii(key: &str, v: &str) -> Result<tonic::metadata::MetadataValue<tonic::metadata::Ascii>> {
+    v.parse().map_err(|_| Error::new(ErrorKind::Internal, format!("session header {key}={v:?} is not ASCII")))
+}
+
+impl ClientSession {
+    /// Opens a session on `client`'s daemon serving `services`.
+    pub async fn start(client: &Client, services: &SessionServices) -> Result<ClientSession> {
+        let id = random_id()?;
+        let (ours, theirs) = tokio::io::duplex(256 * 1024);
+        let (mut rd, mut wr) = tokio::io::split(theirs);
+        let (tx, rx) = tokio::sync::mpsc::channel::<BytesMessage>(16);
+        let mut req = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+        let md = req.metadata_mut();
+        md.insert("x-docker-expose-session-uuid", ascii("uuid", &id)?);
+        md.insert("x-docker-expose-session-name", ascii("name", "kiln")?);
+        md.insert("x-docker-expose-session-sharedkey", ascii("sharedkey", "")?);
+        for m in services.methods() {
+            md.append("x-docker-expose-session-grpc-method", ascii("method", m)?);
+        }
+        let mut tasks = JoinSet::new();
+        // Our HTTP/2 server → the daemon.
+        tasks.spawn(async move {
+            let mut buf = vec![0u8; 32 * 1024];
+            loop {
+                match rd.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if tx.send(BytesMessage { data: buf[..n].to_vec() }).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+        // The daemon → our HTTP/2 server (the call's response arrives once the daemon attached).
+        let mut control = client.control();
+        tasks.spawn(async move {
+            match control.session(req).await {
+                Ok(resp) => {
+                    let mut inbound = resp.into_inner();
+                    while let Ok(Some(m)) = inbound.message().await {
+                        if wr.write_all(&m.data).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+                Err(s) => tracing::debug!(status = %s, "the daemon refused the session"),
+            }
+            let _ = wr.shutdown().await;
+        });
+        let router = services.router();
+        tasks.spawn(async move {
+            // One connection, then nothing more: the server runs until the task is aborted.
+            let incoming = futures::StreamExt::chain(
+                futures::stream::iter([Ok::<_, std::io::Error>(ours)]),
+                futures::stream::pending(),
+            );
+            if let Err(e) = router.serve_with_incoming(incoming).await {
+                tracing::debug!(error = %e, "the session's server ended");
+            }
+        });
+        Ok(ClientSession { id, tasks })
+    }
+
+    /// The session id the solve request names.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Closes the session.
+    pub fn close(mut self) {
+        self.tasks.abort_all();
+    }
+}
+
+impl Drop for ClientSession {
+    fn drop(&mut self) {
+        self.tasks.abort_all();
+    }
+}

@@ -1,0 +1,250 @@
+//! `Engine::connect`: the same solves through `kiln serve` and through a real buildkitd
+//! (`KILN_BUILDKIT_ADDR`, or `../shared/buildkit` started here) give the embedded engine's
+//! results — locals streamed from this side, secrets served from here, `local` and `tar`
+//! outputs written here, a Dockerfile through the `dockerfile.v0` frontend — with progress,
+//! cached counts on a second solve, typed errors, workers and disk usage.
+
+use kiln::graph::state::{ExecOptions, MountSpec};
+use kiln::graph::State;
+use kiln::{Engine, EngineOptions, ErrorKind, ProgressEvent, ProgressSink, SolveOptions};
+use kiln_differential::{fixtures, kiln_bin, repo_root, start_daemon};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A `kiln serve` on a unix socket (killed on drop).
+struct KilnServe {
+    child: Child,
+    sock: PathBuf,
+}
+
+impl KilnServe {
+    fn start(dir: &Path) -> KilnServe {
+        let sock = dir.join("kiln.sock");
+        let child = Command::new(kiln_bin().expect("kiln binary"))
+            .arg("--root")
+            .arg(dir.join("root"))
+            .args(["serve", "--addr", &format!("unix://{}", sock.display())])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn kiln serve");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::os::unix::net::UnixStream::connect(&sock).is_err() {
+            assert!(Instant::now() < deadline, "kiln serve did not listen within 30 s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        KilnServe { child, sock }
+    }
+}
+
+impl Drop for KilnServe {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Every path under `root` with its type, mode, owner, size, content and link target.
+fn tree(root: &Path) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("read_dir") {
+            let p = e.expect("entry").path();
+            let m = std::fs::symlink_metadata(&p).expect("lstat");
+            let rel = p.strip_prefix(root).expect("under root").display().to_string();
+            let what = if m.file_type().is_symlink() {
+                format!("link {}", std::fs::read_link(&p).expect("readlink").display())
+            } else if m.is_dir() {
+                stack.push(p.clone());
+                "dir".to_owned()
+            } else {
+                format!("file {:?}", String::from_utf8_lossy(&std::fs::read(&p).expect("read")))
+            };
+            out.push(format!("{rel} {:o} {}:{} {what}", m.mode(), m.uid(), m.gid()));
+        }
+    }
+    out.sort();
+    out
+}
+
+struct Inputs {
+    locals: BTreeMap<String, PathBuf>,
+    secrets: BTreeMap<String, Vec<u8>>,
+}
+
+impl Inputs {
+    fn opts(&self) -> SolveOptions {
+        SolveOptions { locals: self.locals.clone(), secrets: self.secrets.clone(), ..Default::default() }
+    }
+}
+
+/// A RUN on the busybox rootfs reading a local dir and a secret into a mounted output. The
+/// rootfs is copied out of its local first: BuildKit keys a local by its session, so a RUN on
+/// the local itself would never hit the cache through a new session.
+fn graph() -> State {
+    let base = State::scratch().copy(&State::local("rootfs"), "/", "/", Default::default());
+    let run = base.run(
+        ExecOptions::shell("cat /run/secrets/token > /out/secret && cp -a /ctx/. /out/ctx/ && echo hi > /out/hi")
+            .mount(MountSpec::bind("/ctx", &State::local("ctx"), true))
+            .mount(MountSpec::secret("/run/secrets/token", "token", 0, 0, 0o400, false))
+            .mount(MountSpec::bind("/out", &State::scratch(), false)),
+    );
+    run.mount_output("/out").expect("the /out mount has an output")
+}
+
+const DOCKERFILE: &str = "FROM base\nCOPY a.txt /app/a.txt\nRUN echo built > /app/built && ls /app > /app/list\n";
+
+fn dockerfile_opts(inputs: &Inputs, dest: &Path) -> kiln::engine::BuildOptions {
+    let mut solve = inputs.opts();
+    solve.outputs.push(format!("type=local,dest={}", dest.display()).parse().expect("output"));
+    let mut b = kiln::engine::BuildOptions::new(solve);
+    b.frontend_attrs.insert("context:base".into(), "local:rootfs".into());
+    b
+}
+
+/// Everything one daemon must do like the embedded engine.
+async fn exercise(name: &str, engine: &Engine, inputs: &Inputs, want: &[String], want_df: &[String], work: &Path) {
+    assert!(!engine.workers().is_empty(), "{name}: the daemon lists workers");
+    let def = graph().to_definition().expect("definition");
+    let out = work.join(format!("{name}-out"));
+    let (sink, mut events) = ProgressSink::channel();
+    let mut opts = inputs.opts();
+    opts.outputs.push(format!("type=local,dest={}", out.display()).parse().expect("output"));
+    opts.progress = sink;
+    let r = engine.solve(&def, opts).await.unwrap_or_else(|e| panic!("{name}: solve: {}", e.report()));
+    assert_eq!(tree(&out), want, "{name}: the local output equals the embedded engine's");
+    assert!(r.executed + r.cached > 0, "{name}: the solve reports its vertices: {r:?}");
+    let mut names = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        if let ProgressEvent::VertexCompleted { name, .. } | ProgressEvent::VertexCached { name, .. } = e {
+            names.push(name);
+        }
+    }
+    assert!(names.iter().any(|n| n.contains("cat /run/secrets/token")), "{name}: progress names the RUN: {names:?}");
+
+    // The same solve again: every vertex of the definition is cached.
+    let tar = work.join(format!("{name}.tar"));
+    let mut opts = inputs.opts();
+    opts.outputs.push(format!("type=tar,dest={}", tar.display()).parse().expect("output"));
+    let (sink2, mut ev2) = ProgressSink::channel();
+    opts.progress = sink2;
+    let again = engine.solve(&def, opts).await.unwrap_or_else(|e| panic!("{name}: second solve: {}", e.report()));
+    let mut ran = Vec::new();
+    let mut cached_run = false;
+    while let Ok(e) = ev2.try_recv() {
+        match e {
+            ProgressEvent::VertexCached { name, .. } => cached_run |= name.contains("cat /run/secrets/token"),
+            ProgressEvent::VertexCompleted { name, .. } => ran.push(name),
+            _ => {}
+        }
+    }
+    // BuildKit re-sends local sources on every solve (their keys are per session), so only
+    // they may report as run; the copy of them and the RUN are cache hits.
+    assert!(cached_run, "{name}: the RUN is cached the second time; ran: {ran:?}");
+    let rerun = |n: &String| !n.starts_with("local://") && !n.starts_with("exporting");
+    assert!(!ran.iter().any(rerun), "{name}: only locals are re-sent (and the export runs): {ran:?}");
+    assert!(again.cached > 0, "{name}: the second solve reports cached vertices: {again:?}");
+    let list = Command::new("tar").arg("tf").arg(&tar).output().expect("tar tf");
+    let listed = String::from_utf8_lossy(&list.stdout).to_string();
+    assert!(listed.lines().any(|l| l.trim_start_matches("./") == "hi"), "{name}: the tar output: {listed}");
+
+    // A failing RUN is an exec error; a missing local names it.
+    let bad = State::local("rootfs").run(ExecOptions::shell("exit 3")).root().to_definition().expect("definition");
+    let e = engine.solve(&bad, inputs.opts()).await.expect_err("exit 3 fails");
+    assert_eq!(e.kind(), ErrorKind::Exec, "{name}: {}", e.report());
+    let missing = State::scratch()
+        .copy(&State::local("nowhere"), "/", "/", Default::default())
+        .to_definition()
+        .expect("definition");
+    let e = engine.solve(&missing, inputs.opts()).await.expect_err("a local nobody gives fails");
+    assert!(e.report().contains("nowhere"), "{name}: the error names the local: {}", e.report());
+
+    // The Dockerfile frontend on the daemon, its context and Dockerfile streamed from here.
+    let df_out = work.join(format!("{name}-df"));
+    let r = engine
+        .build_frontend("dockerfile.v0", dockerfile_opts(inputs, &df_out))
+        .await
+        .unwrap_or_else(|e| panic!("{name}: Dockerfile build: {}", e.report()));
+    let _ = r;
+    assert_eq!(tree(&df_out), want_df, "{name}: the Dockerfile build equals the embedded engine's");
+
+    let du = engine.disk_usage().await.unwrap_or_else(|e| panic!("{name}: disk usage: {}", e.report()));
+    assert!(!du.is_empty(), "{name}: the daemon has cache records after building");
+}
+
+#[test]
+fn connect_builds_on_kiln_serve_and_on_buildkitd_like_the_embedded_engine() {
+    let tmp = tempfile::Builder::new().prefix("kiln-connect-").tempdir().expect("tempdir");
+    let rootfs = tmp.path().join("rootfs");
+    fixtures::rootfs(&rootfs).expect("busybox rootfs");
+    let ctx = tmp.path().join("ctx");
+    std::fs::create_dir_all(ctx.join("sub")).expect("mkdir");
+    std::fs::write(ctx.join("a.txt"), b"hello\n").expect("write");
+    std::fs::write(ctx.join("sub/b"), vec![b'x'; 200_000]).expect("write");
+    std::os::unix::fs::symlink("a.txt", ctx.join("link")).expect("symlink");
+    std::fs::write(ctx.join("Dockerfile"), DOCKERFILE).expect("write");
+    let inputs = Inputs {
+        locals: [
+            ("rootfs".to_owned(), rootfs.clone()),
+            ("ctx".to_owned(), ctx.clone()),
+            ("context".to_owned(), ctx.clone()),
+            ("dockerfile".to_owned(), ctx.clone()),
+        ]
+        .into_iter()
+        .collect(),
+        secrets: [("token".to_owned(), b"s3cret".to_vec())].into_iter().collect(),
+    };
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+
+    // The embedded engine's results are the reference.
+    let (want, want_df) = rt.block_on(async {
+        let engine = Engine::open(EngineOptions::new(tmp.path().join("embedded-root"))).expect("open");
+        let out = tmp.path().join("embedded-out");
+        let mut opts = inputs.opts();
+        opts.outputs.push(format!("type=local,dest={}", out.display()).parse().expect("output"));
+        let def = graph().to_definition().expect("definition");
+        engine.solve(&def, opts).await.unwrap_or_else(|e| panic!("embedded solve: {}", e.report()));
+        let df = tmp.path().join("embedded-df");
+        engine
+            .build_frontend("dockerfile.v0", dockerfile_opts(&inputs, &df))
+            .await
+            .unwrap_or_else(|e| panic!("embedded Dockerfile build: {}", e.report()));
+        (tree(&out), tree(&df))
+    });
+    assert!(want.iter().any(|l| l.starts_with("secret ") && l.contains("s3cret")), "{want:?}");
+
+    let serve = KilnServe::start(tmp.path());
+    let bk_dir = std::env::var_os("KILN_BUILDKIT_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("../shared/buildkit"));
+    let mut _daemon = None;
+    let bk_addr = match std::env::var("KILN_BUILDKIT_ADDR") {
+        Ok(a) if !a.is_empty() => a,
+        _ => {
+            let (addr, guard) =
+                start_daemon(&bk_dir, &tmp.path().join("buildkitd")).unwrap_or_else(|e| panic!("buildkitd: {e}"));
+            _daemon = Some(guard);
+            addr
+        }
+    };
+    let work = tmp.path().join("work");
+    std::fs::create_dir_all(&work).expect("mkdir");
+    rt.block_on(async {
+        for (name, addr) in [("kiln-serve", format!("unix://{}", serve.sock.display())), ("buildkitd", bk_addr)] {
+            let engine = Engine::connect(&addr, &Default::default())
+                .await
+                .unwrap_or_else(|e| panic!("connect to {name} at {addr}: {}", e.report()));
+            assert_eq!(engine.address(), Some(addr.as_str()));
+            exercise(name, &engine, &inputs, &want, &want_df, &work).await;
+        }
+        let e = Engine::connect(&format!("unix://{}", work.join("none.sock").display()), &Default::default())
+            .await
+            .expect_err("no daemon there");
+        assert!(e.report().contains("none.sock"), "the error names the address: {}", e.report());
+    });
+}

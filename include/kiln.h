@@ -314,6 +314,12 @@ typedef struct kiln_bytes kiln_bytes;
 typedef struct kiln_cancel_token kiln_cancel_token;
 
 /**
+ * TLS settings of `kiln_connect` (tcp:// addresses), as buildctl's `--tlscacert`, `--tlscert`,
+ * `--tlskey`, `--tlsservername`. A mutable builder; freed with `kiln_connect_opts_free`.
+ */
+typedef struct kiln_connect_opts kiln_connect_opts;
+
+/**
  * The entries of a directory of a build ref (`kiln_ref_read_dir`), sorted by name. Immutable;
  * any thread; freed with `kiln_dir_entries_free`.
  */
@@ -535,6 +541,68 @@ kiln_status kiln_engine_opts_add_snapshotter(kiln_engine_opts *opts, const char 
  * Thread safety: any thread except kiln engine threads (KILN_ERR_WRONG_THREAD).
  */
 kiln_status kiln_engine_open_with(const kiln_engine_opts *opts, kiln_engine **out);
+
+/**
+ * New connect options without TLS into `*out` (caller owns them; free with
+ * `kiln_connect_opts_free`).
+ *
+ * Thread safety: any thread.
+ */
+kiln_status kiln_connect_opts_new(kiln_connect_opts **out);
+
+/**
+ * Frees connect options and sets `*opts` to NULL (NULL / `*opts == NULL`: no-op).
+ *
+ * Thread safety: must not race with any other use of the same options.
+ */
+void kiln_connect_opts_free(kiln_connect_opts **opts);
+
+/**
+ * The PEM file of the CA the daemon's certificate must chain to (copied).
+ *
+ * Thread safety: mutates `opts`; no concurrent use of the same options.
+ */
+kiln_status kiln_connect_opts_set_ca_cert(kiln_connect_opts *opts, const char *path);
+
+/**
+ * The PEM file of the client certificate, for daemons that require one (copied).
+ *
+ * Thread safety: mutates `opts`; no concurrent use of the same options.
+ */
+kiln_status kiln_connect_opts_set_cert(kiln_connect_opts *opts, const char *path);
+
+/**
+ * The PEM file of the client certificate's key (copied).
+ *
+ * Thread safety: mutates `opts`; no concurrent use of the same options.
+ */
+kiln_status kiln_connect_opts_set_key(kiln_connect_opts *opts, const char *path);
+
+/**
+ * The name the daemon's certificate must carry (default: the address's host; copied).
+ *
+ * Thread safety: mutates `opts`; no concurrent use of the same options.
+ */
+kiln_status kiln_connect_opts_set_server_name(kiln_connect_opts *opts, const char *name);
+
+/**
+ * Connects to the daemon at `addr` (`unix:///path/to.sock` or `tcp://host:port`: `kiln serve`
+ * or a BuildKit daemon) into `*out`, an engine with the embedded one's surface: solves (and
+ * `kiln_solve_opts_set_frontend`), disk usage, prune, workers run on the daemon; locals and
+ * secrets are read here, `local`/`tar`/`oci` outputs written here. `opts` may be NULL (no TLS).
+ * Free with `kiln_engine_free`. Fails with KILN_ERR_IO when the daemon cannot be reached.
+ *
+ * Thread safety: any thread except kiln engine threads (KILN_ERR_WRONG_THREAD).
+ */
+kiln_status kiln_connect(const char *addr, const kiln_connect_opts *opts, kiln_engine **out);
+
+/**
+ * The daemon's address of an engine from `kiln_connect`; NULL for an embedded engine (or a
+ * NULL `engine`). Borrowed: valid until the engine is freed.
+ *
+ * Thread safety: any thread, concurrently.
+ */
+const char *kiln_engine_address(const kiln_engine *engine);
 
 /**
  * Closes an engine (releasing its root) and sets `*engine` to NULL. NULL / `*engine == NULL`:

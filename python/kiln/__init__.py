@@ -71,6 +71,23 @@ from .errors import (
 
 __version__: str = _native.__version__
 
+
+def connect(
+    addr: str,
+    *,
+    ca_cert: "str | None" = None,
+    cert: "str | None" = None,
+    key: "str | None" = None,
+    server_name: "str | None" = None,
+) -> Engine:
+    """An :class:`Engine` that builds on the daemon at ``addr`` (``unix:///path/to.sock`` or
+    ``tcp://host:port``): ``kiln serve`` or a BuildKit daemon. Switch a script from in-process to a
+    daemon by replacing ``kiln.Engine(root)`` with ``kiln.connect(addr)``; locals and secrets
+    are read here, ``local``/``tar``/``oci`` outputs are written here. TLS (tcp only):
+    ``ca_cert``, ``cert``, ``key`` (PEM files) and ``server_name``."""
+    return Engine.connect(addr, ca_cert=ca_cert, cert=cert, key=key, server_name=server_name)
+
+
 __all__ = [
     "BuildContext",
     "Definition",
@@ -87,6 +104,7 @@ __all__ = [
     "UsageRecord",
     "WorkerInfo",
     "cache_mount",
+    "connect",
     "dockerfile",
     "error_kinds",
     "git",

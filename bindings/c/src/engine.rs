@@ -24,6 +24,8 @@ pub struct kiln_engine {
     pub(crate) engine: Engine,
     /// Worker names and sorted labels, fixed at open (the getters hand out borrowed strings).
     workers: Vec<(CString, Vec<(CString, CString)>)>,
+    /// The daemon's address of a connected engine (`kiln_engine_address`).
+    address: Option<CString>,
 }
 
 /// The outcome of a successful solve. Immutable; any thread; freed with `kiln_result_free`.
@@ -180,7 +182,11 @@ fn open(opts: EngineOptions, out: &mut *mut kiln_engine) -> Result<(), kiln_erro
     not_on_runtime_thread("kiln_engine_open")?;
     let rt = runtime()?;
     let _ctx = rt.enter();
-    let engine = Engine::open(opts)?;
+    put_engine(Engine::open(opts)?, out);
+    Ok(())
+}
+
+fn put_engine(engine: Engine, out: &mut *mut kiln_engine) {
     let workers = engine
         .workers()
         .into_iter()
@@ -189,8 +195,123 @@ fn open(opts: EngineOptions, out: &mut *mut kiln_engine) -> Result<(), kiln_erro
             (cstring(w.name), labels)
         })
         .collect();
-    put(out, kiln_engine { engine, workers });
-    Ok(())
+    let address = engine.address().map(cstring);
+    put(out, kiln_engine { engine, workers, address });
+}
+
+/// TLS settings of `kiln_connect` (tcp:// addresses), as buildctl's `--tlscacert`, `--tlscert`,
+/// `--tlskey`, `--tlsservername`. A mutable builder; freed with `kiln_connect_opts_free`.
+#[allow(non_camel_case_types)]
+#[derive(Default)]
+pub struct kiln_connect_opts {
+    inner: kiln::client::ConnectOptions,
+}
+
+/// New connect options without TLS into `*out` (caller owns them; free with
+/// `kiln_connect_opts_free`).
+///
+/// Thread safety: any thread.
+#[no_mangle]
+pub extern "C" fn kiln_connect_opts_new(out: *mut *mut kiln_connect_opts) -> kiln_status {
+    guard(ptr::null_mut(), || {
+        put(out_arg(out, "out")?, kiln_connect_opts::default());
+        Ok(())
+    })
+}
+
+/// Frees connect options and sets `*opts` to NULL (NULL / `*opts == NULL`: no-op).
+///
+/// Thread safety: must not race with any other use of the same options.
+#[no_mangle]
+pub extern "C" fn kiln_connect_opts_free(opts: *mut *mut kiln_connect_opts) {
+    take_free(opts)
+}
+
+/// Sets one TLS setting: `what` names it for errors, `set` stores the copied string.
+fn set_tls(
+    opts: *mut kiln_connect_opts,
+    value: *const c_char,
+    what: &str,
+    set: impl FnOnce(&mut kiln::client::TlsOptions, String),
+) -> kiln_status {
+    guard(ptr::null_mut(), || {
+        let o = mut_arg(opts, "opts")?;
+        let v = str_arg(value, what)?;
+        if v.is_empty() {
+            return Err(kiln_error::invalid(format!("{what} is empty")));
+        }
+        set(&mut o.inner.tls, v.to_owned());
+        Ok(())
+    })
+}
+
+/// The PEM file of the CA the daemon's certificate must chain to (copied).
+///
+/// Thread safety: mutates `opts`; no concurrent use of the same options.
+#[no_mangle]
+pub extern "C" fn kiln_connect_opts_set_ca_cert(opts: *mut kiln_connect_opts, path: *const c_char) -> kiln_status {
+    set_tls(opts, path, "path", |t, v| t.ca_cert = Some(v.into()))
+}
+
+/// The PEM file of the client certificate, for daemons that require one (copied).
+///
+/// Thread safety: mutates `opts`; no concurrent use of the same options.
+#[no_mangle]
+pub extern "C" fn kiln_connect_opts_set_cert(opts: *mut kiln_connect_opts, path: *const c_char) -> kiln_status {
+    set_tls(opts, path, "path", |t, v| t.cert = Some(v.into()))
+}
+
+/// The PEM file of the client certificate's key (copied).
+///
+/// Thread safety: mutates `opts`; no concurrent use of the same options.
+#[no_mangle]
+pub extern "C" fn kiln_connect_opts_set_key(opts: *mut kiln_connect_opts, path: *const c_char) -> kiln_status {
+    set_tls(opts, path, "path", |t, v| t.key = Some(v.into()))
+}
+
+/// The name the daemon's certificate must carry (default: the address's host; copied).
+///
+/// Thread safety: mutates `opts`; no concurrent use of the same options.
+#[no_mangle]
+pub extern "C" fn kiln_connect_opts_set_server_name(opts: *mut kiln_connect_opts, name: *const c_char) -> kiln_status {
+    set_tls(opts, name, "name", |t, v| t.server_name = Some(v))
+}
+
+/// Connects to the daemon at `addr` (`unix:///path/to.sock` or `tcp://host:port`: `kiln serve`
+/// or a BuildKit daemon) into `*out`, an engine with the embedded one's surface: solves (and
+/// `kiln_solve_opts_set_frontend`), disk usage, prune, workers run on the daemon; locals and
+/// secrets are read here, `local`/`tar`/`oci` outputs written here. `opts` may be NULL (no TLS).
+/// Free with `kiln_engine_free`. Fails with KILN_ERR_IO when the daemon cannot be reached.
+///
+/// Thread safety: any thread except kiln engine threads (KILN_ERR_WRONG_THREAD).
+#[no_mangle]
+pub extern "C" fn kiln_connect(
+    addr: *const c_char,
+    opts: *const kiln_connect_opts,
+    out: *mut *mut kiln_engine,
+) -> kiln_status {
+    guard(ptr::null_mut(), || {
+        let out = out_arg(out, "out")?;
+        let addr = str_arg(addr, "addr")?;
+        let connect = if opts.is_null() { Default::default() } else { ref_arg(opts, "opts")?.inner.clone() };
+        not_on_runtime_thread("kiln_connect")?;
+        let rt = runtime()?;
+        let engine = rt.block_on(Engine::connect(addr, &connect))?;
+        let _ctx = rt.enter();
+        put_engine(engine, out);
+        Ok(())
+    })
+}
+
+/// The daemon's address of an engine from `kiln_connect`; NULL for an embedded engine (or a
+/// NULL `engine`). Borrowed: valid until the engine is freed.
+///
+/// Thread safety: any thread, concurrently.
+#[no_mangle]
+pub extern "C" fn kiln_engine_address(engine: *const kiln_engine) -> *const c_char {
+    catch(ptr::null(), || {
+        ref_arg(engine, "engine").ok().and_then(|e| e.address.as_ref()).map_or(ptr::null(), |a| a.as_ptr())
+    })
 }
 
 /// Closes an engine (releasing its root) and sets `*engine` to NULL. NULL / `*engine == NULL`:

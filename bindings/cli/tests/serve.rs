@@ -400,9 +400,9 @@ fn control_client_solves_a_definition_and_follows_its_status() {
 
         // A second solve of the same graph is cached; errors carry gRPC codes.
         let err = client
-            .solve(SolveRequest { r#ref: "bad".into(), frontend: "dockerfile.v0".into(), ..Default::default() })
+            .solve(SolveRequest { r#ref: "bad".into(), frontend: "gateway.v0".into(), ..Default::default() })
             .await
-            .expect_err("frontend not served yet");
+            .expect_err("only the built-in dockerfile.v0 frontend is served");
         assert_eq!(err.code(), tonic::Code::Unimplemented);
         assert!(err.message().contains("frontend"), "{}", err.message());
         let err = client

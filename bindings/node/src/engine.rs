@@ -209,7 +209,48 @@ pub struct PruneReport {
     pub freed_bytes: f64,
 }
 
-/// An open build engine on one root (exclusive: a second opener gets `KILN_ROOT_IN_USE`).
+/// TLS settings of `connect` (tcp:// addresses only), as buildctl's `--tlscacert`, `--tlscert`,
+/// `--tlskey` and `--tlsservername`.
+#[napi(object)]
+pub struct ConnectOptions {
+    /// PEM file of the CA the daemon's certificate must chain to.
+    pub ca_cert: Option<String>,
+    /// PEM file of the client certificate, for daemons that require one.
+    pub cert: Option<String>,
+    /// PEM file of the client certificate's key.
+    pub key: Option<String>,
+    /// The name the daemon's certificate must carry (default: the address's host).
+    pub server_name: Option<String>,
+}
+
+/// An `Engine` that builds on the daemon at `addr` (`unix:///path/to.sock` or `tcp://host:port`):
+/// `kiln serve` or a BuildKit daemon. Replace `new Engine({ root })` with `await connect(addr)` to
+/// move a script's builds to a daemon: locals and secrets are read here, `local`/`tar`/`oci`
+/// outputs are written here. Rejects with a `KilnError` when the daemon cannot be reached.
+#[napi(ts_return_type = "Promise<Engine>")]
+pub fn connect<'env>(
+    env: &'env Env,
+    addr: String,
+    #[napi(ts_arg_type = "ConnectOptions")] options: Option<Unknown<'env>>,
+) -> napi::Result<PromiseRaw<'env, Engine>> {
+    let o: Option<ConnectOptions> =
+        crate::opts::strict(env, options, "connect", &["caCert", "cert", "key", "serverName"])?;
+    let o = o.unwrap_or(ConnectOptions { ca_cert: None, cert: None, key: None, server_name: None });
+    let tls = kiln::client::TlsOptions {
+        ca_cert: o.ca_cert.map(PathBuf::from),
+        cert: o.cert.map(PathBuf::from),
+        key: o.key.map(PathBuf::from),
+        server_name: o.server_name,
+    };
+    let opts = kiln::client::ConnectOptions { tls };
+    env.spawn_future_with_callback(async move { Ok(kiln::Engine::connect(&addr, &opts).await) }, |env, r| match r {
+        Ok(engine) => Ok(Engine { inner: Mutex::new(Some(engine)) }),
+        Err(e) => Err(errors::throw(env, &e)),
+    })
+}
+
+/// An open build engine on one root (exclusive: a second opener gets `KILN_ROOT_IN_USE`), or
+/// one connected to a daemon (`connect`).
 #[napi]
 pub struct Engine {
     inner: Mutex<Option<kiln::Engine>>,
@@ -398,11 +439,18 @@ impl Engine {
         Ok(Engine { inner: Mutex::new(Some(engine)) })
     }
 
-    /// The root directory (canonical path).
+    /// The root directory (canonical path; `null` for an engine connected to a daemon).
     #[napi(getter)]
-    pub fn root(&self, env: Env) -> napi::Result<String> {
+    pub fn root(&self, env: Env) -> napi::Result<Option<String>> {
         let e = self.get().map_err(|e| errors::throw(&env, &e))?;
-        Ok(e.root().to_string_lossy().into_owned())
+        Ok(e.address().is_none().then(|| e.root().to_string_lossy().into_owned()))
+    }
+
+    /// The daemon's address for a connected engine (`null` for an embedded one).
+    #[napi(getter)]
+    pub fn address(&self, env: Env) -> napi::Result<Option<String>> {
+        let e = self.get().map_err(|e| errors::throw(&env, &e))?;
+        Ok(e.address().map(str::to_owned))
     }
 
     /// Releases this handle; the root lock goes when running solves finish. Idempotent.

@@ -361,10 +361,39 @@ impl PyEngine {
         Ok(PyEngine { inner: Mutex::new(Some(engine)), root })
     }
 
-    /// The root directory.
+    /// Connects to a daemon that speaks BuildKit's API at `addr` (`unix:///path/to.sock` or
+    /// `tcp://host:port`): `kiln serve` or a BuildKit daemon. The returned engine has this
+    /// class's surface — `solve` (definitions and `frontend="dockerfile.v0"`), `disk_usage`,
+    /// `prune`, `workers` — with locals and secrets read here and `local`/`tar`/`oci` outputs
+    /// written here. TLS (tcp only): `ca_cert`, `cert`, `key` (PEM files), `server_name`.
+    /// Raises `KilnError` when the daemon cannot be reached.
+    #[staticmethod]
+    #[pyo3(signature = (addr, *, ca_cert=None, cert=None, key=None, server_name=None))]
+    fn connect(
+        py: Python<'_>,
+        addr: &str,
+        ca_cert: Option<PathBuf>,
+        cert: Option<PathBuf>,
+        key: Option<PathBuf>,
+        server_name: Option<String>,
+    ) -> PyResult<PyEngine> {
+        let tls = kiln::client::TlsOptions { ca_cert, cert, key, server_name };
+        let opts = kiln::client::ConnectOptions { tls };
+        let rt = crate::runtime::runtime().map_err(|e| PyRuntimeError::new_err(format!("tokio runtime: {e}")))?;
+        let engine = py.detach(|| rt.block_on(kiln::Engine::connect(addr, &opts))).map_err(|e| kerr(py, e))?;
+        Ok(PyEngine { inner: Mutex::new(Some(engine)), root: PathBuf::new() })
+    }
+
+    /// The root directory (`None` for an engine connected to a daemon).
     #[getter]
-    fn root(&self) -> PathBuf {
-        self.root.clone()
+    fn root(&self) -> Option<PathBuf> {
+        (!self.root.as_os_str().is_empty()).then(|| self.root.clone())
+    }
+
+    /// The daemon's address for a connected engine (`None` for an embedded one).
+    #[getter]
+    fn address(&self) -> PyResult<Option<String>> {
+        Ok(self.engine()?.address().map(str::to_owned))
     }
 
     /// True after `close()`.

@@ -173,25 +173,36 @@ pub async fn solve(client: &Client, target: Target<'_>, opts: SolveOptions) -> R
         None => call.await,
     };
     let transfer_failure = services.failure.lock().unwrap_or_else(|p| p.into_inner()).take();
+    let answer = match (answer, transfer_failure) {
+        (_, Some(e)) => return Err(e),
+        (a, None) => a,
+    };
+    // The status stream ends with the build; its last updates may trail the answer.
+    let follower = tokio::time::timeout(STATUS_DRAIN, status).await.ok().and_then(|r| r.ok());
     let resp = match answer {
         Ok(r) => r.into_inner(),
         Err(s) => {
-            return Err(match transfer_failure {
-                Some(e) => e,
-                None => status_error("the daemon's solve failed", s),
-            })
+            let e = status_error("the daemon's solve failed", s);
+            return Err(match (e.kind(), follower.as_ref().and_then(StatusFollower::failure)) {
+                (ErrorKind::Exec, Some((vertex, log_tail))) => exec_error(&e, vertex, log_tail).unwrap_or(e),
+                _ => e,
+            });
         }
     };
-    if let Some(e) = transfer_failure {
-        return Err(e);
-    }
-    let follower = tokio::time::timeout(STATUS_DRAIN, status).await;
-    let (cached, executed) = match follower {
-        Ok(Ok(f)) => f.counts(),
-        _ => (0, 0),
-    };
+    let (cached, executed) = follower.map(|f| f.counts()).unwrap_or((0, 0));
     session.close();
     Ok(SolveResult { exporter_response: resp.exporter_response, cached, executed })
+}
+
+/// A daemon's exec failure as kiln's [`Error::Exec`]: the command and exit code read from the
+/// message both BuildKit and kiln write (`process "CMD" … did not complete successfully: exit
+/// code: N`), the vertex and its output's last lines from the status stream.
+fn exec_error(e: &Error, vertex: String, log_tail: Vec<String>) -> Option<Error> {
+    let msg = e.to_string();
+    let exit_code = msg.rsplit_once("exit code: ")?.1.trim().parse::<i32>().ok()?;
+    let after = msg.split_once("process \"")?.1;
+    let end = after.find("\" did not").or_else(|| after.find("\" in vertex"))?;
+    Some(Error::Exec { vertex, command: after[..end].to_owned(), exit_code, log_tail })
 }
 
 /// Runs `f` when dropped (stops the status follower when the solve future is dropped).

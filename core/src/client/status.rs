@@ -25,7 +25,14 @@ pub struct StatusFollower {
     counted: Option<BTreeSet<String>>,
     cached: BTreeSet<String>,
     executed: BTreeSet<String>,
+    /// The last lines of each vertex's output (for an exec error's log tail).
+    logs: HashMap<String, std::collections::VecDeque<String>>,
+    /// The first vertex that failed: its digest and name.
+    failed: Option<(String, String)>,
 }
+
+/// Lines of output kept per vertex (an exec error's log tail).
+pub const LOG_TAIL_LINES: usize = 10;
 
 fn duration(v: &Vertex) -> Duration {
     match (&v.started, &v.completed) {
@@ -67,6 +74,7 @@ impl StatusFollower {
                     self.count(&vertex, false);
                     sink.emit(ProgressEvent::VertexCompleted { vertex, name, duration: duration(&v) });
                 } else {
+                    self.failed.get_or_insert((vertex.clone(), name.clone()));
                     sink.emit(ProgressEvent::VertexError { vertex, name, error: v.error });
                 }
             }
@@ -81,6 +89,13 @@ impl StatusFollower {
         }
         for l in resp.logs {
             let stream = if l.stream == 2 { LogStream::Stderr } else { LogStream::Stdout };
+            let tail = self.logs.entry(l.vertex.clone()).or_default();
+            for line in String::from_utf8_lossy(&l.msg).lines().filter(|x| !x.is_empty()) {
+                if tail.len() == LOG_TAIL_LINES {
+                    tail.pop_front();
+                }
+                tail.push_back(line.to_owned());
+            }
             sink.emit(ProgressEvent::Log { vertex: l.vertex, stream, data: l.msg });
         }
         for w in resp.warnings {
@@ -99,6 +114,13 @@ impl StatusFollower {
         } else {
             self.executed.insert(digest.to_owned());
         }
+    }
+
+    /// The failed vertex's name and the last lines of its output, if a vertex failed.
+    pub fn failure(&self) -> Option<(String, Vec<String>)> {
+        let (digest, name) = self.failed.as_ref()?;
+        let tail = self.logs.get(digest).map(|t| t.iter().cloned().collect()).unwrap_or_default();
+        Some((name.clone(), tail))
     }
 
     /// Vertices that were cached and that executed.

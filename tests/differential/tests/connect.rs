@@ -154,9 +154,21 @@ async fn exercise(name: &str, engine: &Engine, inputs: &Inputs, want: &[String],
     assert!(listed.lines().any(|l| l.trim_start_matches("./") == "hi"), "{name}: the tar output: {listed}");
 
     // A failing RUN is an exec error; a missing local names it.
-    let bad = State::local("rootfs").run(ExecOptions::shell("exit 3")).root().to_definition().expect("definition");
+    let bad = State::local("rootfs")
+        .run(ExecOptions::shell("echo bad-step-output; exit 3"))
+        .root()
+        .to_definition()
+        .expect("definition");
     let e = engine.solve(&bad, inputs.opts()).await.expect_err("exit 3 fails");
     assert_eq!(e.kind(), ErrorKind::Exec, "{name}: {}", e.report());
+    match &e {
+        kiln::Error::Exec { exit_code, log_tail, command, .. } => {
+            assert_eq!(*exit_code, 3, "{name}: {}", e.report());
+            assert!(command.contains("exit 3"), "{name}: the command: {command}");
+            assert!(log_tail.iter().any(|l| l.contains("bad-step-output")), "{name}: log tail {log_tail:?}");
+        }
+        other => panic!("{name}: not an exec error with its exit code: {other:?}"),
+    }
     let missing = State::scratch()
         .copy(&State::local("nowhere"), "/", "/", Default::default())
         .to_definition()

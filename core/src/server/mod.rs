@@ -4,9 +4,11 @@
 //! requests onto the engine, [`bridge`] serves the gateway (`LLBBridge`) of client-side builds
 //! driven over the control socket, [`status`] keeps each build's progress for `Status`.
 //!
-//! Not served yet (answered `Unimplemented` with a message): the session's callbacks into the
-//! client (local sources, `local`/`tar`/`oci` exporters, local cache import/export, secrets,
-//! SSH, registry credentials), frontends, gateway containers, ResolveImageConfig, TLS.
+//! TCP addresses may be served over TLS with client certificates ([`TlsFiles`]). [`session`]
+//! and [`transfer`] reach the client's own services (locals, outputs, secrets) over its session.
+//!
+//! Not served yet (answered `Unimplemented` with a message): local cache import/export through
+//! the client's content store, SSH, registry credentials from the client, gateway containers.
 
 pub mod bridge;
 pub mod control;
@@ -104,13 +106,73 @@ fn bind_unix(path: &std::path::Path) -> Result<tokio::net::UnixListener> {
     Ok(l)
 }
 
+/// TLS for the TCP addresses, as buildkitd's `--tlscert`/`--tlskey`/`--tlscacert`: the server's
+/// certificate and key (PEM) enable TLS; a CA (PEM) makes client certificates required and
+/// verified against it. Unix sockets are never wrapped (file permissions guard them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The server's certificate chain (PEM).
+    pub cert: PathBuf,
+    /// The server's private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// The CA client certificates must chain to; `None` accepts any client.
+    pub ca: Option<PathBuf>,
+}
+
+impl TlsFiles {
+    /// Checks the combination buildkitd accepts: a CA alone (no server certificate) or a
+    /// certificate without its key is an option error naming what is missing.
+    pub fn from_flags(cert: Option<PathBuf>, key: Option<PathBuf>, ca: Option<PathBuf>) -> Result<Option<TlsFiles>> {
+        match (cert, key) {
+            (None, None) if ca.is_none() => Ok(None),
+            (None, None) => Err(Error::option(
+                "tlscacert",
+                ca.map(|p| p.display().to_string()).unwrap_or_default(),
+                "--tlscert and --tlskey as well (the CA verifies clients of a TLS server)",
+            )),
+            (Some(c), None) => Err(Error::option("tlscert", c.display().to_string(), "--tlskey with the certificate")),
+            (None, Some(k)) => Err(Error::option("tlskey", k.display().to_string(), "--tlscert with the key")),
+            (Some(cert), Some(key)) => Ok(Some(TlsFiles { cert, key, ca })),
+        }
+    }
+
+    /// Reads the files into tonic's server TLS configuration (rustls with ring).
+    fn config(&self) -> Result<tonic::transport::ServerTlsConfig> {
+        use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+        let read = |what: &str, p: &std::path::Path| -> Result<Vec<u8>> {
+            let data = std::fs::read(p).map_err(io(format!("read the TLS {what} {}", p.display())))?;
+            if !data.windows(11).any(|w| w == b"-----BEGIN ") {
+                return Err(Error::option(what, p.display().to_string(), "a PEM file"));
+            }
+            Ok(data)
+        };
+        let identity = Identity::from_pem(read("tlscert", &self.cert)?, read("tlskey", &self.key)?);
+        let mut cfg = ServerTlsConfig::new().identity(identity);
+        if let Some(ca) = &self.ca {
+            cfg = cfg.client_ca_root(Certificate::from_pem(read("tlscacert", ca)?)).client_auth_optional(false);
+        }
+        Ok(cfg)
+    }
+}
+
 /// Serves `engine` on every address until `shutdown` completes, then stops accepting, lets
 /// running calls finish and returns. Addresses are bound before this returns its future's
 /// first poll result, so a bind error is reported at once.
 pub async fn serve(engine: Engine, addrs: &[ListenAddr], shutdown: impl Future<Output = ()>) -> Result<()> {
+    serve_with_tls(engine, addrs, None, shutdown).await
+}
+
+/// [`serve`], with TLS on the TCP addresses when `tls` is given (see [`TlsFiles`]).
+pub async fn serve_with_tls(
+    engine: Engine,
+    addrs: &[ListenAddr],
+    tls: Option<&TlsFiles>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
     if addrs.is_empty() {
         return Err(Error::option("addr", "", "at least one address to listen on"));
     }
+    let tls_config = tls.map(TlsFiles::config).transpose()?;
     let fwd = bridge::Forwarder::default();
     let workers = control::worker_records(&engine);
     let service =
@@ -125,7 +187,13 @@ pub async fn serve(engine: Engine, addrs: &[ListenAddr], shutdown: impl Future<O
         let stopped = async move {
             let _ = stop.wait_for(|s| *s).await;
         };
-        let router = tonic::transport::Server::builder().add_service(service.clone()).add_service(gateway.clone());
+        let mut builder = tonic::transport::Server::builder();
+        if let (ListenAddr::Tcp(_), Some(cfg)) = (addr, &tls_config) {
+            builder = builder.tls_config(cfg.clone()).map_err(|e| {
+                Error::with_source(ErrorKind::Option, "the TLS certificate, key or CA cannot be used", e)
+            })?;
+        }
+        let router = builder.add_service(service.clone()).add_service(gateway.clone());
         match addr {
             ListenAddr::Unix(path) => {
                 let l = bind_unix(path)?;
@@ -139,7 +207,8 @@ pub async fn serve(engine: Engine, addrs: &[ListenAddr], shutdown: impl Future<O
                 servers.spawn(router.serve_with_incoming_shutdown(incoming, stopped));
             }
         }
-        tracing::info!(%addr, "serving BuildKit's API");
+        let secure = matches!(addr, ListenAddr::Tcp(_)) && tls_config.is_some();
+        tracing::info!(%addr, tls = secure, "serving BuildKit's API");
     }
     tokio::select! {
         _ = shutdown => {}

@@ -1,7 +1,7 @@
 //! `kiln serve` as a daemon under stress, driven by the real `buildctl` (BuildKit v0.11.6, from
 //! `KILN_BUILDKIT_DIR`, default `<repo>/../shared/buildkit`): TLS with client certificates
 //! (certificates made by `openssl` here), many clients at once, clients killed mid-build,
-//! hostile bytes on the socket. Every wait is bounded.
+//! hostile bytes on the socket, SIGTERM while a build runs. Every wait is bounded.
 
 mod fault_common;
 
@@ -92,6 +92,12 @@ impl Server {
     fn assert_serving(&self, after: &str) {
         let w = self.buildctl(&["debug", "workers"], b"");
         assert!(w.status.success(), "the daemon stopped serving after {after}: {}\n{}", text(&w), self.log());
+    }
+
+    /// The exit status of a server already told to stop (bounded).
+    fn stop_waiting(mut self) -> Output {
+        let child = self.child.take().expect("running");
+        wait_bounded(child, Duration::from_secs(60), "kiln serve after SIGTERM")
     }
 
     /// [`Server::stop`], keeping the server's directory (root, log).
@@ -447,6 +453,32 @@ fn a_killed_client_cancels_its_build_and_leaks_nothing() {
         .buildctl(&["build", "--local", &local], &def_bytes(&run_state(&State::local("rootfs"), "echo next > /n")));
     assert!(next.status.success(), "a build after the killed one: {}\n{}", text(&next), server.log());
     stop_and_assert_no_orphans(server);
+}
+
+#[test]
+fn sigterm_lets_a_running_build_finish() {
+    let env = Env::new();
+    let server = Server::start(&[]);
+    let root = server.root();
+    let out = env.path("out");
+    let dest = format!("type=local,dest={}", out.display());
+    let def = def_bytes(&run_state(&State::local("rootfs"), "sleep 3; echo drained > /result"));
+    let client = server.spawn_buildctl(&["build", "--local", &env.local_arg(), "--output", &dest], &def);
+    wait_until(Duration::from_secs(60), "the RUN's container starts", || !containers(&root).is_empty());
+    let started = Instant::now();
+    let pid = server.pid();
+    let st = Command::new("kill").arg("-TERM").arg(pid.to_string()).status().expect("kill -TERM");
+    assert!(st.success());
+    // New clients are refused while the build drains.
+    std::thread::sleep(Duration::from_millis(300));
+    let refused = server.buildctl(&["--timeout", "5", "debug", "workers"], b"");
+    assert!(!refused.status.success(), "a new client was served after SIGTERM: {}", text(&refused));
+    let o = wait_bounded(client, Duration::from_secs(60), "the draining build");
+    assert!(o.status.success(), "the build running at SIGTERM finishes: {}\n{}", text(&o), server.log());
+    assert_eq!(std::fs::read_to_string(out.join("result")).expect("result"), "drained\n");
+    let stopped = server.stop_waiting();
+    assert!(stopped.status.success(), "kiln serve exits 0 after draining: {}", text(&stopped));
+    assert!(started.elapsed() < Duration::from_secs(40), "drained within its bound: {:?}", started.elapsed());
 }
 
 /// A message shaped unlike any request: field 1 (a string in every request kiln serves) as a

@@ -14,6 +14,7 @@ use super::proto::types::{BuildkitVersion, WorkerRecord};
 use super::session::Sessions;
 use super::status::{StatusConverter, StatusHub};
 use super::transfer::{send_output, stage_output, SessionLocals, SessionSecrets, Staging};
+use super::Drain;
 use crate::build::BuildOptions;
 use crate::engine::{Engine, SolveOptions, UsageRecord as EngineRecord};
 use crate::error::{Error, ErrorKind};
@@ -39,12 +40,26 @@ pub struct ControlService {
     hub: StatusHub,
     fwd: Forwarder,
     sessions: Sessions,
+    drain: Drain,
 }
 
 impl ControlService {
     /// Serves `engine`; builds driven over the LLB bridge are registered in `fwd`.
     pub fn new(engine: Engine, fwd: Forwarder) -> Self {
-        ControlService { engine, hub: StatusHub::default(), fwd, sessions: Sessions::default() }
+        ControlService {
+            engine,
+            hub: StatusHub::default(),
+            fwd,
+            sessions: Sessions::default(),
+            drain: Drain::default(),
+        }
+    }
+
+    /// Counts this service's solves in `drain` (the server waits for them on shutdown) and lets
+    /// it abort them.
+    pub fn with_drain(mut self, drain: Drain) -> Self {
+        self.drain = drain;
+        self
     }
 }
 
@@ -198,6 +213,61 @@ impl Control for ControlService {
     }
 
     async fn solve(&self, req: Request<SolveRequest>) -> Result<Response<SolveResponse>, Status> {
+        // Counted while it runs (shutdown drains running solves); dropped, hence cancelled, when
+        // the drain's bound passes.
+        let _running = self.drain.enter();
+        let aborted = self.drain.aborted();
+        tokio::select! {
+            r = self.solve_inner(req) => r,
+            () = aborted => Err(Status::unavailable("kiln serve is shutting down: the solve was cancelled after the drain timeout")),
+        }
+    }
+
+    type StatusStream = BoxStream<StatusResponse>;
+
+    async fn status(&self, req: Request<StatusRequest>) -> Result<Response<Self::StatusStream>, Status> {
+        let rx = self.hub.subscribe(&req.get_ref().r#ref);
+        Ok(Response::new(Box::pin(futures::StreamExt::map(UnboundedReceiverStream::new(rx), Ok))))
+    }
+
+    type SessionStream = BoxStream<BytesMessage>;
+
+    async fn session(&self, req: Request<Streaming<BytesMessage>>) -> Result<Response<Self::SessionStream>, Status> {
+        let md = req.metadata().clone();
+        let out = self.sessions.attach(&md, req.into_inner()).await?;
+        Ok(Response::new(Box::pin(out)))
+    }
+
+    async fn list_workers(&self, req: Request<ListWorkersRequest>) -> Result<Response<ListWorkersResponse>, Status> {
+        if !req.get_ref().filter.is_empty() {
+            return Err(Status::unimplemented("worker filters are not supported by kiln serve"));
+        }
+        Ok(Response::new(ListWorkersResponse { record: worker_records(&self.engine) }))
+    }
+
+    async fn info(&self, _req: Request<InfoRequest>) -> Result<Response<InfoResponse>, Status> {
+        Ok(Response::new(InfoResponse { buildkit_version: Some(version()) }))
+    }
+
+    type ListenBuildHistoryStream = BoxStream<BuildHistoryEvent>;
+
+    async fn listen_build_history(
+        &self,
+        _req: Request<BuildHistoryRequest>,
+    ) -> Result<Response<Self::ListenBuildHistoryStream>, Status> {
+        Err(Status::unimplemented("build history is not recorded by kiln serve"))
+    }
+
+    async fn update_build_history(
+        &self,
+        _req: Request<UpdateBuildHistoryRequest>,
+    ) -> Result<Response<UpdateBuildHistoryResponse>, Status> {
+        Err(Status::unimplemented("build history is not recorded by kiln serve"))
+    }
+}
+
+impl ControlService {
+    async fn solve_inner(&self, req: Request<SolveRequest>) -> Result<Response<SolveResponse>, Status> {
         let req = req.into_inner();
         tracing::debug!(
             reference = %req.r#ref,
@@ -277,48 +347,6 @@ impl Control for ControlService {
         drop(finish);
         drop(staging);
         Ok(Response::new(SolveResponse { exporter_response: result?.exporter_response }))
-    }
-
-    type StatusStream = BoxStream<StatusResponse>;
-
-    async fn status(&self, req: Request<StatusRequest>) -> Result<Response<Self::StatusStream>, Status> {
-        let rx = self.hub.subscribe(&req.get_ref().r#ref);
-        Ok(Response::new(Box::pin(futures::StreamExt::map(UnboundedReceiverStream::new(rx), Ok))))
-    }
-
-    type SessionStream = BoxStream<BytesMessage>;
-
-    async fn session(&self, req: Request<Streaming<BytesMessage>>) -> Result<Response<Self::SessionStream>, Status> {
-        let md = req.metadata().clone();
-        let out = self.sessions.attach(&md, req.into_inner()).await?;
-        Ok(Response::new(Box::pin(out)))
-    }
-
-    async fn list_workers(&self, req: Request<ListWorkersRequest>) -> Result<Response<ListWorkersResponse>, Status> {
-        if !req.get_ref().filter.is_empty() {
-            return Err(Status::unimplemented("worker filters are not supported by kiln serve"));
-        }
-        Ok(Response::new(ListWorkersResponse { record: worker_records(&self.engine) }))
-    }
-
-    async fn info(&self, _req: Request<InfoRequest>) -> Result<Response<InfoResponse>, Status> {
-        Ok(Response::new(InfoResponse { buildkit_version: Some(version()) }))
-    }
-
-    type ListenBuildHistoryStream = BoxStream<BuildHistoryEvent>;
-
-    async fn listen_build_history(
-        &self,
-        _req: Request<BuildHistoryRequest>,
-    ) -> Result<Response<Self::ListenBuildHistoryStream>, Status> {
-        Err(Status::unimplemented("build history is not recorded by kiln serve"))
-    }
-
-    async fn update_build_history(
-        &self,
-        _req: Request<UpdateBuildHistoryRequest>,
-    ) -> Result<Response<UpdateBuildHistoryResponse>, Status> {
-        Err(Status::unimplemented("build history is not recorded by kiln serve"))
     }
 }
 

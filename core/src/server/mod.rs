@@ -23,6 +23,9 @@ use proto::control::control_server::ControlServer;
 use proto::gateway::llb_bridge_server::LlbBridgeServer;
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
 
 pub use control::ControlService;
 
@@ -106,6 +109,93 @@ fn bind_unix(path: &std::path::Path) -> Result<tokio::net::UnixListener> {
     Ok(l)
 }
 
+/// How long shutdown waits for running solves before cancelling them.
+pub const DRAIN_LIMIT: Duration = Duration::from_secs(30);
+/// How long connections may take to close once no solve runs (a client holding an idle session
+/// or status stream is cut after this).
+pub const CLOSE_LIMIT: Duration = Duration::from_secs(5);
+
+/// The running solves of a server, which shutdown waits for (bounded) and then cancels.
+#[derive(Clone)]
+pub struct Drain {
+    running: Arc<watch::Sender<usize>>,
+    abort: Arc<watch::Sender<bool>>,
+}
+
+impl Default for Drain {
+    fn default() -> Self {
+        Drain { running: Arc::new(watch::channel(0).0), abort: Arc::new(watch::channel(false).0) }
+    }
+}
+
+/// One running solve, counted until dropped.
+pub struct Running {
+    running: Arc<watch::Sender<usize>>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.running.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+impl Drain {
+    /// Counts a solve until the guard drops.
+    pub fn enter(&self) -> Running {
+        self.running.send_modify(|n| *n += 1);
+        Running { running: self.running.clone() }
+    }
+
+    /// Solves running now.
+    pub fn running(&self) -> usize {
+        *self.running.borrow()
+    }
+
+    /// Completes once [`Drain::abort`] is called (at once if it was).
+    pub fn aborted(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut rx = self.abort.subscribe();
+        async move {
+            let _ = rx.wait_for(|a| *a).await;
+        }
+    }
+
+    /// Cancels every running solve (each answers `Unavailable`).
+    pub fn abort(&self) {
+        self.abort.send_replace(true);
+    }
+
+    /// Waits until no solve runs.
+    pub async fn idle(&self) {
+        let mut rx = self.running.subscribe();
+        let _ = rx.wait_for(|n| *n == 0).await;
+    }
+}
+
+/// Yields `incoming`'s connections until `stop` turns true, then drops it (closing the listener:
+/// new clients are refused) and stays pending, so connections already accepted keep being served
+/// until the server's own shutdown signal.
+fn until_stopped<S, T>(incoming: S, stop: watch::Receiver<bool>) -> impl futures::Stream<Item = T> + Send
+where
+    S: futures::Stream<Item = T> + Send + Unpin,
+    T: Send,
+{
+    futures::stream::unfold((Some(incoming), stop), |(mut incoming, mut stop)| async move {
+        loop {
+            let Some(inner) = incoming.as_mut() else {
+                return futures::future::pending().await;
+            };
+            let item = tokio::select! {
+                _ = stop.wait_for(|s| *s) => None,
+                item = futures::StreamExt::next(inner) => Some(item),
+            };
+            match item {
+                None => incoming = None,
+                Some(item) => return item.map(|i| (i, (incoming, stop))),
+            }
+        }
+    })
+}
+
 /// TLS for the TCP addresses, as buildkitd's `--tlscert`/`--tlskey`/`--tlscacert`: the server's
 /// certificate and key (PEM) enable TLS; a CA (PEM) makes client certificates required and
 /// verified against it. Unix sockets are never wrapped (file permissions guard them).
@@ -155,8 +245,11 @@ impl TlsFiles {
     }
 }
 
-/// Serves `engine` on every address until `shutdown` completes, then stops accepting, lets
-/// running calls finish and returns. Addresses are bound before this returns its future's
+/// Serves `engine` on every address until `shutdown` completes, then stops accepting (listeners
+/// closed, unix sockets removed), lets running solves finish — on the connections they use,
+/// which keep serving their other calls (a client-side build still needs `LLBBridge.Return`) — for
+/// at most [`DRAIN_LIMIT`] before cancelling them, closes connections (at most [`CLOSE_LIMIT`])
+/// and returns once the engine is idle. Addresses are bound before this returns its future's
 /// first poll result, so a bind error is reported at once.
 pub async fn serve(engine: Engine, addrs: &[ListenAddr], shutdown: impl Future<Output = ()>) -> Result<()> {
     serve_with_tls(engine, addrs, None, shutdown).await
@@ -175,11 +268,13 @@ pub async fn serve_with_tls(
     let tls_config = tls.map(TlsFiles::config).transpose()?;
     let fwd = bridge::Forwarder::default();
     let workers = control::worker_records(&engine);
-    let service =
-        ControlServer::new(ControlService::new(engine.clone(), fwd.clone())).max_decoding_message_size(64 << 20);
+    let drain = Drain::default();
+    let service = ControlServer::new(ControlService::new(engine.clone(), fwd.clone()).with_drain(drain.clone()))
+        .max_decoding_message_size(64 << 20);
     let gateway = LlbBridgeServer::new(bridge::BridgeService::new(fwd, workers, engine.clone()))
         .max_decoding_message_size(64 << 20);
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (accept_tx, accept_rx) = watch::channel(false);
     let mut servers = tokio::task::JoinSet::new();
     let mut sockets = Vec::new();
     for addr in addrs {
@@ -198,12 +293,12 @@ pub async fn serve_with_tls(
             ListenAddr::Unix(path) => {
                 let l = bind_unix(path)?;
                 sockets.push(path.clone());
-                let incoming = tokio_stream::wrappers::UnixListenerStream::new(l);
+                let incoming = until_stopped(tokio_stream::wrappers::UnixListenerStream::new(l), accept_rx.clone());
                 servers.spawn(router.serve_with_incoming_shutdown(incoming, stopped));
             }
             ListenAddr::Tcp(hp) => {
                 let l = tokio::net::TcpListener::bind(hp).await.map_err(io(format!("listen on {hp}")))?;
-                let incoming = tokio_stream::wrappers::TcpListenerStream::new(l);
+                let incoming = until_stopped(tokio_stream::wrappers::TcpListenerStream::new(l), accept_rx.clone());
                 servers.spawn(router.serve_with_incoming_shutdown(incoming, stopped));
             }
         }
@@ -225,10 +320,30 @@ pub async fn serve_with_tls(
             };
         }
     }
-    let _ = stop_tx.send(true);
-    while servers.join_next().await.is_some() {}
+    // Stop accepting: listeners closed, sockets removed; accepted connections keep serving.
+    let _ = accept_tx.send(true);
     for p in &sockets {
         let _ = std::fs::remove_file(p);
+    }
+    let running = drain.running();
+    if running > 0 {
+        tracing::info!(running, limit = ?DRAIN_LIMIT, "draining running solves");
+    }
+    if tokio::time::timeout(DRAIN_LIMIT, drain.idle()).await.is_err() {
+        tracing::warn!(running = drain.running(), "solves still running after the drain limit: cancelling them");
+        drain.abort();
+        let _ = tokio::time::timeout(CLOSE_LIMIT, drain.idle()).await;
+    }
+    // Then close connections (HTTP/2 GOAWAY: calls in flight finish), bounded.
+    let _ = stop_tx.send(true);
+    let closing = async { while servers.join_next().await.is_some() {} };
+    if tokio::time::timeout(CLOSE_LIMIT, closing).await.is_err() {
+        tracing::warn!("connections still open after {CLOSE_LIMIT:?}: closing them");
+        servers.abort_all();
+    }
+    // Cancelled solves release their containers, mounts and snapshots before we return.
+    if tokio::time::timeout(DRAIN_LIMIT, engine.wait_idle()).await.is_err() {
+        tracing::warn!("the engine's tasks did not end within {DRAIN_LIMIT:?}");
     }
     Ok(())
 }

@@ -1,7 +1,8 @@
 //! `kiln serve` as a daemon under stress, driven by the real `buildctl` (BuildKit v0.11.6, from
 //! `KILN_BUILDKIT_DIR`, default `<repo>/../shared/buildkit`): TLS with client certificates
 //! (certificates made by `openssl` here), many clients at once, clients killed mid-build,
-//! hostile bytes on the socket, SIGTERM while a build runs. Every wait is bounded.
+//! hostile bytes on the socket, SIGTERM while a build runs, local cache directories through
+//! buildctl's content store. Every wait is bounded.
 
 mod fault_common;
 
@@ -556,4 +557,71 @@ fn hostile_bytes_get_errors_and_the_daemon_keeps_serving() {
     server.assert_serving("malformed and unknown calls");
     let stopped = server.stop();
     assert!(stopped.status.success(), "{}", text(&stopped));
+}
+
+/// The plain-progress vertex number of the vertex whose name contains `name`.
+fn vertex_number(log: &str, name: &str) -> String {
+    log.lines()
+        .find_map(|l| {
+            let (n, rest) = l.strip_prefix('#')?.split_once(' ')?;
+            (n.parse::<usize>().is_ok() && rest.contains(name)).then(|| n.to_owned())
+        })
+        .unwrap_or_else(|| panic!("no vertex named {name:?} in:\n{log}"))
+}
+
+#[test]
+fn local_cache_export_and_import_through_the_clients_store() {
+    let env = Env::new();
+    let local = env.local_arg();
+    let st = run_state(
+        &State::local("rootfs"),
+        "echo cached-through-buildctl > /made && head -c 100000 /dev/urandom > /noise",
+    )
+    .mkfile("/after", 0o644, b"after\n".to_vec(), Default::default());
+    let def = def_bytes(&st);
+    let cache = env.path("cache");
+    let export = format!("type=local,dest={},mode=max", cache.display());
+    let first_out = env.path("first");
+    let out = format!("type=local,dest={}", first_out.display());
+
+    // Exported through buildctl: the daemon writes the blobs into buildctl's store over the
+    // session, buildctl writes index.json from the descriptor the solve returns.
+    let server = Server::start(&[]);
+    let e = server.buildctl(
+        &["build", "--progress", "plain", "--local", &local, "--output", &out, "--export-cache", &export],
+        &def,
+    );
+    assert!(e.status.success(), "build exporting a local cache: {}\n{}", text(&e), server.log());
+    let tags = fault_common::verify_layout(&cache).unwrap_or_else(|e| panic!("the exported cache: {e}"));
+    assert_eq!(tags, vec!["latest".to_owned()]);
+    let inspect = Command::new("skopeo")
+        .args(["inspect", "--raw", &format!("oci:{}:latest", cache.display())])
+        .output()
+        .expect("run skopeo");
+    assert!(inspect.status.success(), "skopeo reads the cache layout: {}", text(&inspect));
+    // A second export into the same directory uploads nothing new and keeps it valid.
+    let again = server.buildctl(&["build", "--local", &local, "--export-cache", &export], &def);
+    assert!(again.status.success(), "{}", text(&again));
+    fault_common::verify_layout(&cache).unwrap_or_else(|e| panic!("the re-exported cache: {e}"));
+    stop_and_assert_no_orphans(server);
+
+    // A fresh daemon root imports it from buildctl's store: the RUN does not run again.
+    let fresh = Server::start(&[]);
+    let import = format!("type=local,src={}", cache.display());
+    let second_out = env.path("second");
+    let out = format!("type=local,dest={}", second_out.display());
+    let i = fresh.buildctl(
+        &["build", "--progress", "plain", "--local", &local, "--output", &out, "--import-cache", &import],
+        &def,
+    );
+    assert!(i.status.success(), "build importing the local cache: {}\n{}", text(&i), fresh.log());
+    let log = text(&i);
+    for name in ["cached-through-buildctl", "mkfile /after"] {
+        let n = vertex_number(&log, name);
+        assert!(log.contains(&format!("#{n} CACHED")), "{name} is CACHED from the imported cache:\n{log}");
+    }
+    let noise = |d: &Path| std::fs::read(d.join("noise")).expect("noise");
+    assert_eq!(noise(&first_out), noise(&second_out), "the imported result is the exported one, not a new run");
+    fresh.assert_serving("cache imports");
+    stop_and_assert_no_orphans(fresh);
 }

@@ -259,8 +259,9 @@ impl LlbBridge for BridgeService {
         for e in &req.cache_imports {
             if e.r#type == "local" {
                 return Err(Status::unimplemented(
-                    "a cache import of type=local goes through the client's content store (session), which kiln \
-                     serve does not serve yet; use type=registry",
+                    "a cache import of type=local in a gateway Solve is not supported by kiln serve: give it to the \
+                     build itself (buildctl --import-cache type=local,src=DIR), whose imports every solve of the \
+                     build uses",
                 ));
             }
             inner.cache_imports.push(CacheImportSpec::from_attrs(&e.r#type, &e.attrs).map_err(|e| to_status(&e))?);

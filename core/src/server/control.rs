@@ -4,6 +4,7 @@
 //! a message saying what, never a crash or a silent success.
 
 use super::bridge::Forwarder;
+use super::cache_store::{fetch_import, upload_export, ClientStore, CACHE_MANIFEST_KEY};
 use super::proto::control::control_server::Control;
 use super::proto::control::{
     BuildHistoryEvent, BuildHistoryRequest, BytesMessage, DiskUsageRequest, DiskUsageResponse, InfoRequest,
@@ -114,8 +115,31 @@ fn outputs(req: &SolveRequest) -> Result<Vec<OutputSpec>, Status> {
     }
 }
 
-fn cache_options(req: &SolveRequest, opts: &mut SolveOptions) -> Result<(), Status> {
-    let Some(cache) = &req.cache else { return Ok(()) };
+/// A `type=local` cache export whose directory is on the client: staged on the daemon, then
+/// uploaded into the client's content store (see `cache_store`).
+struct ClientCacheExport {
+    dir: String,
+    staging: std::path::PathBuf,
+    tag: String,
+}
+
+/// A `type=local` cache import from the client's store: the manifest buildctl named by digest.
+struct ClientCacheImport {
+    dir: String,
+    digest: crate::digest::Digest,
+    staging: std::path::PathBuf,
+}
+
+/// The cache exports and imports of a request. Local ones name directories on the client, which
+/// are reached through its session's content store: they are staged in `staging` and returned
+/// for the caller to transfer.
+fn cache_options(
+    req: &SolveRequest,
+    opts: &mut SolveOptions,
+    staging: &mut Staging,
+) -> Result<(Vec<ClientCacheExport>, Vec<ClientCacheImport>), Status> {
+    let (mut client_exports, mut client_imports) = (Vec::new(), Vec::new());
+    let Some(cache) = &req.cache else { return Ok((client_exports, client_imports)) };
     let mut exports = cache.exports.clone();
     if !cache.export_ref_deprecated.is_empty() {
         let mut attrs = cache.export_attrs_deprecated.clone();
@@ -127,29 +151,75 @@ fn cache_options(req: &SolveRequest, opts: &mut SolveOptions) -> Result<(), Stat
         let attrs = [("ref".to_owned(), r.clone())].into_iter().collect();
         imports.push(super::proto::control::CacheOptionsEntry { r#type: "registry".into(), attrs });
     }
-    let session_only = |what: &str, kind: &str| {
-        Status::unimplemented(format!(
-            "a cache {what} of type={kind} goes through the client's content store (session), which kiln serve \
-             does not serve yet; use type=registry"
-        ))
-    };
     for e in &exports {
+        let mut attrs = e.attrs.clone();
         if e.r#type == "local" {
-            return Err(session_only("export", "local"));
+            let dir = attrs.remove("dest").or_else(|| attrs.remove("store")).unwrap_or_default();
+            if dir.is_empty() {
+                return Err(Status::invalid_argument("a cache export of type=local needs dest=DIR"));
+            }
+            let d = staging.dir()?;
+            attrs.insert("dest".into(), d.display().to_string());
+            let spec = CacheExportSpec::from_attrs("local", &attrs).map_err(|e| to_status(&e))?;
+            let tag = match &spec.target {
+                crate::options::CacheTarget::Local { tag, .. } => tag.clone(),
+                _ => "latest".to_owned(),
+            };
+            opts.cache_exports.push(spec);
+            client_exports.push(ClientCacheExport { dir, staging: d, tag });
+            continue;
         }
-        opts.cache_exports.push(CacheExportSpec::from_attrs(&e.r#type, &e.attrs).map_err(|e| to_status(&e))?);
+        opts.cache_exports.push(CacheExportSpec::from_attrs(&e.r#type, &attrs).map_err(|e| to_status(&e))?);
     }
     for e in &imports {
         if e.r#type == "local" {
-            return Err(session_only("import", "local"));
+            let dir = e.attrs.get("src").or_else(|| e.attrs.get("store")).cloned().unwrap_or_default();
+            let digest = e.attrs.get("digest").map(String::as_str).unwrap_or_default();
+            if dir.is_empty() || digest.is_empty() {
+                return Err(Status::invalid_argument(
+                    "a cache import of type=local through kiln serve needs src=DIR and the digest=sha256:... the \
+                     client read from DIR's index.json (buildctl sends both)",
+                ));
+            }
+            let digest = crate::digest::Digest::parse(digest).map_err(|e| to_status(&e))?;
+            let d = staging.dir()?;
+            let attrs = [("src".to_owned(), d.display().to_string()), ("digest".to_owned(), digest.to_string())]
+                .into_iter()
+                .collect();
+            opts.cache_imports.push(CacheImportSpec::from_attrs("local", &attrs).map_err(|e| to_status(&e))?);
+            client_imports.push(ClientCacheImport { dir, digest, staging: d });
+            continue;
         }
         opts.cache_imports.push(CacheImportSpec::from_attrs(&e.r#type, &e.attrs).map_err(|e| to_status(&e))?);
     }
-    Ok(())
+    Ok((client_exports, client_imports))
+}
+
+/// BuildKit's `cache-imports` frontend attribute (JSON) with each `local` import's `src` pointed
+/// at its staging layout, so a frontend's solves import what the client's store holds.
+fn rewrite_cache_imports_attr(attrs: &mut std::collections::BTreeMap<String, String>, imports: &[ClientCacheImport]) {
+    let Some(json) = attrs.get(crate::build::CACHE_IMPORTS_ATTR) else { return };
+    let Ok(mut list) = serde_json::from_str::<Vec<serde_json::Value>>(json) else { return };
+    for entry in &mut list {
+        if entry.get("Type").and_then(|t| t.as_str()) != Some("local") {
+            continue;
+        }
+        let Some(a) = entry.get_mut("Attrs").and_then(|a| a.as_object_mut()) else { continue };
+        let src = a.get("src").or_else(|| a.get("store")).and_then(|s| s.as_str()).unwrap_or_default().to_owned();
+        if let Some(i) = imports.iter().find(|i| i.dir == src) {
+            a.remove("store");
+            a.insert("src".into(), serde_json::Value::String(i.staging.display().to_string()));
+            a.insert("digest".into(), serde_json::Value::String(i.digest.to_string()));
+        }
+    }
+    if let Ok(s) = serde_json::to_string(&list) {
+        attrs.insert(crate::build::CACHE_IMPORTS_ATTR.to_owned(), s);
+    }
 }
 
 /// Everything of a request but the definition, as kiln's solve options.
 fn solve_options(req: &SolveRequest) -> Result<SolveOptions, Status> {
+    // Checked before anything is staged or transferred.
     if !req.frontend.is_empty() {
         return Err(Status::unimplemented(format!(
             "frontend {:?} is not supported by kiln serve yet; send an LLB definition (buildctl build < def.pb)",
@@ -163,7 +233,6 @@ fn solve_options(req: &SolveRequest) -> Result<SolveOptions, Status> {
         return Err(Status::unimplemented("source policies are not supported by kiln serve"));
     }
     let mut opts = SolveOptions { outputs: outputs(req)?, ..Default::default() };
-    cache_options(req, &mut opts)?;
     for e in &req.entitlements {
         opts.entitlements.insert(e.parse::<Entitlement>().map_err(|e| to_status(&e))?);
     }
@@ -288,6 +357,20 @@ impl ControlService {
             Status::failed_precondition(format!("{what} comes from the client's session, and this solve names none"))
         };
         let mut staging = Staging::new();
+        let (cache_exports, cache_imports) = cache_options(&req, &mut opts, &mut staging)?;
+        let mut frontend_attrs = req.frontend_attrs.clone();
+        if !cache_exports.is_empty() || !cache_imports.is_empty() {
+            let Some(s) = &session else {
+                return Err(needs_session("a cache directory of type=local"));
+            };
+            for i in &cache_imports {
+                let store = ClientStore::new(s.clone(), &i.dir).map_err(|e| to_status(&e))?;
+                fetch_import(&store, &i.digest, &i.staging).await.map_err(|e| {
+                    Status::new(to_status(&e).code(), format!("importing the cache at {} from the client: {e}", i.dir))
+                })?;
+            }
+            rewrite_cache_imports_attr(&mut frontend_attrs, &cache_imports);
+        }
         if let Some(s) = &session {
             opts.local_provider = Some(SessionLocals::new(s.clone(), self.engine.root()));
             opts.secret_provider = Some(SessionSecrets::new(s.clone()));
@@ -324,7 +407,7 @@ impl ControlService {
             // the build from their side over the LLB bridge, keyed by this Ref.
             None => {
                 let fwd = self.fwd.clone();
-                let build = BuildOptions { solve: opts, frontend_attrs: req.frontend_attrs.clone() };
+                let build = BuildOptions { solve: opts, frontend_attrs };
                 self.engine
                     .build(build, move |ctx| async move {
                         let (_registered, returned) = fwd.register(&reference, ctx);
@@ -343,6 +426,31 @@ impl ControlService {
         let result = match (result, &client_output, &session) {
             (Ok(r), Some(out), Some(s)) => send_output(s, out, &req.exporter_attrs).await.map(|()| r),
             (r, _, _) => r,
+        };
+        let result = match (result, &session) {
+            (Ok(mut r), Some(s)) if !cache_exports.is_empty() => {
+                let mut sent = Ok(());
+                for e in &cache_exports {
+                    let up = async {
+                        let store = ClientStore::new(s.clone(), &e.dir)?;
+                        upload_export(&store, &e.staging, &e.tag).await
+                    };
+                    match up.await {
+                        Ok(desc) => {
+                            r.exporter_response.insert(CACHE_MANIFEST_KEY.to_owned(), desc);
+                        }
+                        Err(err) => {
+                            sent = Err(Status::new(
+                                to_status(&err).code(),
+                                format!("exporting the cache to {} on the client: {err}", e.dir),
+                            ));
+                            break;
+                        }
+                    }
+                }
+                sent.map(|()| r)
+            }
+            (r, _) => r,
         };
         drop(finish);
         drop(staging);

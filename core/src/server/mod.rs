@@ -7,10 +7,13 @@
 //! TCP addresses may be served over TLS with client certificates ([`TlsFiles`]). [`session`]
 //! and [`transfer`] reach the client's own services (locals, outputs, secrets) over its session.
 //!
-//! Not served yet (answered `Unimplemented` with a message): local cache import/export through
-//! the client's content store, SSH, registry credentials from the client, gateway containers.
+//! [`cache_store`] moves local cache directories through the client's content store.
+//!
+//! Not served yet (answered `Unimplemented` with a message): SSH, registry credentials from the
+//! client, gateway containers.
 
 pub mod bridge;
+pub mod cache_store;
 pub mod control;
 pub mod proto;
 pub mod session;

@@ -625,3 +625,87 @@ fn local_cache_export_and_import_through_the_clients_store() {
     fresh.assert_serving("cache imports");
     stop_and_assert_no_orphans(fresh);
 }
+
+#[test]
+fn resolve_image_config_reads_a_registry_image() {
+    use kiln::server::proto::control::control_client::ControlClient;
+    use kiln::server::proto::control::SolveRequest;
+    use kiln::server::proto::gateway::llb_bridge_client::LlbBridgeClient;
+    use kiln::server::proto::gateway::{ResolveImageConfigRequest, ReturnRequest};
+
+    let server = Server::start(&[]);
+    let reg = fault_common::Registry::start();
+    let image = format!("{}/kiln/resolve:1", reg.addr);
+    let out = format!("type=image,name={image},push=true,registry.insecure=true");
+    let p = server.buildctl(&["build", "--output", &out], &hello_def("resolve me\n"));
+    assert!(p.status.success(), "push: {}", text(&p));
+    let inspect = Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false", &format!("docker://{image}")])
+        .output()
+        .expect("run skopeo");
+    assert!(inspect.status.success(), "skopeo inspect: {}", text(&inspect));
+    let want: serde_json::Value = serde_json::from_slice(&inspect.stdout).expect("skopeo json");
+
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let endpoint = format!("http://{}", server.tcp);
+    rt.block_on(async move {
+        let channel = tokio::time::timeout(
+            Duration::from_secs(30),
+            tonic::transport::Endpoint::from_shared(endpoint).expect("endpoint").connect(),
+        )
+        .await
+        .expect("connect within 30 s")
+        .expect("connect");
+        // A client-side build: Control.Solve without a definition, driven over the LLB bridge.
+        let build_id = "kiln-resolve-1";
+        let mut control = ControlClient::new(channel.clone());
+        let solve = tokio::spawn(async move {
+            control.solve(SolveRequest { r#ref: build_id.to_owned(), ..Default::default() }).await
+        });
+        let mut bridge = LlbBridgeClient::new(channel);
+        fn keyed<T>(msg: T) -> tonic::Request<T> {
+            let mut r = tonic::Request::new(msg);
+            r.metadata_mut().insert("buildkit-controlapi-buildid", "kiln-resolve-1".parse().expect("header"));
+            r
+        }
+        let resp = tokio::time::timeout(
+            Duration::from_secs(60),
+            bridge
+                .resolve_image_config(keyed(ResolveImageConfigRequest { r#ref: image.clone(), ..Default::default() })),
+        )
+        .await
+        .expect("resolved within 60 s")
+        .expect("ResolveImageConfig")
+        .into_inner();
+        assert_eq!(resp.digest, want["Digest"].as_str().expect("digest"), "the manifest digest skopeo sees");
+        let config: serde_json::Value = serde_json::from_slice(&resp.config).expect("the config is JSON");
+        assert_eq!(config["architecture"], want["Architecture"], "{config}");
+        assert_eq!(config["os"], want["Os"], "{config}");
+        assert!(config["rootfs"]["diff_ids"].is_array(), "the whole image config, rootfs included: {config}");
+
+        // Unsupported forms are Unimplemented with a message; a missing image is an error.
+        let e = bridge
+            .resolve_image_config(keyed(ResolveImageConfigRequest {
+                r#ref: image.clone(),
+                resolver_type: 1,
+                ..Default::default()
+            }))
+            .await
+            .expect_err("OCI layout stores on the session are not served");
+        assert_eq!(e.code(), tonic::Code::Unimplemented, "{e:?}");
+        assert!(!e.message().is_empty());
+        let missing = format!("{}/kiln/no-such-image:1", reg.addr);
+        let e = bridge
+            .resolve_image_config(keyed(ResolveImageConfigRequest { r#ref: missing, ..Default::default() }))
+            .await
+            .expect_err("a missing image");
+        assert_ne!(e.code(), tonic::Code::Ok);
+
+        bridge.r#return(keyed(ReturnRequest::default())).await.expect("return");
+        let done = tokio::time::timeout(Duration::from_secs(30), solve).await.expect("solve ends").expect("join");
+        done.expect("the build ends with its (empty) result");
+    });
+    server.assert_serving("ResolveImageConfig");
+    let stopped = server.stop();
+    assert!(stopped.status.success(), "{}", text(&stopped));
+}

@@ -35,6 +35,8 @@ pub const REGISTER_WAIT: Duration = Duration::from_secs(10);
 /// The gateway capabilities kiln serves (BuildKit v0.11.6's names).
 pub const FRONTEND_CAPS: &[&str] = &[
     "solve.base",
+    "resolveimage",
+    "resolveimage.resolvemode",
     "readfile",
     "return",
     "readdir",
@@ -233,9 +235,31 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'stati
 impl LlbBridge for BridgeService {
     async fn resolve_image_config(
         &self,
-        _req: Request<gw::ResolveImageConfigRequest>,
+        req: Request<gw::ResolveImageConfigRequest>,
     ) -> Result<Response<gw::ResolveImageConfigResponse>, Status> {
-        Err(Status::unimplemented("ResolveImageConfig is not served by kiln serve yet"))
+        // Keyed by the build like every gateway call (BuildKit's forwarder is per build).
+        let _b = self.fwd.lookup(&req).await?;
+        let req = req.into_inner();
+        // BuildKit's ResolverType: 0 = registry, 1 = an OCI layout store on the client's session.
+        if req.resolver_type != 0 {
+            return Err(Status::unimplemented(
+                "ResolveImageConfig from an OCI layout store on the client's session is not served by kiln serve; \
+                 kiln resolves registry images",
+            ));
+        }
+        if req.r#ref.is_empty() {
+            return Err(Status::invalid_argument("ResolveImageConfig needs a Ref"));
+        }
+        let reference = crate::registry::Reference::parse(&req.r#ref).map_err(|e| to_status(&e))?;
+        let image = crate::graph::ImageRef::Registry(reference.to_string());
+        let platform = req.platform.as_ref().map(crate::graph::Platform::from_pb);
+        let engine = self.engine.clone();
+        let (resolved, config) =
+            tokio::task::spawn_blocking(move || engine.resolve_image_config_with_raw(&image, platform.as_ref()))
+                .await
+                .map_err(|e| Status::internal(format!("the image resolve task failed: {e}")))?
+                .map_err(|e| to_status(&e))?;
+        Ok(Response::new(gw::ResolveImageConfigResponse { digest: resolved.digest.to_string(), config }))
     }
 
     async fn solve(&self, req: Request<gw::SolveRequest>) -> Result<Response<gw::SolveResponse>, Status> {

@@ -84,6 +84,12 @@ impl Server {
         spawn_buildctl(&format!("unix://{}", self.sock.display()), args, stdin)
     }
 
+    /// `buildctl` run in `cwd` (relative paths in its arguments are the client's).
+    fn buildctl_in(&self, cwd: &Path, args: &[&str], stdin: &[u8]) -> Output {
+        let c = spawn_buildctl_in(&format!("unix://{}", self.sock.display()), cwd, args, stdin);
+        wait_bounded(c, Duration::from_secs(120), "buildctl")
+    }
+
     fn buildctl(&self, args: &[&str], stdin: &[u8]) -> Output {
         wait_bounded(self.spawn_buildctl(args, stdin), Duration::from_secs(120), "buildctl")
     }
@@ -129,8 +135,13 @@ impl Drop for Server {
 }
 
 fn spawn_buildctl(addr: &str, args: &[&str], stdin: &[u8]) -> Child {
+    spawn_buildctl_in(addr, Path::new("."), args, stdin)
+}
+
+fn spawn_buildctl_in(addr: &str, cwd: &Path, args: &[&str], stdin: &[u8]) -> Child {
     use std::io::Write;
     let mut c = Command::new(buildctl_bin())
+        .current_dir(cwd)
         .arg("--addr")
         .arg(addr)
         .args(args)
@@ -624,6 +635,66 @@ fn local_cache_export_and_import_through_the_clients_store() {
     assert_eq!(noise(&first_out), noise(&second_out), "the imported result is the exported one, not a new run");
     fresh.assert_serving("cache imports");
     stop_and_assert_no_orphans(fresh);
+
+    // Through the Dockerfile frontend too (buildctl also sends the imports as the frontend's
+    // `cache-imports`, which kiln points at the staged copy).
+    let ctx = env.path("ctx");
+    std::fs::create_dir_all(&ctx).expect("mkdir");
+    std::fs::write(ctx.join("Dockerfile"), "FROM base\nRUN head -c 1000 /dev/urandom > /noise\n").expect("Dockerfile");
+    let (c, d, r) = (format!("context={}", ctx.display()), format!("dockerfile={}", ctx.display()), local.clone());
+    // Relative cache directories: only the client can resolve them (its working directory), so
+    // the daemon reaching them proves the transfer goes through the client's store.
+    let (df_export, df_import) = ("type=local,dest=df-cache,mode=max", "type=local,src=df-cache");
+    let dockerfile_build = |server: &Server, cache_flag: &str, cache: &str, out_dir: &Path| {
+        let out = format!("type=local,dest={}", out_dir.display());
+        let args = [
+            "build",
+            "--progress",
+            "plain",
+            "--frontend",
+            "dockerfile.v0",
+            "--local",
+            &c,
+            "--local",
+            &d,
+            "--local",
+            &r,
+            "--opt",
+            "context:base=local:rootfs",
+            "--output",
+            &out,
+            cache_flag,
+            cache,
+        ];
+        let o = server.buildctl_in(env.dir.path(), &args, b"");
+        assert!(o.status.success(), "dockerfile build with {cache_flag}: {}\n{}", text(&o), server.log());
+        text(&o)
+    };
+    let one = Server::start(&[]);
+    dockerfile_build(&one, "--export-cache", df_export, &env.path("df1"));
+    fault_common::verify_layout(&env.path("df-cache")).unwrap_or_else(|e| panic!("the exported cache: {e}"));
+    assert!(one.stop().status.success());
+    let two = Server::start(&[]);
+    let log = dockerfile_build(&two, "--import-cache", df_import, &env.path("df2"));
+    let n = vertex_number(&log, "urandom");
+    assert!(log.contains(&format!("#{n} CACHED")), "the Dockerfile's RUN is CACHED from the imported cache:\n{log}");
+    let noise = |d: &str| std::fs::read(env.path(d).join("noise")).expect("noise");
+    assert_eq!(noise("df1"), noise("df2"));
+    // A local import the client names only in the frontend's `cache-imports` (not as a cache
+    // import of its own, so buildctl serves no store for it) is ignored: the daemon never reads a
+    // client-named directory on its own disk, though this one exists here.
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(cache.join("index.json")).expect("index.json")).expect("json");
+    let digest = index["manifests"][0]["digest"].as_str().expect("digest").to_owned();
+    let crafted =
+        serde_json::json!([{ "Type": "local", "Attrs": { "src": cache.display().to_string(), "digest": digest } }]);
+    let opt = format!("cache-imports={crafted}");
+    let o = two.buildctl(&["build", "--progress", "plain", "--local", &local, "--opt", &opt], &def);
+    assert!(o.status.success(), "{}", text(&o));
+    let log = text(&o);
+    let n = vertex_number(&log, "cached-through-buildctl");
+    assert!(!log.contains(&format!("#{n} CACHED")), "a daemon-side directory was imported:\n{log}");
+    assert!(two.stop().status.success());
 }
 
 #[test]

@@ -196,23 +196,32 @@ fn cache_options(
 }
 
 /// BuildKit's `cache-imports` frontend attribute (JSON) with each `local` import's `src` pointed
-/// at its staging layout, so a frontend's solves import what the client's store holds.
+/// at its staging layout, so a frontend's solves import what the client's store holds. A local
+/// entry the request's cache options do not name is dropped: its directory is the client's, and
+/// the daemon must never read a path a client names on the daemon's own disk.
 fn rewrite_cache_imports_attr(attrs: &mut std::collections::BTreeMap<String, String>, imports: &[ClientCacheImport]) {
     let Some(json) = attrs.get(crate::build::CACHE_IMPORTS_ATTR) else { return };
-    let Ok(mut list) = serde_json::from_str::<Vec<serde_json::Value>>(json) else { return };
-    for entry in &mut list {
-        if entry.get("Type").and_then(|t| t.as_str()) != Some("local") {
+    let Ok(list) = serde_json::from_str::<Vec<serde_json::Value>>(json) else { return };
+    let mut kept = Vec::with_capacity(list.len());
+    for mut entry in list {
+        let local = entry.get("Type").and_then(|t| t.as_str()) == Some("local");
+        if !local {
+            kept.push(entry);
             continue;
         }
         let Some(a) = entry.get_mut("Attrs").and_then(|a| a.as_object_mut()) else { continue };
         let src = a.get("src").or_else(|| a.get("store")).and_then(|s| s.as_str()).unwrap_or_default().to_owned();
-        if let Some(i) = imports.iter().find(|i| i.dir == src) {
-            a.remove("store");
-            a.insert("src".into(), serde_json::Value::String(i.staging.display().to_string()));
-            a.insert("digest".into(), serde_json::Value::String(i.digest.to_string()));
+        match imports.iter().find(|i| i.dir == src) {
+            Some(i) => {
+                a.remove("store");
+                a.insert("src".into(), serde_json::Value::String(i.staging.display().to_string()));
+                a.insert("digest".into(), serde_json::Value::String(i.digest.to_string()));
+                kept.push(entry);
+            }
+            None => tracing::warn!(src = %src, "ignoring a local cache import the solve's cache options do not name"),
         }
     }
-    if let Ok(s) = serde_json::to_string(&list) {
+    if let Ok(s) = serde_json::to_string(&kept) {
         attrs.insert(crate::build::CACHE_IMPORTS_ATTR.to_owned(), s);
     }
 }
@@ -369,8 +378,8 @@ impl ControlService {
                     Status::new(to_status(&e).code(), format!("importing the cache at {} from the client: {e}", i.dir))
                 })?;
             }
-            rewrite_cache_imports_attr(&mut frontend_attrs, &cache_imports);
         }
+        rewrite_cache_imports_attr(&mut frontend_attrs, &cache_imports);
         if let Some(s) = &session {
             opts.local_provider = Some(SessionLocals::new(s.clone(), self.engine.root()));
             opts.secret_provider = Some(SessionSecrets::new(s.clone()));

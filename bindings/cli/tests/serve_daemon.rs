@@ -566,6 +566,16 @@ fn hostile_bytes_get_errors_and_the_daemon_keeps_serving() {
         }
     });
     server.assert_serving("malformed and unknown calls");
+
+    // Sources that would read the daemon's own disk at a client-named path are refused, over the
+    // LLB bridge (buildctl) and on a plain Control.Solve alike.
+    let layout = State::oci_layout(server.root(), kiln::graph::OciRef::Tag("latest".into()));
+    let git = State::git("/etc", "main");
+    for (what, st) in [("oci-layout", &layout), ("git remote", &git)] {
+        let o = server.buildctl(&["build"], &def_bytes(st));
+        assert!(!o.status.success(), "a {what} source on the daemon's disk was solved: {}", text(&o));
+        assert!(text(&o).contains("daemon's disk"), "the error says why: {}", text(&o));
+    }
     let stopped = server.stop();
     assert!(stopped.status.success(), "{}", text(&stopped));
 }

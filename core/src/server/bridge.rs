@@ -299,6 +299,7 @@ impl LlbBridge for BridgeService {
             }));
         };
         let def = Definition::from_pb(pbdef.clone()).map_err(|e| to_status(&e))?;
+        super::control::check_client_sources(&def)?;
         let r = b.ctx.solve(&def, inner).await.map_err(|e| to_status(&e))?;
         let id = b.add_ref(r);
         let result = gw::Result {

@@ -226,6 +226,39 @@ fn rewrite_cache_imports_attr(attrs: &mut std::collections::BTreeMap<String, Str
     }
 }
 
+/// Refuses sources that would read the *daemon's* disk at a path the client names: kiln's
+/// `oci-layout://DIR` (BuildKit's reads the client's session store, which kiln serve does not
+/// serve) and git remotes that are local paths or `file://` URLs. A client reaches its own files
+/// through `local://` sources, synced over its session.
+pub fn check_client_sources(def: &Definition) -> Result<(), Status> {
+    use crate::graph::op::Op;
+    use crate::graph::SourceSpec;
+    for v in def.vertices() {
+        let Op::Source(s) = &v.typed else { continue };
+        match &s.spec {
+            SourceSpec::OciLayout { path, .. } => {
+                return Err(Status::unimplemented(format!(
+                    "oci-layout sources are not served by kiln serve (oci-layout://{} would be read on the daemon's \
+                     disk); push the image to a registry or send the files as a local source",
+                    path.display()
+                )))
+            }
+            // `/abs`, `./rel`, `rel` and `file:` are paths; `git@host:path` (scp-like) is not.
+            SourceSpec::Git { remote, .. }
+                if remote.starts_with('/')
+                    || remote.starts_with("file:")
+                    || (!remote.contains("://") && !remote.contains(':')) =>
+            {
+                return Err(Status::invalid_argument(format!(
+                    "git remote {remote:?} is a path on the daemon's disk; kiln serve clones network remotes only"
+                )))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Everything of a request but the definition, as kiln's solve options.
 fn solve_options(req: &SolveRequest) -> Result<SolveOptions, Status> {
     // Checked before anything is staged or transferred.
@@ -410,6 +443,7 @@ impl ControlService {
         let result = match req.definition.clone() {
             Some(def) => {
                 let def = Definition::from_pb(def).map_err(|e| to_status(&e))?;
+                check_client_sources(&def)?;
                 self.engine.solve(&def, opts).await
             }
             // BuildKit's clients (buildctl build, client.Build) send no definition: they drive

@@ -576,6 +576,14 @@ fn hostile_bytes_get_errors_and_the_daemon_keeps_serving() {
         assert!(!o.status.success(), "a {what} source on the daemon's disk was solved: {}", text(&o));
         assert!(text(&o).contains("daemon's disk"), "the error says why: {}", text(&o));
     }
+    let ctx = tempfile::tempdir().expect("tempdir");
+    std::fs::write(ctx.path().join("Dockerfile"), "FROM base\n").expect("Dockerfile");
+    let (c, d) = (format!("context={}", ctx.path().display()), format!("dockerfile={}", ctx.path().display()));
+    let named = format!("context:base=oci-layout://{}", server.root().display());
+    let args = ["build", "--frontend", "dockerfile.v0", "--local", &c, "--local", &d, "--opt", &named];
+    let o = server.buildctl(&args, b"");
+    assert!(!o.status.success(), "an oci-layout named context on the daemon's disk was used: {}", text(&o));
+    assert!(text(&o).contains("daemon's disk"), "the error says why: {}", text(&o));
     let stopped = server.stop();
     assert!(stopped.status.success(), "{}", text(&stopped));
 }

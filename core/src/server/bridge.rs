@@ -209,6 +209,14 @@ impl BridgeService {
         b: &Bridged,
         attrs: std::collections::BTreeMap<String, String>,
     ) -> Result<Response<gw::SolveResponse>, Status> {
+        // A named context `oci-layout://DIR` would be read on the daemon's disk (kiln's layout
+        // identifier carries the directory; BuildKit's names the client's session store).
+        if let Some((k, v)) = attrs.iter().find(|(k, v)| k.starts_with("context:") && v.starts_with("oci-layout://")) {
+            return Err(Status::unimplemented(format!(
+                "the named context {k}={v} is not served by kiln serve (an oci-layout directory would be read on \
+                 the daemon's disk); use docker-image://, local: or https:// contexts"
+            )));
+        }
         let ctx = b.ctx.with_frontend_attrs(attrs);
         let resolver: crate::frontend::dockerfile::build::SharedResolver = Arc::new(self.engine.clone());
         let out = crate::frontend::dockerfile::build::build(ctx, resolver).await.map_err(|e| to_status(&e))?;

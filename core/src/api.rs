@@ -55,6 +55,15 @@ pub mod secrets {
     }
 }
 
+/// `containerd.services.content.v1`: the content store a BuildKit client serves on its session
+/// (local cache export/import).
+pub mod containerd {
+    /// `containerd.services.content.v1`.
+    pub mod content {
+        include!(concat!(env!("OUT_DIR"), "/containerd.services.content.v1.rs"));
+    }
+}
+
 /// `google.rpc`.
 pub mod google {
     /// `google.rpc.Status`.

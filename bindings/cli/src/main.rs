@@ -63,11 +63,23 @@ enum Cmd {
     },
     /// Serve BuildKit's gRPC API (moby.buildkit.v1.Control) so buildctl and BuildKit clients
     /// drive this engine. Runs until SIGTERM or SIGINT, then lets running calls finish.
+    ///
+    /// TLS (tcp:// addresses only, as buildkitd): --tlscert and --tlskey enable it; --tlscacert
+    /// then requires every client to present a certificate signed by that CA.
     Serve {
         /// Address to listen on, repeatable: unix:///PATH or tcp://HOST:PORT (default
         /// unix:///run/kiln/kiln.sock as root, $XDG_RUNTIME_DIR/kiln/kiln.sock otherwise).
         #[arg(long = "addr")]
         addrs: Vec<String>,
+        /// The server's TLS certificate (PEM) for tcp:// addresses; needs --tlskey.
+        #[arg(long)]
+        tlscert: Option<PathBuf>,
+        /// The private key (PEM) of --tlscert.
+        #[arg(long)]
+        tlskey: Option<PathBuf>,
+        /// A CA certificate (PEM): clients must present a certificate it signed (mutual TLS).
+        #[arg(long)]
+        tlscacert: Option<PathBuf>,
     },
     /// Debugging helpers.
     Debug {
@@ -333,13 +345,20 @@ fn read_definition_bytes(file: Option<&PathBuf>) -> kiln::Result<Vec<u8>> {
 }
 
 /// `kiln serve`: the engine behind BuildKit's API until SIGTERM/SIGINT.
-async fn serve(root: Option<PathBuf>, addrs: &[String]) -> kiln::Result<()> {
+async fn serve(root: Option<PathBuf>, addrs: &[String], tls: Option<kiln::server::TlsFiles>) -> kiln::Result<()> {
     use kiln::server::ListenAddr;
     let addrs: Vec<ListenAddr> = if addrs.is_empty() {
         vec![ListenAddr::default_for_user()]
     } else {
         addrs.iter().map(|a| a.parse()).collect::<kiln::Result<_>>()?
     };
+    if tls.is_some() && !addrs.iter().any(|a| matches!(a, ListenAddr::Tcp(_))) {
+        return Err(kiln::Error::option(
+            "tlscert",
+            "",
+            "a tcp://HOST:PORT --addr (TLS applies to TCP addresses; unix sockets are guarded by their permissions)",
+        ));
+    }
     let engine = open_engine(root)?;
     let io = |e| kiln::Error::with_source(kiln::ErrorKind::Io, "install signal handlers", e);
     // Installed here, not inherited: under nohup or in the background SIGINT may be ignored.
@@ -353,9 +372,14 @@ async fn serve(root: Option<PathBuf>, addrs: &[String]) -> kiln::Result<()> {
         tracing::info!("shutting down: waiting for running calls");
     };
     for a in &addrs {
-        eprintln!("kiln serve: listening on {a}");
+        let mode = match (a, &tls) {
+            (ListenAddr::Tcp(_), Some(t)) if t.ca.is_some() => " (TLS, client certificates required)",
+            (ListenAddr::Tcp(_), Some(_)) => " (TLS)",
+            _ => "",
+        };
+        eprintln!("kiln serve: listening on {a}{mode}");
     }
-    kiln::server::serve(engine, &addrs, shutdown).await
+    kiln::server::serve_with_tls(engine, &addrs, tls.as_ref(), shutdown).await
 }
 
 fn open_engine(root: Option<PathBuf>) -> kiln::Result<Engine> {
@@ -377,7 +401,10 @@ async fn engine_for(root: Option<PathBuf>, d: &DaemonArgs) -> kiln::Result<Engin
 async fn run(cli: Cli) -> kiln::Result<()> {
     match cli.cmd {
         Cmd::Build(b) => build(cli.root, b).await,
-        Cmd::Serve { addrs } => serve(cli.root, &addrs).await,
+        Cmd::Serve { addrs, tlscert, tlskey, tlscacert } => {
+            let tls = kiln::server::TlsFiles::from_flags(tlscert, tlskey, tlscacert)?;
+            serve(cli.root, &addrs, tls).await
+        }
         Cmd::Du { verbose, daemon } => {
             let engine = engine_for(cli.root, &daemon).await?;
             let usage = engine.disk_usage().await?;

@@ -34,12 +34,28 @@ fn config_of(store: &ContentStore, image: &crate::content::ResolvedImage) -> Res
     Ok(ResolvedImageConfig { digest: image.manifest_digest.clone(), config, platform })
 }
 
+/// The config blob of a read image, as stored.
+fn raw_config(store: &ContentStore, image: &crate::content::ResolvedImage) -> Result<Vec<u8>> {
+    store.read(&from_oci_digest(image.manifest.config().digest())?)
+}
+
 impl Engine {
     /// The config of `image` for `platform` (the host's when `None`), read from its registry or
     /// OCI layout. Blocking (network I/O, bounded by the engine's registry timeouts): call it
     /// from a blocking context, or use [`Engine::image`] / [`Engine::oci_layout`] from async
     /// code. A platform this host cannot run is refused (`Unsupported`, naming both).
     pub fn resolve_image_config(&self, image: &ImageRef, platform: Option<&Platform>) -> Result<ResolvedImageConfig> {
+        self.resolve_image_config_with_raw(image, platform).map(|(r, _)| r)
+    }
+
+    /// [`Engine::resolve_image_config`] with the image's config blob exactly as stored (what
+    /// BuildKit's gateway `ResolveImageConfig` answers: the whole OCI image config, history and
+    /// rootfs included). Blocking, like it.
+    pub fn resolve_image_config_with_raw(
+        &self,
+        image: &ImageRef,
+        platform: Option<&Platform>,
+    ) -> Result<(ResolvedImageConfig, Vec<u8>)> {
         if let Some(p) = platform {
             check_native(&format!("image {image}"), p)?;
         }
@@ -57,7 +73,7 @@ impl Engine {
                     tempfile::tempdir_in(&tmp_base).map_err(|e| Error::io("create a resolver dir", &tmp_base, e))?;
                 let store = ContentStore::open(tmp.path())?;
                 let img = pull_image_metadata(&client, &r, &store)?;
-                config_of(&store, &img)?
+                (config_of(&store, &img)?, raw_config(&store, &img)?)
             }
             ImageRef::OciLayout { dir, reference } => {
                 let layout = OciLayout::open_readonly(dir)?;
@@ -66,10 +82,11 @@ impl Engine {
                     OciRef::Digest(d) => d.to_string(),
                 };
                 let img = read_image(layout.store(), &layout.resolve(&r)?)?;
-                config_of(layout.store(), &img)?
+                (config_of(layout.store(), &img)?, raw_config(layout.store(), &img)?)
             }
         };
-        tracing::debug!(%image, digest = %resolved.digest, platform = %resolved.platform, "resolved image config");
+        let r = &resolved.0;
+        tracing::debug!(%image, digest = %r.digest, platform = %r.platform, "resolved image config");
         Ok(resolved)
     }
 

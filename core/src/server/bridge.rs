@@ -35,6 +35,8 @@ pub const REGISTER_WAIT: Duration = Duration::from_secs(10);
 /// The gateway capabilities kiln serves (BuildKit v0.11.6's names).
 pub const FRONTEND_CAPS: &[&str] = &[
     "solve.base",
+    "resolveimage",
+    "resolveimage.resolvemode",
     "readfile",
     "return",
     "readdir",
@@ -207,6 +209,7 @@ impl BridgeService {
         b: &Bridged,
         attrs: std::collections::BTreeMap<String, String>,
     ) -> Result<Response<gw::SolveResponse>, Status> {
+        super::control::check_frontend_attrs(&attrs)?;
         let ctx = b.ctx.with_frontend_attrs(attrs);
         let resolver: crate::frontend::dockerfile::build::SharedResolver = Arc::new(self.engine.clone());
         let out = crate::frontend::dockerfile::build::build(ctx, resolver).await.map_err(|e| to_status(&e))?;
@@ -233,9 +236,31 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'stati
 impl LlbBridge for BridgeService {
     async fn resolve_image_config(
         &self,
-        _req: Request<gw::ResolveImageConfigRequest>,
+        req: Request<gw::ResolveImageConfigRequest>,
     ) -> Result<Response<gw::ResolveImageConfigResponse>, Status> {
-        Err(Status::unimplemented("ResolveImageConfig is not served by kiln serve yet"))
+        // Keyed by the build like every gateway call (BuildKit's forwarder is per build).
+        let _b = self.fwd.lookup(&req).await?;
+        let req = req.into_inner();
+        // BuildKit's ResolverType: 0 = registry, 1 = an OCI layout store on the client's session.
+        if req.resolver_type != 0 {
+            return Err(Status::unimplemented(
+                "ResolveImageConfig from an OCI layout store on the client's session is not served by kiln serve; \
+                 kiln resolves registry images",
+            ));
+        }
+        if req.r#ref.is_empty() {
+            return Err(Status::invalid_argument("ResolveImageConfig needs a Ref"));
+        }
+        let reference = crate::registry::Reference::parse(&req.r#ref).map_err(|e| to_status(&e))?;
+        let image = crate::graph::ImageRef::Registry(reference.to_string());
+        let platform = req.platform.as_ref().map(crate::graph::Platform::from_pb);
+        let engine = self.engine.clone();
+        let (resolved, config) =
+            tokio::task::spawn_blocking(move || engine.resolve_image_config_with_raw(&image, platform.as_ref()))
+                .await
+                .map_err(|e| Status::internal(format!("the image resolve task failed: {e}")))?
+                .map_err(|e| to_status(&e))?;
+        Ok(Response::new(gw::ResolveImageConfigResponse { digest: resolved.digest.to_string(), config }))
     }
 
     async fn solve(&self, req: Request<gw::SolveRequest>) -> Result<Response<gw::SolveResponse>, Status> {
@@ -259,8 +284,9 @@ impl LlbBridge for BridgeService {
         for e in &req.cache_imports {
             if e.r#type == "local" {
                 return Err(Status::unimplemented(
-                    "a cache import of type=local goes through the client's content store (session), which kiln \
-                     serve does not serve yet; use type=registry",
+                    "a cache import of type=local in a gateway Solve is not supported by kiln serve: give it to the \
+                     build itself (buildctl --import-cache type=local,src=DIR), whose imports every solve of the \
+                     build uses",
                 ));
             }
             inner.cache_imports.push(CacheImportSpec::from_attrs(&e.r#type, &e.attrs).map_err(|e| to_status(&e))?);
@@ -274,6 +300,7 @@ impl LlbBridge for BridgeService {
             }));
         };
         let def = Definition::from_pb(pbdef.clone()).map_err(|e| to_status(&e))?;
+        super::control::check_client_sources(&def)?;
         let r = b.ctx.solve(&def, inner).await.map_err(|e| to_status(&e))?;
         let id = b.add_ref(r);
         let result = gw::Result {

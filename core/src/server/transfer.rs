@@ -37,7 +37,8 @@ impl Staging {
         Staging { dirs: Vec::new(), base: std::env::temp_dir() }
     }
 
-    fn dir(&mut self) -> Result<PathBuf, Status> {
+    /// A new staging dir, removed with this `Staging`.
+    pub(crate) fn dir(&mut self) -> Result<PathBuf, Status> {
         let base = self.base.clone();
         let d = tempfile::Builder::new()
             .prefix("kiln-serve-output-")

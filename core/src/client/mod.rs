@@ -10,6 +10,7 @@
 //! [`SolveOptions`] into a `SolveRequest`; [`status`] turns the daemon's progress back into
 //! [`ProgressEvent`](crate::progress::ProgressEvent)s and counts cached and executed vertices.
 
+pub mod content;
 pub mod request;
 pub mod services;
 pub mod session;

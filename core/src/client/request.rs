@@ -3,9 +3,11 @@
 //! secrets and the client-side output, and `Control.Status` is followed beside the solve.
 //!
 //! BuildKit v0.11's API carries one exporter per solve, so a connected solve takes at most one
-//! output. What needs the client's content store (`type=local` caches, `type=oci,tar=false`)
-//! or an SSH agent is refused with an error saying so.
+//! output (and one `type=local` cache export: the response names one cache manifest). Local
+//! cache directories are served to the daemon as content stores ([`super::content`]).
+//! `type=oci,tar=false` and SSH agents are refused with an error saying so.
 
+use super::content::{self, Stores};
 use super::services::{OutputTarget, SessionServices};
 use super::session::{random_id, ClientSession};
 use super::status::StatusFollower;
@@ -15,7 +17,11 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::options::{csv, CacheExportSpec, CacheImportSource, CacheImportSpec, CacheTarget, OutputSpec};
 use crate::solver::{SolveOptions, SolveResult};
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Duration;
+
+/// The exporter response key naming an exported cache's manifest descriptor (BuildKit's).
+pub const CACHE_MANIFEST_KEY: &str = "cache.manifest";
 
 /// How long the status stream may trail the solve's answer (its last updates).
 const STATUS_DRAIN: Duration = Duration::from_secs(10);
@@ -76,30 +82,53 @@ fn exporter(opts: &SolveOptions) -> Result<(String, BTreeMap<String, String>, Op
     Ok((kind, attrs, target))
 }
 
-fn cache_entries(opts: &SolveOptions) -> Result<Option<CacheOptions>> {
+/// The request's cache options, the content stores serving its local directories, and the
+/// local export to tag after the solve (its directory and tag).
+type CachePlan = (Option<CacheOptions>, Stores, Option<(PathBuf, String)>);
+
+fn cache_entries(opts: &SolveOptions) -> Result<CachePlan> {
+    let mut stores = Stores::default();
+    let mut tag_after = None;
     if opts.cache_exports.is_empty() && opts.cache_imports.is_empty() {
-        return Ok(None);
+        return Ok((None, stores, tag_after));
     }
-    let local = |what: &str| {
-        unsupported(format!(
-            "a cache {what} of type=local through a daemon goes through the client's content store, which kiln's \
-             client does not serve yet; use type=registry"
-        ))
-    };
     let mut cache = CacheOptions::default();
     for e in &opts.cache_exports {
-        if matches!(e.target, CacheTarget::Local { .. }) {
-            return Err(local("export"));
+        let mut entry = entry(&CacheExportSpec::to_csv(e))?;
+        if let CacheTarget::Local { dir, tag } = &e.target {
+            if tag_after.is_some() {
+                return Err(unsupported(
+                    "a solve through a daemon takes one cache export of type=local (the daemon answers with one \
+                     cache manifest)",
+                ));
+            }
+            content::open_layout(dir)?;
+            entry.attrs.insert("dest".into(), dir.display().to_string());
+            stores.0.insert(content::store_id(dir), dir.clone());
+            tag_after = Some((dir.clone(), tag.clone()));
         }
-        cache.exports.push(entry(&CacheExportSpec::to_csv(e))?);
+        cache.exports.push(entry);
     }
     for i in &opts.cache_imports {
-        if matches!(i.source, CacheImportSource::Local { .. }) {
-            return Err(local("import"));
-        }
-        cache.imports.push(entry(&CacheImportSpec::to_csv(i))?);
+        let CacheImportSource::Local { dir, tag, digest } = &i.source else {
+            cache.imports.push(entry(&CacheImportSpec::to_csv(i))?);
+            continue;
+        };
+        // As buildctl does: the daemon is told the manifest's digest, read from index.json here.
+        let digest = match content::import_digest(dir, tag.as_deref(), digest.as_ref()) {
+            Ok(d) => d,
+            Err(e) => {
+                opts.progress.emit(crate::progress::ProgressEvent::Warning {
+                    message: format!("local cache import from {} skipped: {e}", dir.display()),
+                });
+                continue;
+            }
+        };
+        let attrs = [("src".to_owned(), dir.display().to_string()), ("digest".to_owned(), digest.to_string())];
+        cache.imports.push(CacheOptionsEntry { r#type: "local".into(), attrs: attrs.into_iter().collect() });
+        stores.0.insert(content::store_id(dir), dir.clone());
     }
-    Ok(Some(cache))
+    Ok((Some(cache), stores, tag_after))
 }
 
 fn entry(csv_form: &str) -> Result<CacheOptionsEntry> {
@@ -116,10 +145,12 @@ pub async fn solve(client: &Client, target: Target<'_>, opts: SolveOptions) -> R
         return Err(unsupported("local and secret providers apply to an embedded engine, not a connected one"));
     }
     let (exporter, exporter_attrs, output) = exporter(&opts)?;
+    let (cache, stores, tag_after) = cache_entries(&opts)?;
     let services = SessionServices {
         locals: opts.locals.clone(),
         secrets: opts.secrets.clone(),
         output,
+        stores,
         failure: Default::default(),
     };
     let session = ClientSession::start(client, &services).await?;
@@ -142,7 +173,7 @@ pub async fn solve(client: &Client, target: Target<'_>, opts: SolveOptions) -> R
         session: session.id().to_owned(),
         frontend,
         frontend_attrs,
-        cache: cache_entries(&opts)?,
+        cache,
         entitlements: opts.entitlements.iter().map(|e| e.to_string()).collect(),
         ..Default::default()
     };
@@ -190,6 +221,15 @@ pub async fn solve(client: &Client, target: Target<'_>, opts: SolveOptions) -> R
         }
     };
     let (cached, executed) = follower.map(|f| f.counts()).unwrap_or((0, 0));
+    if let Some((dir, tag)) = tag_after {
+        let Some(desc) = resp.exporter_response.get(CACHE_MANIFEST_KEY) else {
+            return Err(Error::new(
+                ErrorKind::Cache,
+                format!("the daemon exported the cache to {} but named no cache manifest", dir.display()),
+            ));
+        };
+        content::tag_export(&dir, &tag, desc)?;
+    }
     session.close();
     Ok(SolveResult { exporter_response: resp.exporter_response, cached, executed })
 }

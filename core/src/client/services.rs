@@ -1,7 +1,7 @@
 //! What a BuildKit client serves its daemon on the session: health checks, the local dirs a
 //! solve names (`FileSync.DiffCopy`, fsutil's sender), the solve's output (`FileSend.DiffCopy`:
 //! fsutil packets into a directory for `type=local`, raw bytes into a file for `type=tar` and
-//! `type=oci`) and secrets (`Secrets.GetSecret`).
+//! `type=oci`), secrets (`Secrets.GetSecret`) and local cache directories (see [`super::content`]).
 
 use crate::api::health::v1::health_server::{Health, HealthServer};
 use crate::api::health::v1::{health_check_response::ServingStatus, HealthCheckRequest, HealthCheckResponse};
@@ -44,6 +44,8 @@ pub struct SessionServices {
     pub secrets: BTreeMap<String, Vec<u8>>,
     /// The output written on this side, if any.
     pub output: Option<OutputTarget>,
+    /// Local cache directories the daemon reads and writes, by store id.
+    pub stores: super::content::Stores,
     /// The first failure of a transfer, kept so the solve can report it over the daemon's
     /// (often vaguer) error.
     pub failure: Arc<Mutex<Option<crate::Error>>>,
@@ -57,6 +59,9 @@ impl SessionServices {
             m.push(FILE_SEND_DIFF_COPY);
         }
         m.push(GET_SECRET);
+        if !self.stores.0.is_empty() {
+            m.extend_from_slice(super::content::METHODS);
+        }
         m
     }
 
@@ -72,6 +77,7 @@ impl SessionServices {
             .add_service(FileSyncServer::new(LocalDirs(self.clone())))
             .add_service(FileSendService(self.clone()))
             .add_service(SecretsServer::new(SecretValues(self.secrets.clone())))
+            .add_service(self.stores.service())
     }
 }
 

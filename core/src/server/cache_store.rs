@@ -22,12 +22,12 @@ use std::path::Path;
 use std::sync::Arc;
 use tonic::metadata::MetadataValue;
 
-/// The header naming the store a content call is for.
-pub const STORE_ID_HEADER: &str = "buildkit-attachable-store-id";
+/// The header naming the store a content call is for (one definition, the client's).
+pub use crate::client::content::STORE_ID_HEADER;
 /// The method a client serves its content stores on (checked before any call).
 pub const CONTENT_WRITE: &str = "/containerd.services.content.v1.Content/Write";
 /// The exporter response key buildctl reads the exported cache's manifest descriptor from.
-pub const CACHE_MANIFEST_KEY: &str = "cache.manifest";
+pub use crate::client::request::CACHE_MANIFEST_KEY;
 /// Bytes per Write message (containerd's own copy buffer is 1 MiB).
 const CHUNK: usize = 1 << 20;
 /// At most this many blobs in one cache manifest (a hostile client's manifest is bounded).

@@ -187,6 +187,31 @@ async fn exercise(name: &str, engine: &Engine, inputs: &Inputs, want: &[String],
 
     let du = engine.disk_usage().await.unwrap_or_else(|e| panic!("{name}: disk usage: {}", e.report()));
     assert!(!du.is_empty(), "{name}: the daemon has cache records after building");
+
+    // A local cache directory on this side: exported through the daemon's content-store calls
+    // (index.json tagged here), then imported by the emptied daemon — the RUN is a cache hit.
+    let cache = work.join(format!("{name}-cache"));
+    let mut opts = inputs.opts();
+    opts.cache_exports.push(format!("type=local,dest={},mode=max", cache.display()).parse().expect("export"));
+    engine.solve(&def, opts).await.unwrap_or_else(|e| panic!("{name}: cache export: {}", e.report()));
+    let index = std::fs::read_to_string(cache.join("index.json")).expect("the export wrote index.json");
+    assert!(index.contains("\"org.opencontainers.image.ref.name\":\"latest\""), "{name}: tagged: {index}");
+    engine.prune(0, true).await.unwrap_or_else(|e| panic!("{name}: prune: {}", e.report()));
+    let out = work.join(format!("{name}-imported"));
+    let (sink, mut events) = ProgressSink::channel();
+    let mut opts = inputs.opts();
+    opts.cache_imports.push(format!("type=local,src={}", cache.display()).parse().expect("import"));
+    opts.outputs.push(format!("type=local,dest={}", out.display()).parse().expect("output"));
+    opts.progress = sink;
+    engine.solve(&def, opts).await.unwrap_or_else(|e| panic!("{name}: cache import: {}", e.report()));
+    assert_eq!(tree(&out), want, "{name}: the imported result equals the embedded engine's");
+    let mut cached_run = false;
+    while let Ok(e) = events.try_recv() {
+        if let ProgressEvent::VertexCached { name, .. } = e {
+            cached_run |= name.contains("cat /run/secrets/token");
+        }
+    }
+    assert!(cached_run, "{name}: the RUN comes from the imported cache");
 }
 
 #[test]

@@ -14,9 +14,11 @@
 //!
 //! Knobs (environment): `KILN_BENCH_CHAIN` (default 1000), `KILN_BENCH_RUNS` (100),
 //! `KILN_BENCH_MB` (100), `KILN_BENCH_DIR` (work directory parent, default the temp dir),
-//! `KILN_BENCH_REPEAT` (5: cached re-solves in new Engines, for profiling), `KILN_BENCH_ONLY` (comma list of cases to run: chain, runs, layer, cache, build; default all).
+//! `KILN_BENCH_REPEAT` (5: cached re-solves in new Engines, for profiling), `KILN_BENCH_ONLY` (comma list of cases to run: chain, runs, layer, cache, build, daemon; default all).
 
 mod defs;
+
+mod daemon;
 
 use kiln::engine::{Engine, EngineOptions, SolveOptions, SolveResult};
 use kiln::graph::{Definition, ExecOptions, MkfileOptions, State};
@@ -501,6 +503,9 @@ async fn run() -> Result<()> {
     }
     if want("build") {
         bench_build(work.path(), &rootfs, mb).await?;
+    }
+    if want("daemon") {
+        daemon::bench_daemon(work.path()).await?;
     }
     if want("layer") {
         bench_layer(work.path(), &rootfs, mb, "random").await?;

@@ -190,12 +190,8 @@ impl Engine {
         Fut: std::future::Future<Output = Result<Option<BuildOutput>>> + Send,
     {
         #[cfg(feature = "api")]
-        if let Backend::Remote(_) = &self.backend {
-            return Err(Error::new(
-                ErrorKind::Unsupported,
-                "client-side builds (build with a function) through a daemon are not supported yet; solve \
-                 definitions, or run the build on an embedded engine",
-            ));
+        if let Backend::Remote(c) = &self.backend {
+            return crate::client::build::run(c, opts, f).await;
         }
         let solver = self.solver()?;
         crate::options::destinations::check_outside_root(self.root(), &opts.solve.outputs, &opts.solve.cache_exports)?;

@@ -108,6 +108,29 @@ for (const [name, addr] of Object.entries(daemons)) {
     e.close()
   })
 
+  test(`${name}: scenario steps 2-3, the local cache directory on this side`, async () => {
+    // The emptied (pruned) daemon imports what it exported. BuildKit keys a RUN on a local
+    // rootfs by its session, so only on kiln serve is the RUN a cache hit.
+    const e = await kiln.connect(addr)
+    const locals = { rootfs: rootfsDir(), ctx: ctxDir }
+    const cache = join(tmp, `${name}-cache`)
+    await e.solve(app(), { locals, cacheExports: [`type=local,dest=${cache},mode=max`] })
+    assert.ok(readFileSync(join(cache, 'index.json'), 'utf8').includes('"org.opencontainers.image.ref.name":"latest"'))
+    await e.prune({ all: true })
+    const out = join(tmp, `${name}-imported`)
+    const ran = []
+    await e.solve(app(), {
+      locals,
+      outputs: [`type=local,dest=${out}`],
+      cacheImports: [`type=local,src=${cache}`],
+      onProgress: (ev) => { if (ev.type === 'vertex_completed') ran.push(ev.name) },
+    })
+    assert.equal(readFileSync(join(out, 'greeting'), 'utf8'), HELLO)
+    assert.equal(readFileSync(join(out, 'app/hello.txt'), 'utf8'), HELLO)
+    if (name === 'kiln-serve') assert.ok(!ran.some((n) => n.includes('cat /ctx/hello.txt')), JSON.stringify(ran))
+    e.close()
+  })
+
   test(`${name}: a Dockerfile through the dockerfile.v0 frontend`, async () => {
     const e = await kiln.connect(addr)
     const proj = join(tmp, `${name}-proj`)

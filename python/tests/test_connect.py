@@ -144,3 +144,23 @@ def test_unreachable_daemon_names_the_address(tmp_path):
     with pytest.raises(kiln.KilnError) as info:
         kiln.connect(addr)
     assert "none.sock" in str(info.value)
+
+
+def test_scenario_cache_export_then_import_through_the_daemon(request, remote, rootfs, ctx, tmp_path):
+    """Scenario steps 2-3 through a daemon: the local cache directory is on this side; the
+    emptied daemon (pruned) imports it. BuildKit keys a RUN on a local rootfs by its session, so
+    only on kiln serve is the RUN a cache hit."""
+    locals_ = {"rootfs": rootfs, "ctx": ctx}
+    cache = tmp_path / "cache"
+    remote.solve(app(), locals=locals_, outputs=[f"type=local,dest={tmp_path / 'out-a'}"],
+                 cache_exports=[f"type=local,dest={cache},mode=max"], progress="quiet")
+    assert '"org.opencontainers.image.ref.name":"latest"' in (cache / "index.json").read_text()
+    remote.prune(all=True)
+    events = []
+    remote.solve(app(), locals=locals_, outputs=[f"type=local,dest={tmp_path / 'out-b'}"],
+                 cache_imports=[f"type=local,src={cache}"], progress=events.append)
+    for f in ["greeting", "app/hello.txt"]:
+        assert read(tmp_path / "out-b" / f) == GREETING
+    if request.node.callspec.params["remote"] == "kiln-serve":
+        ran = [e.name for e in events if e.type == "vertex_completed"]
+        assert not any("cat /ctx/hello.txt" in n for n in ran), ran

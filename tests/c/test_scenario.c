@@ -2,6 +2,11 @@
  * step runs even if an earlier one failed, so one report shows all of them. */
 #include "common.h"
 #include <pthread.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #define GREETING "hello from the shared scenario\n"
 
@@ -130,6 +135,146 @@ static void *solve_thread(void *arg) {
   c->executed = kiln_result_executed(r);
   kiln_result_free(&r);
   return NULL;
+}
+
+/* A `kiln serve` for the steps through kiln_connect: KILN_BIN or <target>/debug/kiln, on a unix
+ * socket under `dir`; waits (bounded) until it listens. Returns its pid. */
+static pid_t start_kiln_serve(const char *dir, char **addr_out) {
+  const char *bin = getenv("KILN_BIN");
+  char *fallback = NULL;
+  if (bin == NULL) {
+    const char *target = getenv("CARGO_TARGET_DIR");
+    if (asprintf(&fallback, "%s/debug/kiln", target ? target : KILN_REPO "/target") < 0) exit(2);
+    bin = fallback;
+  }
+  if (access(bin, X_OK) != 0) {
+    fprintf(stderr, "%s is missing: build it with `cargo build -p kiln-cli` (or set KILN_BIN)\n", bin);
+    exit(2);
+  }
+  char *sock = join(dir, "kiln.sock"), *root = join(dir, "serve-root"), *addr = fmt("unix://%s", sock);
+  pid_t pid = fork();
+  if (pid == 0) {
+    execl(bin, bin, "--root", root, "serve", "--addr", addr, (char *)NULL);
+    _exit(127);
+  }
+  int up = 0;
+  for (int i = 0; i < 1500 && !up; i++) { /* 30 s */
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", sock);
+    up = fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
+    if (fd >= 0) close(fd);
+    if (!up) usleep(20000);
+  }
+  if (!up) {
+    fprintf(stderr, "kiln serve did not listen on %s within 30 s\n", sock);
+    exit(2);
+  }
+  free(sock);
+  free(root);
+  free(fallback);
+  *addr_out = addr;
+  return pid;
+}
+
+/* buildkitd: KILN_BUILDKIT_ADDR, else ../shared/buildkit/start on a state dir under `dir`
+ * (`*state` is set so the caller stops it). */
+static char *buildkitd_addr(const char *dir, char **state) {
+  const char *env = getenv("KILN_BUILDKIT_ADDR");
+  *state = NULL;
+  if (env != NULL && env[0] != '\0') return strdup(env);
+  const char *bk = getenv("KILN_BUILDKIT_DIR");
+  char *bkdir = bk ? strdup(bk) : strdup(KILN_REPO "/../shared/buildkit");
+  *state = join(dir, "buildkitd");
+  char *cmd = NULL;
+  if (asprintf(&cmd, "'%s/start' '%s'", bkdir, *state) < 0) exit(2);
+  FILE *p = popen(cmd, "r");
+  char line[4096] = {0};
+  if (p == NULL || fgets(line, sizeof line, p) == NULL || pclose(p) != 0) {
+    fprintf(stderr, "could not start buildkitd with %s (set KILN_BUILDKIT_DIR or KILN_BUILDKIT_ADDR)\n", cmd);
+    exit(2);
+  }
+  line[strcspn(line, "\n")] = '\0';
+  free(cmd);
+  free(bkdir);
+  return strdup(line);
+}
+
+/* Steps 1, 2-3 (the cache directory on this side, imported by the pruned daemon) and 4 through
+ * kiln_connect to `addr`. BuildKit keys a RUN on a local rootfs by its session, so only kiln
+ * serve must report the RUN cached after the import. */
+static void through_daemon(const char *name, const char *addr, const kiln_state *app, const char *rootfs,
+                           const char *tmp, int content_keyed) {
+  int before = failures;
+  kiln_engine *e = NULL;
+  kiln_result *r = NULL;
+  kiln_error *err = NULL;
+  CHECK_OK(kiln_connect(addr, NULL, &e));
+  CHECK(e != NULL && kiln_engine_address(e) != NULL && strcmp(kiln_engine_address(e), addr) == 0);
+  CHECK(e != NULL && kiln_engine_worker_count(e) >= 1);
+  char *dir = NULL;
+  if (asprintf(&dir, "%s/%s", tmp, name) < 0) exit(2);
+  char *cache = fmt("%s-cache", dir), *out = fmt("%s-out", dir);
+  {
+    kiln_solve_opts *o = base_opts(rootfs);
+    char *exp = fmt("type=local,dest=%s,mode=max", cache);
+    CHECK_OK(kiln_solve_opts_add_cache_export(o, exp));
+    CHECK_OK(kiln_engine_solve(e, app, o, &r, &err));
+    if (err) fprintf(stderr, "%s export: %s\n", name, kiln_error_message(err));
+    kiln_result_free(&r);
+    kiln_error_free(&err);
+    free(exp);
+    kiln_solve_opts_free(&o);
+    char *index = join(cache, "index.json");
+    char *idx = read_file(index);
+    CHECK(idx != NULL && contains(idx, "\"org.opencontainers.image.ref.name\":\"latest\""));
+    free(idx);
+    free(index);
+  }
+  CHECK_OK(kiln_engine_prune(e, 0, true, NULL, NULL, NULL));
+  {
+    kiln_solve_opts *o = base_opts(rootfs);
+    char *imp = fmt("type=local,src=%s", cache), *output = fmt("type=local,dest=%s", out);
+    struct progress p = {0};
+    CHECK_OK(kiln_solve_opts_add_cache_import(o, imp));
+    CHECK_OK(kiln_solve_opts_add_output(o, output));
+    CHECK_OK(kiln_solve_opts_set_progress(o, on_progress, &p));
+    CHECK_OK(kiln_engine_solve(e, app, o, &r, &err));
+    if (err) fprintf(stderr, "%s import: %s\n", name, kiln_error_message(err));
+    check_file(out, "greeting", GREETING);
+    check_file(out, "app/hello.txt", GREETING);
+    if (content_keyed) CHECK(p.cached >= 1);
+    kiln_result_free(&r);
+    kiln_error_free(&err);
+    free(imp);
+    free(output);
+    kiln_solve_opts_free(&o);
+  }
+  {
+    kiln_state *base = NULL, *bad = NULL;
+    kiln_exec *ex = NULL;
+    kiln_solve_opts *o = base_opts(rootfs);
+    const char *argv[] = {"/bin/sh", "-c", "echo bad-step-output; exit 7"};
+    CHECK_OK(kiln_state_local("rootfs", &base));
+    CHECK_OK(kiln_state_run(base, argv, 3, NULL, &ex));
+    CHECK_OK(kiln_exec_root(ex, &bad));
+    CHECK_STATUS(kiln_engine_solve(e, bad, o, &r, &err), KILN_ERR_EXEC);
+    CHECK(err != NULL && kiln_error_exit_code(err) == 7);
+    int found = 0;
+    for (size_t i = 0; err != NULL && i < kiln_error_log_tail_len(err); i++)
+      found |= contains(kiln_error_log_tail_line(err, i), "bad-step-output");
+    CHECK(found);
+    kiln_error_free(&err);
+    kiln_solve_opts_free(&o);
+    kiln_state_free(&bad);
+    kiln_exec_free(&ex);
+    kiln_state_free(&base);
+  }
+  kiln_engine_free(&e);
+  free(cache);
+  free(out);
+  free(dir);
+  printf("  through kiln_connect to %s: %s\n", name, failures == before ? "ok" : "FAILED");
 }
 
 static void report(const char *step, int before) {
@@ -287,6 +432,32 @@ int main(void) {
     kiln_solve_opts_free(&o);
   }
   report("step 5 (option error)", before);
+
+  /* The same steps on a daemon: kiln serve and buildkitd through kiln_connect. */
+  {
+    char *serve_addr = NULL, *bk_state = NULL;
+    pid_t serve = start_kiln_serve(tmp, &serve_addr);
+    char *bk_addr = buildkitd_addr(tmp, &bk_state);
+    through_daemon("kiln-serve", serve_addr, app, rootfs, tmp, 1);
+    through_daemon("buildkitd", bk_addr, app, rootfs, tmp, 0);
+    kiln_engine *none = NULL;
+    char *nowhere = fmt("unix://%s/none.sock", tmp);
+    CHECK_STATUS(kiln_connect(nowhere, NULL, &none), KILN_ERR_IO);
+    CHECK(contains(last_message(), "none.sock"));
+    free(nowhere);
+    kill(serve, SIGTERM);
+    waitpid(serve, NULL, 0);
+    if (bk_state != NULL) {
+      char *stop = NULL;
+      if (asprintf(&stop, "'%s/stop' '%s' >/dev/null", getenv("KILN_BUILDKIT_DIR") ? getenv("KILN_BUILDKIT_DIR") : KILN_REPO "/../shared/buildkit", bk_state) >= 0) {
+        if (system(stop) != 0) fprintf(stderr, "stopping buildkitd failed\n");
+        free(stop);
+      }
+      free(bk_state);
+    }
+    free(serve_addr);
+    free(bk_addr);
+  }
 
   kiln_engine_free(&b);
   kiln_engine_free(&a);

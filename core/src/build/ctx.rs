@@ -2,7 +2,8 @@
 //! from a gateway client): inner solves, warnings, the frontend options and the set-once result.
 //! It also tracks every [`Ref`] it handed out, so the build can release them all when it ends.
 
-use super::reference::{Ref, RefInner};
+use super::reference::{Ref, RefInner, RefKind, RemoteRef};
+use super::remote::RemoteBridge;
 use super::BuildOutput;
 use crate::error::{Error, Result};
 use crate::graph::{Definition, State};
@@ -33,9 +34,16 @@ pub struct BuildContext {
     inner: Arc<CtxInner>,
 }
 
+/// Where a context's solves run: the embedded solver, or a daemon's LLB bridge.
+#[derive(Debug, Clone)]
+pub(super) enum Backend {
+    Local(Arc<BuildSession>),
+    Remote(Arc<dyn RemoteBridge>),
+}
+
 #[derive(Debug)]
 struct CtxInner {
-    session: Arc<BuildSession>,
+    backend: Backend,
     attrs: BTreeMap<String, String>,
     /// The result set with [`BuildContext::set_result`].
     result: Mutex<Option<BuildOutput>>,
@@ -56,21 +64,38 @@ pub(super) fn result_already_set() -> Error {
 
 impl BuildContext {
     pub(super) fn new(session: Arc<BuildSession>, attrs: BTreeMap<String, String>) -> BuildContext {
+        Self::with_backend(Backend::Local(session), attrs)
+    }
+
+    /// The context of a build a daemon runs: its solves and reads go through `bridge`.
+    pub fn remote(bridge: Arc<dyn RemoteBridge>, attrs: BTreeMap<String, String>) -> BuildContext {
+        Self::with_backend(Backend::Remote(bridge), attrs)
+    }
+
+    fn with_backend(backend: Backend, attrs: BTreeMap<String, String>) -> BuildContext {
         BuildContext {
-            inner: Arc::new(CtxInner { session, attrs, result: Mutex::new(None), refs: Default::default() }),
+            inner: Arc::new(CtxInner { backend, attrs, result: Mutex::new(None), refs: Default::default() }),
         }
     }
 
     /// Solves `def` on the engine (sharing work with every other solve and build there) with
     /// the build's options and `req`; the result is a [`Ref`] to read or return.
     pub async fn solve(&self, def: &Definition, req: SolveRequest) -> Result<Ref> {
-        let solved = self.inner.session.solve(def, req.cache_imports, req.locals, req.evaluate).await?;
-        let inner = Arc::new(RefInner { session: self.inner.session.clone(), solved, view: Mutex::new(None) });
+        let session = match &self.inner.backend {
+            Backend::Local(s) => s,
+            Backend::Remote(bridge) => {
+                let id = bridge.solve(def, &req).await?;
+                let output = def.output();
+                return Ok(Ref { inner: RefKind::Remote(Arc::new(RemoteRef { bridge: bridge.clone(), id, output })) });
+            }
+        };
+        let solved = session.solve(def, req.cache_imports, req.locals, req.evaluate).await?;
+        let inner = Arc::new(RefInner { session: session.clone(), solved, view: Mutex::new(None) });
         let mut refs = lock(&self.inner.refs);
         // Forget refs already dropped, so a long build's list stays as long as its live refs.
         refs.retain(|w| w.strong_count() > 0);
         refs.push(Arc::downgrade(&inner));
-        Ok(Ref { inner })
+        Ok(Ref { inner: RefKind::Local(inner) })
     }
 
     /// [`BuildContext::solve`] of a [`State`]'s definition.
@@ -94,7 +119,18 @@ impl BuildContext {
     /// a [`ProgressEvent::Warning`] on the build's progress sink (`vertex: message`).
     pub fn warn(&self, vertex: &str, message: &str) {
         tracing::warn!(vertex, message, "build warning");
-        self.inner.session.emit(ProgressEvent::Warning { message: format!("{vertex}: {message}") });
+        match &self.inner.backend {
+            Backend::Local(s) => s.emit(ProgressEvent::Warning { message: format!("{vertex}: {message}") }),
+            Backend::Remote(bridge) => {
+                // Shown by the daemon in the build's progress; a failure to deliver is only logged.
+                let (bridge, vertex, message) = (bridge.clone(), vertex.to_owned(), message.to_owned());
+                tokio::spawn(async move {
+                    if let Err(e) = bridge.warn(&vertex, &message).await {
+                        tracing::debug!(error = %e, "a build warning did not reach the daemon");
+                    }
+                });
+            }
+        }
     }
 
     /// A context of the same build whose frontend options are `attrs` (a frontend run inside
@@ -103,7 +139,7 @@ impl BuildContext {
     pub fn with_frontend_attrs(&self, attrs: BTreeMap<String, String>) -> BuildContext {
         BuildContext {
             inner: Arc::new(CtxInner {
-                session: self.inner.session.clone(),
+                backend: self.inner.backend.clone(),
                 attrs,
                 result: Mutex::new(None),
                 refs: self.inner.refs.clone(),
@@ -117,7 +153,7 @@ impl BuildContext {
     }
 
     /// The result set with [`BuildContext::set_result`], taken.
-    pub(super) fn take_result(&self) -> Option<BuildOutput> {
+    pub(crate) fn take_result(&self) -> Option<BuildOutput> {
         lock(&self.inner.result).take()
     }
 

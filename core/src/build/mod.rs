@@ -10,6 +10,7 @@
 mod cache_imports;
 mod ctx;
 mod reference;
+pub mod remote;
 
 pub use cache_imports::{parse_cache_imports, CACHE_IMPORTS_ATTR};
 pub use ctx::{BuildContext, SolveRequest};
@@ -136,6 +137,13 @@ impl Drop for ReleaseOnDrop {
     }
 }
 
+/// The embedded result a ref is (a daemon's ref cannot be the result of an embedded build).
+fn local_solved(r: &Ref) -> Result<crate::solver::SolvedRef> {
+    r.local()
+        .map(|i| i.solved.clone())
+        .ok_or_else(|| Error::definition(None, "a result solved on a daemon cannot be the result of an embedded build"))
+}
+
 /// The panic of a build function as an error.
 fn panicked(p: Box<dyn std::any::Any + Send>) -> Error {
     let msg = p
@@ -162,7 +170,7 @@ where
     let config = output.image_config.clone().unwrap_or_else(|| opts.image_config.clone());
     let mut response = BTreeMap::new();
     if output.refs.is_empty() {
-        let solved = output.result.as_ref().map(|r| r.inner.solved.clone());
+        let solved = output.result.as_ref().map(local_solved).transpose()?;
         response.extend(session.export(solved.as_ref(), &opts.outputs, &config, true).await?);
     } else {
         if output.result.is_some() {
@@ -192,7 +200,7 @@ where
                     )),
                 })
                 .collect::<Result<Vec<_>>>()?;
-            response.extend(session.export(Some(&r.inner.solved), &outputs, &config, false).await?);
+            response.extend(session.export(Some(&local_solved(r)?), &outputs, &config, false).await?);
         }
     }
     for (k, v) in &output.metadata {

@@ -19,7 +19,22 @@ use std::sync::{Arc, Mutex};
 /// first (reading it after the build ended is an [`ErrorKind::Unsupported`] error).
 #[derive(Debug, Clone)]
 pub struct Ref {
-    pub(super) inner: Arc<RefInner>,
+    pub(super) inner: RefKind,
+}
+
+/// An embedded build's result, or a daemon's ref id.
+#[derive(Debug, Clone)]
+pub(super) enum RefKind {
+    Local(Arc<RefInner>),
+    Remote(Arc<RemoteRef>),
+}
+
+/// A result of a build a daemon runs: its id there, read through the bridge.
+#[derive(Debug)]
+pub(crate) struct RemoteRef {
+    pub(super) bridge: Arc<dyn super::remote::RemoteBridge>,
+    pub(super) id: String,
+    pub(super) output: Option<(crate::Digest, i64)>,
 }
 
 #[derive(Debug)]
@@ -149,24 +164,51 @@ impl Ref {
     /// Forces the result to exist locally (executes it, or applies it from an imported cache,
     /// if an earlier solve only knew it was available).
     pub async fn evaluate(&self) -> Result<()> {
-        self.check_open()?;
-        self.inner.solved.load().await.map(|_| ())
+        match &self.inner {
+            RefKind::Local(i) => {
+                check_open(i)?;
+                i.solved.load().await.map(|_| ())
+            }
+            RefKind::Remote(r) => r.bridge.evaluate(&r.id).await,
+        }
     }
 
     /// True when the result is the empty filesystem (a definition without output, `scratch`).
     pub fn is_scratch(&self) -> bool {
-        self.inner.solved.output().is_none()
+        self.output().is_none()
     }
 
     /// The op digest and output index this ref is (`None` for the empty filesystem).
     pub fn output(&self) -> Option<(crate::Digest, i64)> {
-        self.inner.solved.output().cloned()
+        match &self.inner {
+            RefKind::Local(i) => i.solved.output().cloned(),
+            RefKind::Remote(r) => r.output.clone(),
+        }
+    }
+
+    /// The daemon's id of a result of a connected build (`None` for an embedded one).
+    pub fn remote_id(&self) -> Option<&str> {
+        match &self.inner {
+            RefKind::Local(_) => None,
+            RefKind::Remote(r) => Some(&r.id),
+        }
+    }
+
+    /// The embedded result (`None` for a daemon's).
+    pub(super) fn local(&self) -> Option<&Arc<RefInner>> {
+        match &self.inner {
+            RefKind::Local(i) => Some(i),
+            RefKind::Remote(_) => None,
+        }
     }
 
     /// The contents of the file at `path`, or only `length` bytes from `offset` with `range`
     /// (fewer at the end of the file; none past it). Symlinks are followed inside the result.
     /// A missing path is [`Error::NotFound`]; a directory is an [`ErrorKind::FileOp`] error.
     pub async fn read_file(&self, path: &str, range: Option<(u64, u64)>) -> Result<Vec<u8>> {
+        if let RefKind::Remote(r) = &self.inner {
+            return r.bridge.read_file(&r.id, path, range).await;
+        }
         let asked = path.to_owned();
         self.with_root(move |root| {
             let host = resolve_in_root(root, &asked, true)?;
@@ -204,6 +246,9 @@ impl Ref {
     /// (BuildKit's include patterns: `*`, `?`, `[...]`, `**`). A missing path is
     /// [`Error::NotFound`].
     pub async fn read_dir(&self, path: &str, include_pattern: Option<&str>) -> Result<Vec<FileStat>> {
+        if let RefKind::Remote(r) = &self.inner {
+            return r.bridge.read_dir(&r.id, path, include_pattern).await;
+        }
         let asked = path.to_owned();
         let matcher = match include_pattern.filter(|p| !p.is_empty()) {
             Some(p) => Some(PatternMatcher::new(&[p.to_owned()], &[])?),
@@ -234,6 +279,9 @@ impl Ref {
     /// What is at `path` (symlinks followed inside the result); [`Error::NotFound`] when
     /// nothing is.
     pub async fn stat_file(&self, path: &str) -> Result<FileStat> {
+        if let RefKind::Remote(r) = &self.inner {
+            return r.bridge.stat_file(&r.id, path).await;
+        }
         let asked = path.to_owned();
         self.with_root(move |root| {
             let host = resolve_in_root(root, &asked, true)?;
@@ -243,19 +291,16 @@ impl Ref {
         .await
     }
 
-    fn check_open(&self) -> Result<()> {
-        if self.inner.session.is_closed() {
-            return Err(BuildSession::closed_error());
-        }
-        Ok(())
-    }
-
     /// Runs `f` on a blocking thread (counted as a task of the build) with the host path of the
-    /// result's read-only view (an empty directory for the empty filesystem).
+    /// result's read-only view (an empty directory for the empty filesystem). Embedded refs
+    /// only: the read methods send a daemon's refs to its bridge first.
     async fn with_root<T: Send + 'static>(&self, f: impl FnOnce(&Path) -> Result<T> + Send + 'static) -> Result<T> {
-        self.check_open()?;
-        let loaded = self.inner.solved.load().await?;
-        let inner = self.inner.clone();
+        let Some(inner) = self.local() else {
+            return Err(Error::new(ErrorKind::Internal, "a daemon's build result has no local view"));
+        };
+        check_open(inner)?;
+        let loaded = inner.solved.load().await?;
+        let inner = inner.clone();
         let tokens = inner.session.tokens();
         let task = tokio::task::spawn_blocking(move || {
             let _tokens = tokens;
@@ -287,4 +332,11 @@ impl Ref {
         });
         task.await.map_err(|e| Error::with_source(ErrorKind::Internal, "read task of a build ref", e))?
     }
+}
+
+fn check_open(inner: &RefInner) -> Result<()> {
+    if inner.session.is_closed() {
+        return Err(BuildSession::closed_error());
+    }
+    Ok(())
 }

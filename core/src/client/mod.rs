@@ -10,6 +10,7 @@
 //! [`SolveOptions`] into a `SolveRequest`; [`status`] turns the daemon's progress back into
 //! [`ProgressEvent`](crate::progress::ProgressEvent)s and counts cached and executed vertices.
 
+pub mod build;
 pub mod content;
 pub mod request;
 pub mod services;
@@ -63,6 +64,12 @@ pub enum Target<'a> {
         attrs: &'a BTreeMap<String, String>,
     },
 }
+
+/// The Solve response headers in which `kiln serve` reports its engine's counts of cached and
+/// executed vertices (BuildKit's daemon sends none; the status stream is counted then).
+pub const CACHED_KEY: &str = "kiln-cached";
+/// See [`CACHED_KEY`].
+pub const EXECUTED_KEY: &str = "kiln-executed";
 
 /// The gRPC metadata key `kiln serve` puts an error's [`ErrorKind`] in (`exec`, `option`, ...),
 /// so a connected engine raises the same typed errors as an embedded one.

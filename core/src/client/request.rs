@@ -31,7 +31,7 @@ fn unsupported(msg: impl Into<String>) -> Error {
 }
 
 /// A CSV option's attributes without its `type`.
-fn attrs_of(csv_form: &str) -> Result<(String, BTreeMap<String, String>)> {
+pub(crate) fn attrs_of(csv_form: &str) -> Result<(String, BTreeMap<String, String>)> {
     let mut kind = String::new();
     let mut attrs = BTreeMap::new();
     for (k, v) in csv::parse_csv(csv_form)? {
@@ -138,6 +138,22 @@ fn entry(csv_form: &str) -> Result<CacheOptionsEntry> {
 
 /// Runs one solve on the daemon (see [`Client::solve`]).
 pub async fn solve(client: &Client, target: Target<'_>, opts: SolveOptions) -> Result<SolveResult> {
+    run(client, target, opts, None::<fn(String) -> std::future::Ready<Result<()>>>).await
+}
+
+/// Runs one `Control.Solve` on the daemon; with `driver`, a client-side build whose function
+/// the driver runs against the daemon's bridge (given the build id) while the solve waits for
+/// its result. The function's own error wins over the daemon's answer.
+pub(crate) async fn run<D, DFut>(
+    client: &Client,
+    target: Target<'_>,
+    opts: SolveOptions,
+    driver: Option<D>,
+) -> Result<SolveResult>
+where
+    D: FnOnce(String) -> DFut,
+    DFut: std::future::Future<Output = Result<()>>,
+{
     if !opts.ssh.is_empty() {
         return Err(unsupported("SSH agent forwarding through a daemon is not served by kiln's client yet"));
     }
@@ -196,12 +212,27 @@ pub async fn solve(client: &Client, target: Target<'_>, opts: SolveOptions) -> R
 
     let mut control = client.control();
     let call = control.solve(req);
+    let work = async {
+        let Some(d) = driver else { return Ok(call.await) };
+        let drive = d(build_ref.clone());
+        tokio::pin!(call);
+        tokio::pin!(drive);
+        tokio::select! {
+            // The daemon ended the build before the function returned (it failed there).
+            a = &mut call => Ok(a),
+            r = &mut drive => match r {
+                // Dropping the call ends the build on the daemon.
+                Err(e) => Err(e),
+                Ok(()) => Ok(call.await),
+            },
+        }
+    };
     let answer = match &opts.cancel {
         Some(token) => tokio::select! {
-            r = call => r,
+            r = work => r?,
             _ = token.cancelled() => return Err(Error::new(ErrorKind::Cancelled, "the solve was cancelled")),
         },
-        None => call.await,
+        None => work.await?,
     };
     let transfer_failure = services.failure.lock().unwrap_or_else(|p| p.into_inner()).take();
     let answer = match (answer, transfer_failure) {
@@ -210,8 +241,16 @@ pub async fn solve(client: &Client, target: Target<'_>, opts: SolveOptions) -> R
     };
     // The status stream ends with the build; its last updates may trail the answer.
     let follower = tokio::time::timeout(STATUS_DRAIN, status).await.ok().and_then(|r| r.ok());
+    let mut reported = None;
     let resp = match answer {
-        Ok(r) => r.into_inner(),
+        Ok(r) => {
+            let count =
+                |key: &str| r.metadata().get(key).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+            if let (Some(c), Some(e)) = (count(super::CACHED_KEY), count(super::EXECUTED_KEY)) {
+                reported = Some((c, e));
+            }
+            r.into_inner()
+        }
         Err(s) => {
             let e = status_error("the daemon's solve failed", s);
             return Err(match (e.kind(), follower.as_ref().and_then(StatusFollower::failure)) {
@@ -220,7 +259,7 @@ pub async fn solve(client: &Client, target: Target<'_>, opts: SolveOptions) -> R
             });
         }
     };
-    let (cached, executed) = follower.map(|f| f.counts()).unwrap_or((0, 0));
+    let (cached, executed) = reported.or_else(|| follower.map(|f| f.counts())).unwrap_or((0, 0));
     if let Some((dir, tag)) = tag_after {
         let Some(desc) = resp.exporter_response.get(CACHE_MANIFEST_KEY) else {
             return Err(Error::new(

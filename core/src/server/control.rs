@@ -517,7 +517,13 @@ impl ControlService {
         };
         drop(finish);
         drop(staging);
-        Ok(Response::new(SolveResponse { exporter_response: result?.exporter_response }))
+        let result = result?;
+        let mut resp = Response::new(SolveResponse { exporter_response: result.exporter_response });
+        // kiln's clients report the engine's own counts (BuildKit's clients ignore these headers).
+        for (key, n) in [(crate::client::CACHED_KEY, result.cached), (crate::client::EXECUTED_KEY, result.executed)] {
+            resp.metadata_mut().insert(key, tonic::metadata::MetadataValue::from(n as u64));
+        }
+        Ok(resp)
     }
 }
 

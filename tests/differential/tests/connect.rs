@@ -97,6 +97,41 @@ fn graph() -> State {
     run.mount_output("/out").expect("the /out mount has an output")
 }
 
+/// A client-side build: solve the graph, read from its result (file, range, stat, directory,
+/// a missing path), then return a second solve built from what was read.
+async fn client_side_build(engine: &Engine, inputs: &Inputs, dest: &Path) -> kiln::Result<kiln::SolveResult> {
+    let mut solve = inputs.opts();
+    solve.outputs.push(format!("type=local,dest={}", dest.display()).parse()?);
+    let opts = kiln::engine::BuildOptions::new(solve).frontend_attr("greeting", "hello");
+    engine
+        .build(opts, |ctx| async move {
+            let greeting = ctx.frontend_attrs().get("greeting").cloned().unwrap_or_default();
+            let first = ctx.solve_state(&graph(), Default::default()).await?;
+            let hi = first.read_file("/hi", None).await?;
+            let part = first.read_file("/secret", Some((1, 3))).await?;
+            let stat = first.stat_file("/hi").await?;
+            let names: Vec<String> = first.read_dir("/", None).await?.into_iter().map(|e| e.path).collect();
+            let missing = matches!(first.read_file("/nope", None).await, Err(kiln::Error::NotFound { .. }));
+            first.evaluate().await?;
+            let report = format!(
+                "{greeting} {} {} file={} size={} entries={names:?} missing={missing}\n",
+                String::from_utf8_lossy(&hi).trim(),
+                String::from_utf8_lossy(&part),
+                stat.is_file(),
+                stat.size
+            );
+            ctx.warn("client-side", "a warning from the build function");
+            let second = ctx
+                .solve_state(
+                    &State::scratch().mkfile("/report", 0o644, report.into_bytes(), Default::default()),
+                    Default::default(),
+                )
+                .await?;
+            Ok(Some(kiln::engine::BuildOutput::of(second)))
+        })
+        .await
+}
+
 const DOCKERFILE: &str = "FROM base\nCOPY a.txt /app/a.txt\nRUN echo built > /app/built && ls /app > /app/list\n";
 
 fn dockerfile_opts(inputs: &Inputs, dest: &Path) -> kiln::engine::BuildOptions {
@@ -108,7 +143,13 @@ fn dockerfile_opts(inputs: &Inputs, dest: &Path) -> kiln::engine::BuildOptions {
 }
 
 /// Everything one daemon must do like the embedded engine.
-async fn exercise(name: &str, engine: &Engine, inputs: &Inputs, want: &[String], want_df: &[String], work: &Path) {
+async fn exercise(
+    name: &str,
+    engine: &Engine,
+    inputs: &Inputs,
+    (want, want_df, want_build): (&[String], &[String], &[String]),
+    work: &Path,
+) {
     assert!(!engine.workers().is_empty(), "{name}: the daemon lists workers");
     let def = graph().to_definition().expect("definition");
     let out = work.join(format!("{name}-out"));
@@ -185,6 +226,18 @@ async fn exercise(name: &str, engine: &Engine, inputs: &Inputs, want: &[String],
     let _ = r;
     assert_eq!(tree(&df_out), want_df, "{name}: the Dockerfile build equals the embedded engine's");
 
+    // A client-side build through the daemon's LLB bridge reads what the embedded one reads.
+    let built = work.join(format!("{name}-build"));
+    client_side_build(engine, inputs, &built).await.unwrap_or_else(|e| panic!("{name}: build: {}", e.report()));
+    assert_eq!(tree(&built), want_build, "{name}: the client-side build equals the embedded engine's");
+    let e = engine
+        .build(kiln::engine::BuildOptions::new(inputs.opts()), |_ctx| async move {
+            Err::<Option<kiln::engine::BuildOutput>, _>(kiln::Error::new(ErrorKind::Exec, "the function failed"))
+        })
+        .await
+        .expect_err("the function's error is the build's");
+    assert!(e.report().contains("the function failed"), "{name}: {}", e.report());
+
     let du = engine.disk_usage().await.unwrap_or_else(|e| panic!("{name}: disk usage: {}", e.report()));
     assert!(!du.is_empty(), "{name}: the daemon has cache records after building");
 
@@ -239,7 +292,7 @@ fn connect_builds_on_kiln_serve_and_on_buildkitd_like_the_embedded_engine() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
 
     // The embedded engine's results are the reference.
-    let (want, want_df) = rt.block_on(async {
+    let (want, want_df, want_build) = rt.block_on(async {
         let engine = Engine::open(EngineOptions::new(tmp.path().join("embedded-root"))).expect("open");
         let out = tmp.path().join("embedded-out");
         let mut opts = inputs.opts();
@@ -251,9 +304,15 @@ fn connect_builds_on_kiln_serve_and_on_buildkitd_like_the_embedded_engine() {
             .build_frontend("dockerfile.v0", dockerfile_opts(&inputs, &df))
             .await
             .unwrap_or_else(|e| panic!("embedded Dockerfile build: {}", e.report()));
-        (tree(&out), tree(&df))
+        let built = tmp.path().join("embedded-build");
+        client_side_build(&engine, &inputs, &built).await.unwrap_or_else(|e| panic!("embedded build: {}", e.report()));
+        (tree(&out), tree(&df), tree(&built))
     });
     assert!(want.iter().any(|l| l.starts_with("secret ") && l.contains("s3cret")), "{want:?}");
+    assert!(
+        want_build.iter().any(|l| l.contains("hello hi 3cr file=true size=3") && l.contains("missing=true")),
+        "the build function read what it should: {want_build:?}"
+    );
 
     let serve = KilnServe::start(tmp.path());
     let bk_dir = std::env::var_os("KILN_BUILDKIT_DIR")
@@ -277,7 +336,7 @@ fn connect_builds_on_kiln_serve_and_on_buildkitd_like_the_embedded_engine() {
                 .await
                 .unwrap_or_else(|e| panic!("connect to {name} at {addr}: {}", e.report()));
             assert_eq!(engine.address(), Some(addr.as_str()));
-            exercise(name, &engine, &inputs, &want, &want_df, &work).await;
+            exercise(name, &engine, &inputs, (&want, &want_df, &want_build), &work).await;
         }
         let e = Engine::connect(&format!("unix://{}", work.join("none.sock").display()), &Default::default())
             .await

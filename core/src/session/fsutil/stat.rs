@@ -57,6 +57,28 @@ pub fn unix_perm(go_mode: u32) -> u32 {
     m
 }
 
+/// The Unix `st_mode` (type and permission bits) of a Go mode: the inverse of [`go_mode`].
+pub fn unix_mode(go_mode: u32) -> u32 {
+    let kind = if go_mode & MODE_DIR != 0 {
+        libc::S_IFDIR
+    } else if go_mode & MODE_SYMLINK != 0 {
+        libc::S_IFLNK
+    } else if go_mode & MODE_DEVICE != 0 {
+        if go_mode & MODE_CHAR_DEVICE != 0 {
+            libc::S_IFCHR
+        } else {
+            libc::S_IFBLK
+        }
+    } else if go_mode & MODE_NAMED_PIPE != 0 {
+        libc::S_IFIFO
+    } else if go_mode & MODE_SOCKET != 0 {
+        libc::S_IFSOCK
+    } else {
+        libc::S_IFREG
+    };
+    kind | unix_perm(go_mode)
+}
+
 /// The Go mode of a Unix `st_mode` as fsutil sends it (`FileStat::go_mode`: the socket bit is
 /// cleared, as fsutil clears it for archive/tar's sake).
 pub fn go_mode(unix_mode: u32) -> u32 {

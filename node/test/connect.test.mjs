@@ -131,6 +131,23 @@ for (const [name, addr] of Object.entries(daemons)) {
     e.close()
   })
 
+  test(`${name}: a client-side build through the daemon's LLB bridge`, async () => {
+    const e = await kiln.connect(addr)
+    const out = join(tmp, `${name}-build`)
+    await e.build(
+      async (ctx) => {
+        const r = await ctx.solve(app())
+        const greeting = (await r.readFile('/greeting')).toString().trim()
+        const names = (await r.readDir('/app')).map((d) => d.name)
+        await assert.rejects(r.readFile('/nope'), (err) => err.code === 'KILN_NOT_FOUND')
+        return ctx.solve(kiln.scratch().mkfile('/report', `${ctx.frontendOpts.who}: ${greeting} ${names.join(',')}\n`))
+      },
+      { locals: { rootfs: rootfsDir(), ctx: ctxDir }, outputs: [`type=local,dest=${out}`], frontendOpts: { who: 'node' } },
+    )
+    assert.equal(readFileSync(join(out, 'report'), 'utf8'), 'node: hello from the shared scenario hello.txt\n')
+    e.close()
+  })
+
   test(`${name}: a Dockerfile through the dockerfile.v0 frontend`, async () => {
     const e = await kiln.connect(addr)
     const proj = join(tmp, `${name}-proj`)

@@ -164,3 +164,21 @@ def test_scenario_cache_export_then_import_through_the_daemon(request, remote, r
     if request.node.callspec.params["remote"] == "kiln-serve":
         ran = [e.name for e in events if e.type == "vertex_completed"]
         assert not any("cat /ctx/hello.txt" in n for n in ran), ran
+
+
+def test_client_side_build_on_the_daemon(remote, rootfs, ctx, tmp_path):
+    """engine.build(fn) on a connected engine: the function runs here, its solves and reads go
+    through the daemon's LLB bridge."""
+
+    def fn(bctx):
+        r = bctx.solve(app())
+        greeting = r.read_file("/greeting").decode()
+        names = [e.name for e in r.read_dir("/app")]
+        with pytest.raises(kiln.NotFoundError):
+            r.read_file("/nope")
+        return bctx.solve(kiln.scratch().mkfile("/report", f"{bctx.frontend_opts['who']}: {greeting.strip()} {names}\n"))
+
+    out = tmp_path / "out"
+    remote.build(fn, locals={"rootfs": rootfs, "ctx": ctx}, outputs=[f"type=local,dest={out}"],
+                 frontend_opts={"who": "python"}, progress="quiet")
+    assert read(out / "report") == "python: hello from the shared scenario ['hello.txt']\n"

@@ -200,6 +200,33 @@ static char *buildkitd_addr(const char *dir, char **state) {
   return strdup(line);
 }
 
+/* A client-side build on a daemon: solve the app graph, read /greeting from the result through
+ * the daemon's LLB bridge, set as the result a scratch state holding what was read. */
+struct remote_build {
+  const kiln_state *app;
+  int ok;
+};
+
+static int remote_build_cb(kiln_build_ctx *ctx, void *user_data) {
+  struct remote_build *rb = user_data;
+  kiln_ref *r = NULL;
+  kiln_bytes *b = NULL;
+  kiln_state *scratch = NULL, *report = NULL;
+  if (kiln_build_ctx_solve(ctx, rb->app, &r, NULL) != KILN_OK) return 1;
+  if (kiln_ref_read_file(r, "/greeting", 0, SIZE_MAX, &b, NULL) == KILN_OK && kiln_bytes_len(b) == strlen(GREETING) &&
+      memcmp(kiln_bytes_data(b), GREETING, strlen(GREETING)) == 0) {
+    rb->ok = 1;
+    CHECK_OK(kiln_state_scratch(&scratch));
+    CHECK_OK(kiln_state_mkfile(scratch, "/report", 0644, kiln_bytes_data(b), kiln_bytes_len(b), &report));
+    CHECK_OK(kiln_build_ctx_set_result_state(ctx, report, NULL));
+  }
+  kiln_state_free(&report);
+  kiln_state_free(&scratch);
+  kiln_bytes_free(&b);
+  kiln_ref_free(&r);
+  return rb->ok ? 0 : 1;
+}
+
 /* Steps 1, 2-3 (the cache directory on this side, imported by the pruned daemon) and 4 through
  * kiln_connect to `addr`. BuildKit keys a RUN on a local rootfs by its session, so only kiln
  * serve must report the RUN cached after the import. */
@@ -269,6 +296,21 @@ static void through_daemon(const char *name, const char *addr, const kiln_state 
     kiln_state_free(&bad);
     kiln_exec_free(&ex);
     kiln_state_free(&base);
+  }
+  {
+    kiln_solve_opts *o = base_opts(rootfs);
+    char *built = fmt("%s-build", dir), *output = fmt("type=local,dest=%s", built);
+    struct remote_build rb = {app, 0};
+    CHECK_OK(kiln_solve_opts_add_output(o, output));
+    CHECK_OK(kiln_engine_build(e, o, remote_build_cb, &rb, &r, &err));
+    if (err) fprintf(stderr, "%s build: %s\n", name, kiln_error_message(err));
+    CHECK(rb.ok);
+    check_file(built, "report", GREETING);
+    kiln_result_free(&r);
+    kiln_error_free(&err);
+    free(output);
+    free(built);
+    kiln_solve_opts_free(&o);
   }
   kiln_engine_free(&e);
   free(cache);

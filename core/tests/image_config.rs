@@ -36,6 +36,9 @@ fn full_config() -> ImageConfig {
         shell: Some(vec!["/bin/ash".into(), "-c".into()]),
         on_build: Some(vec!["RUN echo child".into()]),
         annotations: Default::default(),
+        args_escaped: true,
+        author: None,
+        history: Vec::new(),
     }
 }
 

@@ -156,9 +156,36 @@ impl CacheMounts {
     /// Acquires the directory for `id` under `sharing`; `description` names the mount for disk
     /// usage when this use creates the cache.
     pub async fn acquire(&self, id: &str, sharing: Sharing, description: &str) -> Result<CacheLease> {
+        self.acquire_seeded(id, sharing, description, None).await
+    }
+
+    /// [`CacheMounts::acquire`] for a cache mount with an input (BuildKit's cache mount `from`):
+    /// a directory this use creates starts as a copy of the tree at `seed` (modes, owners and
+    /// times kept); an existing one is used as it is.
+    pub async fn acquire_seeded(
+        &self,
+        id: &str,
+        sharing: Sharing,
+        description: &str,
+        seed: Option<&Path>,
+    ) -> Result<CacheLease> {
         let path = self.dir_of(id);
         // Held from here: prune never removes a directory a lease is being made for.
         let (hold, _) = Claim::take(&self.held, &Self::name_of(id));
+        if let Some(seed) = seed.filter(|_| !path.exists()) {
+            // Seeded aside and renamed into place, so a concurrent first use sees either no
+            // directory or a complete one (a crash leaves a `private-` dir `new` removes).
+            let tmp = tempfile::Builder::new()
+                .prefix(&format!("{PRIVATE_PREFIX}seed-"))
+                .tempdir_in(&self.dir)
+                .with_path("create cache mount", &self.dir)?;
+            crate::snapshot::copy_tree(seed, tmp.path())?;
+            let staged = tmp.keep();
+            if std::fs::rename(&staged, &path).is_err() {
+                // Another use created it first: theirs stays.
+                std::fs::remove_dir_all(&staged).with_path("remove staged cache mount", &staged)?;
+            }
+        }
         std::fs::create_dir_all(&path).with_path("create cache mount", &path)?;
         self.touch(id, description)?;
         match sharing {
@@ -178,6 +205,9 @@ impl CacheMounts {
                         .prefix(PRIVATE_PREFIX)
                         .tempdir_in(&self.dir)
                         .with_path("create private cache mount", &self.dir)?;
+                    if let Some(seed) = seed {
+                        crate::snapshot::copy_tree(seed, tmp.path())?;
+                    }
                     Ok(CacheLease {
                         path: tmp.path().to_path_buf(),
                         _lock: None,

@@ -3,6 +3,7 @@
 //! the network mode, and the op's name and description.
 
 use super::dispatch::{describe, state_env, with_shell, Env};
+use super::history::{commit, run_command_string};
 use super::names::{prefix_command, process_cmd_env, summarize_heredoc, uppercase_cmd};
 use super::stages::Ds;
 use crate::frontend::dockerfile::heredoc::{chomp_heredoc_content, parse_heredoc};
@@ -68,6 +69,7 @@ pub(super) fn dispatch_run(
         d.cmd_total,
         &uppercase_cmd(&process_cmd_env(&raw, &custom_name, &vars)),
     );
+    let history = format!("RUN {}", run_command_string(&args, &d.build_args, &vars));
     let mut o = ExecOptions::new(args);
     o.mounts = mounts;
     o.ssh = sockets;
@@ -80,6 +82,7 @@ pub(super) fn dispatch_run(
     };
     let st = d.state.try_run(o).map_err(|e| e.to_string())?.root();
     d.state = describe(st, &c.code);
+    commit(d, history, true, true);
     Ok(())
 }
 

@@ -385,4 +385,97 @@ pub const CASES: &[(&str, DockerfileCase)] = &[
         refused: true,
         ..DEF
     }),
+    ("df_from_platform_and_meta_args", DockerfileCase {
+        dockerfile: "ARG IMG=scratch\nARG TAG\nFROM --platform=$BUILDPLATFORM base AS tools\nRUN echo \"$TARGETPLATFORM|$BUILDPLATFORM\" > /tp\n\
+                     FROM --platform=linux/amd64 ${IMG} AS final\nARG IMG\nARG TAG=stage-default\nCOPY --from=tools /tp /tp\n\
+                     RUN echo \"$IMG $TAG\" > /img\n",
+        opts: &["build-arg:IMG=base", "platform=linux/amd64"],
+        config: true,
+        ..DEF
+    }),
+    ("df_env_self_reference", DockerfileCase {
+        dockerfile: "FROM base\nENV A=1\nENV A=2 B=$A C=${A}x\nENV D=\nENV E=\"\"\nENV PATH=/custom:$PATH\nUSER ${NOPE:-root}\n\
+                     ENV SIG=SIGUSR1\nSTOPSIGNAL $SIG\nRUN echo \"$A $B $C [$D] [$E] $PATH\" > /e\n",
+        config: true,
+        ..DEF
+    }),
+    ("df_stage_name_case", DockerfileCase {
+        dockerfile: "FROM base AS Builder\nRUN echo b > /b\nFROM scratch\nCOPY --from=builder /b /b\nCOPY --from=BUILDER /b /b2\n",
+        ..DEF
+    }),
+    ("df_label_legacy_and_quotes", DockerfileCase {
+        dockerfile: "FROM base\nLABEL legacy value with spaces\nLABEL a=\"x\\\"y\" b='s q' c=es\\ caped\n",
+        config: true,
+        ..DEF
+    }),
+    ("df_context_symlinks_and_modes", DockerfileCase {
+        dockerfile: "FROM scratch\nCOPY --from=c . /all/\nCOPY --from=c link-rel /followed\nCOPY --from=c dirlink /dl\n\
+                     COPY --from=c dir/sub /sub\nCOPY --from=o sub /owned\n",
+        opts: &["context:c=local:ctx", "context:o=local:owned"],
+        ..DEF
+    }),
+    ("df_dockerignore_patterns", DockerfileCase {
+        dockerfile: "FROM scratch\nCOPY . /all/\n",
+        files: &[
+            (".dockerignore", "# comment\n**/*.log\n/dir/sub\n!dir/sub/keep.txt\nDockerfile\n.dockerignore\n"),
+            ("a.txt", "a\n"),
+            ("b.log", "b\n"),
+            ("dir/c.log", "c\n"),
+            ("dir/c.txt", "c\n"),
+            ("dir/sub/d.txt", "d\n"),
+            ("dir/sub/keep.txt", "k\n"),
+        ],
+        ..DEF
+    }),
+    ("df_run_opts_hosts_ulimit", DockerfileCase {
+        dockerfile: "FROM base\nRUN cat /etc/hosts > /hosts && ulimit -n > /nofile && ulimit -Hn >> /nofile && hostname > /hostname\n\
+                     RUN df -k /dev/shm | tail -1 | awk '{print $2}' > /shm\n",
+        opts: &["add-hosts=foo=10.1.2.3,Bar=10.4.5.6", "ulimit=nofile=1024:2048", "hostname=myhost", "shm-size=2097152"],
+        ..DEF
+    }),
+    ("df_force_network_none", DockerfileCase {
+        dockerfile: "FROM base\nRUN cat /proc/net/dev | wc -l > /ifaces\n",
+        opts: &["force-network-mode=none"],
+        ..DEF
+    }),
+    ("df_add_archive_flags", DockerfileCase {
+        dockerfile: "FROM base\nADD --chmod=700 arch.tar /ch/\nADD arch.tar /ex/\nADD arch.tar /ex/\nCOPY arch.tar /notextracted/\n\
+                     ADD arch.tar gz.tar.gz /both/\nWORKDIR /rel\nADD arch.tar sub/\n",
+        files: &[("arch.tar", "in the tar\n"), ("gz.tar.gz", "gz\n")],
+        ..DEF
+    }),
+    ("df_copy_chmod_from_stage_dir", DockerfileCase {
+        dockerfile: "FROM base AS s\nRUN mkdir -p /o/d && echo 1 > /o/d/f && chmod 600 /o/d/f\n\
+                     FROM base\nCOPY --from=s --chown=app --chmod=0755 /o /x\nCOPY --from=s --chmod=444 /o/d/f /y/\n\
+                     COPY --link --from=s --chown=1000:1000 /o /z\n",
+        ..DEF
+    }),
+    ("df_shell_affects_cmd_healthcheck", DockerfileCase {
+        dockerfile: "FROM base\nSHELL [\"/bin/sh\", \"-ec\"]\nCMD echo hi\nENTRYPOINT run me\nHEALTHCHECK --retries=65 CMD check it\n\
+                     RUN echo \"$0\" > /s\n",
+        config: true,
+        ..DEF
+    }),
+    ("df_crlf_and_comments", DockerfileCase {
+        dockerfile: "# leading comment\r\nFROM base\r\n\r\n# comment between\r\nRUN echo a \\\r\n    b > /ab\r\n   # indented comment\r\nENV X=1\r\n",
+        config: true,
+        ..DEF
+    }),
+    ("df_build_args_in_run_history", DockerfileCase {
+        dockerfile: "FROM base\nARG A=1 B\nARG C=${A}c\nENV A=env\nRUN echo \"$A $B $C\" > /abc\nARG D=late\nRUN --mount=type=tmpfs,target=/t echo $D > /d\n",
+        opts: &["build-arg:B=given"],
+        config: true,
+        ..DEF
+    }),
+    ("df_multi_target_unused_stage_errors", DockerfileCase {
+        dockerfile: "FROM base AS bad\nRUN exit 1\nFROM base AS good\nRUN echo ok > /ok\nFROM good\nCOPY --from=good /ok /ok2\n",
+        config: true,
+        ..DEF
+    }),
+    ("df_copy_heredoc_and_dest_forms", DockerfileCase {
+        dockerfile: "FROM base\nWORKDIR /w\nCOPY <<EOF rel.txt\nrelative $HOME\nEOF\nCOPY <<EOF /abs/\nin dir\nEOF\nCOPY --chown=app:app <<EOF /owned\nx\nEOF\n\
+                     RUN <<A cat > /two && <<B cat >> /two\nfirst\nA\nsecond\nB\n",
+        config: true,
+        ..DEF
+    }),
 ];

@@ -4,6 +4,7 @@
 //! a layer from a state (RUN, COPY, ADD), and the comment `buildkit.dockerfile.v0`.
 
 use super::stages::Ds;
+use crate::frontend::dockerfile::units::format_go_duration;
 use crate::graph::{Healthcheck, HistoryEntry};
 
 /// The comment of every entry the Dockerfile frontend writes.
@@ -84,56 +85,9 @@ fn go_quote_rune(n: i64) -> String {
     }
 }
 
-/// Go's `time.Duration.String` of `ns` nanoseconds: `0s`, `1.5s`, `1m30s`, `500ms`, `1h0m0s`.
-pub(super) fn go_duration(ns: i64) -> String {
-    if ns == 0 {
-        return "0s".into();
-    }
-    let neg = ns < 0;
-    let u = ns.unsigned_abs();
-    let mut out = if u < 1_000_000_000 {
-        // Below a second: the largest unit that keeps an integer part.
-        let (unit, div) = if u < 1_000 {
-            ("ns", 1)
-        } else if u < 1_000_000 {
-            ("µs", 1_000)
-        } else {
-            ("ms", 1_000_000)
-        };
-        format!("{}{unit}", frac(u, div))
-    } else {
-        let secs = u / 1_000_000_000;
-        let sub = u % 1_000_000_000;
-        let (h, m, s) = (secs / 3600, (secs / 60) % 60, secs % 60);
-        let s = frac(s * 1_000_000_000 + sub, 1_000_000_000);
-        if h > 0 {
-            format!("{h}h{m}m{s}s")
-        } else if m > 0 {
-            format!("{m}m{s}s")
-        } else {
-            format!("{s}s")
-        }
-    };
-    if neg {
-        out.insert(0, '-');
-    }
-    out
-}
-
-/// `v / div` with the fraction's trailing zeros dropped (`1500, 1000` → `1.5`).
-fn frac(v: u64, div: u64) -> String {
-    let (int, rem) = (v / div, v % div);
-    if rem == 0 {
-        return int.to_string();
-    }
-    let width = div.to_string().len() - 1;
-    let f = format!("{rem:0width$}");
-    format!("{int}.{}", f.trim_end_matches('0'))
-}
-
 /// `HEALTHCHECK %q` of BuildKit's `*HealthConfig`: `&{["CMD" "true"] "5s" "0s" "0s" '\x02'}`.
 pub(super) fn healthcheck_message(h: &Healthcheck) -> String {
-    let d = |v: Option<i64>| go_quote(&go_duration(v.unwrap_or(0)));
+    let d = |v: Option<i64>| go_quote(&format_go_duration(v.unwrap_or(0)));
     format!(
         "HEALTHCHECK &{{{} {} {} {} {}}}",
         go_quote_list(&h.test),
@@ -177,12 +131,6 @@ mod tests {
     fn go_formats() {
         assert_eq!(go_quote("a \"b\"\n\\"), "\"a \\\"b\\\"\\n\\\\\"");
         assert_eq!(go_quote_list(&["a".into(), "b c".into()]), "[\"a\" \"b c\"]");
-        assert_eq!(go_duration(0), "0s");
-        assert_eq!(go_duration(5_000_000_000), "5s");
-        assert_eq!(go_duration(1_500_000_000), "1.5s");
-        assert_eq!(go_duration(90_000_000_000), "1m30s");
-        assert_eq!(go_duration(3_600_000_000_000), "1h0m0s");
-        assert_eq!(go_duration(500_000_000), "500ms");
         assert_eq!(go_quote_rune(3), "'\\x03'");
         assert_eq!(go_quote_rune(0), "'\\x00'");
         assert_eq!(go_quote_rune(10), "'\\n'");

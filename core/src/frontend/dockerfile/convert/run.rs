@@ -75,8 +75,19 @@ pub(super) fn dispatch_run(
     o.ssh = sockets;
     o.ignore_cache = d.ignore_cache;
     o.custom_name = Some(name);
+    for (name, soft, hard) in &env.opts.ulimits {
+        o = o.ulimit(name.clone(), *soft, *hard);
+    }
+    for (host, ip) in &env.opts.extra_hosts {
+        o = o.extra_host(host.clone(), *ip);
+    }
+    if env.opts.shm_size > 0 {
+        o.mounts.push(MountSpec::tmpfs("/dev/shm", env.opts.shm_size));
+    }
+    o.cgroup_parent = env.opts.cgroup_parent.clone();
     o.network = match r.network {
-        NetworkMode::Default => Network::Sandbox,
+        // `--network=default` (or none given) keeps the stage's network: `force-network-mode`.
+        NetworkMode::Default => env.opts.force_network,
         NetworkMode::None => Network::None,
         NetworkMode::Host => Network::Host,
     };

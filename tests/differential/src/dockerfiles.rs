@@ -478,4 +478,70 @@ pub const CASES: &[(&str, DockerfileCase)] = &[
         config: true,
         ..DEF
     }),
+    ("df_registry_via_arg_and_copy", DockerfileCase {
+        dockerfile: "ARG IMG={REG}/busybox:cfg\nFROM $IMG AS cfg\nUSER root\nCOPY a.txt rel.txt\nRUN touch made-here\n\
+                     FROM {REG}/busybox:onbuild AS ob\nFROM ob\nRUN ls /onbuild.txt > /seen\n\
+                     FROM scratch\nCOPY --from=cfg /srv /srv\nCOPY --from={REG}/busybox:cfg etc/passwd /p\nCOPY --from=2 /seen /obdir/ /x/\n",
+        config: true,
+        ..DEF
+    }),
+    ("df_user_owned_files", DockerfileCase {
+        dockerfile: "FROM base\nUSER app\nCOPY a.txt /tmp/copied\nADD dir /tmp/added\nRUN touch /tmp/made && mkdir /tmp/d\nUSER root\n\
+                     RUN ls -ln /tmp | sed 1d | awk '{print $1, $3, $4, $9}' > /owners\n",
+        ..DEF
+    }),
+    ("df_empty_exec_forms", DockerfileCase {
+        dockerfile: "FROM {REG}/busybox:cfg AS a\nCMD []\nFROM {REG}/busybox:cfg AS b\nENTRYPOINT []\nFROM base AS c\nENTRYPOINT [\"\"]\nCMD [\"\"]\n\
+                     FROM a\n",
+        config: true,
+        ..DEF
+    }),
+    ("df_empty_entrypoint_stage", DockerfileCase {
+        dockerfile: "FROM {REG}/busybox:cfg\nENTRYPOINT []\n",
+        config: true,
+        ..DEF
+    }),
+    ("df_label_opt_over_base", DockerfileCase {
+        dockerfile: "FROM {REG}/busybox:cfg\nLABEL mine=1\n",
+        opts: &["label:shared=opt", "label:base.label="],
+        config: true,
+        ..DEF
+    }),
+    ("df_copy_link_onto_existing", DockerfileCase {
+        dockerfile: "FROM base\nRUN mkdir -p /existing/sub && echo old > /existing/f && echo keep > /existing/k\n\
+                     COPY --link a.txt /existing\nCOPY --link dir/ /existing/sub/\nCOPY --link b.log /bin/\n",
+        ..DEF
+    }),
+    ("df_workdir_scratch_and_mount_targets", DockerfileCase {
+        dockerfile: "FROM base AS s\nRUN mkdir -p /data && echo d > /data/x\nFROM base\nWORKDIR /app/../srv/./x\n\
+                     RUN --mount=type=bind,from=s,source=data,target=rel cat rel/x > got && pwd >> got\n\
+                     FROM scratch\nWORKDIR app\nCOPY . .\nCOPY --from=1 /srv/x/got ./\n",
+        config: true,
+        ..DEF
+    }),
+    ("df_heredoc_quoting", DockerfileCase {
+        dockerfile: "FROM base\nARG V=arg\nRUN <<\"EOF\"\necho \"$V\" > /q1\nEOF\nRUN <<-'EOF'\n\techo \"$V\" > /q2\n\tEOF\n\
+                     COPY <<\"EOF\" /q3\n$V stays\nEOF\nCOPY <<-EOF /q4\n\t$V expands\n\tEOF\n",
+        ..DEF
+    }),
+    ("df_healthcheck_start_interval_refused", DockerfileCase {
+        dockerfile: "FROM base\nHEALTHCHECK --start-interval=1s CMD true\n",
+        refused: true,
+        ..DEF
+    }),
+    ("df_parse_errors_refused", DockerfileCase {
+        dockerfile: "FROM base\nCOPY\n",
+        refused: true,
+        ..DEF
+    }),
+    ("df_stopsignal_invalid_refused", DockerfileCase {
+        dockerfile: "FROM base\nSTOPSIGNAL SIGNOPE\n",
+        refused: true,
+        ..DEF
+    }),
+    ("df_add_checksum_refused", DockerfileCase {
+        dockerfile: "FROM base\nADD --checksum=sha256:0000000000000000000000000000000000000000000000000000000000000000 {HTTP}/remote.txt /r\n",
+        refused: true,
+        ..DEF
+    }),
 ];

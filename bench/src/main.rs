@@ -564,11 +564,7 @@ async fn bench_dockerfile(work: &Path, rootfs: &Path, n: u64) -> Result<()> {
     let ctx = work.join("df-context");
     std::fs::create_dir_all(&ctx).map_err(|e| Error::io("create", &ctx, e))?;
     std::fs::write(ctx.join("a.txt"), "a\n").map_err(|e| Error::io("write", &ctx, e))?;
-    let multi = "FROM base AS one\nRUN head -c 10000000 /dev/urandom > /one\nFROM base AS two\n\
-                 RUN mkdir /many && for i in $(seq 1 500); do echo $i > /many/$i; done\nFROM base AS three\n\
-                 COPY a.txt /a.txt\nRUN cat /a.txt > /three\nFROM base\nCOPY --from=one /one /r/one\n\
-                 COPY --from=two /many /r/many\nCOPY --from=three /three /r/three\nRUN ls /r > /r/list\n";
-    std::fs::write(ctx.join("Dockerfile"), multi).map_err(|e| Error::io("write", &ctx, e))?;
+    std::fs::write(ctx.join("Dockerfile"), defs::MULTI_STAGE_DOCKERFILE).map_err(|e| Error::io("write", &ctx, e))?;
     let build_opts = || {
         BuildOptions::new(
             SolveOptions::default().local("context", &ctx).local("dockerfile", &ctx).local("rootfs", rootfs),

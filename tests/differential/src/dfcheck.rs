@@ -37,7 +37,11 @@ fn write_case(env: &Env, c: &DockerfileCase, dir: &Path) -> Result<(), String> {
     for d in [&ctx, &df] {
         std::fs::create_dir_all(d).map_err(|e| format!("mkdir {}: {e}", d.display()))?;
     }
-    std::fs::write(df.join(c.filename), expand(env, c.dockerfile)).map_err(|e| format!("write Dockerfile: {e}"))?;
+    let dockerfile = df.join(c.filename);
+    if let Some(parent) = dockerfile.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| format!("mkdir {}: {e}", parent.display()))?;
+    }
+    std::fs::write(&dockerfile, expand(env, c.dockerfile)).map_err(|e| format!("write Dockerfile: {e}"))?;
     for (base, files) in [(&ctx, c.files), (&df, c.df_files)] {
         for (name, content) in files {
             let p = base.join(name);

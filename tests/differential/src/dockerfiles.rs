@@ -544,4 +544,31 @@ pub const CASES: &[(&str, DockerfileCase)] = &[
         refused: true,
         ..DEF
     }),
+    ("df_directive_after_unknown_refused", DockerfileCase {
+        dockerfile: "# foo=bar\n# ESCAPE=`\nFROM base\nRUN echo a `\n  b > /x\n",
+        refused: true,
+        ..DEF
+    }),
+    ("df_directive_uppercase", DockerfileCase {
+        dockerfile: "# ESCAPE=`\nFROM base\nRUN echo a `\n  b > /x\n# escape=\\\nENV Y=1\n",
+        config: true,
+        ..DEF
+    }),
+    ("df_directive_after_comment_ignored", DockerfileCase {
+        dockerfile: "# a comment first\n# escape=`\nFROM base\nRUN echo a \\\n  b > /x\n",
+        ..DEF
+    }),
+    ("df_filename_in_subdir", DockerfileCase {
+        dockerfile: "FROM scratch\nCOPY . /all/\n",
+        filename: "sub/My.Dockerfile",
+        files: &[(".dockerignore", "*.txt\n"), ("a.txt", "a\n"), ("b.log", "b\n"), ("c.md", "c\n")],
+        df_files: &[("sub/My.Dockerfile.dockerignore", "*.md\n")],
+        ..DEF
+    }),
+    ("df_target_stage_index_and_no_cache_stage", DockerfileCase {
+        dockerfile: "FROM base AS first\nRUN echo 1 > /one\nFROM first AS second\nRUN echo 2 > /two\nLABEL stage=second\nFROM scratch\n",
+        opts: &["target=second", "no-cache=first"],
+        config: true,
+        ..DEF
+    }),
 ];

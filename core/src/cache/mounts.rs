@@ -321,6 +321,36 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_seeded_cache_starts_as_a_copy_of_its_seed_once() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let mounts = CacheMounts::new(tmp.path().join("cm")).unwrap();
+        let seed = tmp.path().join("seed");
+        std::fs::create_dir_all(seed.join("sub")).unwrap();
+        std::fs::write(seed.join("sub/f"), b"seeded").unwrap();
+        std::fs::set_permissions(&seed, std::fs::Permissions::from_mode(0o750)).unwrap();
+        let lease = mounts.acquire_seeded("c:1", Sharing::Shared, "d", Some(&seed)).await.unwrap();
+        assert_eq!(std::fs::read(lease.path.join("sub/f")).unwrap(), b"seeded");
+        assert_eq!(std::fs::metadata(&lease.path).unwrap().permissions().mode() & 0o7777, 0o750);
+        std::fs::write(lease.path.join("sub/f"), b"changed").unwrap();
+        drop(lease);
+        // An existing cache is used as it is; a private second use gets its own seeded copy.
+        let first = mounts.acquire_seeded("c:1", Sharing::Private, "d", Some(&seed)).await.unwrap();
+        assert_eq!(std::fs::read(first.path.join("sub/f")).unwrap(), b"changed");
+        let second = mounts.acquire_seeded("c:1", Sharing::Private, "d", Some(&seed)).await.unwrap();
+        assert_ne!(first.path, second.path);
+        assert_eq!(std::fs::read(second.path.join("sub/f")).unwrap(), b"seeded");
+        drop((first, second));
+        // No staging directory is left behind.
+        let stray: Vec<_> = std::fs::read_dir(tmp.path().join("cm"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(PRIVATE_PREFIX))
+            .collect();
+        assert!(stray.is_empty(), "{stray:?}");
+    }
+
+    #[tokio::test]
     async fn held_mounts_are_listed_as_in_use_and_never_removed() {
         let tmp = tempfile::tempdir().unwrap();
         let mounts = CacheMounts::new(tmp.path().join("cm")).unwrap();

@@ -299,6 +299,18 @@ mod tests {
     use crate::content::layer::{write_layer, Compression};
 
     #[test]
+    fn history_is_normalized_against_the_layers() {
+        let e = |by: &str, empty: bool| HistoryEntry { created_by: by.into(), comment: None, empty_layer: empty };
+        // Fewer entries with layers than layers: fillers at the end.
+        let h = normalized_history(&[e("ENV", true), e("RUN", false)], 3);
+        assert_eq!(h, vec![e("ENV", true), e("RUN", false), e("kiln", false), e("kiln", false)]);
+        // More: the surplus ones become empty, from the bottom up.
+        let h = normalized_history(&[e("a", false), e("b", false), e("c", false)], 1);
+        assert_eq!(h, vec![e("a", false), e("b", true), e("c", true)]);
+        assert_eq!(normalized_history(&[], 1), vec![e("kiln", false)]);
+    }
+
+    #[test]
     fn rfc3339() {
         assert_eq!(format_rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(format_rfc3339(951_782_400), "2000-02-29T00:00:00Z");

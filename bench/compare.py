@@ -50,6 +50,9 @@ CASES = [
     ("import-local", "fresh root + local cache import, no output", None),
     ("import-registry-output", "fresh root + registry cache import, with a local output", None),
     ("import-registry", "fresh root + registry cache import, no output", None),
+    ("df-cold", "multi-stage Dockerfile (dockerfile.v0), cold", 0.8),
+    ("df-cached", "same Dockerfile, cached", 0.8),
+    ("df-import-local", "same Dockerfile, fresh root/pruned daemon + local cache import", 0.8),
 ]
 NO_BK_IMPORT = (
     "n/a: buildctl v0.11.6 imports no cache for a raw definition (`build < def --import-cache` "
@@ -192,6 +195,10 @@ def main():
         registry = Registry(work)
         bk = BuildKit(work, rootfs, registry.addr, logf)
         kiln = Kiln(work, rootfs, logf)
+        df_dir = defs / "multistage"
+        df_args = ["--frontend", "dockerfile.v0", "--local", f"context={df_dir}", "--local", f"dockerfile={df_dir}",
+                   "--opt", "context:base=local:rootfs"]
+        devnull = Path("/dev/null")
         samples = {c[0]: {"kiln": [], "buildkit": []} for c in CASES}
         want = lambda c: not ONLY or c in ONLY  # noqa: E731
         chain, w1 = defs / "chain.pb", defs / "w1.pb"
@@ -210,6 +217,31 @@ def main():
                 record("chain-cached", "kiln", kiln.build(kroot, chain, []))
                 record("chain-cached", "buildkit", bk.build(chain, []))
             shutil.rmtree(kroot, ignore_errors=True)
+
+            if want("df-cold") or want("df-cached") or want("df-import-local"):
+                kroot = fresh(work / "kiln-df")
+                bk.prune()
+                record("df-cold", "kiln", kiln.build(kroot, devnull, df_args))
+                record("df-cold", "buildkit", bk.build(devnull, df_args))
+                record("df-cached", "kiln", kiln.build(kroot, devnull, df_args))
+                record("df-cached", "buildkit", bk.build(devnull, df_args))
+                # Both export a local cache (not timed), then build on a fresh root / pruned
+                # daemon importing it: BuildKit imports through its Dockerfile frontend.
+                caches = {e: fresh(work / f"df-cache-{e}") for e in ("kiln", "buildkit")}
+                kiln.build(kroot, devnull, df_args + ["--export-cache", f"type=local,dest={caches['kiln']},mode=max"])
+                bk.build(devnull, df_args + ["--export-cache", f"type=local,dest={caches['buildkit']},mode=max"])
+                shutil.rmtree(kroot, ignore_errors=True)
+                kroot = fresh(work / "kiln-df-import")
+                bk.prune()
+                record("df-import-local", "kiln",
+                       kiln.build(kroot, devnull, df_args + ["--import-cache", f"type=local,src={caches['kiln']}"]))
+                record("df-import-local", "buildkit",
+                       bk.build(devnull, df_args + ["--import-cache", f"type=local,src={caches['buildkit']}"]))
+                shutil.rmtree(kroot, ignore_errors=True)
+                for c in caches.values():
+                    shutil.rmtree(c, ignore_errors=True)
+            if ONLY and not any(want(c[0]) for c in CASES if not c[0].startswith("df-")):
+                continue
 
             kroot = fresh(work / "kiln-w1")
             bk.prune()

@@ -39,5 +39,20 @@ pub fn write_all(dir: &Path, chain: u64) -> Result<()> {
         let path = dir.join(name);
         std::fs::write(&path, st.to_definition()?.to_bytes()).map_err(|e| Error::io("write definition", &path, e))?;
     }
+    // The multi-stage Dockerfile both engines build with `--frontend dockerfile.v0` (context and
+    // Dockerfile in one directory; the busybox rootfs as the named context `base`).
+    let df = dir.join("multistage");
+    std::fs::create_dir_all(&df).map_err(|e| Error::io("create", &df, e))?;
+    for (name, text) in [("Dockerfile", MULTI_STAGE_DOCKERFILE), ("a.txt", "a\n")] {
+        std::fs::write(df.join(name), text).map_err(|e| Error::io("write", &df.join(name), e))?;
+    }
     Ok(())
 }
+
+/// Four stages on the named context `base`: 10 MB of random bytes, 500 small files, a context
+/// file, and a final stage copying from each and listing them.
+pub const MULTI_STAGE_DOCKERFILE: &str = "FROM base AS one\nRUN head -c 10000000 /dev/urandom > /one\n\
+FROM base AS two\nRUN mkdir /many && for i in $(seq 1 500); do echo $i > /many/$i; done\n\
+FROM base AS three\nCOPY a.txt /a.txt\nRUN cat /a.txt > /three\n\
+FROM base\nCOPY --from=one /one /r/one\nCOPY --from=two /many /r/many\nCOPY --from=three /three /r/three\n\
+RUN ls /r > /r/list\n";

@@ -10,11 +10,15 @@
 //!   creation), compared with `tar -c DIR | gzip -6 > /dev/null` on the same files;
 //! - client-side builds (`Engine::build`): `read_file` of a 1 KB and an N MB file from a cached ref
 //!   (first read, which mounts the ref's view, and later reads), and a whole build whose inner
-//!   solves are all cached, against a plain cached solve of the same graph.
+//!   solves are all cached, against a plain cached solve of the same graph;
+//! - the Dockerfile frontend: parse and convert (to LLB, then marshalled) of a generated
+//!   500-instruction Dockerfile, and a multi-stage Dockerfile built cold then cached through
+//!   `Engine::build_frontend("dockerfile.v0", ..)`.
 //!
 //! Knobs (environment): `KILN_BENCH_CHAIN` (default 1000), `KILN_BENCH_RUNS` (100),
 //! `KILN_BENCH_MB` (100), `KILN_BENCH_DIR` (work directory parent, default the temp dir),
-//! `KILN_BENCH_REPEAT` (5: cached re-solves in new Engines, for profiling), `KILN_BENCH_ONLY` (comma list of cases to run: chain, runs, layer, cache, build, daemon; default all).
+//! `KILN_BENCH_REPEAT` (5: cached re-solves in new Engines, for profiling), `KILN_BENCH_ONLY` (comma list of cases to run: chain, runs, layer, cache, build, dockerfile, daemon; default all),
+//! `KILN_BENCH_DF_INSTRUCTIONS` (500: instructions of the generated Dockerfile).
 
 mod defs;
 
@@ -472,6 +476,121 @@ async fn bench_build(work: &Path, rootfs: &Path, mb: u64) -> Result<()> {
     Ok(())
 }
 
+/// A Dockerfile of `n` instructions (FROM lines included): stages of 50 on the named context
+/// `base`, each FROM the previous stage, mixing every common instruction (RUN with cache mounts
+/// and heredocs, COPY from the context and from stages, ENV, ARG, LABEL, WORKDIR, EXPOSE, USER).
+pub fn generated_dockerfile(n: u64) -> String {
+    let mut out = String::from("ARG BASE=base\n");
+    let mut count = 1;
+    let mut stage = 0;
+    while count < n {
+        if stage == 0 {
+            out.push_str("FROM ${BASE} AS s0\n");
+        } else {
+            out.push_str(&format!("FROM s{} AS s{stage}\n", stage - 1));
+        }
+        count += 1;
+        let mut i = 0;
+        while i < 49 && count < n {
+            let k = stage * 100 + i;
+            out.push_str(&match i % 12 {
+                0 => format!("ARG A{k}=v{k}\n"),
+                1 => format!("ENV E{k}=\"$A{} x\" F{k}=${{E{k}:-d}}\n", stage * 100),
+                2 => format!("RUN echo {k} > /f{k} && cat /f{k} >> /all\n"),
+                3 => format!(
+                    "RUN --mount=type=cache,target=/cache/{stage},sharing=locked echo {k} >> /cache/{stage}/log\n"
+                ),
+                4 => format!("COPY a.txt /copied/{k}.txt\n"),
+                5 => format!("LABEL l{k}=\"value {k}\"\n"),
+                6 => format!("WORKDIR /w/{k}\n"),
+                7 => format!("EXPOSE {}/tcp\n", 1000 + k),
+                8 => format!("RUN <<EOF\necho heredoc {k} > /h{k}\nEOF\n"),
+                9 => "USER root\n".to_string(),
+                10 if stage > 0 => format!("COPY --from=s{} /f{} /prev{k}\n", stage - 1, (stage - 1) * 100 + 2),
+                _ => format!("RUN [\"/bin/sh\", \"-c\", \"echo exec {k} > /e{k}\"]\n"),
+            });
+            count += 1;
+            i += 1;
+        }
+        stage += 1;
+    }
+    out
+}
+
+/// Parse and convert of a generated Dockerfile; a multi-stage Dockerfile built cold and cached.
+async fn bench_dockerfile(work: &Path, rootfs: &Path, n: u64) -> Result<()> {
+    use kiln::engine::BuildOptions;
+    use kiln::frontend::dockerfile::convert::{convert, ConvertOptions};
+    println!("== Dockerfile frontend (dockerfile.v0) ==");
+    let text = generated_dockerfile(n);
+    let (engine, _) = open(&work.join("dockerfile-root"))?;
+    let attrs = [("context:base".to_owned(), "local:rootfs".to_owned())].into_iter().collect();
+    let opts = ConvertOptions::from_frontend_attrs(&attrs)?;
+    const ITER: u32 = 20;
+    let df = kiln::frontend::dockerfile::parse(&text).map_err(|e| Error::new(ErrorKind::Definition, e.to_string()))?;
+    let t = Instant::now();
+    for _ in 0..ITER {
+        kiln::frontend::dockerfile::parse(&text).map_err(|e| Error::new(ErrorKind::Definition, e.to_string()))?;
+    }
+    let parse = t.elapsed() / ITER;
+    // Conversion resolves no image (stages and a local named context), so the engine as the
+    // resolver is never asked; it runs on a blocking thread as in a build.
+    let (conv, marshal, ops) = {
+        let engine = engine.clone();
+        tokio::task::spawn_blocking(move || -> Result<(Duration, Duration, usize)> {
+            let c = convert(&df, &opts, &engine)?;
+            let t = Instant::now();
+            for _ in 0..ITER {
+                convert(&df, &opts, &engine)?;
+            }
+            let conv = t.elapsed() / ITER;
+            let t = Instant::now();
+            let mut ops = 0;
+            for _ in 0..ITER {
+                ops = c.state.to_definition()?.to_bytes().len();
+            }
+            Ok((conv, t.elapsed() / ITER, ops))
+        })
+        .await
+        .map_err(|e| Error::new(ErrorKind::Internal, format!("convert task: {e}")))??
+    };
+    println!(
+        "{n}-instruction Dockerfile ({} bytes): parse {}, convert {} (LLB + image config), marshal {} ({ops} bytes of definition); {ITER} runs each",
+        text.len(),
+        ms(parse),
+        ms(conv),
+        ms(marshal)
+    );
+
+    // A multi-stage build (three stages writing files, one copying from each), cold then cached.
+    let ctx = work.join("df-context");
+    std::fs::create_dir_all(&ctx).map_err(|e| Error::io("create", &ctx, e))?;
+    std::fs::write(ctx.join("a.txt"), "a\n").map_err(|e| Error::io("write", &ctx, e))?;
+    std::fs::write(ctx.join("Dockerfile"), defs::MULTI_STAGE_DOCKERFILE).map_err(|e| Error::io("write", &ctx, e))?;
+    let build_opts = || {
+        BuildOptions::new(
+            SolveOptions::default().local("context", &ctx).local("dockerfile", &ctx).local("rootfs", rootfs),
+        )
+        .frontend_attr("context:base", "local:rootfs")
+    };
+    let t = Instant::now();
+    let cold = engine.build_frontend("dockerfile.v0", build_opts()).await?;
+    let cold_t = t.elapsed();
+    let t = Instant::now();
+    let cached = engine.build_frontend("dockerfile.v0", build_opts()).await?;
+    let cached_t = t.elapsed();
+    println!(
+        "multi-stage Dockerfile (4 stages, 10 MB + 500 files): cold {} (executed {}), cached {} (cached {}, executed {})",
+        secs(cold_t),
+        cold.executed,
+        ms(cached_t),
+        cached.cached,
+        cached.executed
+    );
+    println!();
+    Ok(())
+}
+
 async fn run() -> Result<()> {
     let chain = env_num("KILN_BENCH_CHAIN", 1000);
     let runs = env_num("KILN_BENCH_RUNS", 100);
@@ -503,6 +622,9 @@ async fn run() -> Result<()> {
     }
     if want("build") {
         bench_build(work.path(), &rootfs, mb).await?;
+    }
+    if want("dockerfile") {
+        bench_dockerfile(work.path(), &rootfs, env_num("KILN_BENCH_DF_INSTRUCTIONS", 500)).await?;
     }
     if want("daemon") {
         daemon::bench_daemon(work.path()).await?;

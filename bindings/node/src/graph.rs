@@ -157,6 +157,8 @@ impl From<ImageConfig> for g::ImageConfig {
             shell: c.shell,
             on_build: c.on_build,
             annotations: c.annotations.unwrap_or_default().into_iter().collect(),
+            // ArgsEscaped, author and history are not part of Node's config object.
+            ..Default::default()
         }
     }
 }

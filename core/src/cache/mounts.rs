@@ -156,9 +156,36 @@ impl CacheMounts {
     /// Acquires the directory for `id` under `sharing`; `description` names the mount for disk
     /// usage when this use creates the cache.
     pub async fn acquire(&self, id: &str, sharing: Sharing, description: &str) -> Result<CacheLease> {
+        self.acquire_seeded(id, sharing, description, None).await
+    }
+
+    /// [`CacheMounts::acquire`] for a cache mount with an input (BuildKit's cache mount `from`):
+    /// a directory this use creates starts as a copy of the tree at `seed` (modes, owners and
+    /// times kept); an existing one is used as it is.
+    pub async fn acquire_seeded(
+        &self,
+        id: &str,
+        sharing: Sharing,
+        description: &str,
+        seed: Option<&Path>,
+    ) -> Result<CacheLease> {
         let path = self.dir_of(id);
         // Held from here: prune never removes a directory a lease is being made for.
         let (hold, _) = Claim::take(&self.held, &Self::name_of(id));
+        if let Some(seed) = seed.filter(|_| !path.exists()) {
+            // Seeded aside and renamed into place, so a concurrent first use sees either no
+            // directory or a complete one (a crash leaves a `private-` dir `new` removes).
+            let tmp = tempfile::Builder::new()
+                .prefix(&format!("{PRIVATE_PREFIX}seed-"))
+                .tempdir_in(&self.dir)
+                .with_path("create cache mount", &self.dir)?;
+            crate::snapshot::copy_tree(seed, tmp.path())?;
+            let staged = tmp.keep();
+            if std::fs::rename(&staged, &path).is_err() {
+                // Another use created it first: theirs stays.
+                std::fs::remove_dir_all(&staged).with_path("remove staged cache mount", &staged)?;
+            }
+        }
         std::fs::create_dir_all(&path).with_path("create cache mount", &path)?;
         self.touch(id, description)?;
         match sharing {
@@ -178,6 +205,9 @@ impl CacheMounts {
                         .prefix(PRIVATE_PREFIX)
                         .tempdir_in(&self.dir)
                         .with_path("create private cache mount", &self.dir)?;
+                    if let Some(seed) = seed {
+                        crate::snapshot::copy_tree(seed, tmp.path())?;
+                    }
                     Ok(CacheLease {
                         path: tmp.path().to_path_buf(),
                         _lock: None,
@@ -288,6 +318,36 @@ mod tests {
         std::fs::write(tmp.path().join("cm").join(".abc.tmp-x"), b"{").unwrap();
         CacheMounts::new(tmp.path().join("cm")).unwrap();
         assert!(!tmp.path().join("cm").join(".abc.tmp-x").exists());
+    }
+
+    #[tokio::test]
+    async fn a_seeded_cache_starts_as_a_copy_of_its_seed_once() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let mounts = CacheMounts::new(tmp.path().join("cm")).unwrap();
+        let seed = tmp.path().join("seed");
+        std::fs::create_dir_all(seed.join("sub")).unwrap();
+        std::fs::write(seed.join("sub/f"), b"seeded").unwrap();
+        std::fs::set_permissions(&seed, std::fs::Permissions::from_mode(0o750)).unwrap();
+        let lease = mounts.acquire_seeded("c:1", Sharing::Shared, "d", Some(&seed)).await.unwrap();
+        assert_eq!(std::fs::read(lease.path.join("sub/f")).unwrap(), b"seeded");
+        assert_eq!(std::fs::metadata(&lease.path).unwrap().permissions().mode() & 0o7777, 0o750);
+        std::fs::write(lease.path.join("sub/f"), b"changed").unwrap();
+        drop(lease);
+        // An existing cache is used as it is; a private second use gets its own seeded copy.
+        let first = mounts.acquire_seeded("c:1", Sharing::Private, "d", Some(&seed)).await.unwrap();
+        assert_eq!(std::fs::read(first.path.join("sub/f")).unwrap(), b"changed");
+        let second = mounts.acquire_seeded("c:1", Sharing::Private, "d", Some(&seed)).await.unwrap();
+        assert_ne!(first.path, second.path);
+        assert_eq!(std::fs::read(second.path.join("sub/f")).unwrap(), b"seeded");
+        drop((first, second));
+        // No staging directory is left behind.
+        let stray: Vec<_> = std::fs::read_dir(tmp.path().join("cm"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(PRIVATE_PREFIX))
+            .collect();
+        assert!(stray.is_empty(), "{stray:?}");
     }
 
     #[tokio::test]

@@ -7,7 +7,7 @@ use crate::content::layout::{from_oci_digest, to_oci_digest};
 use crate::content::store::ContentStore;
 use crate::digest::Digest;
 use crate::error::{Error, ErrorKind, Result};
-use crate::graph::ImageConfig;
+use crate::graph::{HistoryEntry, ImageConfig};
 use crate::graph::Platform;
 use oci_spec::image::{
     Arch, Descriptor, ImageConfiguration, ImageIndex, ImageManifest, MediaType, Os, Platform as OciPlatform,
@@ -188,8 +188,19 @@ pub fn write_image(
 /// The image config document: platform, `created`, `config`, `rootfs`, `history`.
 fn image_config_json(layers: &[LayerBlob], o: &ImageWriteOptions, platform: &Platform) -> serde_json::Value {
     let created = created_timestamp(o.source_date_epoch);
-    let history: Vec<serde_json::Value> =
-        layers.iter().map(|_| serde_json::json!({"created": created, "created_by": "kiln"})).collect();
+    let history: Vec<serde_json::Value> = normalized_history(&o.config.history, layers.len())
+        .into_iter()
+        .map(|h| {
+            let mut e = serde_json::json!({"created": created, "created_by": h.created_by});
+            if let Some(c) = h.comment {
+                e["comment"] = serde_json::Value::String(c);
+            }
+            if h.empty_layer {
+                e["empty_layer"] = serde_json::Value::Bool(true);
+            }
+            e
+        })
+        .collect();
     let diff_ids: Vec<String> = layers.iter().map(|l| l.diff_id.to_string()).collect();
     let mut doc = serde_json::json!({
         "architecture": platform.architecture,
@@ -202,7 +213,32 @@ fn image_config_json(layers: &[LayerBlob], o: &ImageWriteOptions, platform: &Pla
     if !platform.variant.is_empty() {
         doc["variant"] = serde_json::Value::String(platform.variant.clone());
     }
+    if let Some(a) = &o.config.author {
+        doc["author"] = serde_json::Value::String(a.clone());
+    }
     doc
+}
+
+/// The config's history made to account for `layers` layers exactly (BuildKit's
+/// `normalizeLayersAndHistory`): entries claiming more layers than there are become empty from
+/// the bottom up; layers no entry accounts for get an entry each (`created_by: kiln`) at the end.
+fn normalized_history(history: &[HistoryEntry], layers: usize) -> Vec<HistoryEntry> {
+    let mut out = Vec::with_capacity(history.len() + layers);
+    let mut counted = 0;
+    for h in history {
+        let mut h = h.clone();
+        if counted >= layers {
+            h.empty_layer = true;
+        }
+        if !h.empty_layer {
+            counted += 1;
+        }
+        out.push(h);
+    }
+    for _ in counted..layers {
+        out.push(HistoryEntry { created_by: "kiln".into(), comment: None, empty_layer: false });
+    }
+    out
 }
 
 /// Writes an image config and manifest for `layers` into `store` as `o` says and returns the
@@ -261,6 +297,18 @@ pub fn write_image_with(store: &ContentStore, layers: &[LayerBlob], o: &ImageWri
 mod tests {
     use super::*;
     use crate::content::layer::{write_layer, Compression};
+
+    #[test]
+    fn history_is_normalized_against_the_layers() {
+        let e = |by: &str, empty: bool| HistoryEntry { created_by: by.into(), comment: None, empty_layer: empty };
+        // Fewer entries with layers than layers: fillers at the end.
+        let h = normalized_history(&[e("ENV", true), e("RUN", false)], 3);
+        assert_eq!(h, vec![e("ENV", true), e("RUN", false), e("kiln", false), e("kiln", false)]);
+        // More: the surplus ones become empty, from the bottom up.
+        let h = normalized_history(&[e("a", false), e("b", false), e("c", false)], 1);
+        assert_eq!(h, vec![e("a", false), e("b", true), e("c", true)]);
+        assert_eq!(normalized_history(&[], 1), vec![e("kiln", false)]);
+    }
 
     #[test]
     fn rfc3339() {

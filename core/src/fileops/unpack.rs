@@ -1,7 +1,7 @@
 //! ADD's archive extraction (BuildKit's `AttemptUnpackDockerCompatibility`, its file backend's
-//! `unpack`): a copy source that is a regular file holding a tar archive — plain, gzip or zstd
-//! compressed — is extracted into the destination directory instead of copied; anything else is
-//! copied as usual.
+//! `unpack`): a copy source that is a regular file holding a tar archive — plain, or gzip, bzip2,
+//! xz or zstd compressed (Docker's `DecompressStream` formats) — is extracted into the
+//! destination directory instead of copied; anything else is copied as usual.
 
 use super::meta::{in_action, io_err, mkdir_all_in_root, resolve};
 use super::resolve::clean_abs;
@@ -11,14 +11,23 @@ use std::io::Read;
 use std::path::Path;
 
 /// The decompressed stream of `path` when it is a compression format BuildKit reads (gzip,
-/// zstd) or plain.
+/// bzip2, xz, zstd, told by their magic numbers as Docker's `DetectCompression`) or plain.
 fn open_stream(path: &Path) -> std::io::Result<Box<dyn Read>> {
-    let mut magic = [0u8; 4];
-    let n = std::fs::File::open(path)?.read(&mut magic)?;
-    let f = std::fs::File::open(path)?;
+    let mut magic = [0u8; 6];
+    let mut n = 0;
+    let mut probe = std::fs::File::open(path)?;
+    while n < magic.len() {
+        match probe.read(&mut magic[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    let f = std::io::BufReader::new(std::fs::File::open(path)?);
     Ok(match &magic[..n] {
-        [0x1f, 0x8b, ..] => Box::new(flate2::read::MultiGzDecoder::new(f)),
-        [0x28, 0xb5, 0x2f, 0xfd] => Box::new(zstd::stream::read::Decoder::new(f)?),
+        [0x1f, 0x8b, 0x08, ..] => Box::new(flate2::read::MultiGzDecoder::new(f)),
+        [0x42, 0x5a, 0x68, ..] => Box::new(bzip2::read::MultiBzDecoder::new(f)),
+        [0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00] => Box::new(xz2::read::XzDecoder::new_multi_decoder(f)),
+        [0x28, 0xb5, 0x2f, 0xfd, ..] => Box::new(zstd::stream::read::Decoder::with_buffer(f)?),
         _ => Box::new(f),
     })
 }

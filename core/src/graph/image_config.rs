@@ -41,6 +41,35 @@ pub struct ImageConfig {
     /// Annotations of the image manifest (not part of the image config; never inherited from a
     /// base image).
     pub annotations: BTreeMap<String, String>,
+    /// `ArgsEscaped` (Docker extension; BuildKit's Dockerfile frontend sets it with CMD).
+    pub args_escaped: bool,
+    /// `author` of the image config (top level; a Dockerfile's MAINTAINER sets it).
+    pub author: Option<String>,
+    /// `history` of the image config (top level): the base image's entries, then one per
+    /// instruction of a Dockerfile. Exporters add an entry for each layer the history does not
+    /// account for and stamp every entry's `created`.
+    pub history: Vec<HistoryEntry>,
+}
+
+/// One `history` entry of an image config, without its creation time (the exporter writes it).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct HistoryEntry {
+    /// `created_by`: the command that made the entry.
+    pub created_by: String,
+    /// `comment` (BuildKit's Dockerfile frontend writes `buildkit.dockerfile.v0`).
+    pub comment: Option<String>,
+    /// `empty_layer`: the entry made no layer.
+    pub empty_layer: bool,
+}
+
+/// A `history` entry as the image config JSON holds it.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+struct OciHistory {
+    created_by: Option<String>,
+    comment: Option<String>,
+    empty_layer: Option<bool>,
 }
 
 /// Docker's `HealthConfig`: durations in nanoseconds, as in the JSON; `None` or 0 = inherit the
@@ -90,6 +119,12 @@ struct OciConfig {
     shell: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     on_build: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "is_false")]
+    args_escaped: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// Docker's `HealthConfig` JSON (`omitempty` on every field but `Test`).
@@ -128,13 +163,31 @@ impl ImageConfig {
         let serde_json::Value::Object(obj) = &v else {
             return Err(Error::option("image-config", clip_json(&v), "a JSON object (an image config or its config)"));
         };
-        let config = if IMAGE_KEYS.iter().any(|k| obj.contains_key(*k)) {
-            obj.get("config").cloned().unwrap_or(serde_json::Value::Null)
+        let whole = IMAGE_KEYS.iter().any(|k| obj.contains_key(*k));
+        let config = if whole { obj.get("config").cloned().unwrap_or(serde_json::Value::Null) } else { v.clone() };
+        // A whole image config's author and history (the history a child image continues).
+        let (author, history) = if whole {
+            let author = obj.get("author").and_then(|a| a.as_str()).filter(|a| !a.is_empty()).map(str::to_owned);
+            let history: Vec<OciHistory> = match obj.get("history") {
+                Some(h) if !h.is_null() => serde_json::from_value(h.clone()).map_err(|e| {
+                    Error::with_source(ErrorKind::Option, "image config: history is not a list of entries", e)
+                })?,
+                _ => Vec::new(),
+            };
+            let history = history
+                .into_iter()
+                .map(|h| HistoryEntry {
+                    created_by: h.created_by.unwrap_or_default(),
+                    comment: h.comment.filter(|c| !c.is_empty()),
+                    empty_layer: h.empty_layer.unwrap_or(false),
+                })
+                .collect();
+            (author, history)
         } else {
-            v.clone()
+            (None, Vec::new())
         };
         if config.is_null() {
-            return Ok(ImageConfig::default());
+            return Ok(ImageConfig { author, history, ..ImageConfig::default() });
         }
         let c: OciConfig = serde_json::from_value(config).map_err(|e| {
             Error::with_source(
@@ -144,7 +197,7 @@ impl ImageConfig {
                 e,
             )
         })?;
-        Ok(ImageConfig::from_oci(c))
+        Ok(ImageConfig { author, history, ..ImageConfig::from_oci(c) })
     }
 
     fn from_oci(c: OciConfig) -> ImageConfig {
@@ -170,6 +223,9 @@ impl ImageConfig {
             shell: c.shell,
             on_build: c.on_build,
             annotations: BTreeMap::new(),
+            args_escaped: c.args_escaped,
+            author: None,
+            history: Vec::new(),
         }
     }
 
@@ -198,6 +254,7 @@ impl ImageConfig {
             }),
             shell: self.shell.clone(),
             on_build: self.on_build.clone(),
+            args_escaped: self.args_escaped,
         };
         // Serializing plain strings, lists and maps cannot fail; Null is the impossible fallback.
         serde_json::to_value(c).unwrap_or(serde_json::Value::Null)

@@ -16,7 +16,7 @@ pub use definition::{
     parse_worker_filter, Definition, DefinitionLimits, OpKind, Vertex, CUSTOM_NAME_KEY, SUPPORTED_CAPS,
 };
 pub use dockerfile_options::DockerfileOptions;
-pub use image_config::{Healthcheck, ImageConfig};
+pub use image_config::{Healthcheck, HistoryEntry, ImageConfig};
 pub use platform::Platform;
 pub use resolve::{ImageMetaResolver, ImageOptions, ImageRef, ResolvedImageConfig};
 pub use source::{OciRef, SourceSpec};

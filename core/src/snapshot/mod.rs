@@ -36,7 +36,7 @@ use crate::error::Result;
 pub use apply::{apply_layer, apply_layer_counting};
 pub use changes::ChangeSet;
 // The session's file transfer reads and writes xattrs as the snapshotters do.
-pub(crate) use fsutil::{list_xattrs, set_xattr};
+pub(crate) use fsutil::{copy_tree, list_xattrs, set_xattr};
 
 /// Identifier of a snapshot (opaque short string, safe as a directory name).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]

@@ -22,24 +22,79 @@ const CONFIG_FIELDS: &[&str] = &[
     "Healthcheck",
     "OnBuild",
     "Shell",
+    "ArgsEscaped",
 ];
 
-fn write_case(c: &DockerfileCase, dir: &Path) -> Result<(), String> {
+/// Replaces the case placeholders: `{REG}` (the loopback registry holding the base images) and
+/// `{HTTP}` (the loopback file server, `http://127.0.0.1:PORT`).
+fn expand(env: &Env, s: &str) -> String {
+    s.replace("{REG}", &env.registry).replace("{HTTP}", &format!("http://{}", env.http))
+}
+
+fn write_case(env: &Env, c: &DockerfileCase, dir: &Path) -> Result<(), String> {
     let ctx = dir.join("context");
     let df = dir.join("dockerfile");
     for d in [&ctx, &df] {
         std::fs::create_dir_all(d).map_err(|e| format!("mkdir {}: {e}", d.display()))?;
     }
-    std::fs::write(df.join("Dockerfile"), c.dockerfile).map_err(|e| format!("write Dockerfile: {e}"))?;
-    for (name, content) in c.files {
-        let p = ctx.join(name);
-        if let Some(parent) = p.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| format!("mkdir {}: {e}", parent.display()))?;
+    let dockerfile = df.join(c.filename);
+    if let Some(parent) = dockerfile.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| format!("mkdir {}: {e}", parent.display()))?;
+    }
+    std::fs::write(&dockerfile, expand(env, c.dockerfile)).map_err(|e| format!("write Dockerfile: {e}"))?;
+    for (base, files) in [(&ctx, c.files), (&df, c.df_files)] {
+        for (name, content) in files {
+            let p = base.join(name);
+            if let Some(parent) = p.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| format!("mkdir {}: {e}", parent.display()))?;
+            }
+            std::fs::write(&p, file_bytes(name, content)?).map_err(|e| format!("write {}: {e}", p.display()))?;
         }
-        let bytes = if name.ends_with(".tar") { one_file_tar(content)? } else { content.as_bytes().to_vec() };
-        std::fs::write(&p, bytes).map_err(|e| format!("write {}: {e}", p.display()))?;
     }
     Ok(())
+}
+
+/// A context file's bytes by its name: `*.tar` a tar of one file `inner.txt` holding `content`,
+/// `*.tar.gz`/`*.tgz`/`*.tar.bz2`/`*.tar.xz` that tar compressed, `*.gz` `content` gzipped,
+/// anything else `content` itself.
+pub fn file_bytes(name: &str, content: &str) -> Result<Vec<u8>, String> {
+    let compress = |tool: &str, data: Vec<u8>| compress(tool, &data);
+    if name.ends_with(".tar") {
+        one_file_tar(content)
+    } else if name.ends_with(".tar.gz") || name.ends_with(".tgz") {
+        compress("gzip", one_file_tar(content)?)
+    } else if name.ends_with(".tar.bz2") {
+        compress("bzip2", one_file_tar(content)?)
+    } else if name.ends_with(".tar.xz") {
+        compress("xz", one_file_tar(content)?)
+    } else if name.ends_with(".gz") {
+        compress("gzip", content.as_bytes().to_vec())
+    } else {
+        Ok(content.as_bytes().to_vec())
+    }
+}
+
+/// `data` through `TOOL -c` (gzip -n, bzip2, xz).
+fn compress(tool: &str, data: &[u8]) -> Result<Vec<u8>, String> {
+    let mut c = Command::new(tool);
+    c.arg("-c");
+    if tool == "gzip" {
+        c.arg("-n");
+    }
+    let mut child = c
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("run {tool} (install it: scripts/setup): {e}"))?;
+    let mut stdin = child.stdin.take().ok_or(format!("{tool}: no stdin"))?;
+    let input = data.to_vec();
+    let writer = std::thread::spawn(move || std::io::Write::write_all(&mut stdin, &input));
+    let out = child.wait_with_output().map_err(|e| format!("{tool}: {e}"))?;
+    writer.join().map_err(|_| format!("{tool}: writer panicked"))?.map_err(|e| format!("{tool} stdin: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("{tool} -c failed"));
+    }
+    Ok(out.stdout)
 }
 
 /// A tar holding `inner.txt` (mode 0640, uid 1000, a fixed mtime).
@@ -64,9 +119,18 @@ impl Env {
         for (n, d) in &self.locals {
             c.arg("--local").arg(format!("{n}={}", d.display()));
         }
+        for s in &self.secrets {
+            c.arg("--secret").arg(s);
+        }
+        for s in &self.ssh {
+            c.arg("--ssh").arg(s);
+        }
         c.arg("--opt").arg("context:base=local:rootfs");
+        if case.filename != "Dockerfile" {
+            c.arg("--opt").arg(format!("filename={}", case.filename));
+        }
         for o in case.opts {
-            c.arg("--opt").arg(o);
+            c.arg("--opt").arg(expand(self, o));
         }
         c.arg("--output").arg(output);
     }
@@ -89,11 +153,34 @@ impl Env {
         let root = &self.kiln_roots[job % self.kiln_roots.len().max(1)];
         let dir = self.work.join(name);
         std::fs::create_dir_all(&dir).map_err(|e| vec![format!("mkdir {}: {e}", dir.display())])?;
-        write_case(case, &dir).map_err(|e| vec![e])?;
+        write_case(self, case, &dir).map_err(|e| vec![e])?;
         let (b, k) = self.df_builds(case, &dir, root, "type=tar,dest=-").map_err(|e| vec![e])?;
+        if case.refused {
+            let mut notes = Vec::new();
+            if b.ok || k.ok {
+                notes.push(format!(
+                    "expected both to refuse: buildkit {}, kiln {}",
+                    if b.ok { "succeeded" } else { "failed" },
+                    if k.ok { "succeeded" } else { "failed" }
+                ));
+            }
+            if !b.ok {
+                notes.push(format!("    buildkit error:\n{}", last_lines(&b.stderr, 2)));
+            }
+            if !k.ok {
+                notes.push(format!("    kiln error:\n{}", last_lines(&k.stderr, 2)));
+            }
+            return if b.ok || k.ok { Err(notes) } else { Ok(notes) };
+        }
         let mut problems = failed(&b, &k);
         if !problems.is_empty() {
             return Err(problems);
+        }
+        if let Some(keep) = std::env::var_os("DIFF_KEEP") {
+            let keep = Path::new(&keep).join(name);
+            let _ = std::fs::create_dir_all(&keep);
+            let _ = std::fs::write(keep.join("buildkit.tar"), &b.stdout);
+            let _ = std::fs::write(keep.join("kiln.tar"), &k.stdout);
         }
         match (tree::parse(&b.stdout), tree::parse(&k.stdout)) {
             (Ok(bt), Ok(kt)) => problems.extend(tree::diff(&kt, &bt, &[])),
@@ -109,21 +196,7 @@ impl Env {
                 problems.extend(p);
             } else {
                 match (oci_config(&read("buildkit")), oci_config(&read("kiln"))) {
-                    (Ok(bc), Ok(kc)) => {
-                        for f in CONFIG_FIELDS {
-                            // BuildKit writes `"OnBuild": null` for a Dockerfile without ONBUILD;
-                            // kiln leaves the key out (a known, documented difference).
-                            let present = |v: Option<&serde_json::Value>| v.filter(|v| !v.is_null()).cloned();
-                            let (bv, kv) = (present(bc.get(*f)), present(kc.get(*f)));
-                            if bv != kv {
-                                problems.push(format!(
-                                    "config {f}: kiln={} buildkit={}",
-                                    kv.map_or("-".into(), |v| v.to_string()),
-                                    bv.map_or("-".into(), |v| v.to_string()),
-                                ));
-                            }
-                        }
-                    }
+                    (Ok(bc), Ok(kc)) => problems.extend(compare_configs(&bc, &kc)),
                     (Err(e), _) => problems.push(format!("buildkit oci: {e}")),
                     (_, Err(e)) => problems.push(format!("kiln oci: {e}")),
                 }
@@ -155,8 +228,64 @@ fn failed(b: &Run, k: &Run) -> Vec<String> {
     p
 }
 
-/// The `config` object of the image in an OCI layout tar (index → manifest → config).
-fn oci_config(tar_bytes: &[u8]) -> Result<BTreeMap<String, serde_json::Value>, String> {
+/// The differences between two image configs: the [`CONFIG_FIELDS`] of `config`, `author`, and
+/// each `history` entry's `created_by`, `empty_layer` and `comment` (creation times differ),
+/// leaving out the entries exporters add for layers without one.
+fn compare_configs(bc: &serde_json::Value, kc: &serde_json::Value) -> Vec<String> {
+    let mut problems = Vec::new();
+    // BuildKit writes `"OnBuild": null` when the image has no triggers; absent and null are the
+    // same to every reader.
+    let present = |v: Option<&serde_json::Value>| v.filter(|v| !v.is_null()).cloned();
+    let show = |v: Option<serde_json::Value>| v.map_or("-".into(), |v| v.to_string());
+    for f in CONFIG_FIELDS {
+        let (bv, kv) = (present(bc["config"].get(*f)), present(kc["config"].get(*f)));
+        if bv != kv {
+            problems.push(format!("config {f}: kiln={} buildkit={}", show(kv), show(bv)));
+        }
+    }
+    let (bv, kv) = (present(bc.get("author")), present(kc.get("author")));
+    if bv != kv {
+        problems.push(format!("author: kiln={} buildkit={}", show(kv), show(bv)));
+    }
+    let history = |c: &serde_json::Value| -> Vec<String> {
+        c["history"]
+            .as_array()
+            .map(|h| {
+                h.iter()
+                    // The entries an exporter adds for layers the config's history does not
+                    // account for are described by engine internals (BuildKit: the layer's cache
+                    // record description; kiln: `kiln`): left out on both sides.
+                    .filter(|e| {
+                        let comment = e["comment"].as_str().unwrap_or_default();
+                        comment != "buildkit.exporter.image.v0" && !(comment.is_empty() && e["created_by"] == "kiln")
+                    })
+                    .map(|e| {
+                        format!(
+                            "{} empty_layer={} comment={}",
+                            e["created_by"].as_str().unwrap_or("-"),
+                            e["empty_layer"].as_bool().unwrap_or(false),
+                            e["comment"].as_str().unwrap_or("-")
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let (bh, kh) = (history(bc), history(kc));
+    if bh != kh {
+        problems.push(format!("history: {} entries in kiln, {} in buildkit", kh.len(), bh.len()));
+        for i in 0..bh.len().max(kh.len()) {
+            let (b, k) = (bh.get(i).map_or("-", |s| s.as_str()), kh.get(i).map_or("-", |s| s.as_str()));
+            if b != k {
+                problems.push(format!("history[{i}]:\n      kiln=     {k}\n      buildkit= {b}"));
+            }
+        }
+    }
+    problems
+}
+
+/// The image config document in an OCI layout tar (index → manifest → config).
+fn oci_config(tar_bytes: &[u8]) -> Result<serde_json::Value, String> {
     let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     let mut ar = tar::Archive::new(tar_bytes);
     for e in ar.entries().map_err(|e| e.to_string())? {
@@ -178,8 +307,6 @@ fn oci_config(tar_bytes: &[u8]) -> Result<BTreeMap<String, serde_json::Value>, S
             desc = doc["manifests"][0].clone();
             continue;
         }
-        let config = json(&blob(&doc["config"]["digest"]))?;
-        let obj = config["config"].as_object().cloned().unwrap_or_default();
-        return Ok(obj.into_iter().collect());
+        return json(&blob(&doc["config"]["digest"]));
     }
 }

@@ -8,6 +8,7 @@ mod dfcheck;
 pub mod dockerfiles;
 pub mod fixtures;
 pub mod graphs;
+pub mod servers;
 pub mod tree;
 
 use kiln::graph::{pb, State};
@@ -57,7 +58,10 @@ impl Case {
 
     /// Both engines must fail.
     pub fn refused(&self) -> bool {
-        matches!(self, Case::Graph(g) if g.refused)
+        match self {
+            Case::Graph(g) => g.refused,
+            Case::Dockerfile(_, d) => d.refused,
+        }
     }
 }
 
@@ -79,6 +83,10 @@ pub struct Env {
     pub ssh: Vec<String>,
     /// Scratch directory for definitions and outputs.
     pub work: PathBuf,
+    /// The loopback registry holding the Dockerfile cases' base images (`127.0.0.1:PORT`).
+    pub registry: String,
+    /// The loopback HTTP file server for `ADD <url>` (`127.0.0.1:PORT`).
+    pub http: String,
 }
 
 /// Outcome of running one command.
@@ -301,6 +309,38 @@ fn compare_dumps(b: &Run, k: &Run) -> Vec<String> {
         ));
     }
     p
+}
+
+impl Env {
+    /// Builds each of [`dockerfiles::BASE_IMAGES`] with buildkitd on the busybox rootfs and
+    /// pushes it to the suite's registry as `busybox:TAG`.
+    pub fn push_base_images(&self) -> Result<(), String> {
+        for (tag, dockerfile) in dockerfiles::BASE_IMAGES {
+            let dir = self.work.join(format!("base-image-{tag}"));
+            std::fs::create_dir_all(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
+            std::fs::write(dir.join("Dockerfile"), dockerfile).map_err(|e| format!("write Dockerfile: {e}"))?;
+            let null = dir.join("stdin");
+            std::fs::write(&null, b"").map_err(|e| format!("write stdin: {e}"))?;
+            let mut c = Command::new(&self.buildctl);
+            c.arg("--addr").arg(&self.addr).arg("build").arg("--progress=plain");
+            c.arg("--frontend").arg("dockerfile.v0");
+            c.arg("--local").arg(format!("context={}", dir.display()));
+            c.arg("--local").arg(format!("dockerfile={}", dir.display()));
+            for (n, d) in &self.locals {
+                c.arg("--local").arg(format!("{n}={}", d.display()));
+            }
+            c.arg("--opt").arg("context:base=local:rootfs");
+            c.arg("--output").arg(format!("type=image,name={}/busybox:{tag},push=true", self.registry));
+            let r = run_cmd(c, &null, &dir, "push")?;
+            if !r.ok {
+                return Err(format!(
+                    "pushing base image busybox:{tag} with buildkitd failed:\n{}",
+                    last_lines(&r.stderr, 8)
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A running buildkitd this suite started (stopped on drop).

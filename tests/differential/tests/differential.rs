@@ -7,12 +7,14 @@
 //! `DIFF_JOBS` (graphs run at once, default 2), `DIFF_KEEP` (a directory: keep both tars and
 //! the definition of every graph there).
 
-use kiln_differential::{dockerfiles::CASES, fixtures, graphs::GRAPHS, kiln_bin, repo_root, start_daemon, Case, Env};
-use std::path::{Path, PathBuf};
+use kiln_differential::{
+    dockerfiles, dockerfiles::CASES, fixtures, graphs::GRAPHS, kiln_bin, repo_root, servers, start_daemon, Case, Env,
+};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 fn main() -> ExitCode {
     match run() {
@@ -60,7 +62,32 @@ fn run() -> Result<bool, String> {
     let _agent =
         std::os::unix::net::UnixListener::bind(&agent).map_err(|e| format!("bind {}: {e}", agent.display()))?;
     let ssh = vec![format!("default={}", agent.display())];
-    let env = Env { buildctl, addr, kiln, kiln_roots: Vec::new(), locals, secrets, ssh, work };
+    // The Dockerfile cases' base images on a loopback registry, and a file server for ADD <url>.
+    let registry = servers::Registry::start(&tmp.path().join("registry"))?;
+    let http_dir = tmp.path().join("http");
+    std::fs::create_dir_all(&http_dir).map_err(|e| format!("mkdir {}: {e}", http_dir.display()))?;
+    for (name, content) in dockerfiles::HTTP_FILES {
+        std::fs::write(http_dir.join(name), dockerfiles::file_bytes(name, content)?)
+            .map_err(|e| format!("write {name}: {e}"))?;
+    }
+    let http = servers::HttpServer::start(http_dir)?;
+    let env = Env {
+        buildctl,
+        addr,
+        kiln,
+        kiln_roots: Vec::new(),
+        locals,
+        secrets,
+        ssh,
+        work,
+        registry: registry.addr.clone(),
+        http: http.addr.clone(),
+    };
+    let wants_registry = |n: &str| {
+        dockerfiles::CASES
+            .iter()
+            .any(|(c, d)| c == &n && (d.dockerfile.contains("{REG}") || d.opts.iter().any(|o| o.contains("{REG}"))))
+    };
 
     let only: Option<Vec<String>> =
         std::env::var("DIFF_ONLY").ok().map(|s| s.split(',').map(|x| x.trim().to_owned()).collect());
@@ -68,6 +95,9 @@ fn run() -> Result<bool, String> {
     let selected: Vec<Case> = all.filter(|g| only.as_ref().is_none_or(|o| o.iter().any(|n| n == g.name()))).collect();
     if selected.is_empty() {
         return Err("no graph selected (check DIFF_ONLY)".into());
+    }
+    if selected.iter().any(|c| wants_registry(c.name())) {
+        env.push_base_images()?;
     }
     let jobs = std::env::var("DIFF_JOBS").ok().and_then(|j| j.parse::<usize>().ok()).unwrap_or(2).max(1);
     let env = Env { kiln_roots: (0..jobs).map(|j| tmp.path().join(format!("kiln-root-{j}"))).collect(), ..env };

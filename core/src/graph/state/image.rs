@@ -88,7 +88,8 @@ impl State {
     /// Applies a whole image config, the way a base image's config is inherited: each env entry
     /// is set (replacing the same key), a non-empty working dir and user replace the state's,
     /// labels, ports, volumes and annotations are added, the other fields replace the state's
-    /// when set. The cmd so applied counts as inherited (a later entrypoint resets it).
+    /// when set (a history replaces the state's). The cmd so applied counts as inherited (a later
+    /// entrypoint resets it).
     pub fn with_image_config(mut self, c: &ImageConfig) -> State {
         for (k, v) in c.env_pairs() {
             self = self.with_env(k, v);
@@ -122,6 +123,14 @@ impl State {
         }
         if c.on_build.is_some() {
             img.on_build.clone_from(&c.on_build);
+        }
+        img.args_escaped |= c.args_escaped;
+        if c.author.is_some() {
+            img.author.clone_from(&c.author);
+        }
+        if !c.history.is_empty() {
+            // The base image's history: the exporter adds entries for layers built on it.
+            img.history.clone_from(&c.history);
         }
         self
     }

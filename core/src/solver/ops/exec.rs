@@ -174,12 +174,29 @@ async fn run(
                     _ => Sharing::Shared,
                 };
                 let description = format!("cached mount {} from exec {}", m.dest, meta.args.join(" "));
-                let lease = solve.solver.cache.mounts().acquire(&id, sharing, &description).await?;
+                // A cache mount with an input (`from=`, or the directory the Dockerfile frontend
+                // makes for uid/gid/mode) is its own cache per input, started as a copy of it
+                // (BuildKit keys it `id:<input ref>` and creates it on the input).
+                let src = input_ref(m.input)?;
+                let (id, seed) = match &src {
+                    Some(r) => {
+                        let g = r.worker.snapshotter.mount(&r.snapshot)?;
+                        let p = g.path().to_path_buf();
+                        mounts.push(g);
+                        (format!("{id}:{}", r.snapshot), Some(p))
+                    }
+                    None => (id, None),
+                };
+                let lease =
+                    solve.solver.cache.mounts().acquire_seeded(&id, sharing, &description, seed.as_deref()).await?;
                 solve.restore_cache_mount(&id, &lease.path).await;
-                exec_mounts.push(ExecMount {
-                    dest: m.dest.clone(),
-                    source: MountSource::Bind { path: lease.path.clone(), readonly: m.readonly },
-                });
+                let path = if m.selector.is_empty() || m.selector == "/" {
+                    lease.path.clone()
+                } else {
+                    crate::fileops::resolve_in_root(&lease.path, &m.selector, true)?
+                };
+                exec_mounts
+                    .push(ExecMount { dest: m.dest.clone(), source: MountSource::Bind { path, readonly: m.readonly } });
                 leases.push(lease);
             }
             pb::MountType::Tmpfs => {

@@ -4,6 +4,7 @@
 //! `--link` as a merge of the stage with the copy onto scratch.
 
 use super::dispatch::{join_root, state_env, Env};
+use super::history::commit;
 use super::names::{prefix_command, process_cmd_env, uppercase_cmd};
 use super::stages::Ds;
 use crate::frontend::dockerfile::instructions::SourcesAndDest;
@@ -133,5 +134,14 @@ pub(super) fn dispatch_copy(d: &mut Ds, cfg: CopyConfig, env: &mut Env) -> Resul
         }
         d.state = s.with_meta_of(&d.state);
     }
+    let mut msg = String::from(if cfg.is_add { "ADD" } else { "COPY" });
+    for src in &cfg.files.source_paths {
+        msg.push_str(&format!(" {src}"));
+    }
+    for content in &cfg.files.source_contents {
+        msg.push_str(&format!(" <<{}", content.path));
+    }
+    msg.push_str(&format!(" {}", cfg.files.dest_path));
+    commit(d, msg, true, true);
     Ok(())
 }

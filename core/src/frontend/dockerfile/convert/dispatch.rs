@@ -5,6 +5,7 @@
 
 use super::base::COMMAND_DESCRIPTION;
 use super::checks::{check_signal, parse_port_specs};
+use super::history::{commit, go_list, go_port_map, go_quote_list, healthcheck_message};
 use super::names::{prefix_command, process_cmd_env, uppercase_cmd};
 use super::options::ConvertOptions;
 use super::stages::{Ds, StageGraph};
@@ -123,14 +124,18 @@ fn dispatch(
     let err = |m: String| conv_err(m, loc);
     let source_state = |i: Option<usize>| i.map(|i| g.states[i].state.clone()).unwrap_or_default();
     match &c.instruction {
-        Instruction::Maintainer(_) => {
-            // BuildKit sets the image's Author; kiln's image config has no author field.
+        Instruction::Maintainer(m) => {
+            d.image.author = Some(m.maintainer.clone());
+            commit(d, format!("MAINTAINER {}", m.maintainer), false, false);
         }
         Instruction::Env(e) => {
+            let mut msg = String::from("ENV");
             for kv in &e.env {
                 d.state = std::mem::take(&mut d.state).with_env(kv.key.clone(), kv.value.clone());
                 add_env(&mut d.image.env, &kv.key, &kv.value);
+                msg.push_str(&format!(" {}={}", kv.key, kv.value));
             }
+            commit(d, msg, false, false);
         }
         Instruction::Run(r) => {
             let sources: Vec<State> = sources.iter().map(|s| source_state(*s)).collect();
@@ -181,18 +186,24 @@ fn dispatch(
             }
         }
         Instruction::Label(l) => {
+            let mut msg = String::from("LABEL");
             for kv in &l.labels {
                 d.image.labels.insert(kv.key.clone(), kv.value.clone());
+                msg.push_str(&format!(" {}={}", kv.key, kv.value));
             }
+            commit(d, msg, false, false);
         }
         Instruction::Onbuild(o) => d.image.on_build.get_or_insert_with(Vec::new).push(o.expression.clone()),
         Instruction::Cmd(cmd) => {
             let args = with_shell(d, &cmd.cmd.cmd_line, cmd.cmd.prepend_shell);
+            commit(d, format!("CMD {}", go_quote_list(&args)), false, false);
             d.image.cmd = (!args.is_empty()).then_some(args);
+            d.image.args_escaped = true;
             d.cmd_set = true;
         }
         Instruction::Entrypoint(e) => {
             let args = with_shell(d, &e.cmd.cmd_line, e.cmd.prepend_shell);
+            commit(d, format!("ENTRYPOINT {}", go_quote_list(&args)), false, false);
             d.image.entrypoint = (!args.is_empty()).then_some(args);
             if !d.cmd_set {
                 d.image.cmd = None;
@@ -200,24 +211,27 @@ fn dispatch(
         }
         Instruction::Healthcheck(h) => {
             let nz = |v: i64| (v != 0).then_some(v);
-            d.image.healthcheck = Some(Healthcheck {
+            let hc = Healthcheck {
                 test: h.health.test.clone(),
                 interval: nz(h.health.interval),
                 timeout: nz(h.health.timeout),
                 start_period: nz(h.health.start_period),
                 start_interval: None,
                 retries: nz(i64::from(h.health.retries)),
-            });
+            };
+            commit(d, healthcheck_message(&hc), false, false);
+            d.image.healthcheck = Some(hc);
         }
         Instruction::Expose(x) => {
             let ports = x.expand_ports(&env.lex, &vars).map_err(|e| err(e.0))?;
-            for p in parse_port_specs(&ports).map_err(err)? {
-                d.image.exposed_ports.insert(p);
-            }
+            let ps: BTreeSet<String> = parse_port_specs(&ports).map_err(err)?.into_iter().collect();
+            d.image.exposed_ports.extend(ps.iter().cloned());
+            commit(d, format!("EXPOSE {}", go_port_map(&ps)), false, false);
         }
         Instruction::User(u) => {
             d.state = std::mem::take(&mut d.state).with_user(u.user.clone());
             d.image.user = Some(u.user.clone());
+            commit(d, format!("USER {}", u.user), false, false);
         }
         Instruction::Volume(v) => {
             for p in &v.volumes {
@@ -226,14 +240,24 @@ fn dispatch(
                 }
                 d.image.volumes.insert(p.clone());
             }
+            commit(d, format!("VOLUME {}", go_list(&v.volumes)), false, false);
         }
         Instruction::StopSignal(s) => {
             check_signal(&s.signal).map_err(err)?;
             d.image.stop_signal = Some(s.signal.clone());
+            commit(d, format!("STOPSIGNAL {}", s.signal), false, false);
         }
-        Instruction::Shell(s) => d.image.shell = Some(s.shell.clone()),
+        Instruction::Shell(s) => {
+            d.image.shell = Some(s.shell.clone());
+            commit(d, format!("SHELL {}", go_list(&s.shell)), false, false);
+        }
         Instruction::Arg(a) => {
+            let mut msg = Vec::new();
             for def in &a.args {
+                msg.push(match &def.value {
+                    Some(v) => format!("{}={v}", def.key),
+                    None => def.key.clone(),
+                });
                 let mut value = env.opts.build_args.get(&def.key).cloned().or_else(|| def.value.clone());
                 if value.is_none() {
                     // Inherited from the global scope: the meta ARG of that name.
@@ -250,6 +274,7 @@ fn dispatch(
                 }
                 d.build_args.push((def.key.clone(), value));
             }
+            commit(d, format!("ARG {}", msg.join(" ")), false, false);
         }
     }
     Ok(())
@@ -294,6 +319,7 @@ fn workdir(d: &mut Ds, path: &str, cmd: Option<&Command>, env: &mut Env) {
     d.image.working_dir = Some(wd.clone());
     let Some(c) = cmd else { return };
     if wd == "/" {
+        commit(d, format!("WORKDIR {wd}"), false, false);
         return;
     }
     let o =
@@ -302,6 +328,7 @@ fn workdir(d: &mut Ds, path: &str, cmd: Option<&Command>, env: &mut Env) {
     let name = uppercase_cmd(&process_cmd_env(&env.lex, &c.code, &vars));
     let name = prefix_command(&d.name, &mut d.cmd_index, d.cmd_total, &name);
     d.state = d.state.mkdir(&wd, o).with_custom_name(name);
+    commit(d, format!("WORKDIR {wd}"), true, false);
 }
 
 /// The dockerfile command description of an op.

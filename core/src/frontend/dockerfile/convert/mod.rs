@@ -16,6 +16,7 @@ mod base;
 mod checks;
 mod copy;
 mod dispatch;
+mod history;
 mod names;
 mod options;
 mod run;

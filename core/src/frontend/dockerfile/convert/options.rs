@@ -3,7 +3,7 @@
 //! `context:NAME`, `contextkey`, `hostname`, `build-arg:BUILDKIT_CACHE_MOUNT_NS`.
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::graph::{OciRef, Platform, State};
+use crate::graph::{Network, OciRef, Platform, State};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -100,6 +100,17 @@ pub struct ConvertOptions {
     pub cache_id_namespace: String,
     /// `hostname` (or `build-arg:BUILDKIT_SANDBOX_HOSTNAME`): the hostname of RUN steps.
     pub hostname: Option<String>,
+    /// `add-hosts` (`host=ip,...`): `/etc/hosts` entries of every RUN.
+    pub extra_hosts: Vec<(String, std::net::IpAddr)>,
+    /// `ulimit` (`nofile=1024:2048,...`): resource limits of every RUN.
+    pub ulimits: Vec<(String, i64, i64)>,
+    /// `shm-size` (bytes): a `/dev/shm` tmpfs of that size in every RUN; 0 = none.
+    pub shm_size: u64,
+    /// `cgroup-parent`: the cgroup parent of every RUN.
+    pub cgroup_parent: Option<String>,
+    /// `force-network-mode` (`none`, `host`, `sandbox`): the network of RUNs without
+    /// `--network=none|host`.
+    pub force_network: Network,
 }
 
 impl Default for ConvertOptions {
@@ -117,6 +128,11 @@ impl Default for ConvertOptions {
             named_contexts: BTreeMap::new(),
             cache_id_namespace: String::new(),
             hostname: None,
+            extra_hosts: Vec::new(),
+            ulimits: Vec::new(),
+            shm_size: 0,
+            cgroup_parent: None,
+            force_network: Network::Sandbox,
         }
     }
 }
@@ -159,6 +175,74 @@ impl ConvertOptions {
             .or_else(|| attrs.get("hostname"))
             .filter(|h| !h.is_empty())
             .cloned();
+        if let Some(v) = attrs.get("add-hosts").filter(|v| !v.is_empty()) {
+            o.extra_hosts = parse_extra_hosts(v)?;
+        }
+        if let Some(v) = attrs.get("ulimit").filter(|v| !v.is_empty()) {
+            o.ulimits = v.split(',').map(parse_ulimit).collect::<Result<_>>()?;
+        }
+        if let Some(v) = attrs.get("shm-size").filter(|v| !v.is_empty()) {
+            o.shm_size = v.parse().map_err(|_| Error::option("shm-size", v, "a size in bytes"))?;
+        }
+        o.cgroup_parent = attrs.get("cgroup-parent").filter(|v| !v.is_empty()).cloned();
+        o.force_network = match attrs.get("force-network-mode").map(String::as_str) {
+            None | Some("") | Some("sandbox") => Network::Sandbox,
+            Some("none") => Network::None,
+            Some("host") => Network::Host,
+            Some(v) => return Err(Error::new(ErrorKind::Option, format!("invalid netmode {v}"))),
+        };
         Ok(o)
     }
+}
+
+/// BuildKit's `parseExtraHosts`: `host=ip` pairs, comma separated, both lowercased.
+fn parse_extra_hosts(v: &str) -> Result<Vec<(String, std::net::IpAddr)>> {
+    v.split(',')
+        .map(|field| {
+            let (host, ip) = field
+                .split_once('=')
+                .ok_or_else(|| Error::new(ErrorKind::Option, format!("invalid key-value pair {field}")))?;
+            let ip = ip.to_lowercase();
+            let ip: std::net::IpAddr =
+                ip.parse().map_err(|_| Error::new(ErrorKind::Option, format!("failed to parse IP {ip}")))?;
+            Ok((host.to_lowercase(), ip))
+        })
+        .collect()
+}
+
+/// The resource names Docker's `units.ParseUlimit` knows.
+const ULIMIT_NAMES: &[&str] = &[
+    "core",
+    "cpu",
+    "data",
+    "fsize",
+    "locks",
+    "memlock",
+    "msgqueue",
+    "nice",
+    "nofile",
+    "nproc",
+    "rss",
+    "rtprio",
+    "rttime",
+    "sigpending",
+    "stack",
+];
+
+/// Docker's `units.ParseUlimit`: `name=soft[:hard]` (hard defaults to soft).
+fn parse_ulimit(field: &str) -> Result<(String, i64, i64)> {
+    let bad = |why: String| Error::new(ErrorKind::Option, why);
+    let (name, limits) = field.split_once('=').ok_or_else(|| bad(format!("invalid ulimit argument: {field}")))?;
+    if !ULIMIT_NAMES.contains(&name) {
+        return Err(bad(format!("invalid ulimit type: {name}")));
+    }
+    let num = |s: &str| s.parse::<i64>().map_err(|_| bad(format!("invalid ulimit value {s:?} in {field}")));
+    let (soft, hard) = match limits.split_once(':') {
+        Some((s, h)) => (num(s)?, num(h)?),
+        None => (num(limits)?, num(limits)?),
+    };
+    if soft > hard {
+        return Err(bad(format!("ulimit soft limit must be less than or equal to hard limit: {soft} > {hard}")));
+    }
+    Ok((name.to_owned(), soft, hard))
 }

@@ -3,6 +3,7 @@
 //! the network mode, and the op's name and description.
 
 use super::dispatch::{describe, state_env, with_shell, Env};
+use super::history::{commit, run_command_string};
 use super::names::{prefix_command, process_cmd_env, summarize_heredoc, uppercase_cmd};
 use super::stages::Ds;
 use crate::frontend::dockerfile::heredoc::{chomp_heredoc_content, parse_heredoc};
@@ -68,18 +69,31 @@ pub(super) fn dispatch_run(
         d.cmd_total,
         &uppercase_cmd(&process_cmd_env(&raw, &custom_name, &vars)),
     );
+    let history = format!("RUN {}", run_command_string(&args, &d.build_args, &vars));
     let mut o = ExecOptions::new(args);
     o.mounts = mounts;
     o.ssh = sockets;
     o.ignore_cache = d.ignore_cache;
     o.custom_name = Some(name);
+    for (name, soft, hard) in &env.opts.ulimits {
+        o = o.ulimit(name.clone(), *soft, *hard);
+    }
+    for (host, ip) in &env.opts.extra_hosts {
+        o = o.extra_host(host.clone(), *ip);
+    }
+    if env.opts.shm_size > 0 {
+        o.mounts.push(MountSpec::tmpfs("/dev/shm", env.opts.shm_size));
+    }
+    o.cgroup_parent = env.opts.cgroup_parent.clone();
     o.network = match r.network {
-        NetworkMode::Default => Network::Sandbox,
+        // `--network=default` (or none given) keeps the stage's network: `force-network-mode`.
+        NetworkMode::Default => env.opts.force_network,
         NetworkMode::None => Network::None,
         NetworkMode::Host => Network::Host,
     };
     let st = d.state.try_run(o).map_err(|e| e.to_string())?.root();
     d.state = describe(st, &c.code);
+    commit(d, history, true, true);
     Ok(())
 }
 

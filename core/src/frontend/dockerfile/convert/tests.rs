@@ -169,3 +169,38 @@ fn named_local_context_replaces_an_image() {
     assert_eq!(c.image_config.env, [format!("PATH={}", crate::graph::state::DEFAULT_PATH)]);
     assert_eq!(c.image_config.working_dir.as_deref(), Some("/"));
 }
+
+#[test]
+fn run_options_from_frontend_attrs() {
+    let attrs = |kv: &[(&str, &str)]| kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let o = ConvertOptions::from_frontend_attrs(&attrs(&[
+        ("add-hosts", "Foo=10.0.0.1,bar=::1"),
+        ("ulimit", "nofile=1024:2048,nproc=10"),
+        ("shm-size", "1048576"),
+        ("force-network-mode", "none"),
+        ("cgroup-parent", "/kiln"),
+    ]))
+    .unwrap();
+    assert_eq!(
+        o.extra_hosts,
+        vec![("foo".to_owned(), "10.0.0.1".parse().unwrap()), ("bar".to_owned(), "::1".parse().unwrap())]
+    );
+    assert_eq!(o.ulimits, vec![("nofile".to_owned(), 1024, 2048), ("nproc".to_owned(), 10, 10)]);
+    assert_eq!(
+        (o.shm_size, o.force_network, o.cgroup_parent.as_deref()),
+        (1_048_576, crate::graph::Network::None, Some("/kiln"))
+    );
+    for (k, v) in
+        [("ulimit", "nofile=2:1"), ("ulimit", "bogus=1"), ("add-hosts", "x=notanip"), ("force-network-mode", "weird")]
+    {
+        assert!(ConvertOptions::from_frontend_attrs(&attrs(&[(k, v)])).is_err(), "{k}={v}");
+    }
+    // A RUN gets them: /dev/shm tmpfs, ulimits, hosts, the forced network.
+    let (_, ops, _) = conv("FROM scratch\nRUN true\n", o).unwrap();
+    let exec = execs(&ops).remove(0);
+    let meta = exec.meta.unwrap();
+    assert_eq!(meta.extra_hosts.len(), 2);
+    assert_eq!(meta.ulimit.len(), 2);
+    assert_eq!(exec.network, pb::NetMode::None as i32);
+    assert!(exec.mounts.iter().any(|m| m.dest == "/dev/shm"));
+}

@@ -7,20 +7,12 @@ import { spawn, execFileSync } from 'node:child_process'
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { connect as netConnect } from 'node:net'
 import { join } from 'node:path'
-import { kiln, base, ctxDir, repo, rootfsDir, tempDir } from './helpers.mjs'
+import { kiln, base, ctxDir, repo, rootfsDir, tempDir, scenarioApp } from './helpers.mjs'
 
 const HELLO = 'hello from the shared scenario\n'
 const tmp = tempDir('kiln-connect-')
 
-function app() {
-  const ctx = kiln.local('ctx')
-  return base()
-    .run(['/bin/sh', '-c', 'cat /ctx/hello.txt > /greeting'], {
-      mounts: [kiln.mount('/ctx', ctx, { readonly: true })],
-    })
-    .root()
-    .copy(ctx, '/hello.txt', '/app/hello.txt', { createDestPath: true })
-}
+const app = scenarioApp
 
 function kilnBin() {
   const target = process.env.CARGO_TARGET_DIR ?? join(repo, 'target')

@@ -34,6 +34,17 @@ export function base() {
   return kiln.local('rootfs')
 }
 
+/** The shared scenario's graph `app` (tests/fixtures/scenario/README.md, step 1). */
+export function scenarioApp() {
+  const ctx = kiln.local('ctx')
+  return base()
+    .run(['/bin/sh', '-c', 'cat /ctx/hello.txt > /greeting'], {
+      mounts: [kiln.mount('/ctx', ctx, { readonly: true })],
+    })
+    .root()
+    .copy(ctx, '/hello.txt', '/app/hello.txt', { createDestPath: true })
+}
+
 /** An engine on a fresh root. */
 export function newEngine() {
   return new kiln.Engine({ root: join(tempDir('kiln-root-'), 'root') })

@@ -3,19 +3,11 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { kiln, base, ctxDir, newEngine, rootfsDir, tempDir, mountedUnder } from './helpers.mjs'
+import { kiln, base, ctxDir, newEngine, rootfsDir, tempDir, mountedUnder, scenarioApp } from './helpers.mjs'
 
 const HELLO = 'hello from the shared scenario\n'
 
-function app() {
-  const ctx = kiln.local('ctx')
-  return base()
-    .run(['/bin/sh', '-c', 'cat /ctx/hello.txt > /greeting'], {
-      mounts: [kiln.mount('/ctx', ctx, { readonly: true })],
-    })
-    .root()
-    .copy(ctx, '/hello.txt', '/app/hello.txt', { createDestPath: true })
-}
+const app = scenarioApp
 
 const tmp = tempDir()
 const locals = () => ({ rootfs: rootfsDir(), ctx: ctxDir })

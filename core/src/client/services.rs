@@ -73,6 +73,8 @@ impl SessionServices {
     /// The tonic router serving them.
     pub fn router(&self) -> tonic::transport::server::Router {
         tonic::transport::Server::builder()
+            .initial_stream_window_size(crate::session::STREAM_WINDOW)
+            .initial_connection_window_size(crate::session::CONNECTION_WINDOW)
             .add_service(HealthServer::new(HealthService))
             .add_service(FileSyncServer::new(LocalDirs(self.clone())))
             .add_service(FileSendService(self.clone()))

@@ -7,6 +7,7 @@ use super::services::SessionServices;
 use super::Client;
 use crate::api::control::BytesMessage;
 use crate::error::{Error, ErrorKind, Result};
+use crate::session::TUNNEL_BUFFER;
 use std::io::Read;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinSet;
@@ -40,7 +41,7 @@ impl ClientSession {
     /// Opens a session on `client`'s daemon serving `services`.
     pub async fn start(client: &Client, services: &SessionServices) -> Result<ClientSession> {
         let id = random_id()?;
-        let (ours, theirs) = tokio::io::duplex(256 * 1024);
+        let (ours, theirs) = tokio::io::duplex(TUNNEL_BUFFER);
         let (mut rd, mut wr) = tokio::io::split(theirs);
         let (tx, rx) = tokio::sync::mpsc::channel::<BytesMessage>(16);
         let mut req = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
@@ -54,7 +55,7 @@ impl ClientSession {
         let mut tasks = JoinSet::new();
         // Our HTTP/2 server → the daemon.
         tasks.spawn(async move {
-            let mut buf = vec![0u8; 32 * 1024];
+            let mut buf = vec![0u8; TUNNEL_BUFFER];
             loop {
                 match rd.read(&mut buf).await {
                     Ok(0) | Err(_) => break,

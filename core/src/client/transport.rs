@@ -96,7 +96,10 @@ pub async fn channel(addr: &str, opts: &ConnectOptions) -> Result<Channel> {
                 let path = path.clone();
                 async move { tokio::net::UnixStream::connect(path).await.map(hyper_util::rt::TokioIo::new) }
             });
-            let endpoint = Endpoint::from_static("http://kiln.sock").connect_timeout(CONNECT_TIMEOUT);
+            let endpoint = Endpoint::from_static("http://kiln.sock")
+                .connect_timeout(CONNECT_TIMEOUT)
+                .initial_stream_window_size(crate::session::STREAM_WINDOW)
+                .initial_connection_window_size(crate::session::CONNECTION_WINDOW);
             tokio::time::timeout(CONNECT_TIMEOUT, endpoint.connect_with_connector(connector))
                 .await
                 .map_err(|_| unreachable(addr, "timed out"))?
@@ -106,7 +109,9 @@ pub async fn channel(addr: &str, opts: &ConnectOptions) -> Result<Channel> {
             let scheme = if opts.tls.is_set() { "https" } else { "http" };
             let endpoint = Endpoint::from_shared(format!("{scheme}://{hp}"))
                 .map_err(|e| Error::option("addr", addr, format!("tcp://HOST:PORT ({e})")))?
-                .connect_timeout(CONNECT_TIMEOUT);
+                .connect_timeout(CONNECT_TIMEOUT)
+                .initial_stream_window_size(crate::session::STREAM_WINDOW)
+                .initial_connection_window_size(crate::session::CONNECTION_WINDOW);
             let endpoint = super::tls::configure(endpoint, &hp, &opts.tls)?;
             tokio::time::timeout(CONNECT_TIMEOUT, endpoint.connect())
                 .await

@@ -32,34 +32,9 @@ use tokio::sync::watch;
 
 pub use control::ControlService;
 
-/// Where `kiln serve` listens.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ListenAddr {
-    /// `unix:///path/to/socket`.
-    Unix(PathBuf),
-    /// `tcp://HOST:PORT`.
-    Tcp(String),
-}
-
-impl std::str::FromStr for ListenAddr {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<ListenAddr> {
-        if let Some(p) = s.strip_prefix("unix://") {
-            if p.is_empty() {
-                return Err(Error::option("addr", s, "unix://PATH with a socket path"));
-            }
-            return Ok(ListenAddr::Unix(PathBuf::from(p)));
-        }
-        if let Some(hp) = s.strip_prefix("tcp://") {
-            if !hp.contains(':') {
-                return Err(Error::option("addr", s, "tcp://HOST:PORT"));
-            }
-            return Ok(ListenAddr::Tcp(hp.to_owned()));
-        }
-        Err(Error::option("addr", s, "unix:///path/to/socket or tcp://HOST:PORT"))
-    }
-}
+/// Where `kiln serve` listens: the addresses clients dial (`unix://PATH`, `tcp://HOST:PORT`),
+/// parsed and printed once, by the client's [`DaemonAddr`](crate::client::transport::DaemonAddr).
+pub type ListenAddr = crate::client::transport::DaemonAddr;
 
 impl ListenAddr {
     /// The default address: `/run/kiln/kiln.sock` as root, `$XDG_RUNTIME_DIR/kiln/kiln.sock`
@@ -70,15 +45,6 @@ impl ListenAddr {
         }
         let base = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
         ListenAddr::Unix(base.join("kiln/kiln.sock"))
-    }
-}
-
-impl std::fmt::Display for ListenAddr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ListenAddr::Unix(p) => write!(f, "unix://{}", p.display()),
-            ListenAddr::Tcp(hp) => write!(f, "tcp://{hp}"),
-        }
     }
 }
 
@@ -285,7 +251,9 @@ pub async fn serve_with_tls(
         let stopped = async move {
             let _ = stop.wait_for(|s| *s).await;
         };
-        let mut builder = tonic::transport::Server::builder();
+        let mut builder = tonic::transport::Server::builder()
+            .initial_stream_window_size(crate::session::STREAM_WINDOW)
+            .initial_connection_window_size(crate::session::CONNECTION_WINDOW);
         if let (ListenAddr::Tcp(_), Some(cfg)) = (addr, &tls_config) {
             builder = builder.tls_config(cfg.clone()).map_err(|e| {
                 Error::with_source(ErrorKind::Option, "the TLS certificate, key or CA cannot be used", e)

@@ -8,6 +8,7 @@
 use super::proto::control::BytesMessage;
 use super::proto::health::v1::health_client::HealthClient;
 use super::proto::health::v1::HealthCheckRequest;
+use crate::session::TUNNEL_BUFFER;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -92,7 +93,7 @@ impl Sessions {
             .flat_map(|v| v.split(',').map(|m| m.trim().to_owned()))
             .filter(|m| !m.is_empty())
             .collect();
-        let (ours, theirs) = tokio::io::duplex(256 * 1024);
+        let (ours, theirs) = tokio::io::duplex(TUNNEL_BUFFER);
         let (mut rd, mut wr) = tokio::io::split(theirs);
         let (out_tx, out_rx) = mpsc::channel::<Result<BytesMessage, Status>>(16);
         // Client → daemon bytes.
@@ -109,7 +110,7 @@ impl Sessions {
         });
         // Daemon → client bytes.
         tokio::spawn(async move {
-            let mut buf = vec![0u8; 32 * 1024];
+            let mut buf = vec![0u8; TUNNEL_BUFFER];
             loop {
                 match rd.read(&mut buf).await {
                     Ok(0) | Err(_) => break,
@@ -130,7 +131,10 @@ impl Sessions {
                 })
             }
         });
-        let endpoint = Endpoint::from_static("http://session.kiln").connect_timeout(HANDSHAKE_TIMEOUT);
+        let endpoint = Endpoint::from_static("http://session.kiln")
+            .connect_timeout(HANDSHAKE_TIMEOUT)
+            .initial_stream_window_size(crate::session::STREAM_WINDOW)
+            .initial_connection_window_size(crate::session::CONNECTION_WINDOW);
         let channel = tokio::time::timeout(HANDSHAKE_TIMEOUT, endpoint.connect_with_connector(connector))
             .await
             .map_err(|_| Status::deadline_exceeded("the session's HTTP/2 handshake timed out"))?

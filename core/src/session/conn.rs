@@ -115,7 +115,7 @@ pub fn status_error(s: tonic::Status) -> Error {
 }
 
 /// Messages buffered per direction: enough to keep a stream busy, few enough to bound memory
-/// (a DiffCopy data packet is at most 32 KiB from kiln, 4 MiB by gRPC's default limit).
+/// (a DiffCopy data packet is at most 512 KiB from kiln, 4 MiB by gRPC's default limit).
 pub const STREAM_BUFFER: usize = 16;
 
 /// For a call we make: the sender to hand to [`Conn::new`] and the request stream to pass to

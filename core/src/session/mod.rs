@@ -9,3 +9,15 @@ pub mod fsutil;
 pub mod packet_call;
 pub mod proto;
 pub mod tar_stream;
+
+/// Bytes buffered in each direction of a session tunnel (the HTTP/2 connection carried by a
+/// `Control.Session` stream), and the most one tunnel message carries: large enough that a
+/// file transfer is not cut into many small messages.
+pub const TUNNEL_BUFFER: usize = 1 << 20;
+
+/// HTTP/2 flow-control window of each stream, on every connection of the API (the control
+/// socket and the session tunnel inside it): h2's 64 KiB default makes a file transfer wait for
+/// a window update every few messages.
+pub const STREAM_WINDOW: u32 = 8 << 20;
+/// HTTP/2 flow-control window of each connection (see [`STREAM_WINDOW`]).
+pub const CONNECTION_WINDOW: u32 = 16 << 20;

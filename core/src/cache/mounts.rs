@@ -154,7 +154,8 @@ impl CacheMounts {
     }
 
     /// Acquires the directory for `id` under `sharing`; `description` names the mount for disk
-    /// usage when this use creates the cache.
+    /// usage when this use creates the cache (execs use [`CacheMounts::acquire_seeded`]).
+    #[cfg(test)]
     pub async fn acquire(&self, id: &str, sharing: Sharing, description: &str) -> Result<CacheLease> {
         self.acquire_seeded(id, sharing, description, None).await
     }

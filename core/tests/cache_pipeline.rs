@@ -144,3 +144,29 @@ async fn cancelled_solve_with_layers_in_flight_releases_everything() {
     r.unwrap_or_else(|e| panic!("{e}: {ev:#?}"));
     assert!(cache.join("index.json").exists());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn build_context_gets_no_layer() {
+    // A local context is copied from, never a parent: its own layer is never needed, so the
+    // pipeline never makes it (it could be large, and it holds files the build did not use).
+    let k = Kit::new();
+    let ctx = k.path("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("used.txt"), "used").unwrap();
+    std::fs::write(ctx.join("unused.txt"), "context-canary-5d1e").unwrap();
+    let st = base().run(sh("echo ran > /ran")).root().copy(
+        &kiln::graph::State::local("ctx"),
+        "/used.txt",
+        "/used.txt",
+        Default::default(),
+    );
+    let cache = k.path("cache");
+    let opts =
+        k.opts().local("ctx", &ctx).cache_export(&format!("type=local,dest={},mode=max", cache.display())).unwrap();
+    let (r, ev) = k.solve(&st, opts).await;
+    r.unwrap_or_else(|e| panic!("{e}: {ev:#?}"));
+    let blobs = engine_blobs(k.engine().root());
+    assert!(blobs.iter().any(|b| contains(b, b"ran")), "the RUN's layer was made");
+    assert!(!blobs.iter().any(|b| contains(b, b"context-canary-5d1e")), "no blob holds the context");
+    k.assert_no_leaks();
+}

@@ -526,7 +526,11 @@ impl Solve {
             Ok(outputs) => {
                 let done = ProgressEvent::VertexCompleted { vertex: d.to_string(), name, duration: t0.elapsed() };
                 self.finish(&d, Status::Executed, done);
-                self.prefetch.executed(&self, outputs.values().flatten());
+                // A local source's own result is never exported (the build context): its layer is
+                // made only if a consumer's chain holds it.
+                if !matches!(v.source_spec(), Ok(Some(crate::graph::SourceSpec::Local { .. }))) {
+                    self.prefetch.executed(&self, outputs.values().flatten());
+                }
                 Ok(Arc::new(VertexOutputs { outputs }))
             }
             Err(e) => {

@@ -366,7 +366,7 @@ pub fn layer_reader(store: &ContentStore, digest: &Digest, media_type: &str) -> 
     let raw = BufReader::with_capacity(256 * 1024, store.open_reader(digest)?);
     Ok(match compression {
         Compression::Uncompressed => Box::new(raw),
-        Compression::Gzip { .. } => Box::new(Decoder::Gzip(flate2::bufread::MultiGzDecoder::new(raw))),
+        Compression::Gzip { .. } => Box::new(Decoder::Gzip(Box::new(flate2::bufread::MultiGzDecoder::new(raw)))),
         Compression::Zstd { .. } => Box::new(Decoder::Zstd(
             zstd::stream::read::Decoder::with_buffer(raw)
                 .with_path("starting zstd decompression of layer", store.blob_path(digest))?,
@@ -566,7 +566,8 @@ type RawBlob = BufReader<Box<dyn Read + Send>>;
 
 /// Decompressor that drains the compressed blob at the end, so its digest check runs.
 enum Decoder {
-    Gzip(flate2::bufread::MultiGzDecoder<RawBlob>),
+    /// Boxed: zlib-rs keeps its inflate state inline (kilobytes).
+    Gzip(Box<flate2::bufread::MultiGzDecoder<RawBlob>>),
     Zstd(zstd::stream::read::Decoder<'static, RawBlob>),
 }
 

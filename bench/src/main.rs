@@ -239,6 +239,28 @@ async fn bench_run_chain(work: &Path, rootfs: &Path, n: u64) -> Result<()> {
     let (engine, t_open) = open(&work.join("runchain-root"))?;
     let warm = solve(&engine, &def, opts()).await?;
     println!("cached re-solve in a new Engine:         {} (+ open {})", ms(warm.wall), ms(t_open));
+    // The same command as a bare `runc run` loop on a copy of the rootfs (runc's default spec,
+    // writable root): what a RUN costs without kiln.
+    let bundle = work.join("runc-bundle");
+    let state = work.join("runc-state");
+    sh(&format!(
+        r#"rm -rf '{b}' && mkdir -p '{b}' && cp -a '{r}' '{b}/rootfs' && cd '{b}' && runc spec && sed -i -e 's/"terminal": true/"terminal": false/' -e 's/"readonly": true/"readonly": false/' -e 's|"sh"$|"/bin/sh", "-c", "echo 1 >> /log"|' config.json"#,
+        b = bundle.display(),
+        r = rootfs.display()
+    ))?;
+    let bare = sh(&format!(
+        "cd '{b}' && for i in $(seq 1 {n}); do runc --root '{s}' run --bundle . kiln-bench-$i > /dev/null || exit 1; done",
+        b = bundle.display(),
+        s = state.display()
+    ))?;
+    let lines = std::fs::read_to_string(bundle.join("rootfs/log")).map(|l| l.lines().count()).unwrap_or(0);
+    let (kiln_run, bare_run) = (cold.wall.as_secs_f64() * 1e3 / n as f64, bare.as_secs_f64() * 1e3 / n as f64);
+    println!(
+        "bare `runc run` loop, same command:      {} ({:.1} ms per run, {lines} lines written) -> kiln's own share per RUN {:.1} ms",
+        secs(bare),
+        bare_run,
+        kiln_run - bare_run
+    );
     println!();
     Ok(())
 }
@@ -329,6 +351,25 @@ async fn bench_cache(work: &Path, rootfs: &Path) -> Result<()> {
             })
             .sum()
     };
+    // W1 (bench/compare's definition) cold, without and with a mode=max export in the same
+    // solve: layers are made while the graph runs, the export's own step only writes metadata.
+    let w1 = defs::w1().to_definition()?;
+    for round in 1..=2 {
+        let (e, _) = open(&work.join(format!("w1-cold-{round}")))?;
+        let plain = solve(&e, &w1, opts()).await?;
+        drop(e);
+        let (e, _) = open(&work.join(format!("w1-export-{round}")))?;
+        let dest = work.join(format!("w1-cache-{round}"));
+        let exp = solve(&e, &w1, opts().cache_export(&format!("type=local,dest={},mode=max", dest.display()))?).await?;
+        println!(
+            "W1 cold {}, cold + local export mode=max {}: the export adds {} ({} after the graph, {:.1} MB of blobs)",
+            secs(plain.wall),
+            secs(exp.wall),
+            secs(exp.wall.saturating_sub(plain.wall)),
+            secs(export_time(&exp)),
+            dir_bytes(&dest.join("blobs")) as f64 / 1e6
+        );
+    }
     let first_dir = work.join("cache-first");
     let r = solve(&engine, &def, opts().cache_export(&format!("type=local,dest={},mode=max", first_dir.display()))?)
         .await?;

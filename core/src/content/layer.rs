@@ -21,7 +21,7 @@ pub const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.ta
 pub const DOCKER_LAYER_ZSTD: &str = "application/vnd.docker.image.rootfs.diff.tar.zstd";
 
 /// How a layer blob is compressed.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Compression {
     /// Plain tar.
     Uncompressed,
@@ -68,10 +68,199 @@ pub fn media_type_for(compression: &Compression, oci: bool) -> &'static str {
     }
 }
 
+/// Input is judged in blocks of this many bytes (a fixed size, so the blob depends on the tar
+/// bytes only, never on how they were written).
+const GZIP_BLOCK: usize = 64 * 1024;
+/// A block whose byte entropy is at least this many bits per byte is stored, not deflated:
+/// random or already compressed data, which deflate cannot shrink (it would end up in a stored
+/// block anyway, after searching every position for matches).
+const STORED_ENTROPY: f64 = 7.99;
+
+/// gzip (one member, RFC 1952) whose deflate stream stores incompressible blocks directly and
+/// deflates the others at the chosen level: the output is as small as plain deflate's (random
+/// data is stored by deflate too) but made at memory speed where deflate has nothing to find.
+/// After stored blocks the compressor restarts with an empty window: its back references then
+/// only reach bytes it emitted itself, which the decoder holds at the same distances.
+struct AdaptiveGzip<W: Write> {
+    inner: W,
+    level: u32,
+    deflate: flate2::Compress,
+    /// The compressor has taken input since its last restart (a sync flush is due before a
+    /// stored block).
+    deflating: bool,
+    /// Stored blocks were written since the compressor's last restart.
+    restart: bool,
+    crc: flate2::Crc,
+    pending: Vec<u8>,
+    out: Vec<u8>,
+}
+
+impl<W: Write> AdaptiveGzip<W> {
+    fn new(mut inner: W, level: u32) -> io::Result<Self> {
+        // The header flate2's GzEncoder writes: no name, no mtime, XFL by level, OS unknown.
+        let xfl = if level >= 9 {
+            2
+        } else if level <= 1 {
+            4
+        } else {
+            0
+        };
+        inner.write_all(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, xfl, 255])?;
+        Ok(AdaptiveGzip {
+            inner,
+            level,
+            deflate: flate2::Compress::new(flate2::Compression::new(level), false),
+            deflating: false,
+            restart: false,
+            crc: flate2::Crc::new(),
+            pending: Vec::with_capacity(GZIP_BLOCK),
+            out: Vec::with_capacity(GZIP_BLOCK + 1024),
+        })
+    }
+
+    /// Runs the compressor over `input` with `flush`, writing everything it produces.
+    fn run(&mut self, input: &[u8], flush: flate2::FlushCompress) -> io::Result<()> {
+        let mut used = 0;
+        loop {
+            self.out.clear();
+            let before = self.deflate.total_in();
+            let status = self
+                .deflate
+                .compress_vec(&input[used..], &mut self.out, flush)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            used += (self.deflate.total_in() - before) as usize;
+            self.inner.write_all(&self.out)?;
+            let room_left = self.out.len() < self.out.capacity();
+            match (status, flush) {
+                (flate2::Status::StreamEnd, _) => return Ok(()),
+                (_, flate2::FlushCompress::Finish) => {}
+                _ if used == input.len() && room_left => return Ok(()),
+                _ => {}
+            }
+        }
+    }
+
+    fn block(&mut self, data: &[u8]) -> io::Result<()> {
+        self.crc.update(data);
+        if self.level == 0 || !incompressible(data) {
+            if self.restart {
+                self.deflate.reset();
+                self.restart = false;
+            }
+            self.deflating = true;
+            return self.run(data, flate2::FlushCompress::None);
+        }
+        if self.deflating {
+            // Byte-aligns the stream after everything deflated so far.
+            self.run(&[], flate2::FlushCompress::Sync)?;
+            self.deflating = false;
+        }
+        for chunk in data.chunks(u16::MAX as usize) {
+            let len = chunk.len() as u16;
+            // BFINAL=0, BTYPE=00 (stored), then LEN and its complement, little endian.
+            let header = [0u8, len as u8, (len >> 8) as u8, !len as u8, (!len >> 8) as u8];
+            self.inner.write_all(&header)?;
+            self.inner.write_all(chunk)?;
+        }
+        self.restart = true;
+        Ok(())
+    }
+
+    fn finish(mut self) -> io::Result<W> {
+        let rest = std::mem::take(&mut self.pending);
+        if !rest.is_empty() {
+            self.block(&rest)?;
+        }
+        if self.restart {
+            self.deflate.reset();
+        }
+        // The final block (empty when the stream ended with stored blocks).
+        self.run(&[], flate2::FlushCompress::Finish)?;
+        let mut trailer = [0u8; 8];
+        trailer[..4].copy_from_slice(&self.crc.sum().to_le_bytes());
+        trailer[4..].copy_from_slice(&self.crc.amount().to_le_bytes());
+        self.inner.write_all(&trailer)?;
+        Ok(self.inner)
+    }
+}
+
+impl<W: Write> Write for AdaptiveGzip<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let mut rest = buf;
+        while !rest.is_empty() {
+            if self.pending.is_empty() && rest.len() >= GZIP_BLOCK {
+                let (block, tail) = rest.split_at(GZIP_BLOCK);
+                self.block(block)?;
+                rest = tail;
+                continue;
+            }
+            let take = (GZIP_BLOCK - self.pending.len()).min(rest.len());
+            self.pending.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
+            if self.pending.len() == GZIP_BLOCK {
+                let block = std::mem::take(&mut self.pending);
+                self.block(&block)?;
+                self.pending = block;
+                self.pending.clear();
+            }
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// True when deflate cannot shrink `data`: its byte entropy is that of noise, and it repeats no
+/// 4-byte sequence among those sampled — by content (wherever the sequence's hash has six high
+/// zero bits, so both copies of a repeated stretch are sampled at the same places) and every
+/// 61 bytes (short periods with few distinct sequences). Noise gives about two thousand
+/// distinct samples per block.
+fn incompressible(data: &[u8]) -> bool {
+    if data.len() < 4096 {
+        return false;
+    }
+    let mut counts = [0u32; 256];
+    for &b in data {
+        counts[b as usize] += 1;
+    }
+    let n = data.len() as f64;
+    let entropy: f64 = counts
+        .iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| {
+            let p = c as f64 / n;
+            -p * p.log2()
+        })
+        .sum();
+    if entropy < STORED_ENTROPY {
+        return false;
+    }
+    let word = |i: usize| u32::from_le_bytes([data[i], data[i + 1], data[i + 2], data[i + 3]]);
+    let by_content = |w: u32| w.wrapping_mul(0x9E37_79B1) >> 26 == 0;
+    let last = data.len() - 4;
+    let mut samples: Vec<u32> = Vec::with_capacity(data.len() / 61 + data.len() / 48);
+    // Each position once: a stride position the content test also picks is left to that test.
+    samples.extend((0..=last).step_by(61).map(word).filter(|&w| !by_content(w)));
+    // The word at each position in turn, rolled a byte at a time (little endian).
+    let mut w = word(0);
+    for &next in &data[4..] {
+        if by_content(w) {
+            samples.push(w);
+        }
+        w = (w >> 8) | (u32::from(next) << 24);
+    }
+    if by_content(w) {
+        samples.push(w);
+    }
+    samples.sort_unstable();
+    samples.windows(2).filter(|p| p[0] == p[1]).count() <= 3
+}
+
 /// The compressor in front of the blob writer.
 enum Encoder {
     Plain(BlobWriter),
-    Gzip(flate2::write::GzEncoder<BlobWriter>),
+    Gzip(AdaptiveGzip<BlobWriter>),
     Zstd(zstd::stream::write::Encoder<'static, BlobWriter>),
 }
 
@@ -118,7 +307,7 @@ pub fn write_layer(
             if *level > 9 {
                 return Err(Error::option("compression-level", level.to_string(), "gzip accepts levels 0 to 9"));
             }
-            Encoder::Gzip(flate2::write::GzEncoder::new(blob, flate2::Compression::new(*level)))
+            Encoder::Gzip(AdaptiveGzip::new(blob, *level).with_path("starting gzip compression of layer in", &ingest)?)
         }
         Compression::Zstd { level } => {
             let range = zstd::compression_level_range();
@@ -177,7 +366,7 @@ pub fn layer_reader(store: &ContentStore, digest: &Digest, media_type: &str) -> 
     let raw = BufReader::with_capacity(256 * 1024, store.open_reader(digest)?);
     Ok(match compression {
         Compression::Uncompressed => Box::new(raw),
-        Compression::Gzip { .. } => Box::new(Decoder::Gzip(flate2::bufread::MultiGzDecoder::new(raw))),
+        Compression::Gzip { .. } => Box::new(Decoder::Gzip(Box::new(flate2::bufread::MultiGzDecoder::new(raw)))),
         Compression::Zstd { .. } => Box::new(Decoder::Zstd(
             zstd::stream::read::Decoder::with_buffer(raw)
                 .with_path("starting zstd decompression of layer", store.blob_path(digest))?,
@@ -377,7 +566,8 @@ type RawBlob = BufReader<Box<dyn Read + Send>>;
 
 /// Decompressor that drains the compressed blob at the end, so its digest check runs.
 enum Decoder {
-    Gzip(flate2::bufread::MultiGzDecoder<RawBlob>),
+    /// Boxed: zlib-rs keeps its inflate state inline (kilobytes).
+    Gzip(Box<flate2::bufread::MultiGzDecoder<RawBlob>>),
     Zstd(zstd::stream::read::Decoder<'static, RawBlob>),
 }
 
@@ -415,6 +605,101 @@ impl Read for Decoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Deterministic pseudo-random bytes (xorshift), incompressible.
+    fn noise(n: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect()
+    }
+
+    fn text(n: usize) -> Vec<u8> {
+        (0..).flat_map(|i: u32| format!("line {i} of some text\n").into_bytes()).take(n).collect()
+    }
+
+    fn adaptive(data: &[u8], level: u32, chunk: usize) -> Vec<u8> {
+        let mut g = AdaptiveGzip::new(Vec::new(), level).unwrap();
+        for c in data.chunks(chunk.max(1)) {
+            g.write_all(c).unwrap();
+        }
+        g.finish().unwrap()
+    }
+
+    fn gunzip(gz: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(gz).read_to_end(&mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn adaptive_gzip_stores_noise_deflates_text_and_round_trips() {
+        // Mixtures across block boundaries: noise, text, noise, a short tail; empty input.
+        let mut mixed = noise(200_000, 7);
+        mixed.extend(text(150_000));
+        mixed.extend(noise(70_001, 9));
+        mixed.extend(text(333));
+        for data in [Vec::new(), text(10), noise(3000, 1), text(300_000), noise(300_000, 3), mixed.clone()] {
+            for level in [0, 1, 6, 9] {
+                let gz = adaptive(&data, level, 65_536);
+                assert_eq!(gunzip(&gz), data, "level {level}, {} bytes", data.len());
+                // The blob depends on the bytes only, never on how they were written.
+                for chunk in [1_000, 4_097, 100_000] {
+                    assert_eq!(adaptive(&data, level, chunk), gz, "chunking {chunk}");
+                }
+            }
+        }
+        // Noise is stored (a few bytes of framing per 64 KiB), text still deflates.
+        let n = noise(1_000_000, 5);
+        let gz = adaptive(&n, 6, 8192);
+        assert!(gz.len() < n.len() + 200, "{} for {}", gz.len(), n.len());
+        // Written as our own stored blocks (65,535 bytes, not final), not by the compressor.
+        assert_eq!(&gz[10..15], &[0, 0xff, 0xff, 0, 0]);
+        let t = text(1_000_000);
+        let gz = adaptive(&t, 6, 8192);
+        assert!(gz.len() < t.len() / 4, "{} for {}", gz.len(), t.len());
+        // Mixed data compresses as well as plain deflate within 1%.
+        let plain = {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+            e.write_all(&mixed).unwrap();
+            e.finish().unwrap()
+        };
+        let ours = adaptive(&mixed, 6, 8192);
+        assert!(ours.len() as f64 <= plain.len() as f64 * 1.01, "{} vs {}", ours.len(), plain.len());
+    }
+
+    #[test]
+    fn entropy_test_separates_noise_from_text() {
+        assert!(incompressible(&noise(GZIP_BLOCK, 3)));
+        assert!(!incompressible(&text(GZIP_BLOCK)));
+        // High byte entropy, yet deflate shrinks them: a short period, a repeated stretch of noise.
+        let ramp: Vec<u8> = (0..GZIP_BLOCK).map(|i| i as u8).collect();
+        assert!(!incompressible(&ramp));
+        let mut twice = noise(20_000, 4);
+        twice.extend(noise(5_000, 8));
+        twice.extend(noise(20_000, 4));
+        twice.extend(noise(20_536, 9));
+        assert!(!incompressible(&twice));
+        assert!(!incompressible(&noise(1000, 3)), "short blocks are always deflated");
+    }
+
+    #[test]
+    fn adaptive_gzip_is_read_by_system_gzip() {
+        let mut data = text(100_000);
+        data.extend(noise(150_000, 11));
+        data.extend(text(100_000));
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("x.gz");
+        std::fs::write(&f, adaptive(&data, 6, 10_000)).unwrap();
+        let out = std::process::Command::new("gzip").arg("-dc").arg(&f).output().expect("gzip is installed");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(out.stdout, data);
+    }
 
     fn roundtrip(c: Compression) {
         let dir = tempfile::tempdir().unwrap();

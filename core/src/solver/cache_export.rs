@@ -4,6 +4,8 @@
 //! reused; a result that came from an imported cache reuses the imported blobs.
 
 use super::exporters::layers_of;
+use super::prefetch::LayerFormat;
+use super::refs::ResultRef;
 use super::{keys, ops, Solve};
 use crate::content::layer::{Compression, LayerBlob};
 use crate::error::{Error, ErrorKind, Result};
@@ -35,7 +37,7 @@ pub async fn run(solve: &Arc<Solve>) -> Result<()> {
     Ok(())
 }
 
-fn compression(spec: &CacheExportSpec) -> Compression {
+pub(super) fn compression(spec: &CacheExportSpec) -> Compression {
     match spec.compression {
         CacheCompression::Gzip => Compression::Gzip { level: spec.compression_level.unwrap_or(6).clamp(0, 9) as u32 },
         CacheCompression::Zstd => Compression::Zstd { level: spec.compression_level.unwrap_or(3) },
@@ -57,6 +59,27 @@ async fn export_one(solve: &Arc<Solve>, spec: &CacheExportSpec) -> Result<()> {
             pending.push((ki.clone(), idx, want));
         }
     }
+    // Every layer the export needs is made in parallel (one per core), each at most once: those
+    // of vertices executed in this solve are already being made (or made) since they completed.
+    let wanted: Vec<(Arc<super::KeyInfo>, i64)> =
+        pending.iter().filter(|(_, _, want)| *want).map(|(ki, idx, _)| (ki.clone(), *idx)).collect();
+    let solve2 = solve.clone();
+    let refs = super::spawn_counted(solve.task_tokens(), move || -> Result<Vec<ResultRef>> {
+        let mut refs = Vec::new();
+        for (ki, idx) in wanted {
+            if let Some(outs) = solve2.lookup(&ki.worker, &ki.key, &[idx])? {
+                refs.extend(outs.get(&idx).cloned().flatten());
+            }
+        }
+        Ok(refs)
+    })
+    .await
+    .map_err(|e| Error::with_source(ErrorKind::Internal, "cache export task", e))??;
+    let format = LayerFormat::of_cache_export(spec);
+    for r in &refs {
+        solve.prefetch.start_chain(solve, r, &format);
+    }
+    solve.prefetch.wait().await;
     let solve2 = solve.clone();
     let spec = spec.clone();
     let tokens = solve.task_tokens();

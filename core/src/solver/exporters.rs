@@ -204,7 +204,7 @@ fn format_of(c: &Compression) -> &'static str {
     }
 }
 
-fn layer_of(
+pub(super) fn layer_of(
     cache: &CacheManager,
     worker: &Arc<Worker>,
     s: &SnapshotId,

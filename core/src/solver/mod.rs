@@ -10,6 +10,7 @@ mod job;
 mod keys;
 mod layers;
 pub(crate) mod ops;
+mod prefetch;
 pub(crate) mod refs;
 mod ssh;
 mod tasks;
@@ -154,6 +155,8 @@ pub(crate) struct Solve {
     aborts: Mutex<Vec<tokio::task::AbortHandle>>,
     /// This solve's live vertex tasks (the engine counts them too).
     tasks: Arc<TaskCount>,
+    /// Layers made as vertices complete, for the cache exporters (`mode=max`).
+    pub(crate) prefetch: prefetch::LayerPrefetch,
 }
 
 /// Aborts every vertex task of a solve when the solve future is dropped.
@@ -228,6 +231,19 @@ async fn solve_inner(
 ) -> Result<SolveResult> {
     let solve = Solve::start(engine, def, opts, tasks, registry).await?;
     let guard = AbortOnDrop(solve.clone());
+    let res = run_solve(&solve, def).await;
+    if res.is_err() {
+        // No layer task outlives the solve (nor its hold on the in-flight gate): those running
+        // end after their current layer, the others are skipped.
+        solve.abort_all();
+        solve.prefetch.wait().await;
+    }
+    drop(guard);
+    res
+}
+
+/// Loads the result, runs the exporters and cache exporters of a started solve.
+async fn run_solve(solve: &Arc<Solve>, def: &Definition) -> Result<SolveResult> {
     let result = match def.output() {
         None => None,
         // Nothing consumes the result: knowing it exists (locally or in an imported cache) is
@@ -242,9 +258,9 @@ async fn solve_inner(
         Some((d, index)) => solve.output_ref(&d, index).await?,
     };
     solve.finish_unreported();
-    let exporter_response = exporters::run(&solve, result.as_ref()).await?;
-    cache_export::run(&solve).await?;
-    drop(guard);
+    let exporter_response = exporters::run(solve, result.as_ref()).await?;
+    cache_export::run(solve).await?;
+    solve.prefetch.wait().await;
     let (cached, executed) = solve.counts();
     Ok(SolveResult { exporter_response, cached, executed })
 }
@@ -279,6 +295,7 @@ impl Solve {
         if registry.interrupt.is_fired() {
             return Err(Error::Cancelled);
         }
+        let prefetch = prefetch::LayerPrefetch::new(&opts.cache_exports);
         Ok(Arc::new(Solve {
             solver: engine,
             def: Arc::new(def.clone()),
@@ -292,6 +309,7 @@ impl Solve {
             pinned: Mutex::new(HashMap::new()),
             fetched: Mutex::new(HashMap::new()),
             aborts: Mutex::new(Vec::new()),
+            prefetch,
             tasks,
         }))
     }
@@ -327,6 +345,7 @@ impl Solve {
     /// Aborts every vertex task of this solve and forgets its memoised futures (the solve ended,
     /// was cancelled, or the build holding it ended).
     pub(crate) fn abort_all(&self) {
+        self.prefetch.stop();
         let handles = std::mem::take(&mut *lock(&self.aborts));
         for h in handles {
             h.abort();
@@ -507,6 +526,11 @@ impl Solve {
             Ok(outputs) => {
                 let done = ProgressEvent::VertexCompleted { vertex: d.to_string(), name, duration: t0.elapsed() };
                 self.finish(&d, Status::Executed, done);
+                // A local source's own result is never exported (the build context): its layer is
+                // made only if a consumer's chain holds it.
+                if !matches!(v.source_spec(), Ok(Some(crate::graph::SourceSpec::Local { .. }))) {
+                    self.prefetch.executed(&self, outputs.values().flatten());
+                }
                 Ok(Arc::new(VertexOutputs { outputs }))
             }
             Err(e) => {

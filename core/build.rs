@@ -22,6 +22,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "proto/buildkit/filesync.proto",
                 "proto/buildkit/health.proto",
                 "proto/buildkit/secrets.proto",
+                "proto/buildkit/sshforward.proto",
+                "proto/buildkit/auth.proto",
                 "proto/buildkit/content.proto",
             ],
             &["proto"],

@@ -36,7 +36,8 @@ pub mod moby {
 /// gateway code reaches it at this path.
 pub use crate::session::proto::fsutil;
 
-/// `moby.filesync.v1`: the session's `FileSync`/`FileSend` services.
+/// `moby.filesync.v1`: the session's `FileSync`/`FileSend` services and registry credentials
+/// (`Auth`).
 pub use crate::session::proto::filesync;
 
 /// `grpc.health.v1`: the health service a BuildKit client serves on its session.
@@ -55,9 +56,25 @@ pub mod secrets {
     }
 }
 
+/// `moby.sshforward.v1`: the SSH agents a BuildKit client forwards over its session.
+pub mod sshforward {
+    /// `moby.sshforward.v1`.
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/moby.sshforward.v1.rs"));
+    }
+}
+
 /// `containerd.services.content.v1`: the content store a BuildKit client serves on its session
 /// (local cache export/import).
 pub mod containerd {
+    /// `moby.sshforward.v1`: the SSH agents a BuildKit client forwards over its session.
+    pub mod sshforward {
+        /// `moby.sshforward.v1`.
+        pub mod v1 {
+            include!(concat!(env!("OUT_DIR"), "/moby.sshforward.v1.rs"));
+        }
+    }
+
     /// `containerd.services.content.v1`.
     pub mod content {
         include!(concat!(env!("OUT_DIR"), "/containerd.services.content.v1.rs"));

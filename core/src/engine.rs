@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 mod image;
+pub(crate) use image::LoggedInResolver;
 
 pub use crate::build::{BuildContext, BuildOptions, BuildOutput, FileStat, Ref, SolveRequest};
 pub use crate::cache::{PruneReport, UsageRecord};
@@ -216,7 +217,8 @@ impl Engine {
         }
         match frontend {
             crate::frontend::dockerfile::build::FRONTEND_NAME | "dockerfile" => {
-                let resolver: crate::frontend::dockerfile::build::SharedResolver = Arc::new(self.clone());
+                let resolver: crate::frontend::dockerfile::build::SharedResolver =
+                    Arc::new(LoggedInResolver::new(self.clone(), opts.solve.registry_credentials.clone()));
                 self.build(opts, move |ctx| crate::frontend::dockerfile::build::build(ctx, resolver)).await
             }
             other => Err(Error::new(

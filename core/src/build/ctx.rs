@@ -72,6 +72,14 @@ impl BuildContext {
         Self::with_backend(Backend::Remote(bridge), attrs)
     }
 
+    /// Where this build's registry logins come from (a daemon's client session), if anywhere.
+    pub(crate) fn registry_credentials(&self) -> Option<Arc<dyn crate::solver::CredentialProvider>> {
+        match &self.inner.backend {
+            Backend::Local(s) => s.registry_credentials(),
+            Backend::Remote(_) => None,
+        }
+    }
+
     fn with_backend(backend: Backend, attrs: BTreeMap<String, String>) -> BuildContext {
         BuildContext {
             inner: Arc::new(CtxInner { backend, attrs, result: Mutex::new(None), refs: Default::default() }),

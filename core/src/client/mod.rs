@@ -12,6 +12,7 @@
 
 pub mod build;
 pub mod content;
+pub mod forward;
 pub mod request;
 pub mod services;
 pub mod session;

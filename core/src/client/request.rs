@@ -154,17 +154,21 @@ where
     D: FnOnce(String) -> DFut,
     DFut: std::future::Future<Output = Result<()>>,
 {
-    if !opts.ssh.is_empty() {
-        return Err(unsupported("SSH agent forwarding through a daemon is not served by kiln's client yet"));
-    }
-    if opts.local_provider.is_some() || opts.secret_provider.is_some() {
-        return Err(unsupported("local and secret providers apply to an embedded engine, not a connected one"));
+    if opts.local_provider.is_some()
+        || opts.secret_provider.is_some()
+        || opts.ssh_provider.is_some()
+        || opts.registry_credentials.is_some()
+    {
+        return Err(unsupported(
+            "local, secret, ssh and credential providers apply to an embedded engine, not a connected one",
+        ));
     }
     let (exporter, exporter_attrs, output) = exporter(&opts)?;
     let (cache, stores, tag_after) = cache_entries(&opts)?;
     let services = SessionServices {
         locals: opts.locals.clone(),
         secrets: opts.secrets.clone(),
+        ssh: opts.ssh.clone(),
         output,
         stores,
         failure: Default::default(),

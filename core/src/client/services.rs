@@ -1,7 +1,8 @@
 //! What a BuildKit client serves its daemon on the session: health checks, the local dirs a
 //! solve names (`FileSync.DiffCopy`, fsutil's sender), the solve's output (`FileSend.DiffCopy`:
 //! fsutil packets into a directory for `type=local`, raw bytes into a file for `type=tar` and
-//! `type=oci`), secrets (`Secrets.GetSecret`) and local cache directories (see [`super::content`]).
+//! `type=oci`), secrets (`Secrets.GetSecret`), local cache directories (see [`super::content`]),
+//! SSH agents and registry logins (see [`super::forward`]).
 
 use crate::api::health::v1::health_server::{Health, HealthServer};
 use crate::api::health::v1::{health_check_response::ServingStatus, HealthCheckRequest, HealthCheckResponse};
@@ -42,6 +43,8 @@ pub struct SessionServices {
     pub locals: BTreeMap<String, PathBuf>,
     /// Secret values by id.
     pub secrets: BTreeMap<String, Vec<u8>>,
+    /// SSH agent sockets by id.
+    pub ssh: BTreeMap<String, PathBuf>,
     /// The output written on this side, if any.
     pub output: Option<OutputTarget>,
     /// Local cache directories the daemon reads and writes, by store id.
@@ -59,6 +62,10 @@ impl SessionServices {
             m.push(FILE_SEND_DIFF_COPY);
         }
         m.push(GET_SECRET);
+        if !self.ssh.is_empty() {
+            m.extend_from_slice(super::forward::SSH_METHODS);
+        }
+        m.extend_from_slice(super::forward::AUTH_METHODS);
         if !self.stores.0.is_empty() {
             m.extend_from_slice(super::content::METHODS);
         }
@@ -80,6 +87,8 @@ impl SessionServices {
             .add_service(FileSendService(self.clone()))
             .add_service(SecretsServer::new(SecretValues(self.secrets.clone())))
             .add_service(self.stores.service())
+            .add_service(super::forward::ssh_service(self.ssh.clone()))
+            .add_service(super::forward::auth_service())
     }
 }
 

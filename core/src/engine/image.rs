@@ -13,7 +13,7 @@ use crate::content::{ContentStore, OciLayout};
 use crate::error::{Error, ErrorKind, Result};
 use crate::graph::{DockerfileOptions, ImageConfig};
 use crate::graph::{ImageMetaResolver, ImageOptions, ImageRef, OciRef, Platform, ResolvedImageConfig, State};
-use crate::registry::{pull_image_metadata, ClientSettings, Reference};
+use crate::registry::{pull_image_metadata, ClientSettings, LoginSource, Reference};
 use crate::worker::platform::check_native;
 use std::path::PathBuf;
 
@@ -56,6 +56,17 @@ impl Engine {
         image: &ImageRef,
         platform: Option<&Platform>,
     ) -> Result<(ResolvedImageConfig, Vec<u8>)> {
+        self.resolve_with_logins(image, platform, None)
+    }
+
+    /// [`Engine::resolve_image_config_with_raw`] asking `logins` (a daemon's client session) for
+    /// registry credentials before the Docker config.
+    pub(crate) fn resolve_with_logins(
+        &self,
+        image: &ImageRef,
+        platform: Option<&Platform>,
+        logins: Option<LoginSource>,
+    ) -> Result<(ResolvedImageConfig, Vec<u8>)> {
         if let Some(p) = platform {
             check_native(&format!("image {image}"), p)?;
         }
@@ -67,7 +78,7 @@ impl Engine {
                     Ok(s) => (s.registry_options().clone(), s.cache.tmp().to_path_buf()),
                     Err(_) => (crate::registry::RegistryOptions::from_env()?, std::env::temp_dir()),
                 };
-                let settings = ClientSettings { options, interrupt: Default::default() };
+                let settings = ClientSettings { options, interrupt: Default::default(), logins };
                 let client = settings.client(&r, false)?;
                 let tmp =
                     tempfile::tempdir_in(&tmp_base).map_err(|e| Error::io("create a resolver dir", &tmp_base, e))?;
@@ -131,5 +142,29 @@ impl Engine {
 impl ImageMetaResolver for Engine {
     fn resolve_image_config(&self, image: &ImageRef, platform: Option<&Platform>) -> Result<ResolvedImageConfig> {
         Engine::resolve_image_config(self, image, platform)
+    }
+}
+
+/// An engine resolving with a solve's registry logins (a daemon's client session), for the
+/// frontends a daemon runs: base images resolve with the same credentials the pulls use.
+#[derive(Debug, Clone)]
+pub(crate) struct LoggedInResolver {
+    engine: Engine,
+    logins: Option<LoginSource>,
+}
+
+impl LoggedInResolver {
+    /// `engine` asking `provider` (when given) for logins; call inside the runtime.
+    pub(crate) fn new(
+        engine: Engine,
+        provider: Option<std::sync::Arc<dyn crate::solver::CredentialProvider>>,
+    ) -> LoggedInResolver {
+        LoggedInResolver { engine, logins: provider.and_then(LoginSource::new) }
+    }
+}
+
+impl ImageMetaResolver for LoggedInResolver {
+    fn resolve_image_config(&self, image: &ImageRef, platform: Option<&Platform>) -> Result<ResolvedImageConfig> {
+        self.engine.resolve_with_logins(image, platform, self.logins.clone()).map(|(r, _)| r)
     }
 }

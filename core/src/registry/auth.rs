@@ -1,9 +1,12 @@
 //! Registry credentials and challenges: reading `auths` from Docker's `config.json`
-//! (`$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`) and parsing `WWW-Authenticate`.
+//! (`$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`), asking a solve's
+//! [`CredentialProvider`] ([`LoginSource`]) and parsing `WWW-Authenticate`.
 
 use crate::error::{Error, ErrorKind, IoContext, Result};
+use crate::solver::CredentialProvider;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 /// Credentials for one registry from `config.json`.
 #[derive(Clone, PartialEq, Eq)]
@@ -291,5 +294,61 @@ mod tests {
         assert_eq!(parse_challenge(r#"Basic realm="Registry Realm""#), Some(Challenge::Basic));
         assert_eq!(parse_challenge("Negotiate"), None);
         assert_eq!(parse_params("realm=x, service=\"a\\\"b\"").get("service").map(String::as_str), Some("a\"b"));
+    }
+}
+
+/// Registry logins asked of a [`CredentialProvider`] (a daemon's client session, as buildkitd
+/// asks its client) from the blocking registry client: answers are cached per registry for the
+/// client's life; a registry the provider has no login for falls back to the Docker config.
+#[derive(Debug, Clone)]
+pub struct LoginSource {
+    provider: Arc<dyn CredentialProvider>,
+    runtime: tokio::runtime::Handle,
+    asked: Arc<Mutex<HashMap<String, Option<Credential>>>>,
+}
+
+/// How long the registry client waits for the provider's answer.
+const LOGIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl LoginSource {
+    /// Asks `provider` on the current tokio runtime (`None` outside one).
+    pub fn new(provider: Arc<dyn CredentialProvider>) -> Option<LoginSource> {
+        let runtime = tokio::runtime::Handle::try_current().ok()?;
+        Some(LoginSource { provider, runtime, asked: Arc::default() })
+    }
+
+    /// Whether the provider gave a login for `registry`.
+    pub(crate) fn answered(&self, registry: &str) -> bool {
+        self.asked.lock().unwrap_or_else(|p| p.into_inner()).get(registry).is_some_and(|c| c.is_some())
+    }
+
+    /// The provider's credential for `registry` (contacted at `host`), asked once.
+    pub(crate) fn get(&self, registry: &str, host: &str) -> Result<Option<Credential>> {
+        if let Some(c) = self.asked.lock().unwrap_or_else(|p| p.into_inner()).get(registry) {
+            return Ok(c.clone());
+        }
+        // The registry client blocks; the provider is async: run it on the runtime and wait on a
+        // channel (never `block_on`, which panics on a runtime thread).
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (provider, h) = (self.provider.clone(), host.to_owned());
+        self.runtime.spawn(async move {
+            let _ = tx.send(provider.credentials(&h).await);
+        });
+        let login = rx
+            .recv_timeout(LOGIN_TIMEOUT)
+            .map_err(|_| {
+                Error::new(
+                    ErrorKind::Registry,
+                    format!("asking the client for credentials of {host}: no answer within {LOGIN_TIMEOUT:?}"),
+                )
+            })?
+            .map_err(|e| e.context(format!("asking the client for credentials of {host}")))?;
+        let cred = login.and_then(|l| match (l.username.is_empty(), l.secret.is_empty()) {
+            (_, true) => None,
+            (true, false) => Some(Credential::IdentityToken { username: String::new(), token: l.secret }),
+            (false, false) => Some(Credential::Basic { username: l.username, password: l.secret }),
+        });
+        self.asked.lock().unwrap_or_else(|p| p.into_inner()).insert(registry.to_owned(), cred.clone());
+        Ok(cred)
     }
 }

@@ -11,7 +11,7 @@
 //! body stalls. A client made [`interruptible`](RegistryClient::interruptible) ends blocked
 //! requests at once when its [`Interrupt`] fires (a cancelled solve), with [`Error::Cancelled`].
 
-use super::auth::{base64_encode, parse_challenge, Challenge, Credential, Credentials};
+use super::auth::{base64_encode, parse_challenge, Challenge, Credential, Credentials, LoginSource};
 use super::options::{Interrupt, RegistryOptions, ENV_CONNECT_TIMEOUT, ENV_READ_TIMEOUT, MAX_BACKOFF};
 use super::reference::Reference;
 use crate::content::image::{DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST};
@@ -67,6 +67,8 @@ pub struct RegistryClient {
     inner: Arc<Inner>,
     chunk_size: u64,
     interrupt: Option<Interrupt>,
+    /// Logins asked of the solve's credential provider before the Docker config's.
+    logins: Option<LoginSource>,
 }
 
 #[derive(Debug)]
@@ -168,7 +170,37 @@ impl RegistryClient {
             }),
             chunk_size: u64::MAX,
             interrupt: None,
+            logins: None,
         })
+    }
+
+    /// The same client, asking `logins` (a daemon's client session) for credentials first.
+    pub fn with_logins(mut self, logins: Option<LoginSource>) -> RegistryClient {
+        self.logins = logins;
+        self
+    }
+
+    /// The credential for `r`'s registry: the login source's, else the Docker config's.
+    fn credential(&self, r: &Reference) -> Result<Option<Credential>> {
+        if let Some(l) = &self.logins {
+            if let Some(c) = l.get(&r.registry, r.host())? {
+                return Ok(Some(c));
+            }
+        }
+        Ok(self.inner.creds.get(&r.registry).cloned())
+    }
+
+    /// Where the credentials for `r` came from, for error messages.
+    fn describe_credentials(&self, r: &Reference) -> String {
+        let asked = self.logins.as_ref().is_some_and(|l| l.answered(&r.registry));
+        let file = self.inner.creds.describe(&r.registry);
+        if asked {
+            format!("used the login the client's session gave for {}", r.registry)
+        } else if self.logins.is_some() {
+            format!("the client's session gave no login for {}; {file}", r.registry)
+        } else {
+            file
+        }
     }
 
     /// The same client, ended by `interrupt`: when it fires, requests blocked on the network
@@ -650,7 +682,7 @@ impl RegistryClient {
         registry_error(format!(
             "authentication to registry {} failed: {method} {url} returned HTTP 401 {why}; {}",
             r.registry,
-            self.inner.creds.describe(&r.registry)
+            self.describe_credentials(r)
         ))
     }
 
@@ -712,7 +744,8 @@ impl RegistryClient {
     /// The `Authorization` header for `r`'s registry, once it has challenged us.
     fn authorization(&self, r: &Reference, scopes: &[String]) -> Result<Option<String>> {
         let challenge = lock(&self.inner.challenges).get(&r.registry).cloned();
-        let cred = self.inner.creds.get(&r.registry);
+        let cred = self.credential(r)?;
+        let cred = cred.as_ref();
         match challenge {
             None => Ok(None),
             Some(Challenge::Basic) => match cred {
@@ -722,7 +755,7 @@ impl RegistryClient {
                 _ => Err(registry_error(format!(
                     "registry {} requires basic authentication; {}",
                     r.registry,
-                    self.inner.creds.describe(&r.registry)
+                    self.describe_credentials(r)
                 ))),
             },
             Some(Challenge::Bearer { realm, service }) => {
@@ -790,7 +823,7 @@ impl RegistryClient {
             .map_err(|e| e.context(format!("getting a token for registry {}", r.registry)))?;
         if resp.status() != StatusCode::OK {
             let e = status_error(&format!("getting a token for registry {}", r.registry), "GET", realm, resp);
-            return Err(e.context(self.inner.creds.describe(&r.registry)));
+            return Err(e.context(self.describe_credentials(r)));
         }
         let mut body = Vec::new();
         resp.into_body()

@@ -10,12 +10,13 @@
 //!
 //! The client is blocking (`ureq`); async callers run it on a blocking thread.
 
-mod auth;
+pub(crate) mod auth;
 pub mod client;
 pub mod options;
 pub mod reference;
 
 pub use client::{PushStats, RegistryClient, DEFAULT_CHUNK_SIZE, PUSH_PARALLELISM};
+pub use auth::LoginSource;
 pub use options::{Interrupt, RegistryOptions};
 pub use reference::Reference;
 
@@ -27,13 +28,17 @@ pub struct ClientSettings {
     pub options: RegistryOptions,
     /// Ends every request of these clients when fired.
     pub interrupt: Interrupt,
+    /// Logins asked before the Docker config's (a daemon's client session).
+    pub logins: Option<LoginSource>,
 }
 
 impl ClientSettings {
     /// A client for `r`'s registry: plain http when `insecure` or when the registry is on the
     /// loopback interface ([`is_loopback`]).
     pub fn client(&self, r: &Reference, insecure: bool) -> Result<RegistryClient> {
-        Ok(RegistryClient::with_options(insecure || is_loopback(r), &self.options)?.interruptible(&self.interrupt))
+        Ok(RegistryClient::with_options(insecure || is_loopback(r), &self.options)?
+            .interruptible(&self.interrupt)
+            .with_logins(self.logins.clone()))
     }
 }
 

@@ -211,7 +211,8 @@ impl BridgeService {
     ) -> Result<Response<gw::SolveResponse>, Status> {
         super::control::check_frontend_attrs(&attrs)?;
         let ctx = b.ctx.with_frontend_attrs(attrs);
-        let resolver: crate::frontend::dockerfile::build::SharedResolver = Arc::new(self.engine.clone());
+        let resolver: crate::frontend::dockerfile::build::SharedResolver =
+            Arc::new(crate::engine::LoggedInResolver::new(self.engine.clone(), b.ctx.registry_credentials()));
         let out = crate::frontend::dockerfile::build::build(ctx, resolver).await.map_err(|e| to_status(&e))?;
         let out = out.unwrap_or_default();
         let id = out.result.map(|r| b.add_ref(r)).unwrap_or_default();
@@ -239,7 +240,8 @@ impl LlbBridge for BridgeService {
         req: Request<gw::ResolveImageConfigRequest>,
     ) -> Result<Response<gw::ResolveImageConfigResponse>, Status> {
         // Keyed by the build like every gateway call (BuildKit's forwarder is per build).
-        let _b = self.fwd.lookup(&req).await?;
+        let b = self.fwd.lookup(&req).await?;
+        let logins = b.ctx.registry_credentials().and_then(crate::registry::LoginSource::new);
         let req = req.into_inner();
         // BuildKit's ResolverType: 0 = registry, 1 = an OCI layout store on the client's session.
         if req.resolver_type != 0 {
@@ -256,7 +258,7 @@ impl LlbBridge for BridgeService {
         let platform = req.platform.as_ref().map(crate::graph::Platform::from_pb);
         let engine = self.engine.clone();
         let (resolved, config) =
-            tokio::task::spawn_blocking(move || engine.resolve_image_config_with_raw(&image, platform.as_ref()))
+            tokio::task::spawn_blocking(move || engine.resolve_with_logins(&image, platform.as_ref(), logins))
                 .await
                 .map_err(|e| Status::internal(format!("the image resolve task failed: {e}")))?
                 .map_err(|e| to_status(&e))?;

@@ -431,6 +431,8 @@ impl ControlService {
         if let Some(s) = &session {
             opts.local_provider = Some(SessionLocals::new(s.clone(), self.engine.root()));
             opts.secret_provider = Some(SessionSecrets::new(s.clone()));
+            opts.ssh_provider = Some(super::forward::SessionSsh::new(s.clone()));
+            opts.registry_credentials = Some(super::forward::SessionAuth::new(s.clone()));
         }
         let client_output = match req.exporter.as_str() {
             kind @ ("local" | "tar" | "oci") => {

@@ -7,14 +7,15 @@
 //! TCP addresses may be served over TLS with client certificates ([`TlsFiles`]). [`session`]
 //! and [`transfer`] reach the client's own services (locals, outputs, secrets) over its session.
 //!
-//! [`cache_store`] moves local cache directories through the client's content store.
+//! [`cache_store`] moves local cache directories through the client's content store;
+//! [`forward`] reaches the client's SSH agents and registry logins.
 //!
-//! Not served yet (answered `Unimplemented` with a message): SSH, registry credentials from the
-//! client, gateway containers.
+//! Not served yet (answered `Unimplemented` with a message): gateway containers.
 
 pub mod bridge;
 pub mod cache_store;
 pub mod control;
+pub mod forward;
 pub mod proto;
 pub mod session;
 pub mod status;

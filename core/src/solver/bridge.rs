@@ -67,6 +67,11 @@ impl SolvedRef {
 }
 
 impl BuildSession {
+    /// Where the build's registry logins come from (a daemon's client session), if anywhere.
+    pub(crate) fn registry_credentials(&self) -> Option<Arc<dyn crate::solver::CredentialProvider>> {
+        self.opts.registry_credentials.clone()
+    }
+
     /// A session on `solver` whose inner solves use `opts` (its `cancel` is ignored: the build
     /// cancels by ending the session).
     pub fn new(solver: Arc<Solver>, mut opts: SolveOptions) -> Arc<BuildSession> {
@@ -132,6 +137,7 @@ impl BuildSession {
         let registry = crate::registry::ClientSettings {
             options: self.solver.registry.clone(),
             interrupt: self.interrupt.clone(),
+            logins: self.opts.registry_credentials.clone().and_then(crate::registry::LoginSource::new),
         };
         let solve = Solve::start(self.solver.clone(), def, opts, self.tasks.clone(), registry).await?;
         lock(&self.solves).push(solve.clone());
@@ -170,6 +176,7 @@ impl BuildSession {
                 let registry = crate::registry::ClientSettings {
                     options: self.solver.registry.clone(),
                     interrupt: self.interrupt.clone(),
+                    logins: self.opts.registry_credentials.clone().and_then(crate::registry::LoginSource::new),
                 };
                 let s =
                     Solve::start(self.solver.clone(), &empty, self.opts.clone(), self.tasks.clone(), registry).await?;

@@ -51,6 +51,48 @@ pub struct SolveOptions {
     /// Where secrets not in [`SolveOptions::secrets`] come from, on demand (a daemon asks its
     /// client's session). Values are never cached or exported.
     pub secret_provider: Option<Arc<dyn SecretProvider>>,
+    /// Where SSH agents not in [`SolveOptions::ssh`] come from, on demand (a daemon forwards its
+    /// client's agents over the session, one stream per connection).
+    pub ssh_provider: Option<Arc<dyn SshProvider>>,
+    /// Where registry credentials come from before the engine's own Docker config (a daemon asks
+    /// its client's session, as buildkitd does).
+    pub registry_credentials: Option<Arc<dyn CredentialProvider>>,
+}
+
+/// A byte stream to one SSH agent connection.
+pub trait AgentStream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> AgentStream for T {}
+
+/// Provides SSH agents a solve's execs mount but were not given (see
+/// [`SolveOptions::ssh_provider`]).
+pub trait SshProvider: Send + Sync + std::fmt::Debug {
+    /// Whether agent `id` is available (`Ok(false)`: the provider has no such agent).
+    fn check<'a>(&'a self, id: &'a str) -> futures::future::BoxFuture<'a, Result<bool>>;
+    /// Opens one new connection to agent `id`.
+    fn connect<'a>(&'a self, id: &'a str) -> futures::future::BoxFuture<'a, Result<Box<dyn AgentStream>>>;
+}
+
+/// A registry login: a username and password, or (empty username) an identity token.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RegistryLogin {
+    /// The user name; empty for an identity token.
+    pub username: String,
+    /// The password or identity token.
+    pub secret: String,
+}
+
+impl std::fmt::Debug for RegistryLogin {
+    // Never print secrets, even in debug logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RegistryLogin({}, <redacted>)", self.username)
+    }
+}
+
+/// Provides registry credentials by host (see [`SolveOptions::registry_credentials`]).
+pub trait CredentialProvider: Send + Sync + std::fmt::Debug {
+    /// The login for registry `host` (as contacted, e.g. `registry-1.docker.io` or
+    /// `127.0.0.1:5000`); `None` when the provider has none.
+    fn credentials<'a>(&'a self, host: &'a str) -> futures::future::BoxFuture<'a, Result<Option<RegistryLogin>>>;
 }
 
 /// Provides secrets a solve's execs mount but were not given (see

@@ -22,7 +22,10 @@ use ops::diff;
 pub use crate::progress::{self, display, EventFields, LogStream, ProgressEvent, ProgressSink};
 
 pub(crate) use bridge::{BuildSession, SolvedRef};
-pub use job::{CancelToken, LocalProvider, LocalRequest, SecretProvider, SolveOptions, SolveResult};
+pub use job::{
+    AgentStream, CancelToken, CredentialProvider, LocalProvider, LocalRequest, RegistryLogin, SecretProvider,
+    SolveOptions, SolveResult, SshProvider,
+};
 pub(crate) use tasks::{KeyLockHandle, KeyLocks, TaskCount, TaskToken};
 
 use crate::cache::CacheManager;
@@ -198,7 +201,11 @@ pub(crate) fn spawn_counted<T: Send + 'static>(
 
 /// Solves `def` on `engine`, runs the exporters and cache exporters.
 async fn solve(engine: Arc<Solver>, def: &Definition, opts: SolveOptions) -> Result<SolveResult> {
-    let registry = crate::registry::ClientSettings { options: engine.registry.clone(), interrupt: Default::default() };
+    let registry = crate::registry::ClientSettings {
+        options: engine.registry.clone(),
+        interrupt: Default::default(),
+        logins: opts.registry_credentials.clone().and_then(crate::registry::LoginSource::new),
+    };
     let _interrupt = InterruptOnDrop(registry.interrupt.clone());
     let Some(token) = opts.cancel.clone() else {
         return solve_inner(engine, def, opts, Arc::default(), registry).await;

@@ -23,6 +23,8 @@ pub struct Registry {
     /// `127.0.0.1:PORT`.
     pub addr: String,
     child: Child,
+    /// What `GET /v2/` answers once it listens (401 with auth).
+    ready_status: u16,
 }
 
 impl Drop for Registry {
@@ -35,6 +37,29 @@ impl Drop for Registry {
 impl Registry {
     /// Starts an anonymous registry with filesystem storage under `dir`.
     pub fn start(dir: &Path) -> Result<Registry, String> {
+        Registry::start_with(dir, None)
+    }
+
+    /// Starts a registry requiring basic auth for `user`/`password` (a bcrypt htpasswd made by
+    /// `htpasswd -B` from apache2-utils).
+    pub fn start_with_auth(dir: &Path, user: &str, password: &str) -> Result<Registry, String> {
+        std::fs::create_dir_all(dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
+        let out = Command::new("htpasswd")
+            .args(["-Bbn", user, password])
+            .output()
+            .map_err(|e| format!("running htpasswd (install apache2-utils: scripts/setup): {e}"))?;
+        if !out.status.success() {
+            return Err(format!("htpasswd failed: {}", String::from_utf8_lossy(&out.stderr)));
+        }
+        let path = dir.join("htpasswd");
+        std::fs::write(&path, &out.stdout).map_err(|e| format!("write {}: {e}", path.display()))?;
+        Registry::start_with(
+            dir,
+            Some(&format!("auth:\n  htpasswd:\n    realm: kiln-test\n    path: {}\n", path.display())),
+        )
+    }
+
+    fn start_with(dir: &Path, auth: Option<&str>) -> Result<Registry, String> {
         if !Path::new(DOCKER_REGISTRY).is_file() {
             return Err(format!("{DOCKER_REGISTRY} is missing: install the docker-registry package (scripts/setup)"));
         }
@@ -52,8 +77,9 @@ impl Registry {
             std::fs::write(
                 &config,
                 format!(
-                    "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
-                    dir.join("storage").display()
+                    "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n{}",
+                    dir.join("storage").display(),
+                    auth.unwrap_or_default()
                 ),
             )
             .map_err(|e| format!("write {}: {e}", config.display()))?;
@@ -67,7 +93,7 @@ impl Registry {
                 .stderr(log2)
                 .spawn()
                 .map_err(|e| format!("start {DOCKER_REGISTRY}: {e}"))?;
-            let mut reg = Registry { addr, child };
+            let mut reg = Registry { addr, child, ready_status: if auth.is_some() { 401 } else { 200 } };
             match reg.wait_ready(&log_path) {
                 Ok(()) => return Ok(reg),
                 Err(e) if e.contains("address already in use") => last = e,
@@ -84,7 +110,7 @@ impl Registry {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Err(format!("docker-registry exited with {status}; log:\n{}", read_log()));
             }
-            if http_status(&self.addr, "/v2/") == Some(200) {
+            if http_status(&self.addr, "/v2/") == Some(self.ready_status) {
                 return Ok(());
             }
             if Instant::now() > deadline {

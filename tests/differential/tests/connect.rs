@@ -21,8 +21,14 @@ struct KilnServe {
 
 impl KilnServe {
     fn start(dir: &Path) -> KilnServe {
+        KilnServe::start_with_env(dir, &[])
+    }
+
+    /// A `kiln serve` with extra environment (e.g. its own empty `DOCKER_CONFIG`).
+    fn start_with_env(dir: &Path, env: &[(&str, &Path)]) -> KilnServe {
         let sock = dir.join("kiln.sock");
         let child = Command::new(kiln_bin().expect("kiln binary"))
+            .envs(env.iter().map(|(k, v)| (*k, *v)))
             .arg("--root")
             .arg(dir.join("root"))
             .args(["serve", "--addr", &format!("unix://{}", sock.display())])
@@ -45,6 +51,23 @@ impl Drop for KilnServe {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The buildkitd to use: `KILN_BUILDKIT_ADDR`, else one started from `../shared/buildkit` (or
+/// `KILN_BUILDKIT_DIR`) under `dir`, stopped when the guard drops.
+fn buildkitd(dir: &Path) -> (String, Option<kiln_differential::Daemon>) {
+    if let Ok(a) = std::env::var("KILN_BUILDKIT_ADDR") {
+        if !a.is_empty() {
+            return (a, None);
+        }
+    }
+    let (addr, guard) = start_daemon(&bk_dir(), &dir.join("buildkitd")).unwrap_or_else(|e| panic!("buildkitd: {e}"));
+    (addr, Some(guard))
+}
+
+/// Where BuildKit's binaries are (`KILN_BUILDKIT_DIR`, else `../shared/buildkit`).
+fn bk_dir() -> PathBuf {
+    std::env::var_os("KILN_BUILDKIT_DIR").map(PathBuf::from).unwrap_or_else(|| repo_root().join("../shared/buildkit"))
 }
 
 /// Every path under `root` with its type, mode, owner, size, content and link target.
@@ -315,19 +338,7 @@ fn connect_builds_on_kiln_serve_and_on_buildkitd_like_the_embedded_engine() {
     );
 
     let serve = KilnServe::start(tmp.path());
-    let bk_dir = std::env::var_os("KILN_BUILDKIT_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("../shared/buildkit"));
-    let mut _daemon = None;
-    let bk_addr = match std::env::var("KILN_BUILDKIT_ADDR") {
-        Ok(a) if !a.is_empty() => a,
-        _ => {
-            let (addr, guard) =
-                start_daemon(&bk_dir, &tmp.path().join("buildkitd")).unwrap_or_else(|e| panic!("buildkitd: {e}"));
-            _daemon = Some(guard);
-            addr
-        }
-    };
+    let (bk_addr, _daemon) = buildkitd(tmp.path());
     let work = tmp.path().join("work");
     std::fs::create_dir_all(&work).expect("mkdir");
     rt.block_on(async {
@@ -343,4 +354,239 @@ fn connect_builds_on_kiln_serve_and_on_buildkitd_like_the_embedded_engine() {
             .expect_err("no daemon there");
         assert!(e.report().contains("none.sock"), "the error names the address: {}", e.report());
     });
+}
+
+/// Runs `cmd` (stdin: nothing), panicking with its stderr when it fails; returns its stdout.
+fn run_ok(cmd: &mut Command) -> String {
+    run_ok_with(cmd.stdin(Stdio::null()))
+}
+
+/// Runs `cmd` with the stdin it was given (see [`run_ok`]).
+fn run_ok_with(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("run {cmd:?}: {e}"));
+    assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Copies the host binary `bin` and the shared libraries `ldd` names into `rootfs` at the same
+/// paths, so the busybox rootfs can run it.
+fn add_host_binary(rootfs: &Path, bin: &str) {
+    let mut files = vec![PathBuf::from(bin)];
+    for line in run_ok(Command::new("ldd").arg(bin)).lines() {
+        // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" or "/lib64/ld-linux-x86-64.so.2 (0x...)"
+        let path = line.split("=>").last().unwrap_or_default().split_whitespace().next().unwrap_or_default();
+        if path.starts_with('/') {
+            files.push(PathBuf::from(path));
+        }
+    }
+    for f in files {
+        let dest = rootfs.join(f.strip_prefix("/").expect("absolute"));
+        std::fs::create_dir_all(dest.parent().expect("parent")).expect("mkdir");
+        std::fs::copy(&f, &dest).unwrap_or_else(|e| panic!("copy {}: {e}", f.display()));
+    }
+}
+
+/// A real `ssh-agent` on a socket under `dir`, holding one fresh ed25519 key (killed on drop).
+struct SshAgent {
+    child: Child,
+    sock: PathBuf,
+    /// `ssh-add -l`'s line for the key.
+    fingerprint: String,
+}
+
+impl SshAgent {
+    fn start(dir: &Path) -> SshAgent {
+        let sock = dir.join("agent.sock");
+        let child = Command::new("ssh-agent")
+            .args(["-D", "-a"])
+            .arg(&sock)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn ssh-agent (install openssh-client: scripts/setup)");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::os::unix::net::UnixStream::connect(&sock).is_err() {
+            assert!(Instant::now() < deadline, "ssh-agent did not listen within 30 s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let key = dir.join("id_test");
+        run_ok(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", "kiln-test", "-f"]).arg(&key));
+        run_ok(Command::new("ssh-add").env("SSH_AUTH_SOCK", &sock).arg(&key));
+        let fingerprint = run_ok(Command::new("ssh-add").env("SSH_AUTH_SOCK", &sock).arg("-l")).trim().to_owned();
+        assert!(fingerprint.contains("kiln-test"), "{fingerprint}");
+        SshAgent { child, sock, fingerprint }
+    }
+}
+
+impl Drop for SshAgent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `ssh` mounts reach this side's agent through the session: `Engine::connect` against kiln
+/// serve and against buildkitd, and the real `buildctl --ssh` against kiln serve, list the
+/// agent's key from inside the container (as the embedded engine does); a missing agent is an
+/// error naming it, an optional one is skipped.
+#[test]
+fn ssh_agents_are_forwarded_from_the_client() {
+    let tmp = tempfile::Builder::new().prefix("kiln-connect-ssh-").tempdir().expect("tempdir");
+    let rootfs = tmp.path().join("rootfs");
+    fixtures::rootfs(&rootfs).expect("busybox rootfs");
+    add_host_binary(&rootfs, "/usr/bin/ssh-add");
+    let agent = SshAgent::start(tmp.path());
+    let base = State::scratch().copy(&State::local("rootfs"), "/", "/", Default::default());
+    let run = tmp.path().file_name().expect("name").to_string_lossy().into_owned();
+    let listing = |id: &str, optional: bool| {
+        let ssh = kiln::graph::state::SshSocket { optional, ..kiln::graph::state::SshSocket::new(id) };
+        base.run(
+            // The run's own dir name keeps a long-lived buildkitd's cache (which does not key
+            // on the agent) from answering with an earlier run's listing.
+            ExecOptions::shell(format!(
+                "echo {run}; (ssh-add -l || echo no-agent) > /out/keys 2>&1; ls -l $SSH_AUTH_SOCK >> /out/keys 2>&1; true"
+            ))
+                .ssh(ssh)
+                .mount(MountSpec::bind("/out", &State::scratch(), false)),
+        )
+        .mount_output("/out")
+        .expect("the /out mount has an output")
+        .to_definition()
+        .expect("definition")
+    };
+    let def = listing("default", false);
+    let opts = |dest: &Path| {
+        let mut o = SolveOptions::default().local("rootfs", &rootfs).ssh("default", &agent.sock);
+        o.outputs.push(format!("type=local,dest={}", dest.display()).parse().expect("output"));
+        o
+    };
+    let keys = |dest: &Path| std::fs::read_to_string(dest.join("keys")).expect("keys");
+
+    let serve = KilnServe::start(tmp.path());
+    let (bk_addr, _daemon) = buildkitd(tmp.path());
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let embedded = Engine::open(EngineOptions::new(tmp.path().join("embedded-root"))).expect("open");
+        let out = tmp.path().join("embedded-out");
+        embedded.solve(&def, opts(&out)).await.unwrap_or_else(|e| panic!("embedded: {}", e.report()));
+        let want = keys(&out);
+        assert!(want.contains(&agent.fingerprint), "the embedded engine lists the key: {want}");
+        assert!(want.contains("srw-------"), "the socket has the mount's mode: {want}");
+        for (name, addr) in [("kiln-serve", format!("unix://{}", serve.sock.display())), ("buildkitd", bk_addr)] {
+            let engine = Engine::connect(&addr, &Default::default()).await.expect("connect");
+            let out = tmp.path().join(format!("{name}-out"));
+            engine.solve(&def, opts(&out)).await.unwrap_or_else(|e| panic!("{name}: {}", e.report()));
+            let got = keys(&out);
+            assert!(got.contains(&agent.fingerprint), "{name}: the container lists this side's key: {got}");
+            assert!(got.contains("srw-------"), "{name}: the socket has the mount's mode: {got}");
+
+            // An agent id this side does not forward: an error naming it; optional: skipped.
+            let other = listing("other", false);
+            let e = engine.solve(&other, opts(&tmp.path().join(format!("{name}-other")))).await;
+            let e = e.expect_err("agent \"other\" is not forwarded");
+            assert!(e.report().contains("other"), "{name}: the error names the agent: {}", e.report());
+            let optional = listing("other", true);
+            let out = tmp.path().join(format!("{name}-optional"));
+            engine.solve(&optional, opts(&out)).await.unwrap_or_else(|e| panic!("{name}: {}", e.report()));
+            assert!(keys(&out).contains("no-agent"), "{name}: no socket for a missing optional agent");
+        }
+    });
+
+    // The real buildctl forwards its agent to kiln serve.
+    let def_file = tmp.path().join("def.pb");
+    std::fs::write(&def_file, def.to_bytes()).expect("write");
+    let out = tmp.path().join("buildctl-out");
+    run_ok_with(
+        Command::new(bk_dir().join("buildctl"))
+            .stdin(std::fs::File::open(&def_file).expect("open definition"))
+            .arg("--addr")
+            .arg(format!("unix://{}", serve.sock.display()))
+            .args(["build", "--progress", "plain"])
+            .arg("--local")
+            .arg(format!("rootfs={}", rootfs.display()))
+            .arg("--ssh")
+            .arg(format!("default={}", agent.sock.display()))
+            .arg("--output")
+            .arg(format!("type=local,dest={}", out.display())),
+    );
+    let got = keys(&out);
+    assert!(got.contains(&agent.fingerprint), "buildctl → kiln serve: the container lists the key: {got}");
+}
+
+/// Registry logins come from the client's Docker config over the session (`Auth.Credentials`):
+/// a `kiln serve` with no credentials of its own pushes to and pulls from a registry requiring
+/// basic auth for a client that has them (kiln's CLI and buildctl), buildkitd pulls with the
+/// logins kiln's client serves, and without them the daemon's error says authentication failed.
+#[test]
+fn registry_logins_come_from_the_client_session() {
+    use kiln_differential::servers::Registry;
+    let tmp = tempfile::Builder::new().prefix("kiln-connect-auth-").tempdir().expect("tempdir");
+    let registry = Registry::start_with_auth(&tmp.path().join("registry"), "kiln", "s3cret-pw").expect("registry");
+    let with_login = tmp.path().join("docker-with-login");
+    std::fs::create_dir_all(&with_login).expect("mkdir");
+    std::fs::write(
+        with_login.join("config.json"),
+        format!(r#"{{"auths":{{"{}":{{"auth":"a2lsbjpzM2NyZXQtcHc="}}}}}}"#, registry.addr), // kiln:s3cret-pw
+    )
+    .expect("write config.json");
+    let empty = tmp.path().join("docker-empty");
+    std::fs::create_dir_all(&empty).expect("mkdir");
+    let serve = KilnServe::start_with_env(tmp.path(), &[("DOCKER_CONFIG", &empty)]);
+    let (bk_addr, _daemon) = buildkitd(tmp.path());
+    let kiln_addr = format!("unix://{}", serve.sock.display());
+    let kiln = |addr: &str, docker_config: &Path, def: &Path, output: &str| {
+        Command::new(kiln_bin().expect("kiln binary"))
+            .env("DOCKER_CONFIG", docker_config)
+            .args(["build", "--progress", "plain", "--addr", addr, "--definition"])
+            .arg(def)
+            .args(["--output", output])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run kiln build")
+    };
+    let write_def = |name: &str, st: &State| {
+        let p = tmp.path().join(name);
+        std::fs::write(&p, st.to_definition().expect("definition").to_bytes()).expect("write");
+        p
+    };
+
+    // Push through kiln serve with the client's login (the daemon has none).
+    let image = format!("{}/private/hello:1", registry.addr);
+    let pushed = write_def(
+        "push.pb",
+        &State::scratch().mkfile("/hello", 0o644, b"from a private registry\n".to_vec(), Default::default()),
+    );
+    let out = kiln(&kiln_addr, &with_login, &pushed, &format!("type=image,name={image},push=true"));
+    assert!(out.status.success(), "push through kiln serve: {}", String::from_utf8_lossy(&out.stderr));
+
+    // Pull it back through both daemons with the client's login.
+    let pull = write_def("pull.pb", &State::image(&image));
+    for (name, addr) in [("kiln-serve", kiln_addr.as_str()), ("buildkitd", bk_addr.as_str())] {
+        let dest = tmp.path().join(format!("{name}-pulled"));
+        let out = kiln(addr, &with_login, &pull, &format!("type=local,dest={}", dest.display()));
+        assert!(out.status.success(), "{name}: pull with the client's login: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(std::fs::read_to_string(dest.join("hello")).expect("hello"), "from a private registry\n", "{name}");
+    }
+
+    // Without a login on the client, kiln serve is refused by the registry.
+    let dest = tmp.path().join("anonymous");
+    let out = kiln(&kiln_addr, &empty, &pull, &format!("type=local,dest={}", dest.display()));
+    assert!(!out.status.success(), "an anonymous pull of a private image fails");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("401") || err.contains("authentication"), "the error says why: {err}");
+
+    // buildctl's own credentials provider serves kiln serve too.
+    let dest = tmp.path().join("buildctl-pulled");
+    run_ok_with(
+        Command::new(bk_dir().join("buildctl"))
+            .stdin(std::fs::File::open(&pull).expect("open definition"))
+            .env("DOCKER_CONFIG", &with_login)
+            .arg("--addr")
+            .arg(&kiln_addr)
+            .args(["build", "--progress", "plain"])
+            .arg("--output")
+            .arg(format!("type=local,dest={}", dest.display())),
+    );
+    assert_eq!(std::fs::read_to_string(dest.join("hello")).expect("hello"), "from a private registry\n");
 }

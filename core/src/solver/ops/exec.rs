@@ -224,7 +224,7 @@ async fn run(
             pb::MountType::Ssh => {
                 let opt = m.ssh_opt.clone().unwrap_or_default();
                 let id = if opt.id.is_empty() { DEFAULT_SSH_ID } else { opt.id.as_str() };
-                let Some(agent) = solve.opts.ssh.get(id) else {
+                let Some(agent) = ssh_agent(&solve.opts, id).await? else {
                     if opt.optional {
                         continue;
                     }
@@ -316,6 +316,18 @@ async fn run(
     })
     .await
     .map_err(|e| Error::with_source(ErrorKind::Internal, "commit task", e))?
+}
+
+/// SSH agent `id`: a socket given in the options, else the ssh provider's agent if it has one.
+async fn ssh_agent(opts: &crate::solver::SolveOptions, id: &str) -> Result<Option<crate::solver::ssh::Agent>> {
+    use crate::solver::ssh::Agent;
+    if let Some(path) = opts.ssh.get(id) {
+        return Ok(Some(Agent::Socket(path.clone())));
+    }
+    match &opts.ssh_provider {
+        Some(p) if p.check(id).await? => Ok(Some(Agent::Provider(p.clone(), id.to_owned()))),
+        _ => Ok(None),
+    }
 }
 
 fn write_secret(path: &std::path::Path, value: &[u8], opt: &pb::SecretOpt) -> Result<()> {

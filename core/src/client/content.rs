@@ -233,15 +233,39 @@ pub fn import_digest(dir: &Path, tag: Option<&str>, digest: Option<&Digest>) -> 
 /// Tags the manifest the daemon exported (`cache.manifest`, a descriptor as JSON) in `dir`'s
 /// `index.json`.
 pub fn tag_export(dir: &Path, tag: &str, descriptor_json: &str) -> Result<()> {
-    let desc: oci_spec::image::Descriptor = serde_json::from_str(descriptor_json).map_err(|e| {
-        Error::new(ErrorKind::Cache, format!("the daemon's cache manifest descriptor is not valid JSON: {e}"))
-    })?;
+    tag_manifest(dir, tag, descriptor_json.as_bytes(), ErrorKind::Cache, "cache manifest")
+}
+
+/// The store id of a `type=oci,tar=false` output's directory (BuildKit's client names it so).
+pub const EXPORT_STORE: &str = "export";
+/// The exporter response key of an exported image's manifest descriptor (base64 of its JSON).
+pub const IMAGE_DESCRIPTOR_KEY: &str = "containerimage.descriptor";
+
+/// Tags the image an `oci,tar=false` output wrote into `dir` (the response's
+/// `containerimage.descriptor`, base64 of the descriptor's JSON) as `image.name`, else `latest`,
+/// as BuildKit's client does.
+pub fn tag_image(dir: &Path, response: &BTreeMap<String, String>) -> Result<()> {
+    let missing = || {
+        Error::new(
+            ErrorKind::Export,
+            format!("the daemon exported an OCI layout to {} but gave no valid image descriptor", dir.display()),
+        )
+    };
+    let encoded = response.get(IMAGE_DESCRIPTOR_KEY).ok_or_else(missing)?;
+    let json = crate::registry::auth::base64_decode(encoded).ok_or_else(missing)?;
+    let tag = response.get("image.name").map(String::as_str).filter(|t| !t.is_empty()).unwrap_or("latest");
+    tag_manifest(dir, tag, &json, ErrorKind::Export, "image manifest")
+}
+
+fn tag_manifest(dir: &Path, tag: &str, json: &[u8], kind: ErrorKind, what: &str) -> Result<()> {
+    let desc: oci_spec::image::Descriptor = serde_json::from_slice(json)
+        .map_err(|e| Error::new(kind, format!("the daemon's {what} descriptor is not valid JSON: {e}")))?;
     let d = Digest::parse(desc.digest().as_ref())?;
     let layout = open_layout(dir)?;
     if !layout.store().has(&d) {
         return Err(Error::new(
-            ErrorKind::Cache,
-            format!("the daemon reported the cache manifest {d}, which it did not write to {}", dir.display()),
+            kind,
+            format!("the daemon reported the {what} {d}, which it did not write to {}", dir.display()),
         ));
     }
     layout.set_tag(tag, desc)

@@ -4,8 +4,8 @@
 //!
 //! BuildKit v0.11's API carries one exporter per solve, so a connected solve takes at most one
 //! output (and one `type=local` cache export: the response names one cache manifest). Local
-//! cache directories are served to the daemon as content stores ([`super::content`]).
-//! `type=oci,tar=false` and SSH agents are refused with an error saying so.
+//! cache directories are served to the daemon as content stores ([`super::content`]), and so is
+//! a `type=oci,tar=false` output's directory (store `export`, tagged here after the solve).
 
 use super::content::{self, Stores};
 use super::services::{OutputTarget, SessionServices};
@@ -57,17 +57,13 @@ fn exporter(opts: &SolveOptions) -> Result<(String, BTreeMap<String, String>, Op
         }
     };
     let (kind, mut attrs) = attrs_of(&out.to_csv())?;
-    let target =
-        match out {
-            OutputSpec::Local { dest } => Some(OutputTarget::Dir(dest.clone())),
-            OutputSpec::Tar { dest } => Some(OutputTarget::File(dest.clone())),
-            OutputSpec::Oci { dest, tar: true, .. } => Some(OutputTarget::File(dest.clone())),
-            OutputSpec::Oci { tar: false, .. } => return Err(unsupported(
-                "type=oci,tar=false through a daemon needs the client's content store, which kiln's client does not \
-                 serve yet; export a tar (tar=true) instead",
-            )),
-            OutputSpec::Image { .. } => None,
-        };
+    let target = match out {
+        OutputSpec::Local { dest } => Some(OutputTarget::Dir(dest.clone())),
+        OutputSpec::Tar { dest } => Some(OutputTarget::File(dest.clone())),
+        OutputSpec::Oci { dest, tar: true, .. } => Some(OutputTarget::File(dest.clone())),
+        OutputSpec::Oci { dest, tar: false, .. } => Some(OutputTarget::Layout(dest.clone())),
+        OutputSpec::Image { .. } => None,
+    };
     // The destination is ours; the daemon only sends.
     attrs.remove("dest");
     if matches!(out, OutputSpec::Oci { .. } | OutputSpec::Image { .. })
@@ -164,7 +160,15 @@ where
         ));
     }
     let (exporter, exporter_attrs, output) = exporter(&opts)?;
-    let (cache, stores, tag_after) = cache_entries(&opts)?;
+    let (cache, mut stores, tag_after) = cache_entries(&opts)?;
+    if let Some(OutputTarget::Layout(dir)) = &output {
+        content::open_layout(dir)?;
+        stores.0.insert(content::EXPORT_STORE.to_owned(), dir.clone());
+    }
+    let layout_output = match &output {
+        Some(OutputTarget::Layout(dir)) => Some(dir.clone()),
+        _ => None,
+    };
     let services = SessionServices {
         locals: opts.locals.clone(),
         secrets: opts.secrets.clone(),
@@ -272,6 +276,9 @@ where
             ));
         };
         content::tag_export(&dir, &tag, desc)?;
+    }
+    if let Some(dir) = layout_output {
+        content::tag_image(&dir, &resp.exporter_response)?;
     }
     session.close();
     Ok(SolveResult { exporter_response: resp.exporter_response, cached, executed })

@@ -34,6 +34,9 @@ pub enum OutputTarget {
     Dir(PathBuf),
     /// `type=tar` / `type=oci`: an archive written to this file (`-`: standard output).
     File(PathBuf),
+    /// `type=oci,tar=false`: an OCI layout directory the daemon writes blobs into through the
+    /// content store `export`; this side tags the manifest afterwards.
+    Layout(PathBuf),
 }
 
 /// Everything the client serves for one solve.
@@ -58,7 +61,7 @@ impl SessionServices {
     /// The methods these services answer (the session's `X-Docker-Expose-Session-Grpc-Method`).
     pub fn methods(&self) -> Vec<&'static str> {
         let mut m = vec![HEALTH_CHECK, FILE_SYNC_DIFF_COPY];
-        if self.output.is_some() {
+        if matches!(self.output, Some(OutputTarget::Dir(_) | OutputTarget::File(_))) {
             m.push(FILE_SEND_DIFF_COPY);
         }
         m.push(GET_SECRET);
@@ -262,7 +265,9 @@ where
                         .apply_max_message_size_config(Some(super::MAX_MESSAGE), Some(super::MAX_MESSAGE));
                     grpc.streaming(ReceiveFile(services, f), req).await
                 }
-                None => Status::failed_precondition("this client expects no output").into_http(),
+                Some(OutputTarget::Layout(_)) | None => {
+                    Status::failed_precondition("this client expects no output over FileSend").into_http()
+                }
             };
             Ok(resp)
         })

@@ -17,6 +17,7 @@ use super::session::Session;
 use crate::content::{ContentStore, OciLayout};
 use crate::digest::Digest;
 use crate::error::{Error, ErrorKind, Result};
+use oci_spec::image::Descriptor;
 use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
@@ -53,7 +54,17 @@ impl ClientStore {
                  (containerd.services.content.v1.Content)"
             )));
         }
-        Ok(ClientStore { session, id: format!("local:{dir}") })
+        ClientStore::with_id(session, &format!("local:{dir}"))
+    }
+
+    /// The client's store named `id` (`export` for `type=oci,tar=false` outputs).
+    pub fn with_id(session: Arc<Session>, id: &str) -> Result<ClientStore> {
+        if !session.serves(CONTENT_WRITE) {
+            return Err(fail(format!(
+                "the client's session serves no content store {id:?} (containerd.services.content.v1.Content)"
+            )));
+        }
+        Ok(ClientStore { session, id: id.to_owned() })
     }
 
     fn request<T>(&self, msg: T) -> Result<tonic::Request<T>> {
@@ -199,6 +210,14 @@ fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
 pub async fn upload_export(client: &ClientStore, staging: &Path, tag: &str) -> Result<String> {
     let layout = OciLayout::open(staging)?;
     let manifest = layout.resolve(tag)?;
+    upload_manifest(client, &layout, &manifest).await?;
+    serde_json::to_string(&manifest)
+        .map_err(|e| Error::with_source(ErrorKind::Internal, "encode the cache manifest descriptor", e))
+}
+
+/// Uploads every blob of `layout` to the client's store, the manifest `manifest` last (so the
+/// store never holds a manifest whose blobs are missing).
+pub async fn upload_manifest(client: &ClientStore, layout: &OciLayout, manifest: &Descriptor) -> Result<()> {
     let manifest_digest = Digest::parse(manifest.digest().as_ref())?;
     let store = layout.store();
     for (d, size) in store.list()? {
@@ -206,9 +225,7 @@ pub async fn upload_export(client: &ClientStore, staging: &Path, tag: &str) -> R
             client.upload(&d, size, store).await?;
         }
     }
-    client.upload(&manifest_digest, store.size(&manifest_digest)?, store).await?;
-    serde_json::to_string(&manifest)
-        .map_err(|e| Error::with_source(ErrorKind::Internal, "encode the cache manifest descriptor", e))
+    client.upload(&manifest_digest, store.size(&manifest_digest)?, store).await
 }
 
 /// Fetches the cache manifest `digest` and every blob it references from the client's store into

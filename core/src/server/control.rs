@@ -489,7 +489,10 @@ impl ControlService {
         };
         let result = result.map_err(|e| to_status(&e));
         let result = match (result, &client_output, &session) {
-            (Ok(r), Some(out), Some(s)) => send_output(s, out, &req.exporter_attrs).await.map(|()| r),
+            (Ok(mut r), Some(out), Some(s)) => send_output(s, out, &req.exporter_attrs).await.map(|extra| {
+                r.exporter_response.extend(extra);
+                r
+            }),
             (r, _, _) => r,
         };
         let result = match (result, &session) {

@@ -159,6 +159,9 @@ pub enum ClientOutput {
     Dir(PathBuf),
     /// `type=tar` / `type=oci`: one archive file sent as bytes.
     File(PathBuf),
+    /// `type=oci,tar=false`: an OCI layout whose blobs go into the client's content store
+    /// `export`; the client tags the manifest in its `index.json` (BuildKit's `client/solve.go`).
+    Layout(PathBuf),
 }
 
 /// The output spec the solve writes for exporter `kind` with `attrs` (staged on the daemon), and
@@ -172,6 +175,14 @@ pub fn stage_output(
         "local" => {
             let d = staging.dir()?;
             Ok((OutputSpec::Local { dest: d.clone() }, ClientOutput::Dir(d)))
+        }
+        "oci" if attrs.get("tar").is_some_and(|v| v == "false") => {
+            let d = staging.dir()?;
+            let mut a: BTreeMap<String, String> =
+                attrs.iter().filter(|(k, _)| k.as_str() != "dest").map(|(k, v)| (k.clone(), v.clone())).collect();
+            a.insert("dest".into(), d.display().to_string());
+            let spec = OutputSpec::from_attrs(kind, &a).map_err(|e| to_status(&e))?;
+            Ok((spec, ClientOutput::Layout(d)))
         }
         "tar" | "oci" => {
             let file = staging.dir()?.join("out.tar");
@@ -191,13 +202,51 @@ pub fn stage_output(
     }
 }
 
-/// Sends a staged output to the client (`FileSend.DiffCopy`), with the exporter's attributes as
-/// `exporter-md-*` metadata as BuildKit does.
+/// Sends a staged output to the client (`FileSend.DiffCopy`, with the exporter's attributes as
+/// `exporter-md-*` metadata as BuildKit does; an OCI layout through the client's content store).
+/// Returns what to add to the exporter response.
 pub async fn send_output(
-    session: &Session,
+    session: &Arc<Session>,
     out: &ClientOutput,
     attrs: &BTreeMap<String, String>,
-) -> Result<(), Status> {
+) -> Result<BTreeMap<String, String>, Status> {
+    if let ClientOutput::Layout(dir) = out {
+        let sent = async {
+            let store =
+                super::cache_store::ClientStore::with_id(session.clone(), crate::client::content::EXPORT_STORE)?;
+            let layout = crate::content::OciLayout::open(dir)?;
+            let desc = layout.index()?.manifests().first().cloned().ok_or_else(|| {
+                crate::Error::new(crate::ErrorKind::Internal, "the OCI exporter wrote no manifest".to_owned())
+            })?;
+            super::cache_store::upload_manifest(&store, &layout, &desc).await?;
+            serde_json::to_vec(&desc)
+                .map_err(|e| crate::Error::with_source(crate::ErrorKind::Internal, "encode the image descriptor", e))
+        };
+        let json = sent.await.map_err(|e| {
+            Status::new(to_status(&e).code(), format!("sending the OCI layout to the client's content store: {e}"))
+        })?;
+        let mut extra = BTreeMap::new();
+        extra.insert(
+            crate::client::content::IMAGE_DESCRIPTOR_KEY.to_owned(),
+            crate::registry::auth::base64_encode(&json),
+        );
+        if let Some(name) = attrs.get("name").filter(|n| !n.is_empty()) {
+            // Normalised as BuildKit's exporter answers (`app` → `docker.io/library/app:latest`);
+            // buildctl tags the layout with it.
+            let names: Vec<String> = name
+                .split(',')
+                .map(|n| {
+                    crate::registry::Reference::parse(n.trim()).map(|r| r.to_string()).unwrap_or_else(|_| n.to_owned())
+                })
+                .collect();
+            extra.insert("image.name".to_owned(), names.join(","));
+        }
+        return Ok(extra);
+    }
+    send_stream(session, out, attrs).await.map(|()| BTreeMap::new())
+}
+
+async fn send_stream(session: &Session, out: &ClientOutput, attrs: &BTreeMap<String, String>) -> Result<(), Status> {
     if !session.serves(FILE_SEND_DIFF_COPY) {
         return Err(Status::failed_precondition(
             "the client's session takes no outputs (FileSend.DiffCopy); give the output a destination on the client",
@@ -241,5 +290,6 @@ pub async fn send_output(
             drop(tx);
             crate::session::tar_stream::wait_for_receiver(&mut rx).await.map_err(session_err)
         }
+        ClientOutput::Layout(_) => Err(Status::internal("an OCI layout goes through the content store")),
     }
 }

@@ -437,7 +437,9 @@ fn ssh_agents_are_forwarded_from_the_client() {
     fixtures::rootfs(&rootfs).expect("busybox rootfs");
     add_host_binary(&rootfs, "/usr/bin/ssh-add");
     let agent = SshAgent::start(tmp.path());
-    let base = State::scratch().copy(&State::local("rootfs"), "/", "/", Default::default());
+    // Its own local name: buildkitd shares a synced local dir between sessions by name (the
+    // session's shared key is empty, as buildctl's), and the other tests sync another "rootfs".
+    let base = State::scratch().copy(&State::local("ssh-rootfs"), "/", "/", Default::default());
     let run = tmp.path().file_name().expect("name").to_string_lossy().into_owned();
     let listing = |id: &str, optional: bool| {
         let ssh = kiln::graph::state::SshSocket { optional, ..kiln::graph::state::SshSocket::new(id) };
@@ -457,7 +459,7 @@ fn ssh_agents_are_forwarded_from_the_client() {
     };
     let def = listing("default", false);
     let opts = |dest: &Path| {
-        let mut o = SolveOptions::default().local("rootfs", &rootfs).ssh("default", &agent.sock);
+        let mut o = SolveOptions::default().local("ssh-rootfs", &rootfs).ssh("default", &agent.sock);
         o.outputs.push(format!("type=local,dest={}", dest.display()).parse().expect("output"));
         o
     };
@@ -504,7 +506,7 @@ fn ssh_agents_are_forwarded_from_the_client() {
             .arg(format!("unix://{}", serve.sock.display()))
             .args(["build", "--progress", "plain"])
             .arg("--local")
-            .arg(format!("rootfs={}", rootfs.display()))
+            .arg(format!("ssh-rootfs={}", rootfs.display()))
             .arg("--ssh")
             .arg(format!("default={}", agent.sock.display()))
             .arg("--output")
@@ -589,4 +591,81 @@ fn registry_logins_come_from_the_client_session() {
             .arg(format!("type=local,dest={}", dest.display())),
     );
     assert_eq!(std::fs::read_to_string(dest.join("hello")).expect("hello"), "from a private registry\n");
+}
+
+/// The tag → manifest digest entries of an OCI layout's `index.json`.
+fn layout_tags(dir: &Path) -> Vec<(String, String)> {
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("index.json")).expect("index.json")).expect("JSON");
+    let mut tags: Vec<(String, String)> = index["manifests"]
+        .as_array()
+        .expect("manifests")
+        .iter()
+        .map(|m| {
+            let tag = m["annotations"]["org.opencontainers.image.ref.name"].as_str().unwrap_or_default().to_owned();
+            (tag, m["digest"].as_str().expect("digest").to_owned())
+        })
+        .collect();
+    tags.sort();
+    tags
+}
+
+/// `type=oci,tar=false` through a daemon: the daemon writes the blobs into the client's content
+/// store `export` and this side tags the manifest in `index.json` (BuildKit's client protocol) —
+/// with kiln's client against kiln serve and buildkitd, and with buildctl against kiln serve.
+/// The layout is the embedded engine's (same manifest digest) and skopeo reads it.
+#[test]
+fn oci_layout_outputs_go_through_the_client_content_store() {
+    let tmp = tempfile::Builder::new().prefix("kiln-connect-oci-").tempdir().expect("tempdir");
+    let st = State::scratch().mkfile("/hello", 0o644, b"an OCI layout over the session\n".to_vec(), Default::default());
+    let def = st.to_definition().expect("definition");
+    let output = |dest: &Path| format!("type=oci,dest={},tar=false,name=app", dest.display());
+    let opts = |dest: &Path| {
+        let mut o = SolveOptions::default().source_date_epoch(1_700_000_000);
+        o.outputs.push(output(dest).parse().expect("output"));
+        o
+    };
+    let skopeo_reads = |dir: &Path, tag: &str| {
+        run_ok(Command::new("skopeo").arg("inspect").arg(format!("oci:{}:{tag}", dir.display())));
+    };
+    let serve = KilnServe::start(tmp.path());
+    let (bk_addr, _daemon) = buildkitd(tmp.path());
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let embedded = Engine::open(EngineOptions::new(tmp.path().join("embedded-root"))).expect("open");
+        let want_dir = tmp.path().join("embedded-oci");
+        embedded.solve(&def, opts(&want_dir)).await.unwrap_or_else(|e| panic!("embedded: {}", e.report()));
+        let want = layout_tags(&want_dir);
+        assert_eq!(want.len(), 1, "{want:?}");
+        assert_eq!(want[0].0, "app");
+        for (name, addr) in [("kiln-serve", format!("unix://{}", serve.sock.display())), ("buildkitd", bk_addr)] {
+            let engine = Engine::connect(&addr, &Default::default()).await.expect("connect");
+            let dir = tmp.path().join(format!("{name}-oci"));
+            engine.solve(&def, opts(&dir)).await.unwrap_or_else(|e| panic!("{name}: {}", e.report()));
+            let got = layout_tags(&dir);
+            assert_eq!(got.len(), 1, "{name}: one tagged manifest: {got:?}");
+            // Tagged with the daemon's normalised image.name, as buildctl tags it.
+            assert_eq!(got[0].0, "docker.io/library/app:latest", "{name}: tagged with the output's name");
+            if name == "kiln-serve" {
+                assert_eq!(got[0].1, want[0].1, "kiln serve writes the embedded engine's image");
+            }
+            skopeo_reads(&dir, &got[0].0);
+        }
+    });
+
+    let def_file = tmp.path().join("def.pb");
+    std::fs::write(&def_file, def.to_bytes()).expect("write");
+    let dir = tmp.path().join("buildctl-oci");
+    run_ok_with(
+        Command::new(bk_dir().join("buildctl"))
+            .stdin(std::fs::File::open(&def_file).expect("open definition"))
+            .arg("--addr")
+            .arg(format!("unix://{}", serve.sock.display()))
+            .args(["build", "--progress", "plain", "--output", &output(&dir)]),
+    );
+    let got = layout_tags(&dir);
+    // buildctl sends no SOURCE_DATE_EPOCH: the digest differs by the created time only.
+    assert_eq!(got.len(), 1, "buildctl → kiln serve: {got:?}");
+    assert_eq!(got[0].0, "docker.io/library/app:latest", "buildctl → kiln serve");
+    skopeo_reads(&dir, &got[0].0);
 }

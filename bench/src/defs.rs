@@ -1,14 +1,22 @@
 //! The definitions `bench/compare` solves on kiln and on BuildKit (`kiln-bench defs DIR` writes
 //! them marshalled): the same bytes go to `kiln build` and `buildctl build`, so both engines run
-//! identical graphs. Each uses `local://rootfs` (a busybox rootfs) as its base.
+//! identical graphs. Each starts from a copy of `local://rootfs` (a busybox rootfs) onto
+//! scratch: BuildKit keys a local source by its session, and an exec whose writable rootfs is the
+//! local itself gets no content-based key, so a new buildctl process would re-run every step;
+//! the copy's result is keyed by content on both engines, so cached rows compare cache hits.
 
 use kiln::graph::{CopyOptions, ExecOptions, State};
 use kiln::{Error, Result};
 use std::path::Path;
 
+/// The busybox rootfs of the local `rootfs`, copied onto scratch.
+fn base() -> State {
+    State::scratch().copy(&State::local("rootfs"), "/", "/", CopyOptions::default())
+}
+
 /// `chain`: `n` RUN steps, each appending a line to `/log` (per-step overhead dominates).
 pub fn run_chain(n: u64) -> State {
-    let mut st = State::local("rootfs");
+    let mut st = base();
     for i in 0..n {
         st = st.run(ExecOptions::shell(format!("echo {i} >> /log"))).root();
     }
@@ -18,7 +26,7 @@ pub fn run_chain(n: u64) -> State {
 /// W1: four independent stages — three each writing 30,000,000 bytes of incompressible data,
 /// one writing 2,000 small files — then a stage copying all four onto the rootfs.
 pub fn w1() -> State {
-    let base = State::local("rootfs");
+    let base = base();
     let random = |i: u32| base.run(ExecOptions::shell(format!("head -c 30000000 /dev/urandom > /l{i}"))).root();
     let small = base
         .run(ExecOptions::shell(

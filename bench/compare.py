@@ -56,7 +56,7 @@ CASES = [
 ]
 NO_BK_IMPORT = (
     "n/a: buildctl v0.11.6 imports no cache for a raw definition (`build < def --import-cache` "
-    "runs every vertex); comparable once kiln has a Dockerfile frontend"
+    "runs every vertex); the Dockerfile rows compare imports through the dockerfile.v0 frontend"
 )
 
 

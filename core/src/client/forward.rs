@@ -28,7 +28,8 @@ pub const SSH_METHODS: &[&str] = &["/moby.sshforward.v1.SSH/CheckAgent", "/moby.
 pub const AUTH_METHODS: &[&str] = &["/moby.filesync.v1.Auth/Credentials"];
 /// The metadata key naming the agent of a `ForwardAgent` stream.
 const SSH_ID_KEY: &str = "buildkit.ssh.id";
-const AGENT_CHUNK: usize = 32 * 1024;
+/// Bytes per forwarded message (agent messages are small).
+pub(crate) const AGENT_CHUNK: usize = 32 * 1024;
 
 /// The SSH service over the agent sockets by id.
 pub fn ssh_service(agents: BTreeMap<String, PathBuf>) -> SshServer<Agents> {
@@ -71,34 +72,55 @@ impl Ssh for Agents {
         let agent = tokio::net::UnixStream::connect(&path)
             .await
             .map_err(|e| Status::unavailable(format!("connecting to ssh agent {id:?} at {}: {e}", path.display())))?;
-        let (mut from_agent, mut to_agent) = agent.into_split();
-        let mut inbound = req.into_inner();
+        let (from_agent, to_agent) = agent.into_split();
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         // Daemon → agent: ends when the daemon closes its side (the container's connection closed).
-        tokio::spawn(async move {
-            while let Ok(Some(m)) = inbound.message().await {
-                if to_agent.write_all(&m.data).await.is_err() {
-                    break;
-                }
-            }
-            let _ = to_agent.shutdown().await;
-        });
+        spawn_stream_to_writer(req.into_inner(), to_agent);
         // Agent → daemon: ends the response stream when the agent closes the connection.
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; AGENT_CHUNK];
-            loop {
-                match from_agent.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        if tx.send(Ok(BytesMessage { data: buf[..n].to_vec() })).await.is_err() {
-                            break;
-                        }
+        spawn_reader_to_stream(from_agent, tx, Ok);
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(rx)))
+    }
+}
+
+/// Copies `reader` into `tx` as [`BytesMessage`]s (each wrapped by `wrap`) until end of file, an
+/// error, or the receiver going away — then drops `tx`, ending the stream.
+pub(crate) fn spawn_reader_to_stream<R, T>(
+    mut reader: R,
+    tx: tokio::sync::mpsc::Sender<T>,
+    wrap: impl Fn(BytesMessage) -> T + Send + 'static,
+) where
+    R: tokio::io::AsyncRead + Unpin + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; AGENT_CHUNK];
+        loop {
+            match reader.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if tx.send(wrap(BytesMessage { data: buf[..n].to_vec() })).await.is_err() {
+                        break;
                     }
                 }
             }
-        });
-        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(rx)))
-    }
+        }
+    });
+}
+
+/// Writes every message of `inbound` to `writer` until the stream ends or fails, then shuts the
+/// writer down (the far end sees end of file).
+pub(crate) fn spawn_stream_to_writer<W>(mut inbound: Streaming<BytesMessage>, mut writer: W)
+where
+    W: tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        while let Ok(Some(m)) = inbound.message().await {
+            if writer.write_all(&m.data).await.is_err() {
+                break;
+            }
+        }
+        let _ = writer.shutdown().await;
+    });
 }
 
 /// Logins from this machine's Docker config.

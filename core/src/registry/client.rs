@@ -448,10 +448,13 @@ impl RegistryClient {
     }
 
     /// Pushes `digests` from `from` like [`RegistryClient::push_blob`], at most
-    /// [`PUSH_PARALLELISM`] at once (each HEAD check, mount or upload on its own thread); after
-    /// a failure no further blob starts, and the first error is returned once the running ones
-    /// ended.
+    /// [`PUSH_PARALLELISM`] at once (each HEAD check, mount or upload on its own thread), the
+    /// largest first so that no big blob starts last and runs alone; after a failure no further
+    /// blob starts, and the first error is returned once the running ones ended.
     pub fn push_blobs(&self, r: &Reference, digests: &[Digest], from: &ContentStore) -> Result<()> {
+        let mut by_size: Vec<(u64, &Digest)> = digests.iter().map(|d| (from.size(d).unwrap_or(0), d)).collect();
+        by_size.sort_by(|a, b| b.0.cmp(&a.0));
+        let digests: Vec<&Digest> = by_size.into_iter().map(|(_, d)| d).collect();
         let next = std::sync::atomic::AtomicUsize::new(0);
         let failed = std::sync::atomic::AtomicBool::new(false);
         let first_error: Mutex<Option<Error>> = Mutex::new(None);
@@ -463,7 +466,7 @@ impl RegistryClient {
                         return;
                     }
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                    let Some(d) = digests.get(i) else { return };
+                    let Some(d) = digests.get(i).copied() else { return };
                     if let Err(e) = self.push_blob(r, d, from, None) {
                         failed.store(true, std::sync::atomic::Ordering::SeqCst);
                         lock(&first_error).get_or_insert(e);

@@ -10,11 +10,11 @@ use super::proto::filesync::CredentialsRequest;
 use super::proto::sshforward::v1::ssh_client::SshClient;
 use super::proto::sshforward::v1::{BytesMessage, CheckAgentRequest};
 use super::session::Session;
+use crate::client::forward::{spawn_reader_to_stream, spawn_stream_to_writer, AGENT_CHUNK};
 use crate::error::{Error, ErrorKind};
 use crate::solver::{AgentStream, CredentialProvider, RegistryLogin, SshProvider};
 use futures::future::BoxFuture;
 use std::sync::Arc;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// `SSH/CheckAgent`.
 pub const SSH_CHECK_AGENT: &str = "/moby.sshforward.v1.SSH/CheckAgent";
@@ -24,9 +24,6 @@ pub const SSH_FORWARD_AGENT: &str = "/moby.sshforward.v1.SSH/ForwardAgent";
 pub const SSH_ID_KEY: &str = "buildkit.ssh.id";
 /// `Auth/Credentials`.
 pub const AUTH_CREDENTIALS: &str = "/moby.filesync.v1.Auth/Credentials";
-
-/// Bytes per forwarded message and the in-process pipe's buffer (agent messages are small).
-const AGENT_CHUNK: usize = 32 * 1024;
 
 /// The client's SSH agents (the solve's [`SshProvider`]).
 #[derive(Debug)]
@@ -72,34 +69,14 @@ impl SshProvider for SessionSsh {
             })?;
             req.metadata_mut().insert(SSH_ID_KEY, value);
             let mut client = SshClient::new(self.session.channel.clone());
-            let mut inbound =
-                client.forward_agent(req).await.map_err(|s| ssh_error(id, "forwarding", &s))?.into_inner();
+            let inbound = client.forward_agent(req).await.map_err(|s| ssh_error(id, "forwarding", &s))?.into_inner();
             let (ours, theirs) = tokio::io::duplex(AGENT_CHUNK);
-            let (mut from_container, mut to_container) = tokio::io::split(theirs);
+            let (from_container, to_container) = tokio::io::split(theirs);
             // Container → client: ends (closing our send side, as BuildKit's CloseSend) when the
             // container's connection closes.
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; AGENT_CHUNK];
-                loop {
-                    match from_container.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => {
-                            if tx.send(BytesMessage { data: buf[..n].to_vec() }).await.is_err() {
-                                break;
-                            }
-                        }
-                    }
-                }
-            });
+            spawn_reader_to_stream(from_container, tx, |m| m);
             // Client → container: ends when the client ends its stream.
-            tokio::spawn(async move {
-                while let Ok(Some(m)) = inbound.message().await {
-                    if to_container.write_all(&m.data).await.is_err() {
-                        break;
-                    }
-                }
-                let _ = to_container.shutdown().await;
-            });
+            spawn_stream_to_writer(inbound, to_container);
             Ok(Box::new(ours) as Box<dyn AgentStream>)
         })
     }

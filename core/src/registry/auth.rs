@@ -3,7 +3,6 @@
 //! [`CredentialProvider`] ([`LoginSource`]) and parsing `WWW-Authenticate`.
 
 use crate::error::{Error, ErrorKind, IoContext, Result};
-use crate::solver::CredentialProvider;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -295,6 +294,29 @@ mod tests {
         assert_eq!(parse_challenge("Negotiate"), None);
         assert_eq!(parse_params("realm=x, service=\"a\\\"b\"").get("service").map(String::as_str), Some("a\"b"));
     }
+}
+
+/// A registry login: a username and password, or (empty username) an identity token.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RegistryLogin {
+    /// The user name; empty for an identity token.
+    pub username: String,
+    /// The password or identity token.
+    pub secret: String,
+}
+
+impl std::fmt::Debug for RegistryLogin {
+    // Never print secrets, even in debug logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RegistryLogin({}, <redacted>)", self.username)
+    }
+}
+
+/// Provides registry credentials by host (see `SolveOptions::registry_credentials`).
+pub trait CredentialProvider: Send + Sync + std::fmt::Debug {
+    /// The login for registry `host` (as contacted, e.g. `registry-1.docker.io` or
+    /// `127.0.0.1:5000`); `None` when the provider has none.
+    fn credentials<'a>(&'a self, host: &'a str) -> futures::future::BoxFuture<'a, Result<Option<RegistryLogin>>>;
 }
 
 /// Registry logins asked of a [`CredentialProvider`] (a daemon's client session, as buildkitd

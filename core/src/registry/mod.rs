@@ -16,7 +16,7 @@ pub mod options;
 pub mod reference;
 
 pub use client::{PushStats, RegistryClient, DEFAULT_CHUNK_SIZE, PUSH_PARALLELISM};
-pub use auth::LoginSource;
+pub use auth::{CredentialProvider, LoginSource, RegistryLogin};
 pub use options::{Interrupt, RegistryOptions};
 pub use reference::Reference;
 

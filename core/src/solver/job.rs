@@ -5,6 +5,7 @@ use crate::error::Result;
 use crate::graph::{pb, Definition, ImageConfig, Platform};
 use crate::options::{CacheExportSpec, CacheImportSpec, Entitlement, ImageExportAttrs, OutputSpec};
 use crate::progress::ProgressSink;
+pub use crate::registry::{CredentialProvider, RegistryLogin};
 use crate::worker::platform::check_native;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -70,29 +71,6 @@ pub trait SshProvider: Send + Sync + std::fmt::Debug {
     fn check<'a>(&'a self, id: &'a str) -> futures::future::BoxFuture<'a, Result<bool>>;
     /// Opens one new connection to agent `id`.
     fn connect<'a>(&'a self, id: &'a str) -> futures::future::BoxFuture<'a, Result<Box<dyn AgentStream>>>;
-}
-
-/// A registry login: a username and password, or (empty username) an identity token.
-#[derive(Clone, PartialEq, Eq)]
-pub struct RegistryLogin {
-    /// The user name; empty for an identity token.
-    pub username: String,
-    /// The password or identity token.
-    pub secret: String,
-}
-
-impl std::fmt::Debug for RegistryLogin {
-    // Never print secrets, even in debug logs.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "RegistryLogin({}, <redacted>)", self.username)
-    }
-}
-
-/// Provides registry credentials by host (see [`SolveOptions::registry_credentials`]).
-pub trait CredentialProvider: Send + Sync + std::fmt::Debug {
-    /// The login for registry `host` (as contacted, e.g. `registry-1.docker.io` or
-    /// `127.0.0.1:5000`); `None` when the provider has none.
-    fn credentials<'a>(&'a self, host: &'a str) -> futures::future::BoxFuture<'a, Result<Option<RegistryLogin>>>;
 }
 
 /// Provides secrets a solve's execs mount but were not given (see

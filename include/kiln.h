@@ -966,6 +966,24 @@ kiln_status kiln_solve_opts_add_frontend_opt(kiln_solve_opts *opts,
 kiln_status kiln_solve_opts_add_local(kiln_solve_opts *opts, const char *name, const char *dir);
 
 /**
+ * Forwards the SSH agent listening on unix socket `socket` to `ssh` mounts with agent id `id`
+ * (`default` when a mount names none; both copied). Each mount gets its own relay socket owned
+ * by the mount's uid/gid; the agent's own socket is never exposed. A repeated id replaces the
+ * earlier socket.
+ *
+ * Thread safety: mutates `opts`; no concurrent use of the same options.
+ */
+kiln_status kiln_solve_opts_add_ssh(kiln_solve_opts *opts, const char *id, const char *socket);
+
+/**
+ * Grants entitlement `name` to the solve: `network.host` (execs with host networking) or
+ * `security.insecure` (privileged execs); anything else is KILN_ERR_OPTION naming both.
+ *
+ * Thread safety: mutates `opts`; no concurrent use of the same options.
+ */
+kiln_status kiln_solve_opts_add_entitlement(kiln_solve_opts *opts, const char *name);
+
+/**
  * Adds secret `id` with value `data[0..len]` (copied; any bytes, at most 500 KiB; `data` may be
  * NULL when `len == 0`). Secrets are mounted as files and never cached or exported; an id given
  * twice is KILN_ERR_OPTION.

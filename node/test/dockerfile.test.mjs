@@ -138,3 +138,40 @@ test('dockerfile errors', async () => {
     e.close()
   }
 })
+
+test('ssh forwards agent sockets to RUN --mount=type=ssh; allow grants entitlements', async () => {
+  const { spawn } = await import('node:child_process')
+  const { existsSync } = await import('node:fs')
+  const dir = tempDir()
+  const sock = join(dir, 'agent.sock')
+  const agent = spawn('ssh-agent', ['-D', '-a', sock], { stdio: 'ignore' })
+  const e = newEngine()
+  try {
+    const deadline = Date.now() + 30000
+    while (!existsSync(sock)) {
+      assert.ok(Date.now() < deadline, 'ssh-agent did not listen within 30 s')
+      await new Promise((r) => setTimeout(r, 20))
+    }
+    const ctx = join(dir, 'ctx')
+    mkdirSync(ctx)
+    writeFileSync(
+      join(ctx, 'Dockerfile'),
+      'FROM base\nRUN --mount=type=ssh (test -S "$SSH_AUTH_SOCK" && echo socket) > /ssh\n' +
+        'RUN --network=host echo host > /net\n',
+    )
+    const base = {
+      frontend: 'dockerfile.v0',
+      frontendOpts: { 'context:base': 'local:rootfs' },
+      locals: { context: ctx, dockerfile: ctx, rootfs: rootfsDir() },
+    }
+    await assert.rejects(e.solve({ ...base, ssh: { default: sock } }), /network\.host/)
+    await assert.rejects(e.solve({ ...base, allow: ['nope'] }), /unknown entitlement/)
+    const out = join(dir, 'out')
+    await e.solve({ ...base, ssh: { default: sock }, allow: ['network.host'], outputs: [`type=local,dest=${out}`] })
+    assert.equal(read(out, 'ssh'), 'socket\n')
+    assert.equal(read(out, 'net'), 'host\n')
+  } finally {
+    agent.kill()
+    e.close()
+  }
+})

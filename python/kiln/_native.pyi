@@ -178,6 +178,8 @@ class Engine:
         progress: _Progress = "auto",
         source_date_epoch: Optional[int] = None,
         platform: Optional[str] = None,
+        ssh: Optional[Mapping[str, _Path]] = None,
+        allow: Optional[Sequence[str]] = None,
         frontend: Optional[str] = None,
         frontend_opts: Optional[Mapping[str, str]] = None,
     ) -> SolveResult: ...
@@ -194,6 +196,8 @@ class Engine:
         progress: _Progress = "auto",
         source_date_epoch: Optional[int] = None,
         platform: Optional[str] = None,
+        ssh: Optional[Mapping[str, _Path]] = None,
+        allow: Optional[Sequence[str]] = None,
         frontend: Optional[str] = None,
         frontend_opts: Optional[Mapping[str, str]] = None,
     ) -> SolveResult: ...
@@ -210,6 +214,8 @@ class Engine:
         progress: _Progress = "auto",
         source_date_epoch: Optional[int] = None,
         platform: Optional[str] = None,
+        ssh: Optional[Mapping[str, _Path]] = None,
+        allow: Optional[Sequence[str]] = None,
         frontend_opts: Optional[Mapping[str, str]] = None,
     ) -> SolveResult:
         """Runs a client-side build (BuildKit's gateway frontend, embedded).
@@ -250,6 +256,8 @@ class Engine:
         progress: _Progress = "auto",
         source_date_epoch: Optional[int] = None,
         platform: Optional[str] = None,
+        ssh: Optional[Mapping[str, _Path]] = None,
+        allow: Optional[Sequence[str]] = None,
         frontend_opts: Optional[Mapping[str, str]] = None,
     ) -> SolveResult:
         """``build`` as an asyncio coroutine (the build starts when called).

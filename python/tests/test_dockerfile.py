@@ -113,3 +113,45 @@ def test_dockerfile_errors(engine, rootfs, project, tmp_path):
     (project / "Dockerfile").write_text("FROM busybox\n")
     with pytest.raises(kiln.UnsupportedError, match="resolved through an engine"):
         kiln.dockerfile(project)
+
+
+SSH_AND_HOST = """\
+FROM base
+RUN --mount=type=ssh (test -S "$SSH_AUTH_SOCK" && echo socket) > /ssh
+RUN --network=host echo host > /net
+"""
+
+
+def test_ssh_agents_and_entitlements(engine, rootfs, tmp_path):
+    """`ssh=` forwards agent sockets to `RUN --mount=type=ssh`; `allow=` grants entitlements
+    (a `--network=host` RUN is refused without `network.host`)."""
+    import subprocess
+    import time
+
+    sock = tmp_path / "agent.sock"
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while not sock.exists():
+            assert time.monotonic() < deadline, "ssh-agent did not listen within 30 s"
+            time.sleep(0.02)
+        ctx = tmp_path / "ctx"
+        ctx.mkdir()
+        (ctx / "Dockerfile").write_text(SSH_AND_HOST)
+        locals_ = {"context": ctx, "dockerfile": ctx, "rootfs": rootfs}
+        opts = {"context:base": "local:rootfs"}
+        with pytest.raises(kiln.KilnError) as info:
+            engine.solve(frontend="dockerfile.v0", frontend_opts=opts, locals=locals_, ssh={"default": sock},
+                         progress="quiet")
+        assert "network.host" in str(info.value)
+        with pytest.raises(kiln.KilnError, match="unknown entitlement"):
+            engine.solve(frontend="dockerfile.v0", frontend_opts=opts, locals=locals_, allow=["nope"],
+                         progress="quiet")
+        out = tmp_path / "out"
+        engine.solve(frontend="dockerfile.v0", frontend_opts=opts, locals=locals_, ssh={"default": sock},
+                     allow=["network.host"], outputs=[f"type=local,dest={out}"], progress="quiet")
+        assert read(out / "ssh") == "socket\n"
+        assert read(out / "net") == "host\n"
+    finally:
+        agent.kill()
+        agent.wait(timeout=30)

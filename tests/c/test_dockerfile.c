@@ -162,6 +162,33 @@ int main(void) {
   kiln_dockerfile_opts_free(&d);
   kiln_dockerfile_opts_free(&d);
 
+  /* SSH agents reach RUN --mount=type=ssh (kiln_solve_opts_add_ssh); entitlements grant
+   * RUN --network=host (kiln_solve_opts_add_entitlement), which is refused without one. */
+  char *sock = join(tmp, "agent.sock"), *sout = join(tmp, "sout");
+  char *csv_sout = NULL;
+  if (asprintf(&csv_sout, "type=local,dest=%s", sout) < 0) exit(2);
+  run_or_die("cd '%s' && ssh-agent -a agent.sock > agent.env", tmp);
+  write_file(ctx, "Dockerfile",
+             "FROM base\nRUN --mount=type=ssh (test -S \"$SSH_AUTH_SOCK\" && echo socket) > /ssh\n"
+             "RUN --network=host echo host > /net\n");
+  o = opts_for(ctx, rootfs, csv_sout);
+  CHECK_OK(kiln_solve_opts_set_frontend(o, "dockerfile.v0"));
+  CHECK_OK(kiln_solve_opts_add_frontend_opt(o, "context:base", "local:rootfs"));
+  CHECK_OK(kiln_solve_opts_add_ssh(o, "default", sock));
+  CHECK(kiln_engine_solve(e, NULL, o, &r, &err) != KILN_OK);
+  CHECK(err != NULL && contains(kiln_error_message(err), "network.host"));
+  kiln_error_free(&err);
+  CHECK_STATUS(kiln_solve_opts_add_entitlement(o, "nope"), KILN_ERR_OPTION);
+  CHECK(contains(last_message(), "unknown entitlement"));
+  CHECK_OK(kiln_solve_opts_add_entitlement(o, "network.host"));
+  r = solve(e, NULL, o);
+  kiln_result_free(&r);
+  kiln_solve_opts_free(&o);
+  check_file(sout, "ssh", "socket\n");
+  check_file(sout, "net", "host\n");
+  run_or_die("cd '%s' && kill $(sed -n 's/^SSH_AGENT_PID=\\([0-9]*\\);.*/\\1/p' agent.env)", tmp);
+  free(sock), free(sout), free(csv_sout);
+
   kiln_engine_free(&e);
   remove_tree(tmp);
   free(csv_out), free(csv_img), free(csv_stage), free(csv_fout);

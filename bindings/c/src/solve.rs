@@ -362,6 +362,39 @@ pub extern "C" fn kiln_solve_opts_add_local(
     })
 }
 
+/// Forwards the SSH agent listening on unix socket `socket` to `ssh` mounts with agent id `id`
+/// (`default` when a mount names none; both copied). Each mount gets its own relay socket owned
+/// by the mount's uid/gid; the agent's own socket is never exposed. A repeated id replaces the
+/// earlier socket.
+///
+/// Thread safety: mutates `opts`; no concurrent use of the same options.
+#[no_mangle]
+pub extern "C" fn kiln_solve_opts_add_ssh(
+    opts: *mut kiln_solve_opts,
+    id: *const c_char,
+    socket: *const c_char,
+) -> kiln_status {
+    edit(opts, |o| {
+        let (id, socket) = (str_arg(id, "id")?, str_arg(socket, "socket")?);
+        let id = if id.is_empty() { kiln::options::DEFAULT_SSH_ID } else { id };
+        o.inner.ssh.insert(id.to_owned(), socket.into());
+        Ok(())
+    })
+}
+
+/// Grants entitlement `name` to the solve: `network.host` (execs with host networking) or
+/// `security.insecure` (privileged execs); anything else is KILN_ERR_OPTION naming both.
+///
+/// Thread safety: mutates `opts`; no concurrent use of the same options.
+#[no_mangle]
+pub extern "C" fn kiln_solve_opts_add_entitlement(opts: *mut kiln_solve_opts, name: *const c_char) -> kiln_status {
+    edit(opts, |o| {
+        let e: kiln::options::Entitlement = str_arg(name, "name")?.parse()?;
+        o.inner.entitlements.insert(e);
+        Ok(())
+    })
+}
+
 /// Loads `source` as secret `id` through core (the same size, file-type and duplicate-id rules,
 /// and the same errors, as every other face).
 fn add_secret(

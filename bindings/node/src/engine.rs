@@ -98,6 +98,8 @@ pub(crate) const SOLVE_KEYS: &[&str] = &[
     "imageConfig",
     "sourceDateEpoch",
     "platform",
+    "ssh",
+    "allow",
     "signal",
 ];
 
@@ -138,6 +140,11 @@ pub struct SolveOptions<'a> {
     /// The build platform `os/arch[/variant]` (default: the host's; another one is refused:
     /// kiln has no emulation); image exports record it.
     pub platform: Option<String>,
+    /// SSH agent sockets by id for `ssh` mounts (`RUN --mount=type=ssh`; id `default` unless the
+    /// mount names one), e.g. `{ default: process.env.SSH_AUTH_SOCK }`.
+    pub ssh: Option<HashMap<String, String>>,
+    /// Entitlements granted to the solve: `'network.host'`, `'security.insecure'`.
+    pub allow: Option<Vec<String>>,
     /// Aborting it cancels the solve: the promise rejects with code `KILN_CANCELLED` once the
     /// solve's containers are killed and its mounts and snapshots released.
     #[napi(ts_type = "AbortSignal")]
@@ -270,6 +277,8 @@ pub(crate) struct RunOptions {
     image_config: Option<ImageConfig>,
     source_date_epoch: Option<i64>,
     platform: Option<String>,
+    ssh: HashMap<String, String>,
+    allow: Vec<String>,
     cancel: kiln::CancelToken,
     pre_aborted: bool,
 }
@@ -313,12 +322,16 @@ impl RunOptions {
             image_config: None,
             source_date_epoch: None,
             platform: None,
+            ssh: HashMap::new(),
+            allow: Vec::new(),
             cancel: kiln::CancelToken::new(),
             pre_aborted: false,
         };
         if let Some(o) = options {
             r.source_date_epoch = o.source_date_epoch;
             r.platform = o.platform;
+            r.ssh = o.ssh.unwrap_or_default();
+            r.allow = o.allow.unwrap_or_default();
             if let Some(sig) = &o.signal {
                 r.pre_aborted = watch_signal(env, sig, r.cancel.clone())?;
             }
@@ -363,6 +376,12 @@ impl RunOptions {
         so.source_date_epoch = self.source_date_epoch;
         if let Some(p) = &self.platform {
             so = so.platform(p)?;
+        }
+        for (id, socket) in self.ssh {
+            so = so.ssh(id, PathBuf::from(socket));
+        }
+        for name in &self.allow {
+            so = so.allow(name.parse()?);
         }
         let explicit_image_config = self.image_config.is_some();
         if let Some(c) = self.image_config {

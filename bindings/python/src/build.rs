@@ -399,7 +399,7 @@ pub(crate) fn start(
     secrets: Option<&Bound<'_, PyDict>>,
     image_config: Option<&Bound<'_, PyAny>>,
     progress: Option<&Bound<'_, PyAny>>,
-    more: (Option<i64>, Option<&str>),
+    more: crate::engine::MoreArgs<'_>,
     frontend_opts: Option<BTreeMap<String, String>>,
     asyncio: bool,
 ) -> PyResult<PyBuildTask> {

@@ -156,6 +156,9 @@ struct Prepared {
 /// The frontend and its options of a solve.
 type FrontendArgs = (Option<String>, Option<BTreeMap<String, String>>);
 
+/// `source_date_epoch`, `platform`, `ssh` (agent sockets by id) and `allow` (entitlements).
+pub(crate) type MoreArgs<'a> = (Option<i64>, Option<&'a str>, Option<BTreeMap<String, PathBuf>>, Option<Vec<String>>);
+
 impl PyEngine {
     pub(crate) fn engine(&self) -> PyResult<kiln::Engine> {
         self.inner
@@ -173,7 +176,7 @@ impl PyEngine {
         io: SolveIo,
         secrets: Option<&Bound<'_, PyDict>>,
         image_config: Option<&Bound<'_, PyAny>>,
-        more: (Option<i64>, Option<&str>),
+        more: MoreArgs<'_>,
         (frontend, frontend_opts): FrontendArgs,
     ) -> PyResult<Prepared> {
         let engine = self.engine()?;
@@ -220,9 +223,15 @@ pub(crate) fn solve_options(
     (locals, outputs, cache_exports, cache_imports): SolveIo,
     secrets: Option<&Bound<'_, PyDict>>,
     image_config: Option<&Bound<'_, PyAny>>,
-    (source_date_epoch, platform): (Option<i64>, Option<&str>),
+    (source_date_epoch, platform, ssh, allow): MoreArgs<'_>,
 ) -> PyResult<SolveOptions> {
     let mut opts = SolveOptions { source_date_epoch, ..Default::default() };
+    for (id, socket) in ssh.unwrap_or_default() {
+        opts = opts.ssh(id, socket);
+    }
+    for name in allow.unwrap_or_default() {
+        opts = opts.allow(name.parse().map_err(|e| kerr(py, e))?);
+    }
     if let Some(p) = platform {
         opts = opts.platform(p).map_err(|e| kerr(py, e))?;
     }
@@ -424,10 +433,12 @@ impl PyEngine {
     /// raises cancels the solve and propagates). Ctrl-C cancels the solve cleanly. With
     /// `frontend="dockerfile.v0"` and no target, builds a Dockerfile as BuildKit's frontend does
     /// (`frontend_opts` under BuildKit's names: `filename`, `target`, `build-arg:NAME`, ...; the
-    /// Dockerfile from the local `dockerfile`, the context from the local `context`).
+    /// Dockerfile from the local `dockerfile`, the context from the local `context`). `ssh` maps
+    /// agent ids to agent sockets for `ssh` mounts (`RUN --mount=type=ssh`; id `default` unless
+    /// the mount names one), `allow` grants entitlements (`network.host`, `security.insecure`).
     #[pyo3(signature = (target=None, *, locals=None, outputs=None, cache_exports=None, cache_imports=None,
                         secrets=None, image_config=None, progress=None, source_date_epoch=None,
-                        platform=None, frontend=None, frontend_opts=None))]
+                        platform=None, ssh=None, allow=None, frontend=None, frontend_opts=None))]
     #[allow(clippy::too_many_arguments)]
     fn solve(
         &self,
@@ -442,6 +453,8 @@ impl PyEngine {
         progress: Option<&Bound<'_, PyAny>>,
         source_date_epoch: Option<i64>,
         platform: Option<&str>,
+        ssh: Option<BTreeMap<String, PathBuf>>,
+        allow: Option<Vec<String>>,
         frontend: Option<String>,
         frontend_opts: Option<BTreeMap<String, String>>,
     ) -> PyResult<PySolveResult> {
@@ -451,7 +464,7 @@ impl PyEngine {
             (locals, outputs, cache_exports, cache_imports),
             secrets,
             image_config,
-            (source_date_epoch, platform),
+            (source_date_epoch, platform, ssh, allow),
             (frontend, frontend_opts),
         )?;
         let mut progress = Progress::from_py(py, progress)?;
@@ -529,7 +542,7 @@ impl PyEngine {
     /// solve; its `CancelledError` propagates once the containers are killed and the mounts gone.
     #[pyo3(signature = (target=None, *, locals=None, outputs=None, cache_exports=None, cache_imports=None,
                         secrets=None, image_config=None, progress=None, source_date_epoch=None,
-                        platform=None, frontend=None, frontend_opts=None))]
+                        platform=None, ssh=None, allow=None, frontend=None, frontend_opts=None))]
     #[allow(clippy::too_many_arguments)]
     fn solve_async<'py>(
         &self,
@@ -544,6 +557,8 @@ impl PyEngine {
         progress: Option<&Bound<'py, PyAny>>,
         source_date_epoch: Option<i64>,
         platform: Option<&str>,
+        ssh: Option<BTreeMap<String, PathBuf>>,
+        allow: Option<Vec<String>>,
         frontend: Option<String>,
         frontend_opts: Option<BTreeMap<String, String>>,
     ) -> PyResult<Bound<'py, PyAny>> {
@@ -553,7 +568,7 @@ impl PyEngine {
             (locals, outputs, cache_exports, cache_imports),
             secrets,
             image_config,
-            (source_date_epoch, platform),
+            (source_date_epoch, platform, ssh, allow),
             (frontend, frontend_opts),
         )?;
         let rt = runtime().map_err(|e| PyRuntimeError::new_err(format!("tokio runtime: {e}")))?;
@@ -601,7 +616,7 @@ impl PyEngine {
     /// and is raised here. Ctrl-C cancels the build cleanly.
     #[pyo3(signature = (function, *, locals=None, outputs=None, cache_exports=None, cache_imports=None,
                         secrets=None, image_config=None, progress=None, source_date_epoch=None,
-                        platform=None, frontend_opts=None))]
+                        platform=None, ssh=None, allow=None, frontend_opts=None))]
     #[allow(clippy::too_many_arguments)]
     fn build<'py>(
         &self,
@@ -616,6 +631,8 @@ impl PyEngine {
         progress: Option<&Bound<'py, PyAny>>,
         source_date_epoch: Option<i64>,
         platform: Option<&str>,
+        ssh: Option<BTreeMap<String, PathBuf>>,
+        allow: Option<Vec<String>>,
         frontend_opts: Option<BTreeMap<String, String>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let task = crate::build::start(
@@ -625,7 +642,7 @@ impl PyEngine {
             secrets,
             image_config,
             progress,
-            (source_date_epoch, platform),
+            (source_date_epoch, platform, ssh, allow),
             frontend_opts,
             false,
         )?;
@@ -639,7 +656,7 @@ impl PyEngine {
     /// `CancelledError` propagates once the build has cleaned up.
     #[pyo3(signature = (function, *, locals=None, outputs=None, cache_exports=None, cache_imports=None,
                         secrets=None, image_config=None, progress=None, source_date_epoch=None,
-                        platform=None, frontend_opts=None))]
+                        platform=None, ssh=None, allow=None, frontend_opts=None))]
     #[allow(clippy::too_many_arguments)]
     fn build_async<'py>(
         &self,
@@ -654,6 +671,8 @@ impl PyEngine {
         progress: Option<&Bound<'py, PyAny>>,
         source_date_epoch: Option<i64>,
         platform: Option<&str>,
+        ssh: Option<BTreeMap<String, PathBuf>>,
+        allow: Option<Vec<String>>,
         frontend_opts: Option<BTreeMap<String, String>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let task = crate::build::start(
@@ -663,7 +682,7 @@ impl PyEngine {
             secrets,
             image_config,
             progress,
-            (source_date_epoch, platform),
+            (source_date_epoch, platform, ssh, allow),
             frontend_opts,
             true,
         )?;

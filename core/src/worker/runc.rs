@@ -169,23 +169,68 @@ fn wait_exited_no_reap(pid: u32) {
     }
 }
 
+/// Runs `binary --version`: the runtime must start and answer; the first line of its version.
+fn probe_version(binary: &str) -> Result<String> {
+    let out = std::process::Command::new(binary).arg("--version").stdin(Stdio::null()).output().map_err(|e| {
+        Error::with_source(ErrorKind::Worker, format!("container runtime {binary:?} cannot be run: {e}"), e)
+    })?;
+    if !out.status.success() {
+        return Err(worker_err(format!(
+            "container runtime {binary:?} is not usable: `{binary} --version` exited with {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or("").to_owned())
+}
+
+/// A file-name-safe form of the runtime's name (`runc`, `/usr/bin/crun` → `_usr_bin_crun`).
+fn probe_name(binary: &str) -> String {
+    binary.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect()
+}
+
+/// What identifies the runtime's executable file (resolved on `PATH` like `Command` does): its
+/// path, device, inode, size and change time — any upgrade or replacement changes it. `None` when
+/// it cannot be found (then it is probed, which reports why).
+fn binary_identity(binary: &str) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let path = if binary.contains('/') {
+        PathBuf::from(binary)
+    } else {
+        std::env::var_os("PATH")?
+            .to_str()?
+            .split(':')
+            .map(|d| std::path::Path::new(d).join(binary))
+            .find(|p| p.is_file())?
+    };
+    let m = std::fs::metadata(&path).ok()?;
+    Some(format!("{} {} {} {} {}.{}", path.display(), m.dev(), m.ino(), m.len(), m.ctime(), m.ctime_nsec()))
+}
+
 impl RuncExecutor {
     /// `binary`: "runc" or a path (also works for "crun"); `state_dir`: passed as `runc --root`;
     /// `bundle_dir`: where per-run bundles are created. Verifies the binary runs (`--version`);
     /// errors (ErrorKind::Worker) name the binary and the reason.
     pub fn new(binary: &str, state_dir: PathBuf, bundle_dir: PathBuf) -> Result<Self> {
-        let out = std::process::Command::new(binary).arg("--version").stdin(Stdio::null()).output().map_err(|e| {
-            Error::with_source(ErrorKind::Worker, format!("container runtime {binary:?} cannot be run: {e}"), e)
-        })?;
-        if !out.status.success() {
-            return Err(worker_err(format!(
-                "container runtime {binary:?} is not usable: `{binary} --version` exited with {}: {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            )));
+        // A probe costs a process start (≈ 20 ms, most of a cached solve's time in a new
+        // process): it is skipped when this root already probed the very same binary file.
+        let probe_record = state_dir.parent().map(|p| p.join(format!(".probed-{}", probe_name(binary))));
+        let identity = binary_identity(binary);
+        let probed = match (&probe_record, &identity) {
+            (Some(rec), Some(id)) => std::fs::read_to_string(rec).is_ok_and(|r| &r == id),
+            _ => false,
+        };
+        if !probed {
+            let version = probe_version(binary)?;
+            tracing::debug!(binary, version = %version, "container runtime found");
+            if let (Some(rec), Some(id)) = (&probe_record, &identity) {
+                // Best effort, no fsync: a missing or torn record only means probing again.
+                if let Some(dir) = rec.parent() {
+                    let _ = std::fs::create_dir_all(dir);
+                }
+                let _ = std::fs::write(rec, id.as_bytes());
+            }
         }
-        let version = String::from_utf8_lossy(&out.stdout);
-        tracing::debug!(binary, version = %version.lines().next().unwrap_or(""), "container runtime found");
         std::fs::create_dir_all(&state_dir).with_path("creating runtime state dir", &state_dir)?;
         std::fs::create_dir_all(&bundle_dir).with_path("creating bundle dir", &bundle_dir)?;
         Ok(RuncExecutor { binary: binary.to_owned(), state_dir, bundle_dir })
@@ -361,9 +406,14 @@ impl RuncExecutor {
     /// Kills and deletes any container left in `state_dir` by a crashed process, removes stale bundles.
     /// Call it only while no run of this executor's directories is in progress.
     pub fn cleanup_stale(&self) -> Result<()> {
-        for id in self.list_containers()? {
+        // runc keeps one directory per container under its root: an empty root has none to
+        // list (and asking runc costs a process start on every open).
+        let mut state =
+            std::fs::read_dir(&self.state_dir).with_path("listing runtime state dir", &self.state_dir)?;
+        let stale = if state.next().is_some() { self.list_containers()? } else { Vec::new() };
+        for id in &stale {
             tracing::info!(id, "deleting stale container");
-            self.force_delete(&id);
+            self.force_delete(id);
         }
         let entries = std::fs::read_dir(&self.bundle_dir).with_path("listing bundle dir", &self.bundle_dir)?;
         for entry in entries {
@@ -377,7 +427,7 @@ impl RuncExecutor {
             };
             removed.with_path("removing stale bundle", &path)?;
         }
-        let left = self.list_containers()?;
+        let left = if stale.is_empty() { Vec::new() } else { self.list_containers()? };
         if !left.is_empty() {
             return Err(worker_err(format!(
                 "container runtime {:?} could not delete stale containers {left:?} in {}",

@@ -17,7 +17,7 @@ use crate::session::packet_call::{call_with_packets, FILE_SEND_DIFF_COPY, FILE_S
 use crate::session::proto::filesync::file_send_client::FileSendClient;
 use crate::session::proto::filesync::BytesMessage;
 use crate::session::proto::fsutil::types::Packet;
-use crate::solver::{LocalProvider, LocalRequest, SecretProvider};
+use crate::solver::{LocalProvider, LocalRequest, ProvidedLocal, SecretProvider};
 use futures::future::BoxFuture;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -61,7 +61,7 @@ fn session_err(e: crate::Error) -> Status {
 pub struct SessionLocals {
     session: Arc<Session>,
     base: PathBuf,
-    synced: tokio::sync::Mutex<HashMap<LocalRequest, Arc<tokio::sync::OnceCell<PathBuf>>>>,
+    synced: tokio::sync::Mutex<HashMap<LocalRequest, Arc<tokio::sync::OnceCell<ProvidedLocal>>>>,
     dirs: std::sync::Mutex<Vec<tempfile::TempDir>>,
 }
 
@@ -76,7 +76,7 @@ impl SessionLocals {
         })
     }
 
-    async fn sync(&self, req: &LocalRequest) -> crate::Result<PathBuf> {
+    async fn sync(&self, req: &LocalRequest) -> crate::Result<ProvidedLocal> {
         let fail = |msg: String| crate::Error::new(crate::ErrorKind::Source, msg);
         if !self.session.serves(FILE_SYNC_DIFF_COPY) {
             return Err(fail("the client's session serves no local dirs (FileSync.DiffCopy)".into()));
@@ -100,16 +100,19 @@ impl SessionLocals {
         let resp = call_with_packets(self.session.channel.clone(), FILE_SYNC_DIFF_COPY, call)
             .await
             .map_err(|s| fail(format!("syncing local {name:?} from the client: {}", s.message())))?;
-        let opts = ReceiveOpts { differ: fsutil::Differ::None, ..Default::default() };
-        fsutil::receive(Conn::new(tx, resp.into_inner()), &dest, &opts)
+        // Hashing each file as it arrives spares the local source reading the whole dir back
+        // for its cache key.
+        let opts = ReceiveOpts { differ: fsutil::Differ::None, hash: true, ..Default::default() };
+        let digests = fsutil::receive_hashed(Conn::new(tx, resp.into_inner()), &dest, &opts)
             .await
             .map_err(|e| fail(format!("syncing local {name:?} from the client: {e}")))?;
-        Ok(dest)
+        // The staging dir is ours alone and removed with the build: the snapshot may link its files.
+        Ok(ProvidedLocal { dir: dest, digests: Arc::new(digests), private: true })
     }
 }
 
 impl LocalProvider for SessionLocals {
-    fn provide<'a>(&'a self, req: &'a LocalRequest) -> BoxFuture<'a, crate::Result<PathBuf>> {
+    fn provide<'a>(&'a self, req: &'a LocalRequest) -> BoxFuture<'a, crate::Result<ProvidedLocal>> {
         Box::pin(async move {
             let cell = self.synced.lock().await.entry(req.clone()).or_default().clone();
             cell.get_or_try_init(|| self.sync(req)).await.cloned()

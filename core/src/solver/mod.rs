@@ -21,8 +21,9 @@ use ops::diff;
 // Progress lives in its own module (`crate::progress`); these keep the solver's old paths working.
 pub use crate::progress::{self, display, EventFields, LogStream, ProgressEvent, ProgressSink};
 
+pub use crate::fileops::{FileDigest, FileDigests};
 pub(crate) use bridge::{BuildSession, SolvedRef};
-pub use job::{CancelToken, LocalProvider, LocalRequest, SecretProvider, SolveOptions, SolveResult};
+pub use job::{CancelToken, LocalProvider, LocalRequest, ProvidedLocal, SecretProvider, SolveOptions, SolveResult};
 pub(crate) use tasks::{KeyLockHandle, KeyLocks, TaskCount, TaskToken};
 
 use crate::cache::CacheManager;

@@ -17,7 +17,7 @@ mod writer;
 #[cfg(test)]
 mod tests;
 
-pub use receive::{receive, Differ, ReceiveOpts};
+pub use receive::{receive, receive_hashed, Differ, Digests, ReceiveOpts};
 pub use send::{send, SendOpts};
 
 use crate::error::{Error, ErrorKind, Result};

@@ -15,6 +15,8 @@ use super::validate::{compare_path, WalkValidator};
 use super::{err_packet, fin_packet, PacketType};
 use crate::error::{Error, ErrorKind, IoContext, Result};
 use crate::session::proto::fsutil::types::{Packet, Stat};
+use crate::solver::FileDigest;
+use sha2::{Digest as _, Sha256};
 use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -35,7 +37,15 @@ struct Pending {
     file: Option<File>,
     /// The mode to put back after writing to a file we could not open for writing.
     restore: Option<u32>,
+    /// The path as the sender named it, and the sha256 of the content so far when the receiver
+    /// records digests ([`ReceiveOpts::hash`]): DATA arrives in order, once per file.
+    rel: String,
+    hasher: Option<Sha256>,
 }
+
+/// The received files' sizes and sha256 by the path the sender named them with (see
+/// [`ReceiveOpts::hash`]).
+pub type Digests = crate::solver::FileDigests;
 
 /// Files kept open at once while their data arrives (fsutil's sender sends four at a time; a
 /// sender interleaving more costs reopenings, not descriptors).
@@ -65,6 +75,7 @@ pub(super) struct Worker {
     /// The sender reported an error (ERR): not echoed back.
     peer_failed: bool,
     tmp_seq: u64,
+    digests: Digests,
 }
 
 impl Worker {
@@ -87,17 +98,20 @@ impl Worker {
             fin_received: false,
             peer_failed: false,
             tmp_seq: u64::from(std::process::id()) << 20,
+            digests: Digests::new(),
         }
     }
 
-    pub(super) fn run(mut self, mut input: mpsc::Receiver<Packet>) -> Result<()> {
+    /// Runs to the end of the stream; returns the received files' digests (empty unless
+    /// [`ReceiveOpts::hash`]).
+    pub(super) fn run(mut self, mut input: mpsc::Receiver<Packet>) -> Result<Digests> {
         let r = self.run_inner(&mut input);
         if let Err(e) = &r {
             if !self.peer_failed {
                 let _ = self.out.send(err_packet(&e.to_string()));
             }
         }
-        r
+        r.map(|()| self.digests)
     }
 
     fn run_inner(&mut self, input: &mut mpsc::Receiver<Packet>) -> Result<()> {
@@ -319,6 +333,8 @@ impl Worker {
                     written: 0,
                     file: None,
                     restore: None,
+                    rel: st.path.clone(),
+                    hasher: self.opts.hash.then(Sha256::new),
                 },
             );
             self.send(Packet { r#type: PacketType::PacketReq as i32, id, ..Packet::default() })?;
@@ -340,6 +356,10 @@ impl Worker {
             let Some(mut p) = self.pending.remove(&id) else { return Ok(()) };
             if p.file.take().is_some() {
                 self.open -= 1;
+            }
+            if let Some(h) = p.hasher.take() {
+                let sha256: [u8; 32] = h.finalize().into();
+                self.digests.insert(std::mem::take(&mut p.rel), FileDigest { size: p.written, sha256 });
             }
             // Writing may clear setuid/setgid (without CAP_FSETID): set the mode again.
             if p.restore.is_some() || p.perm & (libc::S_ISUID | libc::S_ISGID) != 0 {
@@ -371,6 +391,9 @@ impl Worker {
                 f.write_all_at(data, p.written).with_path("file transfer: cannot write", &p.path)?;
             }
             p.written += data.len() as u64;
+            if let Some(h) = &mut p.hasher {
+                h.update(data);
+            }
         }
         Ok(())
     }

@@ -55,12 +55,14 @@ impl ClientSession {
         let mut tasks = JoinSet::new();
         // Our HTTP/2 server → the daemon.
         tasks.spawn(async move {
-            let mut buf = vec![0u8; TUNNEL_BUFFER];
+            let mut buf = prost::bytes::BytesMut::new();
             loop {
-                match rd.read(&mut buf).await {
+                // Read into a buffer the message then owns (no copy into a `Vec` per message).
+                buf.reserve(TUNNEL_BUFFER);
+                match rd.read_buf(&mut buf).await {
                     Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        if tx.send(BytesMessage { data: buf[..n].to_vec() }).await.is_err() {
+                    Ok(_) => {
+                        if tx.send(BytesMessage { data: buf.split().freeze() }).await.is_err() {
                             break;
                         }
                     }

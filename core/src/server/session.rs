@@ -110,12 +110,14 @@ impl Sessions {
         });
         // Daemon → client bytes.
         tokio::spawn(async move {
-            let mut buf = vec![0u8; TUNNEL_BUFFER];
+            let mut buf = prost::bytes::BytesMut::new();
             loop {
-                match rd.read(&mut buf).await {
+                // Read into a buffer the message then owns (no copy into a `Vec` per message).
+                buf.reserve(TUNNEL_BUFFER);
+                match rd.read_buf(&mut buf).await {
                     Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        if out_tx.send(Ok(BytesMessage { data: buf[..n].to_vec() })).await.is_err() {
+                    Ok(_) => {
+                        if out_tx.send(Ok(BytesMessage { data: buf.split().freeze() })).await.is_err() {
                             break;
                         }
                     }
@@ -134,7 +136,8 @@ impl Sessions {
         let endpoint = Endpoint::from_static("http://session.kiln")
             .connect_timeout(HANDSHAKE_TIMEOUT)
             .initial_stream_window_size(crate::session::STREAM_WINDOW)
-            .initial_connection_window_size(crate::session::CONNECTION_WINDOW);
+            .initial_connection_window_size(crate::session::CONNECTION_WINDOW)
+            .max_frame_size(crate::session::MAX_FRAME);
         let channel = tokio::time::timeout(HANDSHAKE_TIMEOUT, endpoint.connect_with_connector(connector))
             .await
             .map_err(|_| Status::deadline_exceeded("the session's HTTP/2 handshake timed out"))?

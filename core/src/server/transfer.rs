@@ -237,7 +237,7 @@ pub async fn send_output(
                 if n == 0 {
                     break;
                 }
-                tx.send(BytesMessage { data: buf[..n].to_vec() })
+                tx.send(BytesMessage { data: prost::bytes::Bytes::copy_from_slice(&buf[..n]) })
                     .await
                     .map_err(|_| Status::unavailable("the client stopped taking the output"))?;
             }

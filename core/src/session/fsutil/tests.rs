@@ -289,7 +289,7 @@ fn end() -> Packet {
     Packet { r#type: PacketType::PacketStat as i32, ..Packet::default() }
 }
 fn data(id: u32, d: &[u8]) -> Packet {
-    Packet { r#type: PacketType::PacketData as i32, id, data: d.to_vec(), ..Packet::default() }
+    Packet { r#type: PacketType::PacketData as i32, id, data: d.to_vec().into(), ..Packet::default() }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

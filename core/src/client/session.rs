@@ -7,9 +7,8 @@ use super::services::SessionServices;
 use super::Client;
 use crate::api::control::BytesMessage;
 use crate::error::{Error, ErrorKind, Result};
-use crate::session::TUNNEL_BUFFER;
+use crate::session::tunnel_io::tunnel_io;
 use std::io::Read;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinSet;
 
 /// An open session (closed when dropped).
@@ -41,10 +40,10 @@ impl ClientSession {
     /// Opens a session on `client`'s daemon serving `services`.
     pub async fn start(client: &Client, services: &SessionServices) -> Result<ClientSession> {
         let id = random_id()?;
-        let (ours, theirs) = tokio::io::duplex(TUNNEL_BUFFER);
-        let (mut rd, mut wr) = tokio::io::split(theirs);
-        let (tx, rx) = tokio::sync::mpsc::channel::<BytesMessage>(16);
-        let mut req = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+        // Our HTTP/2 server's writes are the call's messages; the daemon's messages are what it reads.
+        let (ours, mut feed, written) = tunnel_io();
+        let outbound = futures::StreamExt::map(written, |data| BytesMessage { data });
+        let mut req = tonic::Request::new(outbound);
         let md = req.metadata_mut();
         md.insert("x-docker-expose-session-uuid", ascii("uuid", &id)?);
         md.insert("x-docker-expose-session-name", ascii("name", "kiln")?);
@@ -53,22 +52,6 @@ impl ClientSession {
             md.append("x-docker-expose-session-grpc-method", ascii("method", m)?);
         }
         let mut tasks = JoinSet::new();
-        // Our HTTP/2 server → the daemon.
-        tasks.spawn(async move {
-            let mut buf = prost::bytes::BytesMut::new();
-            loop {
-                // Read into a buffer the message then owns (no copy into a `Vec` per message).
-                buf.reserve(TUNNEL_BUFFER);
-                match rd.read_buf(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {
-                        if tx.send(BytesMessage { data: buf.split().freeze() }).await.is_err() {
-                            break;
-                        }
-                    }
-                }
-            }
-        });
         // The daemon → our HTTP/2 server (the call's response arrives once the daemon attached).
         let mut control = client.control();
         tasks.spawn(async move {
@@ -76,14 +59,15 @@ impl ClientSession {
                 Ok(resp) => {
                     let mut inbound = resp.into_inner();
                     while let Ok(Some(m)) = inbound.message().await {
-                        if wr.write_all(&m.data).await.is_err() {
+                        if futures::SinkExt::send(&mut feed, m.data).await.is_err() {
                             break;
                         }
                     }
                 }
                 Err(s) => tracing::debug!(status = %s, "the daemon refused the session"),
             }
-            let _ = wr.shutdown().await;
+            // Dropping the feeder is the end of the stream for our server.
+            drop(feed);
         });
         let router = services.router();
         tasks.spawn(async move {

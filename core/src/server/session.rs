@@ -8,12 +8,11 @@
 use super::proto::control::BytesMessage;
 use super::proto::health::v1::health_client::HealthClient;
 use super::proto::health::v1::HealthCheckRequest;
-use crate::session::TUNNEL_BUFFER;
+use crate::session::tunnel_io::tunnel_io;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 use tonic::metadata::MetadataMap;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Status, Streaming};
@@ -77,7 +76,11 @@ fn header(md: &MetadataMap, key: &str) -> Option<String> {
     md.get(key).and_then(|v| v.to_str().ok()).map(str::to_owned)
 }
 
-type Outbound = tokio_stream::wrappers::ReceiverStream<Result<BytesMessage, Status>>;
+/// The stream of messages to the client: what our end of the tunnel writes.
+type Outbound = futures::stream::Map<
+    futures::channel::mpsc::Receiver<prost::bytes::Bytes>,
+    fn(prost::bytes::Bytes) -> Result<BytesMessage, Status>,
+>;
 
 impl Sessions {
     /// Attaches the stream of a `Control.Session` call: returns the stream of bytes to send back
@@ -93,36 +96,21 @@ impl Sessions {
             .flat_map(|v| v.split(',').map(|m| m.trim().to_owned()))
             .filter(|m| !m.is_empty())
             .collect();
-        let (ours, theirs) = tokio::io::duplex(TUNNEL_BUFFER);
-        let (mut rd, mut wr) = tokio::io::split(theirs);
-        let (out_tx, out_rx) = mpsc::channel::<Result<BytesMessage, Status>>(16);
+        // The client's messages are what our HTTP/2 client reads; its writes are our messages.
+        let (ours, mut feed, written) = tunnel_io();
+        let outbound = futures::StreamExt::map(written, (|data| Ok(BytesMessage { data })) as fn(_) -> _);
         // Client → daemon bytes.
         let inbound_done = Arc::new(Notify::new());
         let done = inbound_done.clone();
         tokio::spawn(async move {
             while let Ok(Some(m)) = inbound.message().await {
-                if wr.write_all(&m.data).await.is_err() {
+                if futures::SinkExt::send(&mut feed, m.data).await.is_err() {
                     break;
                 }
             }
-            let _ = wr.shutdown().await;
+            // Dropping the feeder is the end of the stream for our HTTP/2 client.
+            drop(feed);
             done.notify_waiters();
-        });
-        // Daemon → client bytes.
-        tokio::spawn(async move {
-            let mut buf = prost::bytes::BytesMut::new();
-            loop {
-                // Read into a buffer the message then owns (no copy into a `Vec` per message).
-                buf.reserve(TUNNEL_BUFFER);
-                match rd.read_buf(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {
-                        if out_tx.send(Ok(BytesMessage { data: buf.split().freeze() })).await.is_err() {
-                            break;
-                        }
-                    }
-                }
-            }
         });
         let io = Arc::new(Mutex::new(Some(ours)));
         let connector = tower::service_fn(move |_: tonic::transport::Uri| {
@@ -154,7 +142,7 @@ impl Sessions {
                 _ = monitor_health(channel) => {}
             }
         });
-        Ok(tokio_stream::wrappers::ReceiverStream::new(out_rx))
+        Ok(outbound)
     }
 
     /// The session `id`, waiting (bounded) for it to attach.

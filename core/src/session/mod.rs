@@ -9,6 +9,7 @@ pub mod fsutil;
 pub mod packet_call;
 pub mod proto;
 pub mod tar_stream;
+pub mod tunnel_io;
 
 /// Bytes buffered in each direction of a session tunnel (the HTTP/2 connection carried by a
 /// `Control.Session` stream), and the most one tunnel message carries: large enough that a

@@ -16,6 +16,7 @@ use super::{err_packet, fin_packet, PacketType};
 use crate::error::{Error, ErrorKind, IoContext, Result};
 use crate::session::proto::fsutil::types::{Packet, Stat};
 use crate::solver::FileDigest;
+use prost::bytes::Bytes;
 use sha2::{Digest as _, Sha256};
 use std::cmp::Ordering;
 use std::collections::HashMap;
@@ -37,10 +38,8 @@ struct Pending {
     file: Option<File>,
     /// The mode to put back after writing to a file we could not open for writing.
     restore: Option<u32>,
-    /// The path as the sender named it, and the sha256 of the content so far when the receiver
-    /// records digests ([`ReceiveOpts::hash`]): DATA arrives in order, once per file.
+    /// The path as the sender named it (what its digest is recorded by).
     rel: String,
-    hasher: Option<Sha256>,
 }
 
 /// The received files' sizes and sha256 by the path the sender named them with (see
@@ -75,7 +74,8 @@ pub(super) struct Worker {
     /// The sender reported an error (ERR): not echoed back.
     peer_failed: bool,
     tmp_seq: u64,
-    digests: Digests,
+    /// With [`ReceiveOpts::hash`]: the threads hashing the received content.
+    hashers: Option<Hashers>,
 }
 
 impl Worker {
@@ -98,20 +98,33 @@ impl Worker {
             fin_received: false,
             peer_failed: false,
             tmp_seq: u64::from(std::process::id()) << 20,
-            digests: Digests::new(),
+            hashers: None,
         }
     }
 
     /// Runs to the end of the stream; returns the received files' digests (empty unless
     /// [`ReceiveOpts::hash`]).
     pub(super) fn run(mut self, mut input: mpsc::Receiver<Packet>) -> Result<Digests> {
+        if self.opts.hash {
+            match Hashers::start() {
+                Ok(h) => self.hashers = Some(h),
+                Err(e) => {
+                    let _ = self.out.send(err_packet(&e.to_string()));
+                    return Err(e);
+                }
+            }
+        }
         let r = self.run_inner(&mut input);
         if let Err(e) = &r {
             if !self.peer_failed {
                 let _ = self.out.send(err_packet(&e.to_string()));
             }
         }
-        r.map(|()| self.digests)
+        r?;
+        match self.hashers.take() {
+            Some(h) => h.finish(),
+            None => Ok(Digests::new()),
+        }
     }
 
     fn run_inner(&mut self, input: &mut mpsc::Receiver<Packet>) -> Result<()> {
@@ -161,7 +174,7 @@ impl Worker {
                     self.maybe_finish()?;
                 }
                 Ok(PacketType::PacketData) => {
-                    self.data(p.id, &p.data)?;
+                    self.data(p.id, p.data)?;
                     self.maybe_finish()?;
                 }
                 Ok(PacketType::PacketFin) => {
@@ -334,7 +347,6 @@ impl Worker {
                     file: None,
                     restore: None,
                     rel: st.path.clone(),
-                    hasher: self.opts.hash.then(Sha256::new),
                 },
             );
             self.send(Packet { r#type: PacketType::PacketReq as i32, id, ..Packet::default() })?;
@@ -348,7 +360,7 @@ impl Worker {
         Ok(parent.join(format!(".tmp.{:09}", (self.tmp_seq >> 33) % 1_000_000_000)))
     }
 
-    fn data(&mut self, id: u32, data: &[u8]) -> Result<()> {
+    fn data(&mut self, id: u32, data: Bytes) -> Result<()> {
         if !self.pending.contains_key(&id) {
             return Err(recv_err(format!("DATA for file id {id}, which was not requested or is complete")));
         }
@@ -357,9 +369,8 @@ impl Worker {
             if p.file.take().is_some() {
                 self.open -= 1;
             }
-            if let Some(h) = p.hasher.take() {
-                let sha256: [u8; 32] = h.finalize().into();
-                self.digests.insert(std::mem::take(&mut p.rel), FileDigest { size: p.written, sha256 });
+            if let Some(h) = &self.hashers {
+                h.end(id, std::mem::take(&mut p.rel), p.written)?;
             }
             // Writing may clear setuid/setgid (without CAP_FSETID): set the mode again.
             if p.restore.is_some() || p.perm & (libc::S_ISUID | libc::S_ISGID) != 0 {
@@ -388,11 +399,11 @@ impl Worker {
         }
         if let Some(p) = self.pending.get_mut(&id) {
             if let Some(f) = &p.file {
-                f.write_all_at(data, p.written).with_path("file transfer: cannot write", &p.path)?;
+                f.write_all_at(&data, p.written).with_path("file transfer: cannot write", &p.path)?;
             }
             p.written += data.len() as u64;
-            if let Some(h) = &mut p.hasher {
-                h.update(data);
+            if let Some(h) = &self.hashers {
+                h.data(id, data)?;
             }
         }
         Ok(())
@@ -441,5 +452,83 @@ fn open_for_data(p: &mut Pending) -> Result<File> {
             open(&p.path).with_path("file transfer: cannot open for writing", &p.path)
         }
         Err(e) => Err(Error::io("file transfer: cannot open for writing", &p.path, e)),
+    }
+}
+
+/// What a hashing thread is told of one file.
+enum Hash {
+    /// The next bytes of file `id`.
+    Data(u32, Bytes),
+    /// File `id` is complete: its path and size.
+    End(u32, String, u64),
+}
+
+/// Threads hashing the received files (sha256 costs about as much as everything else the
+/// receiver does): a file goes to one of them by id, so files sent concurrently are hashed in
+/// parallel, and the disk writes never wait for a hash.
+struct Hashers {
+    lanes: Vec<std::sync::mpsc::SyncSender<Hash>>,
+    threads: Vec<std::thread::JoinHandle<Digests>>,
+}
+
+/// Chunks queued per hashing thread before the writer waits for it (bounds the memory held).
+const HASH_QUEUE: usize = 32;
+
+fn hasher_gone() -> Error {
+    Error::new(ErrorKind::Internal, "file transfer (receiving): a hashing thread stopped")
+}
+
+impl Hashers {
+    fn start() -> Result<Hashers> {
+        let n = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 4);
+        let mut h = Hashers { lanes: Vec::with_capacity(n), threads: Vec::with_capacity(n) };
+        for _ in 0..n {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Hash>(HASH_QUEUE);
+            let t = std::thread::Builder::new()
+                .name("kiln-recv-hash".into())
+                .spawn(move || {
+                    let mut open: HashMap<u32, Sha256> = HashMap::new();
+                    let mut done = Digests::new();
+                    for m in rx {
+                        match m {
+                            Hash::Data(id, b) => open.entry(id).or_default().update(&b),
+                            Hash::End(id, rel, size) => {
+                                let sha256 = open.remove(&id).unwrap_or_default().finalize().into();
+                                done.insert(rel, FileDigest { size, sha256 });
+                            }
+                        }
+                    }
+                    done
+                })
+                .map_err(|e| {
+                    Error::with_source(ErrorKind::Internal, "file transfer: cannot start a hashing thread", e)
+                })?;
+            h.lanes.push(tx);
+            h.threads.push(t);
+        }
+        Ok(h)
+    }
+
+    fn send(&self, id: u32, m: Hash) -> Result<()> {
+        let lane = self.lanes.get(id as usize % self.lanes.len().max(1)).ok_or_else(hasher_gone)?;
+        lane.send(m).map_err(|_| hasher_gone())
+    }
+
+    fn data(&self, id: u32, b: Bytes) -> Result<()> {
+        self.send(id, Hash::Data(id, b))
+    }
+
+    fn end(&self, id: u32, rel: String, size: u64) -> Result<()> {
+        self.send(id, Hash::End(id, rel, size))
+    }
+
+    /// Waits for every file's hash.
+    fn finish(self) -> Result<Digests> {
+        drop(self.lanes);
+        let mut all = Digests::new();
+        for t in self.threads {
+            all.extend(t.join().map_err(|_| hasher_gone())?);
+        }
+        Ok(all)
     }
 }

@@ -499,6 +499,12 @@ async fn received_digests_and_linked_tree_match_the_disk() {
             // Owners travel as they are on the client: the key is the embedded engine's.
             assert_eq!(checksum_local(&from_client).unwrap(), checksum_local(&local).unwrap());
         }
+        // The recorded digests are what the checksum uses: a wrong one of the right size shows.
+        let mut forged = digests.clone();
+        if let Some(d) = forged.get_mut("zero") {
+            d.sha256 = [1; 32];
+        }
+        assert_ne!(checksum_local_known(&local, &forged).unwrap(), checksum_local(&local).unwrap());
         // A stale digest (another size) is not trusted.
         let mut wrong = digests.clone();
         if let Some(d) = wrong.get_mut("a/small.txt") {

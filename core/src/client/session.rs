@@ -32,6 +32,30 @@ pub fn random_id() -> Result<String> {
     Ok(hex::encode(b))
 }
 
+/// The session's shared key: the same on every session of this machine and user naming the
+/// same local dirs, so a daemon keeps what it synced of them for the next build (only changes
+/// cross the session then). Empty, sharing nothing, when the machine has no id to tell it apart
+/// from another client of the same daemon with the same paths.
+pub fn shared_key(locals: &std::collections::BTreeMap<String, std::path::PathBuf>) -> String {
+    use sha2::Digest as _;
+    let machine = ["/etc/machine-id", "/var/lib/dbus/machine-id"]
+        .iter()
+        .find_map(|p| std::fs::read_to_string(p).ok().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()));
+    let Some(machine) = machine else { return String::new() };
+    let mut h = sha2::Sha256::new();
+    h.update(b"kiln-session-sharedkey-v1\0");
+    h.update(machine.as_bytes());
+    h.update(nix::unistd::geteuid().as_raw().to_le_bytes());
+    for (name, dir) in locals {
+        let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.clone());
+        h.update(b"\0");
+        h.update(name.as_bytes());
+        h.update(b"\0");
+        h.update(std::os::unix::ffi::OsStrExt::as_bytes(dir.as_os_str()));
+    }
+    hex::encode(h.finalize())
+}
+
 fn ascii(key: &str, v: &str) -> Result<tonic::metadata::MetadataValue<tonic::metadata::Ascii>> {
     v.parse().map_err(|_| Error::new(ErrorKind::Internal, format!("session header {key}={v:?} is not ASCII")))
 }
@@ -47,7 +71,7 @@ impl ClientSession {
         let md = req.metadata_mut();
         md.insert("x-docker-expose-session-uuid", ascii("uuid", &id)?);
         md.insert("x-docker-expose-session-name", ascii("name", "kiln")?);
-        md.insert("x-docker-expose-session-sharedkey", ascii("sharedkey", "")?);
+        md.insert("x-docker-expose-session-sharedkey", ascii("sharedkey", &shared_key(&services.locals))?);
         for m in services.methods() {
             md.append("x-docker-expose-session-grpc-method", ascii("method", m)?);
         }

@@ -35,6 +35,9 @@ pub struct Session {
     pub id: String,
     /// The client's name for it.
     pub name: String,
+    /// The client's key for what its sessions share (`X-Docker-Expose-Session-Sharedkey`): the
+    /// same key names the same local dirs, so their synced copies are kept for its next build.
+    pub shared_key: String,
     /// The gRPC methods the client serves on it (`/moby.filesync.v1.FileSync/DiffCopy`, ...).
     pub methods: Vec<String>,
     /// The connection to the client's services.
@@ -89,6 +92,7 @@ impl Sessions {
         let id = header(md, "x-docker-expose-session-uuid")
             .ok_or_else(|| Status::invalid_argument("a session needs the X-Docker-Expose-Session-Uuid header"))?;
         let name = header(md, "x-docker-expose-session-name").unwrap_or_default();
+        let shared_key = header(md, "x-docker-expose-session-sharedkey").unwrap_or_default();
         let methods: Vec<String> = md
             .get_all("x-docker-expose-session-grpc-method")
             .iter()
@@ -130,7 +134,7 @@ impl Sessions {
             .await
             .map_err(|_| Status::deadline_exceeded("the session's HTTP/2 handshake timed out"))?
             .map_err(|e| Status::unavailable(format!("the session's HTTP/2 handshake failed: {e}")))?;
-        let session = Arc::new(Session { id: id.clone(), name, methods, channel: channel.clone() });
+        let session = Arc::new(Session { id: id.clone(), name, shared_key, methods, channel: channel.clone() });
         lock(&self.map).insert(id.clone(), session.clone());
         self.attached.notify_waiters();
         tracing::debug!(session = %id, methods = ?session.methods, "session attached");

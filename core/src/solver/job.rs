@@ -103,8 +103,10 @@ pub struct ProvidedLocal {
     /// dir sees every byte): the cache key reuses these instead of reading the files again. A
     /// file not listed, or whose size differs, is read.
     pub digests: Arc<crate::fileops::FileDigests>,
-    /// The directory is the provider's private copy, changed by nobody until it is removed after
-    /// the build: its files may be hard-linked into the source's snapshot instead of copied.
+    /// The directory is the provider's private copy, whose files nobody writes to in place
+    /// while it exists (nothing changes it during the build; a later sync of a kept copy
+    /// replaces a changed file by a new one): its files may be hard-linked into the source's
+    /// snapshot instead of copied.
     pub private: bool,
 }
 

@@ -290,6 +290,9 @@ impl Worker {
                 return Ok(());
             }
         }
+        // A changed entry is made anew under a temporary name and renamed over the old one, never
+        // rewritten in place: a daemon keeping a synced dir relies on it, having hard-linked the
+        // old files into snapshots.
         let new_path = match &old {
             Some(_) => self.tmp_name(&dest_path)?,
             None => dest_path.clone(),

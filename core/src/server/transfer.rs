@@ -78,9 +78,12 @@ pub struct SessionLocals {
 /// its snapshot keep their content.
 #[derive(Debug, Default)]
 pub struct KeptLocals {
-    dirs: std::sync::Mutex<HashMap<(String, LocalRequest), Arc<tokio::sync::Mutex<KeptDir>>>>,
+    dirs: std::sync::Mutex<HashMap<KeptKey, Arc<tokio::sync::Mutex<KeptDir>>>>,
     uses: std::sync::atomic::AtomicU64,
 }
+
+/// What a kept dir is kept by: the client's shared key and the request.
+type KeptKey = (String, LocalRequest);
 
 /// One kept dir and the digests of its files.
 #[derive(Debug, Default)]
@@ -96,7 +99,7 @@ const KEPT_MAX: usize = 8;
 impl KeptLocals {
     /// The entry of `key`, made if missing (evicting the least recently used idle ones beyond
     /// [`KEPT_MAX`]).
-    fn entry(&self, key: (String, LocalRequest)) -> Arc<tokio::sync::Mutex<KeptDir>> {
+    fn entry(&self, key: KeptKey) -> Arc<tokio::sync::Mutex<KeptDir>> {
         let mut dirs = self.dirs.lock().unwrap_or_else(|p| p.into_inner());
         let e = dirs.entry(key.clone()).or_default().clone();
         while dirs.len() > KEPT_MAX {

@@ -13,6 +13,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .btree_map(".")
         // The LLB types are the ones above: one `pb::Definition` type in the whole crate.
         .extern_path(".pb", "crate::graph::pb")
+        // The session's bulk payloads as `Bytes`: decoding then slices the received buffer and
+        // encoding reads a chunk that was never copied into a `Vec` (a file transfer crosses two
+        // gRPC layers, each a copy per message otherwise).
+        .bytes(".fsutil.types.Packet.data")
+        .bytes(".moby.buildkit.v1.BytesMessage.data")
+        .bytes(".moby.filesync.v1.BytesMessage.data")
         // One call for every package: prost writes one file per package (fsutil.types holds both
         // the gateway's Stat and filesync's Packet).
         .compile_protos(

@@ -419,3 +419,72 @@ fn control_client_solves_a_definition_and_follows_its_status() {
     let stopped = server.stop();
     assert!(stopped.status.success(), "{}", text(&stopped));
 }
+
+/// A client's later builds through the daemon see every change of its context, while the
+/// daemon keeps the dir it synced for the client's shared key (only changes cross then): a
+/// file changed (same size, new mtime), one added, one removed, one unchanged, a dir removed.
+#[test]
+fn later_builds_through_the_daemon_see_the_changed_context() {
+    let server = Server::start();
+    let work = tempfile::tempdir().expect("tempdir");
+    let ctx = work.path().join("ctx");
+    std::fs::create_dir_all(ctx.join("gone-dir")).expect("mkdir");
+    std::fs::write(ctx.join("same"), vec![b's'; 300_000]).expect("write");
+    std::fs::write(ctx.join("changed"), b"before\n").expect("write");
+    std::fs::write(ctx.join("gone"), b"bye\n").expect("write");
+    std::fs::write(ctx.join("gone-dir/f"), b"f\n").expect("write");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let addr = format!("unix://{}", server.sock.display());
+    let engine = rt.block_on(kiln::Engine::connect(&addr, &Default::default())).expect("connect");
+    let def = State::local("ctx").to_definition().expect("definition");
+    let build = |n: u32| {
+        let out = work.path().join(format!("out{n}"));
+        let opts = kiln::SolveOptions::default()
+            .local("ctx", &ctx)
+            .output(&format!("type=local,dest={}", out.display()))
+            .expect("output");
+        let r = rt.block_on(engine.solve(&def, opts)).expect("solve through the daemon");
+        (out, r.executed)
+    };
+    let (first, _) = build(1);
+    let original = tree(&ctx);
+    assert_eq!(tree(&first), original);
+    let kept = |root: &Path| {
+        std::fs::read_dir(root.join("tmp"))
+            .map(|d| d.filter_map(|e| e.ok()).any(|e| e.file_name().to_string_lossy().starts_with("session-kept-")))
+            .unwrap_or(false)
+    };
+    if kiln::client::session::shared_key(&Default::default()).is_empty() {
+        eprintln!("no machine id: the client names no shared key and nothing is kept");
+    } else {
+        assert!(kept(&server._dir.path().join("root")), "the synced dir was not kept for the next build");
+    }
+    let touch_later = |p: &Path, secs: u64| {
+        let t = std::time::SystemTime::now() + Duration::from_secs(secs);
+        std::fs::File::options().write(true).open(p).and_then(|f| f.set_modified(t)).expect("set mtime");
+    };
+
+    std::fs::write(ctx.join("changed"), b"after!\n").expect("write");
+    touch_later(&ctx.join("changed"), 5);
+    std::fs::write(ctx.join("added"), b"new\n").expect("write");
+    std::fs::remove_file(ctx.join("gone")).expect("rm");
+    std::fs::remove_dir_all(ctx.join("gone-dir")).expect("rm -r");
+    assert_eq!(tree(&build(2).0), tree(&ctx), "the second build's context");
+    assert_eq!(tree(&build(3).0), tree(&ctx), "an unchanged context");
+
+    // Back to the first content: a cache hit on the first build's snapshot, whose files were
+    // linked from the kept dir; the syncs since changed that dir by replacing names only.
+    std::fs::write(ctx.join("changed"), b"before\n").expect("write");
+    touch_later(&ctx.join("changed"), 10);
+    std::fs::remove_file(ctx.join("added")).expect("rm");
+    std::fs::write(ctx.join("gone"), b"bye\n").expect("write");
+    std::fs::create_dir_all(ctx.join("gone-dir")).expect("mkdir");
+    std::fs::write(ctx.join("gone-dir/f"), b"f\n").expect("write");
+    assert_eq!(tree(&ctx), original);
+    let (fourth, executed) = build(4);
+    assert_eq!(executed, 0, "the first build's content is a cache hit");
+    assert_eq!(tree(&fourth), original, "the first build's snapshot, exported again");
+    drop(engine);
+    let out = server.stop();
+    assert!(out.status.success(), "kiln serve after SIGTERM: {}", text(&out));
+}

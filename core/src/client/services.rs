@@ -85,6 +85,7 @@ impl SessionServices {
         tonic::transport::Server::builder()
             .initial_stream_window_size(crate::session::STREAM_WINDOW)
             .initial_connection_window_size(crate::session::CONNECTION_WINDOW)
+            .max_frame_size(crate::session::MAX_FRAME)
             .add_service(HealthServer::new(HealthService))
             .add_service(FileSyncServer::new(LocalDirs(self.clone())))
             .add_service(FileSendService(self.clone()))

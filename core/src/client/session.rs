@@ -7,9 +7,8 @@ use super::services::SessionServices;
 use super::Client;
 use crate::api::control::BytesMessage;
 use crate::error::{Error, ErrorKind, Result};
-use crate::session::TUNNEL_BUFFER;
+use crate::session::tunnel_io::tunnel_io;
 use std::io::Read;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinSet;
 
 /// An open session (closed when dropped).
@@ -33,6 +32,30 @@ pub fn random_id() -> Result<String> {
     Ok(hex::encode(b))
 }
 
+/// The session's shared key: the same on every session of this machine and user naming the
+/// same local dirs, so a daemon keeps what it synced of them for the next build (only changes
+/// cross the session then). Empty, sharing nothing, when the machine has no id to tell it apart
+/// from another client of the same daemon with the same paths.
+pub fn shared_key(locals: &std::collections::BTreeMap<String, std::path::PathBuf>) -> String {
+    use sha2::Digest as _;
+    let machine = ["/etc/machine-id", "/var/lib/dbus/machine-id"]
+        .iter()
+        .find_map(|p| std::fs::read_to_string(p).ok().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()));
+    let Some(machine) = machine else { return String::new() };
+    let mut h = sha2::Sha256::new();
+    h.update(b"kiln-session-sharedkey-v1\0");
+    h.update(machine.as_bytes());
+    h.update(nix::unistd::geteuid().as_raw().to_le_bytes());
+    for (name, dir) in locals {
+        let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.clone());
+        h.update(b"\0");
+        h.update(name.as_bytes());
+        h.update(b"\0");
+        h.update(std::os::unix::ffi::OsStrExt::as_bytes(dir.as_os_str()));
+    }
+    hex::encode(h.finalize())
+}
+
 fn ascii(key: &str, v: &str) -> Result<tonic::metadata::MetadataValue<tonic::metadata::Ascii>> {
     v.parse().map_err(|_| Error::new(ErrorKind::Internal, format!("session header {key}={v:?} is not ASCII")))
 }
@@ -41,32 +64,18 @@ impl ClientSession {
     /// Opens a session on `client`'s daemon serving `services`.
     pub async fn start(client: &Client, services: &SessionServices) -> Result<ClientSession> {
         let id = random_id()?;
-        let (ours, theirs) = tokio::io::duplex(TUNNEL_BUFFER);
-        let (mut rd, mut wr) = tokio::io::split(theirs);
-        let (tx, rx) = tokio::sync::mpsc::channel::<BytesMessage>(16);
-        let mut req = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+        // Our HTTP/2 server's writes are the call's messages; the daemon's messages are what it reads.
+        let (ours, mut feed, written) = tunnel_io();
+        let outbound = futures::StreamExt::map(written, |data| BytesMessage { data });
+        let mut req = tonic::Request::new(outbound);
         let md = req.metadata_mut();
         md.insert("x-docker-expose-session-uuid", ascii("uuid", &id)?);
         md.insert("x-docker-expose-session-name", ascii("name", "kiln")?);
-        md.insert("x-docker-expose-session-sharedkey", ascii("sharedkey", "")?);
+        md.insert("x-docker-expose-session-sharedkey", ascii("sharedkey", &shared_key(&services.locals))?);
         for m in services.methods() {
             md.append("x-docker-expose-session-grpc-method", ascii("method", m)?);
         }
         let mut tasks = JoinSet::new();
-        // Our HTTP/2 server → the daemon.
-        tasks.spawn(async move {
-            let mut buf = vec![0u8; TUNNEL_BUFFER];
-            loop {
-                match rd.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        if tx.send(BytesMessage { data: buf[..n].to_vec() }).await.is_err() {
-                            break;
-                        }
-                    }
-                }
-            }
-        });
         // The daemon → our HTTP/2 server (the call's response arrives once the daemon attached).
         let mut control = client.control();
         tasks.spawn(async move {
@@ -74,14 +83,15 @@ impl ClientSession {
                 Ok(resp) => {
                     let mut inbound = resp.into_inner();
                     while let Ok(Some(m)) = inbound.message().await {
-                        if wr.write_all(&m.data).await.is_err() {
+                        if futures::SinkExt::send(&mut feed, m.data).await.is_err() {
                             break;
                         }
                     }
                 }
                 Err(s) => tracing::debug!(status = %s, "the daemon refused the session"),
             }
-            let _ = wr.shutdown().await;
+            // Dropping the feeder is the end of the stream for our server.
+            drop(feed);
         });
         let router = services.router();
         tasks.spawn(async move {

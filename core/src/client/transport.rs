@@ -99,7 +99,8 @@ pub async fn channel(addr: &str, opts: &ConnectOptions) -> Result<Channel> {
             let endpoint = Endpoint::from_static("http://kiln.sock")
                 .connect_timeout(CONNECT_TIMEOUT)
                 .initial_stream_window_size(crate::session::STREAM_WINDOW)
-                .initial_connection_window_size(crate::session::CONNECTION_WINDOW);
+                .initial_connection_window_size(crate::session::CONNECTION_WINDOW)
+                .max_frame_size(crate::session::MAX_FRAME);
             tokio::time::timeout(CONNECT_TIMEOUT, endpoint.connect_with_connector(connector))
                 .await
                 .map_err(|_| unreachable(addr, "timed out"))?
@@ -111,7 +112,8 @@ pub async fn channel(addr: &str, opts: &ConnectOptions) -> Result<Channel> {
                 .map_err(|e| Error::option("addr", addr, format!("tcp://HOST:PORT ({e})")))?
                 .connect_timeout(CONNECT_TIMEOUT)
                 .initial_stream_window_size(crate::session::STREAM_WINDOW)
-                .initial_connection_window_size(crate::session::CONNECTION_WINDOW);
+                .initial_connection_window_size(crate::session::CONNECTION_WINDOW)
+                .max_frame_size(crate::session::MAX_FRAME);
             let endpoint = super::tls::configure(endpoint, &hp, &opts.tls)?;
             tokio::time::timeout(CONNECT_TIMEOUT, endpoint.connect())
                 .await

@@ -15,6 +15,18 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+/// The size and sha256 of one file's content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileDigest {
+    /// Bytes of content.
+    pub size: u64,
+    /// sha256 of those bytes.
+    pub sha256: [u8; 32],
+}
+
+/// File digests by path relative to a directory (`a/b`, as a walk names it).
+pub type FileDigests = std::collections::HashMap<String, FileDigest>;
+
 /// Read buffer for content hashing: large reads keep sha2 busy instead of the syscall layer.
 const BUF_SIZE: usize = 1 << 20;
 
@@ -53,8 +65,24 @@ fn put_bytes(h: &mut Sha256, b: &[u8]) {
 
 /// Feeds one record per entry into `h`, in order; regular file contents are hashed in parallel.
 pub(crate) fn hash_entries(h: &mut Sha256, entries: &[WalkEntry]) -> Result<()> {
-    let files: Vec<&Path> = entries.iter().filter(|e| e.meta.is_file()).map(|e| e.path.as_path()).collect();
-    let digests = hash_files(&files)?;
+    hash_entries_known(h, entries, &FileDigests::new())
+}
+
+/// [`hash_entries`], taking the content digest of a regular file from `known` (by its relative
+/// path) when listed there with the file's current size, instead of reading the file.
+pub(crate) fn hash_entries_known(h: &mut Sha256, entries: &[WalkEntry], known: &FileDigests) -> Result<()> {
+    let lookup = |e: &WalkEntry| known.get(&e.rel).filter(|d| d.size == e.meta.len()).map(|d| d.sha256);
+    let files: Vec<&Path> =
+        entries.iter().filter(|e| e.meta.is_file() && lookup(e).is_none()).map(|e| e.path.as_path()).collect();
+    let mut read = hash_files(&files)?.into_iter();
+    let mut digests = Vec::new();
+    for e in entries.iter().filter(|e| e.meta.is_file()) {
+        let d = match lookup(e) {
+            Some(d) => d,
+            None => read.next().ok_or_else(|| Error::new(ErrorKind::Internal, "file digest count mismatch"))?,
+        };
+        digests.push(d);
+    }
     let mut next = digests.iter();
     for e in entries {
         let ft = e.meta.file_type();

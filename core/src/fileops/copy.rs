@@ -186,12 +186,16 @@ pub(crate) struct Writer<'a> {
     links: HashMap<(u64, u64), PathBuf>,
     /// Bytes of regular file content written.
     pub bytes: u64,
+    /// Hard-link regular files to their source instead of copying them (falling back to a copy
+    /// where a link cannot be made): only for a source that nobody changes afterwards, and whose
+    /// walk follows no symlinks (a link is made to the path itself).
+    pub link_files: bool,
 }
 
 impl<'a> Writer<'a> {
     /// A writer for `root`; `skip_special` skips fifos and devices instead of recreating them.
     pub(crate) fn new(action: &'a str, root: &'a Path, ov: MetaOverride, replace: bool, skip_special: bool) -> Self {
-        Writer { action, root, ov, replace, skip_special, links: HashMap::new(), bytes: 0 }
+        Writer { action, root, ov, replace, skip_special, links: HashMap::new(), bytes: 0, link_files: false }
     }
 
     fn shown(&self, p: &Path) -> String {
@@ -302,6 +306,24 @@ impl<'a> Writer<'a> {
             if meta.nlink() > 1 {
                 if let Some(first) = self.links.get(&key) {
                     return std::fs::hard_link(first, t).map_err(|e| io_err(self.action, "cannot hardlink", &shown, e));
+                }
+            }
+            // A link shares the source's inode, so only a source whose metadata the override
+            // would keep can be linked: its metadata is then already right and left untouched
+            // (a chown, even to the same owner, clears setuid bits for a moment).
+            let ov = &self.ov;
+            let kept = ov.owner.is_none_or(|o| o.uid == meta.uid() && o.gid == meta.gid())
+                && ov.mode.is_none()
+                && ov.timestamp.is_none();
+            if self.link_files && kept {
+                match std::fs::hard_link(src, t) {
+                    Ok(()) => {
+                        self.bytes += meta.len();
+                        return Ok(());
+                    }
+                    // Another file system or mount, or too many links: copy instead.
+                    Err(e) if matches!(e.raw_os_error(), Some(libc::EXDEV | libc::EMLINK | libc::EPERM)) => {}
+                    Err(e) => return Err(io_err(self.action, "cannot hardlink", &shown, e)),
                 }
             }
             let n = std::fs::copy(src, t).map_err(|e| io_err(self.action, "cannot copy file to", &shown, e))?;

@@ -15,12 +15,12 @@ mod resolve;
 mod unpack;
 
 pub use actions::{mkdir, mkfile, rm, symlink};
-pub use checksum::checksum_selection;
+pub use checksum::{checksum_selection, FileDigest, FileDigests};
 pub use copy::{copy, CopyOptions};
 pub use pattern::{walk_matching, Decision, PatternMatcher, WalkEntry};
 pub use resolve::resolve_in_root;
 
-pub(crate) use checksum::{finish as finish_checksum, hash_entries};
+pub(crate) use checksum::{finish as finish_checksum, hash_entries_known};
 pub(crate) use copy::Writer;
 pub(crate) use meta::{is_root, MetaOverride};
 

@@ -14,7 +14,7 @@ use super::proto::control::{
 use super::proto::types::{BuildkitVersion, WorkerRecord};
 use super::session::Sessions;
 use super::status::{StatusConverter, StatusHub};
-use super::transfer::{send_output, stage_output, SessionLocals, SessionSecrets, Staging};
+use super::transfer::{send_output, stage_output, KeptLocals, SessionLocals, SessionSecrets, Staging};
 use super::Drain;
 use crate::build::BuildOptions;
 use crate::engine::{Engine, SolveOptions, UsageRecord as EngineRecord};
@@ -42,6 +42,7 @@ pub struct ControlService {
     fwd: Forwarder,
     sessions: Sessions,
     drain: Drain,
+    kept: Arc<KeptLocals>,
 }
 
 impl ControlService {
@@ -53,6 +54,7 @@ impl ControlService {
             fwd,
             sessions: Sessions::default(),
             drain: Drain::default(),
+            kept: Arc::default(),
         }
     }
 
@@ -429,7 +431,7 @@ impl ControlService {
         }
         rewrite_cache_imports_attr(&mut frontend_attrs, &cache_imports);
         if let Some(s) = &session {
-            opts.local_provider = Some(SessionLocals::new(s.clone(), self.engine.root()));
+            opts.local_provider = Some(SessionLocals::new(s.clone(), self.engine.root(), Some(self.kept.clone())));
             opts.secret_provider = Some(SessionSecrets::new(s.clone()));
             opts.ssh_provider = Some(super::forward::SessionSsh::new(s.clone()));
             opts.registry_credentials = Some(super::forward::SessionAuth::new(s.clone()));

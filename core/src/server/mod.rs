@@ -254,7 +254,8 @@ pub async fn serve_with_tls(
         };
         let mut builder = tonic::transport::Server::builder()
             .initial_stream_window_size(crate::session::STREAM_WINDOW)
-            .initial_connection_window_size(crate::session::CONNECTION_WINDOW);
+            .initial_connection_window_size(crate::session::CONNECTION_WINDOW)
+            .max_frame_size(crate::session::MAX_FRAME);
         if let (ListenAddr::Tcp(_), Some(cfg)) = (addr, &tls_config) {
             builder = builder.tls_config(cfg.clone()).map_err(|e| {
                 Error::with_source(ErrorKind::Option, "the TLS certificate, key or CA cannot be used", e)

@@ -8,12 +8,11 @@
 use super::proto::control::BytesMessage;
 use super::proto::health::v1::health_client::HealthClient;
 use super::proto::health::v1::HealthCheckRequest;
-use crate::session::TUNNEL_BUFFER;
+use crate::session::tunnel_io::tunnel_io;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 use tonic::metadata::MetadataMap;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Status, Streaming};
@@ -36,6 +35,9 @@ pub struct Session {
     pub id: String,
     /// The client's name for it.
     pub name: String,
+    /// The client's key for what its sessions share (`X-Docker-Expose-Session-Sharedkey`): the
+    /// same key names the same local dirs, so their synced copies are kept for its next build.
+    pub shared_key: String,
     /// The gRPC methods the client serves on it (`/moby.filesync.v1.FileSync/DiffCopy`, ...).
     pub methods: Vec<String>,
     /// The connection to the client's services.
@@ -77,7 +79,11 @@ fn header(md: &MetadataMap, key: &str) -> Option<String> {
     md.get(key).and_then(|v| v.to_str().ok()).map(str::to_owned)
 }
 
-type Outbound = tokio_stream::wrappers::ReceiverStream<Result<BytesMessage, Status>>;
+/// The stream of messages to the client: what our end of the tunnel writes.
+type Outbound = futures::stream::Map<
+    futures::channel::mpsc::Receiver<prost::bytes::Bytes>,
+    fn(prost::bytes::Bytes) -> Result<BytesMessage, Status>,
+>;
 
 impl Sessions {
     /// Attaches the stream of a `Control.Session` call: returns the stream of bytes to send back
@@ -86,6 +92,7 @@ impl Sessions {
         let id = header(md, "x-docker-expose-session-uuid")
             .ok_or_else(|| Status::invalid_argument("a session needs the X-Docker-Expose-Session-Uuid header"))?;
         let name = header(md, "x-docker-expose-session-name").unwrap_or_default();
+        let shared_key = header(md, "x-docker-expose-session-sharedkey").unwrap_or_default();
         let methods: Vec<String> = md
             .get_all("x-docker-expose-session-grpc-method")
             .iter()
@@ -93,34 +100,21 @@ impl Sessions {
             .flat_map(|v| v.split(',').map(|m| m.trim().to_owned()))
             .filter(|m| !m.is_empty())
             .collect();
-        let (ours, theirs) = tokio::io::duplex(TUNNEL_BUFFER);
-        let (mut rd, mut wr) = tokio::io::split(theirs);
-        let (out_tx, out_rx) = mpsc::channel::<Result<BytesMessage, Status>>(16);
+        // The client's messages are what our HTTP/2 client reads; its writes are our messages.
+        let (ours, mut feed, written) = tunnel_io();
+        let outbound = futures::StreamExt::map(written, (|data| Ok(BytesMessage { data })) as fn(_) -> _);
         // Client → daemon bytes.
         let inbound_done = Arc::new(Notify::new());
         let done = inbound_done.clone();
         tokio::spawn(async move {
             while let Ok(Some(m)) = inbound.message().await {
-                if wr.write_all(&m.data).await.is_err() {
+                if futures::SinkExt::send(&mut feed, m.data).await.is_err() {
                     break;
                 }
             }
-            let _ = wr.shutdown().await;
+            // Dropping the feeder is the end of the stream for our HTTP/2 client.
+            drop(feed);
             done.notify_waiters();
-        });
-        // Daemon → client bytes.
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; TUNNEL_BUFFER];
-            loop {
-                match rd.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        if out_tx.send(Ok(BytesMessage { data: buf[..n].to_vec() })).await.is_err() {
-                            break;
-                        }
-                    }
-                }
-            }
         });
         let io = Arc::new(Mutex::new(Some(ours)));
         let connector = tower::service_fn(move |_: tonic::transport::Uri| {
@@ -134,12 +128,13 @@ impl Sessions {
         let endpoint = Endpoint::from_static("http://session.kiln")
             .connect_timeout(HANDSHAKE_TIMEOUT)
             .initial_stream_window_size(crate::session::STREAM_WINDOW)
-            .initial_connection_window_size(crate::session::CONNECTION_WINDOW);
+            .initial_connection_window_size(crate::session::CONNECTION_WINDOW)
+            .max_frame_size(crate::session::MAX_FRAME);
         let channel = tokio::time::timeout(HANDSHAKE_TIMEOUT, endpoint.connect_with_connector(connector))
             .await
             .map_err(|_| Status::deadline_exceeded("the session's HTTP/2 handshake timed out"))?
             .map_err(|e| Status::unavailable(format!("the session's HTTP/2 handshake failed: {e}")))?;
-        let session = Arc::new(Session { id: id.clone(), name, methods, channel: channel.clone() });
+        let session = Arc::new(Session { id: id.clone(), name, shared_key, methods, channel: channel.clone() });
         lock(&self.map).insert(id.clone(), session.clone());
         self.attached.notify_waiters();
         tracing::debug!(session = %id, methods = ?session.methods, "session attached");
@@ -151,7 +146,7 @@ impl Sessions {
                 _ = monitor_health(channel) => {}
             }
         });
-        Ok(tokio_stream::wrappers::ReceiverStream::new(out_rx))
+        Ok(outbound)
     }
 
     /// The session `id`, waiting (bounded) for it to attach.

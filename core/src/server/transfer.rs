@@ -4,7 +4,8 @@
 //! the client (`FileSend.DiffCopy`: fsutil packets for a directory, raw bytes for an archive),
 //! as BuildKit's exporters do. Synced locals are staged in the engine root's `tmp` (emptied at
 //! every open); outputs in the system temp dir, since an export may never write inside the root.
-//! Both go with the build.
+//! Both go with the build, except the synced dirs of a client naming a session shared key, kept
+//! for its next build ([`KeptLocals`]).
 
 use super::control::to_status;
 use super::proto::secrets::v1::secrets_client::SecretsClient;
@@ -17,7 +18,7 @@ use crate::session::packet_call::{call_with_packets, FILE_SEND_DIFF_COPY, FILE_S
 use crate::session::proto::filesync::file_send_client::FileSendClient;
 use crate::session::proto::filesync::BytesMessage;
 use crate::session::proto::fsutil::types::Packet;
-use crate::solver::{LocalProvider, LocalRequest, SecretProvider};
+use crate::solver::{LocalProvider, LocalRequest, ProvidedLocal, SecretProvider};
 use futures::future::BoxFuture;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -56,60 +57,157 @@ fn session_err(e: crate::Error) -> Status {
 
 /// The client's local dirs, synced on demand as a solve's sources name them (the solve's
 /// [`LocalProvider`]): each distinct request (name and filters) is synced once per build into
-/// its own staging dir, concurrent requests for it waiting for the one transfer.
+/// its own staging dir, concurrent requests for it waiting for the one transfer. A client that
+/// names a session shared key gets the dir kept from its last build ([`KeptLocals`]) when no
+/// other build holds it: only what changed crosses the session.
 #[derive(Debug)]
 pub struct SessionLocals {
     session: Arc<Session>,
     base: PathBuf,
-    synced: tokio::sync::Mutex<HashMap<LocalRequest, Arc<tokio::sync::OnceCell<PathBuf>>>>,
+    kept: Option<Arc<KeptLocals>>,
+    synced: tokio::sync::Mutex<HashMap<LocalRequest, Arc<tokio::sync::OnceCell<ProvidedLocal>>>>,
     dirs: std::sync::Mutex<Vec<tempfile::TempDir>>,
+    /// The kept dirs this build uses: no other build syncs into them until it ends.
+    held: std::sync::Mutex<Vec<tokio::sync::OwnedMutexGuard<KeptDir>>>,
+}
+
+/// Local dirs synced for earlier builds, by the client's shared key and the request, kept for
+/// the next build of the same key (BuildKit keeps its synced dirs by shared key the same way).
+/// A later sync changes a kept dir only by creating, renaming and removing names (fsutil's
+/// receiver replaces a changed file by a new one), so the files an earlier build linked into
+/// its snapshot keep their content.
+#[derive(Debug, Default)]
+pub struct KeptLocals {
+    dirs: std::sync::Mutex<HashMap<KeptKey, Arc<tokio::sync::Mutex<KeptDir>>>>,
+    uses: std::sync::atomic::AtomicU64,
+}
+
+/// What a kept dir is kept by: the client's shared key and the request.
+type KeptKey = (String, LocalRequest);
+
+/// One kept dir and the digests of its files.
+#[derive(Debug, Default)]
+pub struct KeptDir {
+    dir: Option<tempfile::TempDir>,
+    digests: Arc<crate::solver::FileDigests>,
+    last_use: u64,
+}
+
+/// Kept dirs at most: the least recently used one not in use goes first.
+const KEPT_MAX: usize = 8;
+
+impl KeptLocals {
+    /// The entry of `key`, made if missing (evicting the least recently used idle ones beyond
+    /// [`KEPT_MAX`]).
+    fn entry(&self, key: KeptKey) -> Arc<tokio::sync::Mutex<KeptDir>> {
+        let mut dirs = self.dirs.lock().unwrap_or_else(|p| p.into_inner());
+        let e = dirs.entry(key.clone()).or_default().clone();
+        while dirs.len() > KEPT_MAX {
+            let idle = dirs
+                .iter()
+                .filter(|(k, _)| **k != key)
+                .filter_map(|(k, v)| v.try_lock().ok().map(|g| (g.last_use, k.clone())))
+                .min_by_key(|(used, _)| *used);
+            match idle {
+                Some((_, k)) => {
+                    dirs.remove(&k);
+                }
+                None => break,
+            }
+        }
+        e
+    }
 }
 
 impl SessionLocals {
-    /// Locals of `session`, staged under `ROOT/tmp`.
-    pub fn new(session: Arc<Session>, root: &Path) -> Arc<SessionLocals> {
+    /// Locals of `session`, staged under `ROOT/tmp`; `kept` keeps them between builds.
+    pub fn new(session: Arc<Session>, root: &Path, kept: Option<Arc<KeptLocals>>) -> Arc<SessionLocals> {
         Arc::new(SessionLocals {
             session,
             base: root.join("tmp"),
+            kept,
             synced: Default::default(),
             dirs: Default::default(),
+            held: Default::default(),
         })
     }
 
-    async fn sync(&self, req: &LocalRequest) -> crate::Result<PathBuf> {
+    fn new_dir(&self, prefix: &str) -> crate::Result<tempfile::TempDir> {
+        std::fs::create_dir_all(&self.base).map_err(|e| crate::Error::io("create staging dir", &self.base, e))?;
+        tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir_in(&self.base)
+            .map_err(|e| crate::Error::io("create staging dir", &self.base, e))
+    }
+
+    async fn sync(&self, req: &LocalRequest) -> crate::Result<ProvidedLocal> {
         let fail = |msg: String| crate::Error::new(crate::ErrorKind::Source, msg);
         if !self.session.serves(FILE_SYNC_DIFF_COPY) {
             return Err(fail("the client's session serves no local dirs (FileSync.DiffCopy)".into()));
         }
-        std::fs::create_dir_all(&self.base).map_err(|e| crate::Error::io("create staging dir", &self.base, e))?;
-        let dir = tempfile::Builder::new()
-            .prefix("session-local-")
-            .tempdir_in(&self.base)
-            .map_err(|e| crate::Error::io("create staging dir", &self.base, e))?;
+        let key = &self.session.shared_key;
+        if let (Some(kept), false) = (&self.kept, key.is_empty()) {
+            // In use by another build: that build's dir stays as it is; this one syncs afresh.
+            if let Ok(mut g) = kept.entry((key.clone(), req.clone())).try_lock_owned() {
+                let dir = match g.dir.take() {
+                    Some(d) => d,
+                    None => self.new_dir("session-kept-")?,
+                };
+                let dest = dir.path().to_path_buf();
+                // Only new or changed files (by size, mtime and metadata, as fsutil judges) cross.
+                let opts = ReceiveOpts { differ: fsutil::Differ::Metadata, hash: true, ..Default::default() };
+                let received = self.transfer(req, &dest, &opts).await?;
+                // Only a complete sync is kept: a failed one drops the dir (`dir` goes out of scope).
+                let mut digests = (*g.digests).clone();
+                digests.extend(received);
+                g.digests = Arc::new(digests);
+                g.dir = Some(dir);
+                g.last_use = kept.uses.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let provided = ProvidedLocal { dir: dest, digests: g.digests.clone(), private: true };
+                self.held.lock().unwrap_or_else(|p| p.into_inner()).push(g);
+                return Ok(provided);
+            }
+        }
+        let dir = self.new_dir("session-local-")?;
         let dest = dir.path().to_path_buf();
         self.dirs.lock().unwrap_or_else(|p| p.into_inner()).push(dir);
+        // Hashing each file as it arrives spares the local source reading the whole dir back
+        // for its cache key.
+        let opts = ReceiveOpts { differ: fsutil::Differ::None, hash: true, ..Default::default() };
+        let digests = self.transfer(req, &dest, &opts).await?;
+        // The staging dir is ours alone and removed with the build: the snapshot may link its files.
+        Ok(ProvidedLocal { dir: dest, digests: Arc::new(digests), private: true })
+    }
+
+    /// Receives the client's dir of `req` into `dest`.
+    async fn transfer(
+        &self,
+        req: &LocalRequest,
+        dest: &Path,
+        opts: &ReceiveOpts,
+    ) -> crate::Result<crate::solver::FileDigests> {
         let name = &req.name;
+        let fail = |msg: String| crate::Error::new(crate::ErrorKind::Source, msg);
         let (tx, rx) = request_stream::<Packet>();
         let mut call = tonic::Request::new(rx);
-        let opts = SendOpts {
+        let send_opts = SendOpts {
             include: req.include.clone(),
             exclude: req.exclude.clone(),
             follow_paths: req.follow_paths.clone(),
         };
-        SyncRequest { dir_name: name.clone(), opts, override_excludes: false }.to_metadata(call.metadata_mut())?;
+        SyncRequest { dir_name: name.clone(), opts: send_opts, override_excludes: false }
+            .to_metadata(call.metadata_mut())?;
         let resp = call_with_packets(self.session.channel.clone(), FILE_SYNC_DIFF_COPY, call)
             .await
             .map_err(|s| fail(format!("syncing local {name:?} from the client: {}", s.message())))?;
-        let opts = ReceiveOpts { differ: fsutil::Differ::None, ..Default::default() };
-        fsutil::receive(Conn::new(tx, resp.into_inner()), &dest, &opts)
+        fsutil::receive_hashed(Conn::new(tx, resp.into_inner()), dest, opts)
             .await
-            .map_err(|e| fail(format!("syncing local {name:?} from the client: {e}")))?;
-        Ok(dest)
+            .map_err(|e| fail(format!("syncing local {name:?} from the client: {e}")))
     }
 }
 
 impl LocalProvider for SessionLocals {
-    fn provide<'a>(&'a self, req: &'a LocalRequest) -> BoxFuture<'a, crate::Result<PathBuf>> {
+    fn provide<'a>(&'a self, req: &'a LocalRequest) -> BoxFuture<'a, crate::Result<ProvidedLocal>> {
         Box::pin(async move {
             let cell = self.synced.lock().await.entry(req.clone()).or_default().clone();
             cell.get_or_try_init(|| self.sync(req)).await.cloned()
@@ -283,7 +381,7 @@ async fn send_stream(session: &Session, out: &ClientOutput, attrs: &BTreeMap<Str
                 if n == 0 {
                     break;
                 }
-                tx.send(BytesMessage { data: buf[..n].to_vec() })
+                tx.send(BytesMessage { data: prost::bytes::Bytes::copy_from_slice(&buf[..n]) })
                     .await
                     .map_err(|_| Status::unavailable("the client stopped taking the output"))?;
             }

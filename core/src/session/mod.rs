@@ -9,6 +9,7 @@ pub mod fsutil;
 pub mod packet_call;
 pub mod proto;
 pub mod tar_stream;
+pub mod tunnel_io;
 
 /// Bytes buffered in each direction of a session tunnel (the HTTP/2 connection carried by a
 /// `Control.Session` stream), and the most one tunnel message carries: large enough that a
@@ -21,3 +22,7 @@ pub const TUNNEL_BUFFER: usize = 1 << 20;
 pub const STREAM_WINDOW: u32 = 8 << 20;
 /// HTTP/2 flow-control window of each connection (see [`STREAM_WINDOW`]).
 pub const CONNECTION_WINDOW: u32 = 16 << 20;
+/// The largest HTTP/2 frame each end of the API accepts (what it advertises): h2's 16 KiB
+/// default cuts every 512 KiB DiffCopy packet into 32 DATA frames on each of the two
+/// connections it crosses; a 1 MiB frame carries a packet, or a tunnel message, whole.
+pub const MAX_FRAME: u32 = 1 << 20;

@@ -52,7 +52,7 @@ impl BytesWriter {
             return Ok(());
         }
         let data = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
-        self.tx.blocking_send(BytesMessage { data }).map_err(|_| {
+        self.tx.blocking_send(BytesMessage { data: data.into() }).map_err(|_| {
             std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the receiver of the tar stream went away")
         })
     }

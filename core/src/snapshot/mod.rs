@@ -59,6 +59,13 @@ pub trait Snapshotter: Send + Sync + std::fmt::Debug {
     /// Active snapshots: writable view (concurrent mounts share it). Committed: a read-only view
     /// (many concurrent mounts ok, each at its own path).
     fn mount(&self, id: &SnapshotId) -> Result<MountGuard>;
+    /// The host directory that holds an active snapshot's files when it has no parent content
+    /// (what its writable view shows, as a plain directory): files may be written there without
+    /// mounting, in particular hard-linked in, which link(2) refuses through a mount. `None` for
+    /// any other snapshot.
+    fn direct_dir(&self, _id: &SnapshotId) -> Option<std::path::PathBuf> {
+        None
+    }
     /// Freezes an active snapshot (must not be mounted writable any more).
     fn commit(&self, id: &SnapshotId) -> Result<()>;
     /// Deletes a snapshot; error if another snapshot has it as parent or it is mounted.

@@ -63,6 +63,12 @@ impl Snapshotter for Native {
         }))
     }
 
+    /// The `fs` dir of an active snapshot that started empty (its view is that dir).
+    fn direct_dir(&self, id: &SnapshotId) -> Option<std::path::PathBuf> {
+        let info = self.store.info(id).ok()?;
+        (!info.committed && info.parent.is_none()).then(|| self.store.fs_dir(id).ok()).flatten()
+    }
+
     fn commit(&self, id: &SnapshotId) -> Result<()> {
         let uses = self.store.uses();
         let info = self.store.info(id)?;

@@ -239,6 +239,14 @@ impl Snapshotter for Overlay {
         }
     }
 
+    /// The upper dir of an active snapshot without lower layers: its writable view is a bind
+    /// mount of that dir.
+    fn direct_dir(&self, id: &SnapshotId) -> Option<PathBuf> {
+        let info = self.store.info(id).ok()?;
+        let no_lowers = info.parent.is_none() || info.base;
+        (!info.committed && no_lowers).then(|| self.store.snap_dir(id).ok().map(|d| d.join("fs"))).flatten()
+    }
+
     fn commit(&self, id: &SnapshotId) -> Result<()> {
         let uses = self.store.uses();
         let info = self.store.info(id)?;

@@ -111,7 +111,30 @@ pub struct LocalRequest {
 /// request's filters select; kiln applies the filters again when it reads it.
 pub trait LocalProvider: Send + Sync + std::fmt::Debug {
     /// The directory of `req.name`, made available (e.g. synced from a client).
-    fn provide<'a>(&'a self, req: &'a LocalRequest) -> futures::future::BoxFuture<'a, Result<PathBuf>>;
+    fn provide<'a>(&'a self, req: &'a LocalRequest) -> futures::future::BoxFuture<'a, Result<ProvidedLocal>>;
+}
+
+/// A directory a [`LocalProvider`] made available, and what it already knows of it.
+#[derive(Debug, Clone, Default)]
+pub struct ProvidedLocal {
+    /// The directory.
+    pub dir: PathBuf,
+    /// Files whose content the provider hashed as it wrote them (a daemon receiving a client's
+    /// dir sees every byte): the cache key reuses these instead of reading the files again. A
+    /// file not listed, or whose size differs, is read.
+    pub digests: Arc<crate::fileops::FileDigests>,
+    /// The directory is the provider's private copy, whose files nobody writes to in place
+    /// while it exists (nothing changes it during the build; a later sync of a kept copy
+    /// replaces a changed file by a new one): its files may be hard-linked into the source's
+    /// snapshot instead of copied.
+    pub private: bool,
+}
+
+impl ProvidedLocal {
+    /// A directory with nothing known of it (read, hashed and copied as a given local is).
+    pub fn dir(dir: PathBuf) -> ProvidedLocal {
+        ProvidedLocal { dir, ..ProvidedLocal::default() }
+    }
 }
 
 impl SolveOptions {

@@ -21,10 +21,11 @@ use ops::diff;
 // Progress lives in its own module (`crate::progress`); these keep the solver's old paths working.
 pub use crate::progress::{self, display, EventFields, LogStream, ProgressEvent, ProgressSink};
 
+pub use crate::fileops::{FileDigest, FileDigests};
 pub(crate) use bridge::{BuildSession, SolvedRef};
 pub use job::{
-    AgentStream, CancelToken, CredentialProvider, LocalProvider, LocalRequest, RegistryLogin, SecretProvider,
-    SolveOptions, SolveResult, SshProvider,
+    AgentStream, CancelToken, CredentialProvider, LocalProvider, LocalRequest, ProvidedLocal, RegistryLogin,
+    SecretProvider, SolveOptions, SolveResult, SshProvider,
 };
 pub(crate) use tasks::{KeyLockHandle, KeyLocks, TaskCount, TaskToken};
 

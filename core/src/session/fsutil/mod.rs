@@ -17,7 +17,7 @@ mod writer;
 #[cfg(test)]
 mod tests;
 
-pub use receive::{receive, Differ, ReceiveOpts};
+pub use receive::{receive, receive_hashed, Differ, Digests, ReceiveOpts};
 pub use send::{send, SendOpts};
 
 use crate::error::{Error, ErrorKind, Result};
@@ -114,7 +114,7 @@ fn ascii_value(key: &str, v: &str) -> Result<tonic::metadata::MetadataValue<toni
 
 /// An ERR packet carrying `msg`.
 pub(crate) fn err_packet(msg: &str) -> Packet {
-    Packet { r#type: PacketType::PacketErr as i32, data: msg.as_bytes().to_vec(), ..Packet::default() }
+    Packet { r#type: PacketType::PacketErr as i32, data: msg.to_owned().into(), ..Packet::default() }
 }
 
 /// A FIN packet.

@@ -8,6 +8,7 @@
 //! an unbounded queue so that the thread never waits on the sender while the sender waits on
 //! us (fsutil sends each REQ from its own goroutine for the same reason).
 
+pub use super::writer::Digests;
 use super::writer::Worker;
 use crate::error::{Error, ErrorKind, Result};
 use crate::fileops::Owner;
@@ -42,12 +43,25 @@ pub struct ReceiveOpts {
     /// A cap on the file content received, in bytes (`None`: no cap). fsutil has none; a
     /// daemon may want one.
     pub max_bytes: Option<u64>,
+    /// Record the sha256 of every file's content as it is written ([`receive_hashed`]): a
+    /// daemon keying a build context on its content then need not read it back.
+    pub hash: bool,
 }
 
 /// Receives the sender's directory into `dest` (created if missing) over `conn`, returning after
 /// the sender's FIN and the end of its stream. A local failure is also sent to the sender as an
 /// ERR packet; an ERR from the sender is returned as an error.
 pub async fn receive<T, R>(conn: Conn<T, R>, dest: &Path, opts: &ReceiveOpts) -> Result<()>
+where
+    T: MsgTx<Packet>,
+    R: MsgRx<Packet>,
+{
+    receive_hashed(conn, dest, opts).await.map(drop)
+}
+
+/// [`receive`], returning the size and sha256 of each regular file received by its path (with
+/// [`ReceiveOpts::hash`]; empty without).
+pub async fn receive_hashed<T, R>(conn: Conn<T, R>, dest: &Path, opts: &ReceiveOpts) -> Result<Digests>
 where
     T: MsgTx<Packet>,
     R: MsgRx<Packet>,

@@ -11,9 +11,9 @@ use crate::fileops::{walk_matching, PatternMatcher};
 use crate::session::conn::{Conn, MsgRx, MsgTx};
 use crate::session::proto::fsutil::types::{Packet, Stat};
 use std::collections::HashMap;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 
 /// Data packet size. fsutil's buffer is 32 KiB; larger packets cost fewer messages through the
@@ -154,19 +154,35 @@ const END_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 /// that cannot be opened any more is sent empty, as fsutil does.
 async fn send_file<T: MsgTx<Packet>>(tx: &T, id: u32, path: PathBuf) -> Result<()> {
     // O_NOFOLLOW: the walk saw a regular file here; never read through a symlink swapped in.
-    let opened = tokio::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(&path).await;
-    if let Ok(mut f) = opened {
-        let mut buf = vec![0u8; CHUNK];
-        loop {
-            let n = f.read(&mut buf).await.with_path("file transfer: cannot read", &path)?;
-            if n == 0 {
+    let opened = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(&path);
+    if let Ok(f) = opened {
+        let mut f = Some(f);
+        // Each chunk is read on a blocking thread straight into the buffer the packet carries
+        // (tokio's `File` reads into its own buffer and copies): one copy fewer per byte.
+        while let Some(file) = f.take() {
+            let path = path.clone();
+            let (file, data) = tokio::task::spawn_blocking(move || read_chunk(file, &path))
+                .await
+                .map_err(|e| Error::with_source(ErrorKind::Internal, "file transfer: read task failed", e))??;
+            if data.is_empty() {
                 break;
             }
-            let data = buf[..n].to_vec();
+            let full = data.len() == CHUNK;
             tx.send(Packet { r#type: PacketType::PacketData as i32, id, data, ..Packet::default() }).await?;
+            // A short chunk was the end of the file.
+            f = full.then_some(file);
         }
     }
     tx.send(Packet { r#type: PacketType::PacketData as i32, id, ..Packet::default() }).await
+}
+
+/// Up to [`CHUNK`] bytes of `f` (fewer only at its end), read into a fresh buffer.
+fn read_chunk(f: std::fs::File, path: &Path) -> Result<(std::fs::File, prost::bytes::Bytes)> {
+    let mut buf = Vec::with_capacity(CHUNK);
+    // `read_to_end` fills the spare capacity without zeroing it first; `take` stops at a chunk.
+    std::io::Read::read_to_end(&mut std::io::Read::take(&f, CHUNK as u64), &mut buf)
+        .with_path("file transfer: cannot read", path)?;
+    Ok((f, prost::bytes::Bytes::from(buf)))
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

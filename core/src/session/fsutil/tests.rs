@@ -289,7 +289,7 @@ fn end() -> Packet {
     Packet { r#type: PacketType::PacketStat as i32, ..Packet::default() }
 }
 fn data(id: u32, d: &[u8]) -> Packet {
-    Packet { r#type: PacketType::PacketData as i32, id, data: d.to_vec(), ..Packet::default() }
+    Packet { r#type: PacketType::PacketData as i32, id, data: d.to_vec().into(), ..Packet::default() }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -471,4 +471,67 @@ fn compare_path_is_walk_order() {
     assert_eq!(compare_path("a.b", "a/b"), Greater);
     assert_eq!(compare_path("a", "a"), Equal);
     assert_eq!(compare_path("ab", "a/c"), Greater);
+}
+
+/// The digests recorded while receiving give the local source the checksum it computes by
+/// reading the received files, with and without filters; and a tree linked from the staged dir
+/// into a snapshot equals one copied from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn received_digests_and_linked_tree_match_the_disk() {
+    use crate::source::local::{checksum_local, checksum_local_known, sync_local, sync_local_linked, LocalSource};
+    let src = tempfile::tempdir().unwrap();
+    sample_tree(src.path());
+    for exclude in [vec![], vec!["a/b".to_owned(), "fifo".to_owned()]] {
+        let dest = tempfile::tempdir().unwrap();
+        let sopts = SendOpts { exclude: exclude.clone(), ..SendOpts::default() };
+        let ropts = ReceiveOpts { differ: Differ::None, hash: true, ..ReceiveOpts::default() };
+        let (a, b) = pipe::<Packet>(8);
+        let (s, r) = tokio::join!(send(a, src.path(), &sopts), receive_hashed(b, dest.path(), &ropts));
+        s.unwrap();
+        let digests = r.unwrap();
+        // Every regular file received is listed (a hard link's second name has no data of its own).
+        let expect = if exclude.is_empty() { 7 } else { 4 };
+        assert_eq!(digests.len(), expect, "{exclude:?}: {:?}", digests.keys());
+        let local = LocalSource { dir: dest.path().to_path_buf(), exclude: exclude.clone(), ..LocalSource::default() };
+        assert_eq!(checksum_local_known(&local, &digests).unwrap(), checksum_local(&local).unwrap(), "{exclude:?}");
+        let from_client = LocalSource { dir: src.path().to_path_buf(), exclude, ..LocalSource::default() };
+        if is_root() {
+            // Owners travel as they are on the client: the key is the embedded engine's.
+            assert_eq!(checksum_local(&from_client).unwrap(), checksum_local(&local).unwrap());
+        }
+        // The recorded digests are what the checksum uses: a wrong one of the right size shows.
+        let mut forged = digests.clone();
+        if let Some(d) = forged.get_mut("zero") {
+            d.sha256 = [1; 32];
+        }
+        assert_ne!(checksum_local_known(&local, &forged).unwrap(), checksum_local(&local).unwrap());
+        // A stale digest (another size) is not trusted.
+        let mut wrong = digests.clone();
+        if let Some(d) = wrong.get_mut("a/small.txt") {
+            d.sha256 = [0; 32];
+            d.size += 1;
+        }
+        assert_eq!(checksum_local_known(&local, &wrong).unwrap(), checksum_local(&local).unwrap());
+
+        let before = checksum_local(&local).unwrap();
+        let (copied, linked) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let n = sync_local(&local, copied.path()).unwrap();
+        assert_eq!(sync_local_linked(&local, linked.path(), true).unwrap(), n);
+        // Links to the staged dir outside the tree are no links within it.
+        let within = |root: &Path| {
+            let mut m = snapshot(root);
+            for (rel, v) in m.iter_mut() {
+                *v = v.replace(&format!(" link-group={rel}"), "");
+            }
+            m
+        };
+        assert_eq!(within(linked.path()), within(copied.path()));
+        // Linking changed nothing of the staged files.
+        assert_eq!(checksum_local(&local).unwrap(), before);
+        let m = std::fs::metadata(linked.path().join("zero")).unwrap();
+        let staged = std::fs::metadata(dest.path().join("zero")).unwrap();
+        if !is_root() || staged.uid() == 0 {
+            assert_eq!((m.dev(), m.ino()), (staged.dev(), staged.ino()), "linked, not copied");
+        }
+    }
 }

@@ -15,6 +15,9 @@ use super::validate::{compare_path, WalkValidator};
 use super::{err_packet, fin_packet, PacketType};
 use crate::error::{Error, ErrorKind, IoContext, Result};
 use crate::session::proto::fsutil::types::{Packet, Stat};
+use crate::solver::FileDigest;
+use prost::bytes::Bytes;
+use sha2::{Digest as _, Sha256};
 use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -35,7 +38,13 @@ struct Pending {
     file: Option<File>,
     /// The mode to put back after writing to a file we could not open for writing.
     restore: Option<u32>,
+    /// The path as the sender named it (what its digest is recorded by).
+    rel: String,
 }
+
+/// The received files' sizes and sha256 by the path the sender named them with (see
+/// [`ReceiveOpts::hash`]).
+pub type Digests = crate::solver::FileDigests;
 
 /// Files kept open at once while their data arrives (fsutil's sender sends four at a time; a
 /// sender interleaving more costs reopenings, not descriptors).
@@ -65,6 +74,8 @@ pub(super) struct Worker {
     /// The sender reported an error (ERR): not echoed back.
     peer_failed: bool,
     tmp_seq: u64,
+    /// With [`ReceiveOpts::hash`]: the threads hashing the received content.
+    hashers: Option<Hashers>,
 }
 
 impl Worker {
@@ -87,17 +98,33 @@ impl Worker {
             fin_received: false,
             peer_failed: false,
             tmp_seq: u64::from(std::process::id()) << 20,
+            hashers: None,
         }
     }
 
-    pub(super) fn run(mut self, mut input: mpsc::Receiver<Packet>) -> Result<()> {
+    /// Runs to the end of the stream; returns the received files' digests (empty unless
+    /// [`ReceiveOpts::hash`]).
+    pub(super) fn run(mut self, mut input: mpsc::Receiver<Packet>) -> Result<Digests> {
+        if self.opts.hash {
+            match Hashers::start() {
+                Ok(h) => self.hashers = Some(h),
+                Err(e) => {
+                    let _ = self.out.send(err_packet(&e.to_string()));
+                    return Err(e);
+                }
+            }
+        }
         let r = self.run_inner(&mut input);
         if let Err(e) = &r {
             if !self.peer_failed {
                 let _ = self.out.send(err_packet(&e.to_string()));
             }
         }
-        r
+        r?;
+        match self.hashers.take() {
+            Some(h) => h.finish(),
+            None => Ok(Digests::new()),
+        }
     }
 
     fn run_inner(&mut self, input: &mut mpsc::Receiver<Packet>) -> Result<()> {
@@ -147,7 +174,7 @@ impl Worker {
                     self.maybe_finish()?;
                 }
                 Ok(PacketType::PacketData) => {
-                    self.data(p.id, &p.data)?;
+                    self.data(p.id, p.data)?;
                     self.maybe_finish()?;
                 }
                 Ok(PacketType::PacketFin) => {
@@ -263,6 +290,9 @@ impl Worker {
                 return Ok(());
             }
         }
+        // A changed entry is made anew under a temporary name and renamed over the old one, never
+        // rewritten in place: a daemon keeping a synced dir relies on it, having hard-linked the
+        // old files into snapshots.
         let new_path = match &old {
             Some(_) => self.tmp_name(&dest_path)?,
             None => dest_path.clone(),
@@ -319,6 +349,7 @@ impl Worker {
                     written: 0,
                     file: None,
                     restore: None,
+                    rel: st.path.clone(),
                 },
             );
             self.send(Packet { r#type: PacketType::PacketReq as i32, id, ..Packet::default() })?;
@@ -332,7 +363,7 @@ impl Worker {
         Ok(parent.join(format!(".tmp.{:09}", (self.tmp_seq >> 33) % 1_000_000_000)))
     }
 
-    fn data(&mut self, id: u32, data: &[u8]) -> Result<()> {
+    fn data(&mut self, id: u32, data: Bytes) -> Result<()> {
         if !self.pending.contains_key(&id) {
             return Err(recv_err(format!("DATA for file id {id}, which was not requested or is complete")));
         }
@@ -340,6 +371,9 @@ impl Worker {
             let Some(mut p) = self.pending.remove(&id) else { return Ok(()) };
             if p.file.take().is_some() {
                 self.open -= 1;
+            }
+            if let Some(h) = &self.hashers {
+                h.end(id, std::mem::take(&mut p.rel), p.written)?;
             }
             // Writing may clear setuid/setgid (without CAP_FSETID): set the mode again.
             if p.restore.is_some() || p.perm & (libc::S_ISUID | libc::S_ISGID) != 0 {
@@ -368,9 +402,12 @@ impl Worker {
         }
         if let Some(p) = self.pending.get_mut(&id) {
             if let Some(f) = &p.file {
-                f.write_all_at(data, p.written).with_path("file transfer: cannot write", &p.path)?;
+                f.write_all_at(&data, p.written).with_path("file transfer: cannot write", &p.path)?;
             }
             p.written += data.len() as u64;
+            if let Some(h) = &self.hashers {
+                h.data(id, data)?;
+            }
         }
         Ok(())
     }
@@ -418,5 +455,83 @@ fn open_for_data(p: &mut Pending) -> Result<File> {
             open(&p.path).with_path("file transfer: cannot open for writing", &p.path)
         }
         Err(e) => Err(Error::io("file transfer: cannot open for writing", &p.path, e)),
+    }
+}
+
+/// What a hashing thread is told of one file.
+enum Hash {
+    /// The next bytes of file `id`.
+    Data(u32, Bytes),
+    /// File `id` is complete: its path and size.
+    End(u32, String, u64),
+}
+
+/// Threads hashing the received files (sha256 costs about as much as everything else the
+/// receiver does): a file goes to one of them by id, so files sent concurrently are hashed in
+/// parallel, and the disk writes never wait for a hash.
+struct Hashers {
+    lanes: Vec<std::sync::mpsc::SyncSender<Hash>>,
+    threads: Vec<std::thread::JoinHandle<Digests>>,
+}
+
+/// Chunks queued per hashing thread before the writer waits for it (bounds the memory held).
+const HASH_QUEUE: usize = 32;
+
+fn hasher_gone() -> Error {
+    Error::new(ErrorKind::Internal, "file transfer (receiving): a hashing thread stopped")
+}
+
+impl Hashers {
+    fn start() -> Result<Hashers> {
+        let n = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 4);
+        let mut h = Hashers { lanes: Vec::with_capacity(n), threads: Vec::with_capacity(n) };
+        for _ in 0..n {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Hash>(HASH_QUEUE);
+            let t = std::thread::Builder::new()
+                .name("kiln-recv-hash".into())
+                .spawn(move || {
+                    let mut open: HashMap<u32, Sha256> = HashMap::new();
+                    let mut done = Digests::new();
+                    for m in rx {
+                        match m {
+                            Hash::Data(id, b) => open.entry(id).or_default().update(&b),
+                            Hash::End(id, rel, size) => {
+                                let sha256 = open.remove(&id).unwrap_or_default().finalize().into();
+                                done.insert(rel, FileDigest { size, sha256 });
+                            }
+                        }
+                    }
+                    done
+                })
+                .map_err(|e| {
+                    Error::with_source(ErrorKind::Internal, "file transfer: cannot start a hashing thread", e)
+                })?;
+            h.lanes.push(tx);
+            h.threads.push(t);
+        }
+        Ok(h)
+    }
+
+    fn send(&self, id: u32, m: Hash) -> Result<()> {
+        let lane = self.lanes.get(id as usize % self.lanes.len().max(1)).ok_or_else(hasher_gone)?;
+        lane.send(m).map_err(|_| hasher_gone())
+    }
+
+    fn data(&self, id: u32, b: Bytes) -> Result<()> {
+        self.send(id, Hash::Data(id, b))
+    }
+
+    fn end(&self, id: u32, rel: String, size: u64) -> Result<()> {
+        self.send(id, Hash::End(id, rel, size))
+    }
+
+    /// Waits for every file's hash.
+    fn finish(self) -> Result<Digests> {
+        drop(self.lanes);
+        let mut all = Digests::new();
+        for t in self.threads {
+            all.extend(t.join().map_err(|_| hasher_gone())?);
+        }
+        Ok(all)
     }
 }

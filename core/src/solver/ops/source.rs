@@ -16,10 +16,10 @@ use crate::progress::ProgressEvent;
 use crate::registry::{pull_image_metadata, Reference, RegistryClient};
 use crate::snapshot::SnapshotId;
 use crate::solver::refs::{Active, ResultRef};
-use crate::solver::Solve;
+use crate::solver::{FileDigests, ProvidedLocal, Solve};
 use crate::source::git::{fetch_git, resolve_git_ref, GitFetch};
 use crate::source::http::{fetch_http, HttpFetch};
-use crate::source::local::{checksum_local, sync_local, LocalSource};
+use crate::source::local::{checksum_local_known, sync_local, sync_local_linked, LocalSource};
 use crate::worker::pool::Worker;
 use futures::future::BoxFuture;
 use std::collections::BTreeMap;
@@ -65,6 +65,13 @@ impl OpSolver for SourceOp {
     }
 }
 
+/// A local source and what its provider already knows of the dir (see [`ProvidedLocal`]).
+struct Local {
+    src: LocalSource,
+    digests: Arc<FileDigests>,
+    private: bool,
+}
+
 /// The local dir `name`: given in the solve's locals, else from its local provider.
 async fn local_source(
     solve: &Solve,
@@ -72,9 +79,9 @@ async fn local_source(
     include: &[String],
     exclude: &[String],
     follow: &[String],
-) -> Result<LocalSource> {
-    let dir = match (solve.opts.locals.get(name), &solve.opts.local_provider) {
-        (Some(d), _) => d.clone(),
+) -> Result<Local> {
+    let provided = match (solve.opts.locals.get(name), &solve.opts.local_provider) {
+        (Some(d), _) => ProvidedLocal::dir(d.clone()),
         (None, Some(p)) => {
             let req = crate::solver::LocalRequest {
                 name: name.to_owned(),
@@ -88,7 +95,13 @@ async fn local_source(
             return Err(Error::missing_input(MissingInput::Local, name, None, solve.opts.locals.keys()));
         }
     };
-    Ok(LocalSource { dir, include: include.to_vec(), exclude: exclude.to_vec(), follow_paths: follow.to_vec() })
+    let src = LocalSource {
+        dir: provided.dir,
+        include: include.to_vec(),
+        exclude: exclude.to_vec(),
+        follow_paths: follow.to_vec(),
+    };
+    Ok(Local { src, digests: provided.digests, private: provided.private })
 }
 
 fn layout_ref(reference: &OciRef) -> String {
@@ -102,8 +115,8 @@ fn layout_ref(reference: &OciRef) -> String {
 async fn content_key(solve: &Arc<Solve>, v: &Vertex, spec: &SourceSpec) -> Result<String> {
     match spec.clone() {
         SourceSpec::Local { name, include, exclude, follow_paths, .. } => {
-            let src = local_source(solve, &name, &include, &exclude, &follow_paths).await?;
-            let d = tokio::task::spawn_blocking(move || checksum_local(&src))
+            let l = local_source(solve, &name, &include, &exclude, &follow_paths).await?;
+            let d = tokio::task::spawn_blocking(move || checksum_local_known(&l.src, &l.digests))
                 .await
                 .map_err(|e| Error::with_source(ErrorKind::Internal, "checksum task", e))??;
             Ok(format!("local:{d}"))
@@ -164,12 +177,18 @@ async fn run(solve: &Arc<Solve>, v: &Vertex, spec: &SourceSpec, worker: &Arc<Wor
     let progress = solve.opts.progress.clone();
     match spec.clone() {
         SourceSpec::Local { name: local, include, exclude, follow_paths, .. } => {
-            let src = local_source(solve, &local, &include, &exclude, &follow_paths).await?;
+            let l = local_source(solve, &local, &include, &exclude, &follow_paths).await?;
             blocking(move || {
                 let a = Active::prepare(&worker.snapshotter, None)?;
-                let bytes = {
-                    let g = worker.snapshotter.mount(&a.id)?;
-                    sync_local(&src, g.path())?
+                let direct = if l.private { worker.snapshotter.direct_dir(&a.id) } else { None };
+                let bytes = match direct {
+                    // The provider's private copy: its files are linked into the snapshot's own
+                    // dir rather than copied a second time (link(2) cannot go through a mount).
+                    Some(dir) => sync_local_linked(&l.src, &dir, true)?,
+                    None => {
+                        let g = worker.snapshotter.mount(&a.id)?;
+                        sync_local(&l.src, g.path())?
+                    }
                 };
                 progress.emit(ProgressEvent::Status {
                     vertex,

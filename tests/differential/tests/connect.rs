@@ -37,12 +37,18 @@ impl KilnServe {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn kiln serve");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::os::unix::net::UnixStream::connect(&sock).is_err() {
-            assert!(Instant::now() < deadline, "kiln serve did not listen within 30 s");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_for_socket(&sock, "kiln serve");
         KilnServe { child, sock }
+    }
+}
+
+/// Waits (at most 30 s) until `what` accepts connections on unix socket `sock`.
+fn wait_for_socket(sock: &Path, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::os::unix::net::UnixStream::connect(sock).is_err() {
+        assert!(Instant::now() < deadline, "{what} did not listen on {} within 30 s", sock.display());
+        // Back-off between polls of a bounded loop.
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -405,11 +411,7 @@ impl SshAgent {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn ssh-agent (install openssh-client: scripts/setup)");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::os::unix::net::UnixStream::connect(&sock).is_err() {
-            assert!(Instant::now() < deadline, "ssh-agent did not listen within 30 s");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_for_socket(&sock, "ssh-agent");
         let key = dir.join("id_test");
         run_ok(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", "kiln-test", "-f"]).arg(&key));
         run_ok(Command::new("ssh-add").env("SSH_AUTH_SOCK", &sock).arg(&key));

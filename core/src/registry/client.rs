@@ -746,12 +746,14 @@ impl RegistryClient {
 
     /// The `Authorization` header for `r`'s registry, once it has challenged us.
     fn authorization(&self, r: &Reference, scopes: &[String]) -> Result<Option<String>> {
-        let challenge = lock(&self.inner.challenges).get(&r.registry).cloned();
+        let Some(challenge) = lock(&self.inner.challenges).get(&r.registry).cloned() else {
+            // Not challenged (yet): no credentials asked for, none sent.
+            return Ok(None);
+        };
         let cred = self.credential(r)?;
         let cred = cred.as_ref();
         match challenge {
-            None => Ok(None),
-            Some(Challenge::Basic) => match cred {
+            Challenge::Basic => match cred {
                 Some(Credential::Basic { username, password }) => {
                     Ok(Some(format!("Basic {}", base64_encode(format!("{username}:{password}").as_bytes()))))
                 }
@@ -761,7 +763,7 @@ impl RegistryClient {
                     self.describe_credentials(r)
                 ))),
             },
-            Some(Challenge::Bearer { realm, service }) => {
+            Challenge::Bearer { realm, service } => {
                 let key = (r.registry.clone(), scopes.join(" "));
                 if let Some((token, expiry)) = lock(&self.inner.tokens).get(&key) {
                     if Instant::now() < *expiry {
